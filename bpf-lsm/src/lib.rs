@@ -1,0 +1,1 @@
+//! Kernel enforcement for imgsign: BPF-LSM programs written in C and their loader.

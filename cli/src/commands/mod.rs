@@ -1,0 +1,38 @@
+//! Command-line definitions and dispatch.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub mod keygen;
+pub mod sign;
+pub mod trust;
+pub mod verify;
+
+#[derive(Parser)]
+#[command(name = "imgsign", version, about = "Signed per-file manifests of container images, enforced by the kernel")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate an Ed25519 key pair (encrypted PKCS#8 private key, SPKI public key).
+    Keygen(keygen::Args),
+    /// Manage a trust store directory (trusted keys, revoked keys, threshold).
+    #[command(subcommand)]
+    Trust(trust::Command),
+    /// Sign the per-file manifest of an image.
+    Sign(sign::Args),
+    /// Verify an image against signed manifest bundle(s).
+    Verify(verify::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Trust(cmd) => trust::run(cmd),
+        Command::Sign(args) => sign::run(args),
+        Command::Verify(args) => verify::run(args),
+    }
+}

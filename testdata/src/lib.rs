@@ -1,0 +1,1 @@
+//! Test inputs for imgsign: builders of small real images and generators of hostile ones.
