@@ -1,0 +1,697 @@
+//! Ed25519 keys and their encodings. A [`PublicKey`] is read and written as an SPKI `PUBLIC KEY`
+//! PEM and is named by its [`KeyId`], the lowercase hex SHA-256 of its SPKI DER. A [`SigningKey`]
+//! is written only as an `ENCRYPTED PRIVATE KEY` PKCS#8 PEM (PBES2 with scrypt or PBKDF2-SHA256,
+//! and AES-256-CBC), the format OpenSSL reads and writes; unencrypted `PRIVATE KEY` PEMs are
+//! accepted on input. Secret material is zeroized on drop. [`KeyError`] is the error type of this
+//! module, of [`crate::passphrase`] and of [`crate::fsutil`].
+
+use crate::fsutil::write_new_file;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, KeypairBytes};
+use ed25519_dalek::Signature;
+use pkcs8::der::pem::LineEnding;
+use pkcs8::pkcs5::pbes2;
+use pkcs8::{EncodePrivateKey, EncryptedPrivateKeyInfo};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use zeroize::{Zeroize, Zeroizing};
+
+/// Errors from keys, passphrases and careful file writes. Messages name the file at fault; the
+/// underlying cause is in the `#[source]` chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A file could not be read, created or written.
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The destination already exists; it was left untouched.
+    #[error("refusing to overwrite existing file {}", path.display())]
+    Exists { path: PathBuf },
+    /// A problem with the key held in a file.
+    #[error("invalid key file {}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<KeyError>,
+    },
+    /// Not an Ed25519 SPKI public key.
+    #[error("not an Ed25519 public key (expected a PEM \"PUBLIC KEY\" block holding an Ed25519 SubjectPublicKeyInfo)")]
+    InvalidPublicKey {
+        #[source]
+        source: pkcs8::spki::Error,
+    },
+    /// Not PEM, or a PEM block of the wrong kind.
+    #[error("not a PEM private key (expected an \"ENCRYPTED PRIVATE KEY\" or \"PRIVATE KEY\" block)")]
+    NotPrivateKeyPem {
+        #[source]
+        source: Option<pkcs8::der::Error>,
+    },
+    /// The PEM held a private key that is not a valid Ed25519 PKCS#8 key.
+    #[error("not an Ed25519 PKCS#8 private key")]
+    InvalidPrivateKey {
+        #[source]
+        source: pkcs8::Error,
+    },
+    /// The private key is encrypted and no passphrase was given.
+    #[error("the private key is encrypted; a passphrase is needed")]
+    PassphraseRequired,
+    /// Decryption failed: the passphrase is wrong (or the encrypted key is corrupt).
+    #[error("wrong passphrase for the encrypted private key (or the key file is corrupt)")]
+    WrongPassphrase {
+        #[source]
+        source: pkcs8::Error,
+    },
+    /// The encrypted key uses a scheme this crate does not implement (PBES1, a legacy cipher).
+    #[error("unsupported private key encryption (use PBES2 with scrypt or PBKDF2 and AES-CBC)")]
+    UnsupportedEncryption {
+        #[source]
+        source: pkcs8::Error,
+    },
+    /// Encoding or encrypting a private key failed.
+    #[error("cannot encode the private key")]
+    Encode {
+        #[source]
+        source: pkcs8::Error,
+    },
+    /// Bad scrypt/PBKDF2 parameters.
+    #[error("invalid key derivation parameters: {0}")]
+    InvalidKdf(String),
+    /// Not a key id.
+    #[error("invalid key id {value:?}: expected 64 hex digits (SHA-256 of the public key's SPKI DER)")]
+    InvalidKeyId { value: String },
+    /// The environment variable meant to hold the passphrase is not set.
+    #[error("environment variable {var} is not set (it should hold the passphrase)")]
+    PassphraseEnvUnset { var: String },
+    /// The passphrase is empty; keys are always encrypted.
+    #[error("the passphrase from {origin} is empty")]
+    EmptyPassphrase { origin: String },
+    /// Reading the passphrase from the terminal failed.
+    #[error("cannot read the passphrase from the terminal")]
+    Prompt {
+        #[source]
+        source: io::Error,
+    },
+    /// The two passphrases typed differ.
+    #[error("the passphrases do not match")]
+    PassphraseMismatch,
+    /// No passphrase source was given and there is no terminal to prompt on.
+    #[error("no passphrase given: use --passphrase-env VAR, --passphrase-file FILE or set {var}, or run on a terminal to be prompted")]
+    NoPassphraseSource { var: &'static str },
+    /// More than one passphrase source was given.
+    #[error("give only one passphrase source")]
+    ConflictingPassphraseSources,
+}
+
+impl KeyError {
+    fn in_file(self, path: &Path) -> KeyError {
+        match self {
+            // I/O errors already name the file.
+            e @ (KeyError::Io { .. } | KeyError::Exists { .. } | KeyError::InFile { .. }) => e,
+            e => KeyError::InFile { path: path.to_path_buf(), source: Box::new(e) },
+        }
+    }
+}
+
+fn read_to_string(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|source| KeyError::Io { action: "cannot read", path: path.to_path_buf(), source })
+}
+
+/// The id of a public key: lowercase hex SHA-256 of its SubjectPublicKeyInfo DER encoding.
+///
+/// Parsing accepts upper or lower case hex and normalizes to lower case. Serializes as a string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(String);
+
+impl KeyId {
+    /// The id of the public key whose SPKI DER encoding is `spki_der`.
+    pub fn from_spki_der(spki_der: &[u8]) -> KeyId {
+        KeyId(hex::encode(Sha256::digest(spki_der)))
+    }
+
+    /// The 64 lowercase hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = KeyError;
+
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(KeyId(s.to_ascii_lowercase()))
+        } else {
+            Err(KeyError::InvalidKeyId { value: s.to_string() })
+        }
+    }
+}
+
+impl AsRef<str> for KeyId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An Ed25519 public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: ed25519_dalek::VerifyingKey,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.key_id())
+    }
+}
+
+impl PublicKey {
+    /// Parses an SPKI `PUBLIC KEY` PEM holding an Ed25519 key.
+    pub fn from_pem(pem: &str) -> Result<Self, KeyError> {
+        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim())
+            .map_err(|source| KeyError::InvalidPublicKey { source })?;
+        Ok(PublicKey { key })
+    }
+
+    /// Parses an SPKI DER encoding of an Ed25519 key.
+    pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
+        let key = ed25519_dalek::VerifyingKey::from_public_key_der(der)
+            .map_err(|source| KeyError::InvalidPublicKey { source })?;
+        Ok(PublicKey { key })
+    }
+
+    /// The raw 32-byte key (RFC 8032 encoding); rejects a point that does not decode.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey {
+            source: pkcs8::spki::Error::KeyMalformed,
+        })?;
+        Ok(PublicKey { key })
+    }
+
+    /// Reads an SPKI PEM file; errors name the file.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let pem = read_to_string(path)?;
+        PublicKey::from_pem(&pem).map_err(|e| e.in_file(path))
+    }
+
+    /// The SPKI `PUBLIC KEY` PEM, LF line endings, ending in a newline.
+    pub fn to_pem(&self) -> String {
+        self.key
+            .to_public_key_pem(LineEnding::LF)
+            .expect("encoding an Ed25519 SubjectPublicKeyInfo cannot fail")
+    }
+
+    /// The SPKI DER encoding.
+    pub fn to_der(&self) -> Vec<u8> {
+        self.key
+            .to_public_key_der()
+            .expect("encoding an Ed25519 SubjectPublicKeyInfo cannot fail")
+            .into_vec()
+    }
+
+    /// The raw 32-byte key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// SHA-256 of the SPKI DER, lowercase hex.
+    pub fn key_id(&self) -> KeyId {
+        KeyId::from_spki_der(&self.to_der())
+    }
+
+    /// Checks a 64-byte Ed25519 signature with strict verification (`verify_strict`: rejects
+    /// non-canonical encodings and small-order keys and points). Anything malformed is `false`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match Signature::from_slice(signature) {
+            Ok(sig) => self.key.verify_strict(message, &sig).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Key derivation for encrypted private keys (PBES2). Every choice uses AES-256-CBC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kdf {
+    /// scrypt with cost 2^`log_n`, block size `r`, parallelism `p`.
+    Scrypt { log_n: u8, r: u32, p: u32 },
+    /// PBKDF2 with HMAC-SHA256.
+    Pbkdf2Sha256 { iterations: u32 },
+}
+
+impl Kdf {
+    /// Cheap parameters for tests only: never use them for a real key.
+    pub const INSECURE_FOR_TESTS: Kdf = Kdf::Scrypt { log_n: 4, r: 8, p: 1 };
+}
+
+impl Default for Kdf {
+    /// scrypt N=2^14, r=8, p=1 (16 MiB). N=2^15 would exceed OpenSSL's default scrypt memory limit
+    /// (32 MiB), making the key unreadable by `openssl pkey`.
+    fn default() -> Self {
+        Kdf::Scrypt { log_n: 14, r: 8, p: 1 }
+    }
+}
+
+/// An Ed25519 private key. The secret is zeroized when this is dropped; `Debug` shows only the key
+/// id.
+pub struct SigningKey {
+    key: ed25519_dalek::SigningKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.public_key().key_id())
+    }
+}
+
+impl SigningKey {
+    /// A fresh key from the operating system's random number generator.
+    pub fn generate() -> Self {
+        SigningKey { key: ed25519_dalek::SigningKey::generate(&mut OsRng) }
+    }
+
+    /// A key from its 32-byte seed (RFC 8032 secret key).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        SigningKey { key: ed25519_dalek::SigningKey::from_bytes(seed) }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey { key: self.key.verifying_key() }
+    }
+
+    /// The 64-byte Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use ed25519_dalek::Signer;
+        self.key.sign(message).to_bytes().to_vec()
+    }
+
+    /// PKCS#8 v1 DER (no embedded public key: the widest-read form).
+    fn pkcs8_der(&self) -> Result<pkcs8::SecretDocument, KeyError> {
+        let mut kp = KeypairBytes { secret_key: self.key.to_bytes(), public_key: None };
+        let doc = kp.to_pkcs8_der().map_err(|source| KeyError::Encode { source });
+        kp.secret_key.zeroize();
+        doc
+    }
+
+    /// An `ENCRYPTED PRIVATE KEY` PEM (PKCS#8, PBES2 scrypt N=2^14 r=8 p=1, AES-256-CBC), readable
+    /// by `openssl pkey`.
+    pub fn to_encrypted_pem(&self, passphrase: &[u8]) -> Result<String, KeyError> {
+        self.to_encrypted_pem_with(passphrase, Kdf::default())
+    }
+
+    /// Like [`SigningKey::to_encrypted_pem`] with a chosen key derivation.
+    pub fn to_encrypted_pem_with(&self, passphrase: &[u8], kdf: Kdf) -> Result<String, KeyError> {
+        if passphrase.is_empty() {
+            return Err(KeyError::EmptyPassphrase { origin: "the caller".into() });
+        }
+        let mut salt = [0u8; 16];
+        let mut iv = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        OsRng.fill_bytes(&mut iv);
+        let params = match kdf {
+            Kdf::Scrypt { log_n, r, p } => {
+                let sp = pkcs8::pkcs5::scrypt::Params::new(log_n, r, p, 32)
+                    .map_err(|e| KeyError::InvalidKdf(format!("scrypt: {e}")))?;
+                pbes2::Parameters::scrypt_aes256cbc(sp, &salt, &iv)
+            }
+            Kdf::Pbkdf2Sha256 { iterations } => {
+                if iterations == 0 {
+                    return Err(KeyError::InvalidKdf("PBKDF2 iterations must be at least 1".into()));
+                }
+                pbes2::Parameters::pbkdf2_sha256_aes256cbc(iterations, &salt, &iv)
+            }
+        }
+        .map_err(|e| KeyError::InvalidKdf(e.to_string()))?;
+        let der = self.pkcs8_der()?;
+        let info = pkcs8::PrivateKeyInfo::try_from(der.as_bytes()).map_err(|source| KeyError::Encode { source })?;
+        let encrypted = info.encrypt_with_params(params, passphrase).map_err(|source| KeyError::Encode { source })?;
+        let pem = encrypted
+            .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+            .map_err(|e| KeyError::Encode { source: e.into() })?;
+        Ok(pem.to_string())
+    }
+
+    /// An unencrypted `PRIVATE KEY` PEM, for tests and hand-off to tools that need one. Keys on
+    /// disk should be written with [`SigningKey::to_encrypted_pem`].
+    pub fn to_unencrypted_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        let der = self.pkcs8_der()?;
+        der.to_pem("PRIVATE KEY", LineEnding::LF).map_err(|e| KeyError::Encode { source: e.into() })
+    }
+
+    /// Parses an `ENCRYPTED PRIVATE KEY` (needs `passphrase`) or `PRIVATE KEY` PKCS#8 PEM holding
+    /// an Ed25519 key. A wrong passphrase gives [`KeyError::WrongPassphrase`].
+    pub fn from_pem(pem: &str, passphrase: Option<&[u8]>) -> Result<Self, KeyError> {
+        let (label, der) = pkcs8::der::pem::decode_vec(pem.trim().as_bytes())
+            .map_err(|e| KeyError::NotPrivateKeyPem { source: Some(e.into()) })?;
+        let der = Zeroizing::new(der);
+        match label {
+            "ENCRYPTED PRIVATE KEY" => {
+                let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
+                let info = EncryptedPrivateKeyInfo::try_from(der.as_slice())
+                    .map_err(|source| KeyError::InvalidPrivateKey { source })?;
+                let plain = info.decrypt(passphrase).map_err(|source| match source {
+                    // pkcs5 0.7 reports a bad CBC padding as `EncryptFailed` on decryption; a
+                    // plaintext that is not DER (valid padding by chance) is an `Asn1` error.
+                    pkcs8::Error::EncryptedPrivateKey(
+                        pkcs8::pkcs5::Error::DecryptFailed | pkcs8::pkcs5::Error::EncryptFailed,
+                    )
+                    | pkcs8::Error::Asn1(_) => {
+                        KeyError::WrongPassphrase { source }
+                    }
+                    source => KeyError::UnsupportedEncryption { source },
+                })?;
+                // A wrong passphrase passes the CBC padding check about once in 256 tries; the
+                // plaintext is then garbage, so a parse failure here means the same thing.
+                let key = ed25519_dalek::SigningKey::from_pkcs8_der(plain.as_bytes())
+                    .map_err(|source| KeyError::WrongPassphrase { source })?;
+                Ok(SigningKey { key })
+            }
+            "PRIVATE KEY" => {
+                let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+                    .map_err(|source| KeyError::InvalidPrivateKey { source })?;
+                Ok(SigningKey { key })
+            }
+            _ => Err(KeyError::NotPrivateKeyPem { source: None }),
+        }
+    }
+
+    /// Whether `pem` is an `ENCRYPTED PRIVATE KEY` block (so a passphrase will be needed).
+    pub fn pem_is_encrypted(pem: &str) -> bool {
+        pem.trim_start().starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    }
+
+    /// Reads a private key file; errors name the file.
+    pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<Self, KeyError> {
+        let pem = read_to_string(path)?;
+        SigningKey::from_pem(&pem, passphrase).map_err(|e| e.in_file(path))
+    }
+
+    /// Reads a private key file, asking `source` for the passphrase only if the key is encrypted.
+    pub fn load_with_source(path: &Path, source: &crate::PassphraseSource) -> Result<Self, KeyError> {
+        let pem = read_to_string(path)?;
+        if SigningKey::pem_is_encrypted(&pem) {
+            let pass = crate::read_passphrase(source, false)?;
+            SigningKey::from_pem(&pem, Some(&pass)).map_err(|e| e.in_file(path))
+        } else {
+            SigningKey::from_pem(&pem, None).map_err(|e| e.in_file(path))
+        }
+    }
+}
+
+/// The files written by [`write_keypair`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KeyPairFiles {
+    pub key_id: KeyId,
+    /// `PREFIX.key`, mode 0600, encrypted PKCS#8 PEM.
+    pub private_key: PathBuf,
+    /// `PREFIX.pub`, mode 0644, SPKI PEM.
+    pub public_key: PathBuf,
+}
+
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Writes `PREFIX.key` (encrypted with `passphrase` and `kdf`, mode 0600) and `PREFIX.pub` (mode
+/// 0644). Neither may exist beforehand; both are checked before either is written, and if writing
+/// the public key fails the private key just written is removed again.
+pub fn write_keypair(prefix: &Path, key: &SigningKey, passphrase: &[u8], kdf: Kdf) -> Result<KeyPairFiles, KeyError> {
+    let private_key = with_suffix(prefix, ".key");
+    let public_key = with_suffix(prefix, ".pub");
+    for p in [&private_key, &public_key] {
+        if fs::symlink_metadata(p).is_ok() {
+            return Err(KeyError::Exists { path: p.clone() });
+        }
+    }
+    let pem = Zeroizing::new(key.to_encrypted_pem_with(passphrase, kdf)?);
+    let public = key.public_key();
+    write_new_file(&private_key, pem.as_bytes(), 0o600)?;
+    if let Err(e) = write_new_file(&public_key, public.to_pem().as_bytes(), 0o644) {
+        let _ = fs::remove_file(&private_key);
+        return Err(e);
+    }
+    Ok(KeyPairFiles { key_id: public.key_id(), private_key, public_key })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    const PASS: &[u8] = b"correct horse battery staple";
+
+    fn have_openssl() -> bool {
+        Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    #[test]
+    fn encrypted_pem_round_trip_default_kdf() {
+        let key = SigningKey::generate();
+        let pem = key.to_encrypted_pem(PASS).unwrap();
+        assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----\n"), "{pem}");
+        assert!(SigningKey::pem_is_encrypted(&pem));
+        let back = SigningKey::from_pem(&pem, Some(PASS)).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+        let sig = back.sign(b"msg");
+        assert_eq!(sig.len(), 64);
+        assert!(key.public_key().verify(b"msg", &sig));
+    }
+
+    #[test]
+    fn encrypted_pem_round_trip_pbkdf2() {
+        let key = SigningKey::generate();
+        let pem = key.to_encrypted_pem_with(PASS, Kdf::Pbkdf2Sha256 { iterations: 1000 }).unwrap();
+        let back = SigningKey::from_pem(&pem, Some(PASS)).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+    }
+
+    #[test]
+    fn wrong_passphrase_rejected() {
+        let key = SigningKey::generate();
+        let pem = key.to_encrypted_pem_with(PASS, Kdf::INSECURE_FOR_TESTS).unwrap();
+        // Many wrong passphrases, so the ~1/256 chance of valid CBC padding is exercised too.
+        for i in 0..1000 {
+            let wrong = format!("wrong-{i}");
+            let err = SigningKey::from_pem(&pem, Some(wrong.as_bytes())).unwrap_err();
+            assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{wrong}: {err:?}");
+        }
+        let err = SigningKey::from_pem(&pem, None).unwrap_err();
+        assert!(matches!(err, KeyError::PassphraseRequired), "{err:?}");
+        assert!(SigningKey::from_pem(&pem, Some(PASS)).is_ok());
+    }
+
+    #[test]
+    fn empty_passphrase_refused_for_encryption() {
+        let key = SigningKey::generate();
+        assert!(matches!(key.to_encrypted_pem(b""), Err(KeyError::EmptyPassphrase { .. })));
+    }
+
+    #[test]
+    fn unencrypted_pem_accepted() {
+        let key = SigningKey::generate();
+        let pem = key.to_unencrypted_pem().unwrap();
+        assert!(!SigningKey::pem_is_encrypted(&pem));
+        let back = SigningKey::from_pem(&pem, None).unwrap();
+        assert_eq!(back.public_key(), key.public_key());
+        // A passphrase given for an unencrypted key is ignored.
+        assert!(SigningKey::from_pem(&pem, Some(b"x")).is_ok());
+    }
+
+    #[test]
+    fn garbage_private_key_rejected() {
+        assert!(matches!(SigningKey::from_pem("hello", None), Err(KeyError::NotPrivateKeyPem { .. })));
+        let pubpem = SigningKey::generate().public_key().to_pem();
+        assert!(matches!(SigningKey::from_pem(&pubpem, None), Err(KeyError::NotPrivateKeyPem { .. })));
+    }
+
+    #[test]
+    fn key_id_is_sha256_of_spki_der_and_stable() {
+        // RFC 8032 test vector 1.
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap().try_into().unwrap();
+        let key = SigningKey::from_seed(&seed);
+        let public = key.public_key();
+        assert_eq!(
+            hex::encode(public.to_bytes()),
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+        );
+        let der = public.to_der();
+        // SPKI for Ed25519 is a fixed 12-byte prefix then the raw key.
+        assert_eq!(hex::encode(&der[..12]), "302a300506032b6570032100");
+        assert_eq!(&der[12..], &public.to_bytes());
+        let id = public.key_id();
+        assert_eq!(id.as_str(), hex::encode(Sha256::digest(&der)));
+        // Stable across encodings and reloads.
+        assert_eq!(PublicKey::from_pem(&public.to_pem()).unwrap().key_id(), id);
+        assert_eq!(PublicKey::from_der(&der).unwrap().key_id(), id);
+        assert_eq!(id.to_string().len(), 64);
+        // Signature from RFC 8032 test vector 1 (empty message), strict verification.
+        let sig = key.sign(b"");
+        assert_eq!(
+            hex::encode(&sig),
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+        );
+        assert!(public.verify(b"", &sig));
+        assert!(!public.verify(b"x", &sig));
+        assert!(!public.verify(b"", &sig[..63]));
+    }
+
+    #[test]
+    fn key_id_parse_and_serde() {
+        let id = SigningKey::generate().public_key().key_id();
+        let upper = id.as_str().to_ascii_uppercase();
+        assert_eq!(upper.parse::<KeyId>().unwrap(), id);
+        assert!("abc".parse::<KeyId>().is_err());
+        assert!("g".repeat(64).parse::<KeyId>().is_err());
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<KeyId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<KeyId>("\"nothex\"").is_err());
+    }
+
+    #[test]
+    fn public_key_load_names_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.pub");
+        fs::write(&p, "not a key").unwrap();
+        let err = PublicKey::load(&p).unwrap_err();
+        assert!(err.to_string().contains(&p.display().to_string()), "{err}");
+        let missing = dir.path().join("missing.pub");
+        let err = PublicKey::load(&missing).unwrap_err();
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn write_keypair_writes_both_and_refuses_existing() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("k");
+        let key = SigningKey::generate();
+        let files = write_keypair(&prefix, &key, PASS, Kdf::INSECURE_FOR_TESTS).unwrap();
+        assert_eq!(files.key_id, key.public_key().key_id());
+        assert_eq!(PublicKey::load(&files.public_key).unwrap(), key.public_key());
+        assert_eq!(SigningKey::load(&files.private_key, Some(PASS)).unwrap().public_key(), key.public_key());
+        let before = fs::read(&files.private_key).unwrap();
+        let err = write_keypair(&prefix, &SigningKey::generate(), PASS, Kdf::INSECURE_FOR_TESTS).unwrap_err();
+        assert!(matches!(err, KeyError::Exists { .. }));
+        assert_eq!(fs::read(&files.private_key).unwrap(), before);
+
+        // Only the .pub exists: nothing is written at all.
+        let prefix2 = dir.path().join("j");
+        fs::write(dir.path().join("j.pub"), "x").unwrap();
+        assert!(write_keypair(&prefix2, &key, PASS, Kdf::INSECURE_FOR_TESTS).is_err());
+        assert!(!dir.path().join("j.key").exists());
+    }
+
+    #[test]
+    fn openssl_reads_encrypted_key_and_public_key() {
+        if !have_openssl() {
+            eprintln!("openssl CLI not found; interop not tested");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        for (name, kdf) in [("scrypt", Kdf::default()), ("pbkdf2", Kdf::Pbkdf2Sha256 { iterations: 10_000 })] {
+            let files = write_keypair(&dir.path().join(name), &key, PASS, kdf).unwrap();
+            let out = Command::new("openssl")
+                .args(["pkey", "-in"])
+                .arg(&files.private_key)
+                .args(["-passin", "pass:correct horse battery staple", "-pubout"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), key.public_key().to_pem(), "{name}");
+            let out = Command::new("openssl")
+                .args(["pkey", "-in"])
+                .arg(&files.private_key)
+                .args(["-passin", "pass:wrong", "-noout"])
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{name}: openssl accepted a wrong passphrase");
+            let out = Command::new("openssl")
+                .args(["pkey", "-pubin", "-in"])
+                .arg(&files.public_key)
+                .args(["-text", "-noout"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(text.contains("ED25519 Public-Key"), "{text}");
+        }
+    }
+
+    #[test]
+    fn reads_openssl_generated_keys() {
+        if !have_openssl() {
+            eprintln!("openssl CLI not found; interop not tested");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let enc = dir.path().join("enc.pem");
+        let out = Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-aes-256-cbc", "-pass", "pass:open sesame", "-out"])
+            .arg(&enc)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let key = SigningKey::load(&enc, Some(b"open sesame")).unwrap();
+        let err = SigningKey::load(&enc, Some(b"nope")).unwrap_err();
+        assert!(err.to_string().contains("enc.pem"), "{err}");
+        assert!(matches!(err, KeyError::InFile { ref source, .. } if matches!(**source, KeyError::WrongPassphrase { .. })));
+        let pubfile = dir.path().join("enc.pub");
+        let out = Command::new("openssl")
+            .args(["pkey", "-in"])
+            .arg(&enc)
+            .args(["-passin", "pass:open sesame", "-pubout", "-out"])
+            .arg(&pubfile)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let public = PublicKey::load(&pubfile).unwrap();
+        assert_eq!(public, key.public_key());
+        // The key id matches a digest computed by openssl over the DER.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("openssl pkey -pubin -in '{}' -outform DER | openssl dgst -sha256 -r", pubfile.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let digest = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(digest.split_whitespace().next().unwrap(), public.key_id().as_str());
+    }
+}
