@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             output::print_error(&err);
-            output::EXIT_USAGE_OR_INPUT
+            output::exit_usage_or_input()
         }
     }
 }

@@ -1,10 +1,83 @@
-//! `imgsign sign`.
+//! `imgsign sign`: scan an image, sign its per-file manifest, write a Sigstore bundle.
 
+use crate::output;
+use anyhow::Context as _;
+use keys::{PassphraseSource, SigningKey};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
+use verifier_core::sign::{sign, SignOptions};
+use verifier_core::source::ImageRef;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH.
+    pub image: String,
+    /// Private key file (repeat for several signers).
+    #[arg(long = "key", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Where to write the bundle (replaced atomically).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Image name for rollback protection (default: derived from the source).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Version of this signed manifest; verifiers refuse versions lower than one they accepted.
+    #[arg(long, default_value_t = 1)]
+    pub version: u64,
+    /// How long the signature stays valid, e.g. 90d, 12h, 1y.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub expires: std::time::Duration,
+    /// Read the key passphrase from this environment variable.
+    #[arg(long)]
+    pub passphrase_env: Option<String>,
+    /// Read the key passphrase from this file.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet implemented")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let image: ImageRef = args.image.parse()?;
+    let source = PassphraseSource::choose(args.passphrase_env.as_deref(), args.passphrase_file.as_deref())?;
+    let keys = args
+        .keys
+        .iter()
+        .map(|path| SigningKey::load_with_source(path, &source))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_refs: Vec<&SigningKey> = keys.iter().collect();
+    let options = SignOptions { name: args.name, version: args.version, expires_in: args.expires, now: SystemTime::now() };
+    let signed = sign(&image, &key_refs, &options, output::progress())?;
+    keys::replace_file(&args.out, &signed.bundle.to_json(), 0o644)
+        .with_context(|| format!("writing bundle {}", args.out.display()))?;
+    let predicate = &signed.statement.predicate;
+    let subject = signed.statement.subject_digests().next().map(|d| d.oci()).unwrap_or_default();
+    let signers: Vec<String> = keys.iter().map(|k| k.public_key().key_id().to_string()).collect();
+    if args.json {
+        let summary = serde_json::json!({
+            "bundle": args.out,
+            "image": image.to_string(),
+            "name": predicate.name,
+            "version": predicate.version,
+            "expires": predicate.expires,
+            "subject": subject,
+            "files": predicate.files.len(),
+            "signers": signers,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "signed {} ({} files, subject {subject}) as {:?} version {} until {} by {}; bundle: {}",
+            image,
+            predicate.files.len(),
+            predicate.name,
+            predicate.version,
+            predicate.expires,
+            signers.join(", "),
+            args.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

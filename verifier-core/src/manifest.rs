@@ -1,0 +1,215 @@
+//! The per-file manifest: one entry per path of the flattened image, sorted by path bytes, with
+//! everything that decides what a file can do once it runs (content digest, full mode including
+//! setuid/setgid/sticky, owner, link targets, device numbers, `security.capability`).
+//!
+//! The same tree always serialises to the same bytes: entries are sorted, optional fields are
+//! omitted when absent, and maps are ordered.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The extended attributes that change privilege and are therefore signed.
+pub const SIGNED_XATTRS: &[&str] = &["security.capability"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    File,
+    Hardlink,
+    Symlink,
+    Dir,
+    Char,
+    Block,
+    Fifo,
+}
+
+/// One path of the image as a runtime would see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileEntry {
+    /// Absolute path inside the image, e.g. `/usr/bin/env`.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: FileType,
+    /// Permission bits as four octal digits, setuid/setgid/sticky included (`"4755"`).
+    #[serde(with = "octal_mode")]
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Content size, for files and hardlinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Lowercase hex SHA-256 of the content, for files and hardlinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Target of a symlink (as stored) or of a hardlink (an absolute image path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_major: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_minor: Option<u32>,
+    /// Privilege xattrs (see [`SIGNED_XATTRS`]), values base64.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+}
+
+impl FileEntry {
+    /// Keeps only the xattrs that are signed and encodes their values.
+    pub fn signed_xattrs(raw: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+        raw.iter()
+            .filter(|(k, _)| SIGNED_XATTRS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), base64::engine::general_purpose::STANDARD.encode(v)))
+            .collect()
+    }
+
+    /// Pairs of (field, expected, actual) for every field that differs.
+    pub fn field_differences(&self, actual: &FileEntry) -> Vec<FieldDifference> {
+        let mut out = Vec::new();
+        let mut cmp = |field: &'static str, a: String, b: String| {
+            if a != b {
+                out.push(FieldDifference { field, expected: a, actual: b });
+            }
+        };
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let optn = |v: Option<u64>| v.map_or("-".into(), |n| n.to_string());
+        cmp("type", format!("{:?}", self.kind).to_lowercase(), format!("{:?}", actual.kind).to_lowercase());
+        cmp("mode", format!("{:04o}", self.mode), format!("{:04o}", actual.mode));
+        cmp("uid", self.uid.to_string(), actual.uid.to_string());
+        cmp("gid", self.gid.to_string(), actual.gid.to_string());
+        cmp("size", optn(self.size), optn(actual.size));
+        cmp("sha256", opt(&self.sha256), opt(&actual.sha256));
+        cmp("linkTarget", opt(&self.link_target), opt(&actual.link_target));
+        cmp("devMajor", optn(self.dev_major.map(u64::from)), optn(actual.dev_major.map(u64::from)));
+        cmp("devMinor", optn(self.dev_minor.map(u64::from)), optn(actual.dev_minor.map(u64::from)));
+        cmp("xattrs", format!("{:?}", self.xattrs), format!("{:?}", actual.xattrs));
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldDifference {
+    pub field: &'static str,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// How one path differs between the signed manifest and the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Difference {
+    /// Signed but not in the image.
+    Missing { path: String },
+    /// In the image but not signed.
+    Extra { path: String },
+    /// In both, with different fields.
+    Changed { path: String, fields: Vec<FieldDifference> },
+}
+
+impl Difference {
+    pub fn path(&self) -> &str {
+        match self {
+            Difference::Missing { path } | Difference::Extra { path } | Difference::Changed { path, .. } => path,
+        }
+    }
+}
+
+/// Compares two manifests sorted by path bytes.
+pub fn compare(expected: &[FileEntry], actual: &[FileEntry]) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < expected.len() || j < actual.len() {
+        let order = match (expected.get(i), actual.get(j)) {
+            (Some(e), Some(a)) => e.path.as_bytes().cmp(a.path.as_bytes()),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, _) => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                out.push(Difference::Missing { path: expected[i].path.clone() });
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(Difference::Extra { path: actual[j].path.clone() });
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let fields = expected[i].field_differences(&actual[j]);
+                if !fields.is_empty() {
+                    out.push(Difference::Changed { path: expected[i].path.clone(), fields });
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// True if entries are strictly increasing by path bytes (sorted, no duplicates).
+pub fn is_canonical_order(entries: &[FileEntry]) -> bool {
+    entries.windows(2).all(|w| w[0].path.as_bytes() < w[1].path.as_bytes())
+}
+
+mod octal_mode {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let text = String::deserialize(d)?;
+        match u32::from_str_radix(&text, 8) {
+            Ok(v) if v <= 0o7777 && text.len() == 4 => Ok(v),
+            _ => Err(D::Error::custom(format!("mode {text:?} is not four octal digits"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, sha: &str) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: FileType::File,
+            mode: 0o4755,
+            uid: 0,
+            gid: 0,
+            size: Some(3),
+            sha256: Some(sha.into()),
+            link_target: None,
+            dev_major: None,
+            dev_minor: None,
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn serialises_mode_as_octal_and_omits_absent_fields() {
+        let json = serde_json::to_string(&file("/a", "00")).unwrap();
+        assert_eq!(json, r#"{"path":"/a","type":"file","mode":"4755","uid":0,"gid":0,"size":3,"sha256":"00"}"#);
+        let back: FileEntry = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, file("/a", "00"));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_modes() {
+        assert!(serde_json::from_str::<FileEntry>(r#"{"path":"/a","type":"dir","mode":"0755","uid":0,"gid":0,"evil":1}"#).is_err());
+        assert!(serde_json::from_str::<FileEntry>(r#"{"path":"/a","type":"dir","mode":"99","uid":0,"gid":0}"#).is_err());
+    }
+
+    #[test]
+    fn compare_lists_missing_extra_and_changed() {
+        let expected = vec![file("/a", "1"), file("/b", "2"), file("/c", "3")];
+        let actual = vec![file("/b", "2"), file("/c", "4"), file("/d", "5")];
+        let diffs = compare(&expected, &actual);
+        assert_eq!(diffs.len(), 3);
+        assert_eq!(diffs[0], Difference::Missing { path: "/a".into() });
+        assert!(matches!(&diffs[1], Difference::Changed { path, fields } if path == "/c" && fields[0].field == "sha256"));
+        assert_eq!(diffs[2], Difference::Extra { path: "/d".into() });
+    }
+}

@@ -1,0 +1,321 @@
+//! Image sources, named the way skopeo names them: `oci:DIR[:TAG]`, `docker-archive:FILE` and
+//! `dir:PATH`. Each yields the image's identity (digests that a signature binds to) and its
+//! flattened per-file manifest. Every blob is checked against the digest that names it: a layer
+//! is only trusted once its stream ended with the right blob digest and diff_id.
+
+mod dir;
+mod docker_archive;
+mod oci;
+
+use crate::digest::{DigestError, Sha256Digest};
+use crate::layer::{FileTree, LayerError};
+use crate::manifest::FileEntry;
+use crate::progress::Progress;
+use crate::stream::LayerStream;
+use crate::tar::TarReader;
+use serde::Serialize;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest JSON document (index, manifest, config) read into memory.
+const MAX_JSON: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("bad image reference {0:?}: expected oci:DIR[:TAG], docker-archive:FILE or dir:PATH")]
+    BadReference(String),
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Layout { path: PathBuf, reason: String },
+    #[error("{what}: invalid JSON")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: bad digest")]
+    Digest {
+        what: String,
+        #[source]
+        source: DigestError,
+    },
+    #[error("{what}: digest mismatch: descriptor says {expected}, content is {actual}")]
+    DigestMismatch { what: String, expected: Sha256Digest, actual: Sha256Digest },
+    #[error("{what}: size mismatch: descriptor says {expected} bytes, content is {actual}")]
+    SizeMismatch { what: String, expected: u64, actual: u64 },
+    #[error("layer {index} ({digest}): uncompressed digest {actual} does not match the config's diff_id {expected}")]
+    DiffIdMismatch { index: usize, digest: String, expected: Sha256Digest, actual: Sha256Digest },
+    #[error("layer {index} ({digest})")]
+    Layer {
+        index: usize,
+        digest: String,
+        #[source]
+        source: LayerError,
+    },
+    #[error("layer {index} ({digest}): cannot decompress")]
+    Decompress {
+        index: usize,
+        digest: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: unsupported file type {kind}")]
+    UnsupportedFile { path: PathBuf, kind: &'static str },
+}
+
+impl SourceError {
+    /// True when the image's bytes contradict the digests that name them (tampering or damage),
+    /// as opposed to a reference or file that cannot be read at all.
+    pub fn is_integrity(&self) -> bool {
+        matches!(
+            self,
+            SourceError::DigestMismatch { .. } | SourceError::SizeMismatch { .. } | SourceError::DiffIdMismatch { .. }
+        )
+    }
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    Oci { dir: PathBuf, tag: Option<String> },
+    DockerArchive { file: PathBuf },
+    Dir { path: PathBuf },
+}
+
+impl std::str::FromStr for ImageRef {
+    type Err = SourceError;
+
+    fn from_str(s: &str) -> Result<Self, SourceError> {
+        let bad = || SourceError::BadReference(s.to_string());
+        let (transport, rest) = s.split_once(':').ok_or_else(bad)?;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        match transport {
+            "oci" => {
+                // The tag follows the last ':' unless that would leave a path ending in '/'.
+                let (dir, tag) = match rest.rsplit_once(':') {
+                    Some((dir, tag)) if !dir.is_empty() && !tag.is_empty() && !tag.contains('/') => {
+                        (dir, Some(tag.to_string()))
+                    }
+                    _ => (rest, None),
+                };
+                Ok(ImageRef::Oci { dir: dir.into(), tag })
+            }
+            "docker-archive" => Ok(ImageRef::DockerArchive { file: rest.into() }),
+            "dir" => Ok(ImageRef::Dir { path: rest.into() }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRef::Oci { dir, tag: Some(tag) } => write!(f, "oci:{}:{tag}", dir.display()),
+            ImageRef::Oci { dir, tag: None } => write!(f, "oci:{}", dir.display()),
+            ImageRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+            ImageRef::Dir { path } => write!(f, "dir:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    Oci,
+    DockerArchive,
+    Dir,
+}
+
+/// Digests of one layer, as named by the image and as read.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerDigests {
+    pub digest: String,
+    pub diff_id: String,
+}
+
+/// What identifies an image: the digests a signature is bound to.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageIdentity {
+    pub kind: SourceKind,
+    /// A name derived from the source, used when the signer gives none.
+    pub default_name: String,
+    /// The OCI image manifest digest (not known for docker-archive and dir sources).
+    pub manifest_digest: Option<Sha256Digest>,
+    /// The image config digest (the "image id"); not for dir sources.
+    pub config_digest: Option<Sha256Digest>,
+    pub layers: Vec<LayerDigests>,
+}
+
+/// An image read end to end: identity plus the flattened, sorted per-file manifest.
+pub struct ScannedImage {
+    pub identity: ImageIdentity,
+    pub files: Vec<FileEntry>,
+}
+
+/// One layer to stream: raw blob bytes plus what must be true of them.
+pub(crate) struct LayerBlob {
+    /// How the layer is named in messages (its descriptor digest, or its archive member).
+    pub label: String,
+    pub open: Option<Box<dyn FnOnce() -> Result<Box<dyn Read + Send>, SourceError>>>,
+    pub size: Option<u64>,
+    pub expected_digest: Option<Sha256Digest>,
+    pub expected_diff_id: Sha256Digest,
+}
+
+/// Reads an image and computes its manifest.
+pub fn scan(image: &ImageRef, progress: Arc<dyn Progress>) -> Result<ScannedImage, SourceError> {
+    match image {
+        ImageRef::Oci { dir, tag } => {
+            let (identity, layers) = oci::open(dir, tag.as_deref())?;
+            apply_layers(identity, layers, progress)
+        }
+        ImageRef::DockerArchive { file } => {
+            let (identity, layers) = docker_archive::open(file)?;
+            apply_layers(identity, layers, progress)
+        }
+        ImageRef::Dir { path } => dir::scan(path, progress),
+    }
+}
+
+fn apply_layers(
+    mut identity: ImageIdentity,
+    layers: Vec<LayerBlob>,
+    progress: Arc<dyn Progress>,
+) -> Result<ScannedImage, SourceError> {
+    let total: u64 = layers.iter().filter_map(|l| l.size).sum();
+    progress.begin("reading layers", Some(total).filter(|&t| t > 0));
+    let mut tree = FileTree::new();
+    for (index, mut layer) in layers.into_iter().enumerate() {
+        let label = layer.label.clone();
+        let open = layer.open.take().expect("each layer is opened once");
+        let raw = open()?;
+        let mut tar = TarReader::new(LayerStream::spawn(raw, progress.clone()));
+        let applied = tree.apply_layer(index, &mut tar, &mut |_| {});
+        let stream = tar.into_inner();
+        // The blob's digests decide whether what was just read can be trusted; check them even
+        // when the tar failed, since a digest mismatch is the more telling error.
+        let summary = stream.finish();
+        let summary = match (summary, applied) {
+            (Ok(summary), applied) => {
+                check_blob(index, &layer, &summary)?;
+                applied.map_err(|source| SourceError::Layer { index, digest: label.clone(), source })?;
+                summary
+            }
+            (Err(_), Err(source)) => return Err(SourceError::Layer { index, digest: label, source }),
+            (Err(source), Ok(_)) => return Err(SourceError::Decompress { index, digest: label, source }),
+        };
+        identity.layers.push(LayerDigests { digest: summary.blob_digest.oci(), diff_id: summary.diff_id.oci() });
+    }
+    progress.end();
+    let files = tree.into_manifest().map_err(|source| SourceError::Layer {
+        index: 0,
+        digest: "flattened tree".into(),
+        source,
+    })?;
+    Ok(ScannedImage { identity, files })
+}
+
+fn check_blob(index: usize, layer: &LayerBlob, summary: &crate::stream::BlobSummary) -> Result<(), SourceError> {
+    if let Some(size) = layer.size {
+        if size != summary.blob_size {
+            return Err(SourceError::SizeMismatch { what: format!("layer {index} ({})", layer.label), expected: size, actual: summary.blob_size });
+        }
+    }
+    if let Some(expected) = layer.expected_digest {
+        if expected != summary.blob_digest {
+            return Err(SourceError::DigestMismatch {
+                what: format!("layer {index} ({})", layer.label),
+                expected,
+                actual: summary.blob_digest,
+            });
+        }
+    }
+    if layer.expected_diff_id != summary.diff_id {
+        return Err(SourceError::DiffIdMismatch {
+            index,
+            digest: layer.label.clone(),
+            expected: layer.expected_diff_id,
+            actual: summary.diff_id,
+        });
+    }
+    Ok(())
+}
+
+/// Reads at most [`MAX_JSON`] bytes of a file.
+pub(crate) fn read_small(path: &Path) -> Result<Vec<u8>, SourceError> {
+    let file = std::fs::File::open(path).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
+    read_small_from(path, file)
+}
+
+/// Reads at most [`MAX_JSON`] bytes from a reader; `path` names it in errors.
+pub(crate) fn read_small_from(path: &Path, reader: impl Read) -> Result<Vec<u8>, SourceError> {
+    let io_err = |source| SourceError::Io { path: path.to_path_buf(), source };
+    let mut data = Vec::new();
+    reader.take(MAX_JSON + 1).read_to_end(&mut data).map_err(io_err)?;
+    if data.len() as u64 > MAX_JSON {
+        return Err(SourceError::Layout { path: path.to_path_buf(), reason: format!("larger than {MAX_JSON} bytes") });
+    }
+    Ok(data)
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, SourceError> {
+    serde_json::from_slice(bytes).map_err(|source| SourceError::Json { what: what.to_string(), source })
+}
+
+pub(crate) fn parse_digest(what: &str, s: &str) -> Result<Sha256Digest, SourceError> {
+    Sha256Digest::parse_oci(s).map_err(|source| SourceError::Digest { what: what.to_string(), source })
+}
+
+/// The image config fields imgsign relies on.
+#[derive(serde::Deserialize)]
+pub(crate) struct ImageConfig {
+    pub rootfs: RootFs,
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub diff_ids: Vec<String>,
+}
+
+impl ImageConfig {
+    pub fn diff_ids(&self, what: &str) -> Result<Vec<Sha256Digest>, SourceError> {
+        if self.rootfs.kind != "layers" {
+            return Err(SourceError::Layout { path: what.into(), reason: format!("rootfs type {:?} is not \"layers\"", self.rootfs.kind) });
+        }
+        self.rootfs.diff_ids.iter().map(|d| parse_digest(what, d)).collect()
+    }
+}
+
+pub(crate) fn basename(path: &Path) -> String {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        assert_eq!("oci:/x/y:latest".parse::<ImageRef>().unwrap(), ImageRef::Oci { dir: "/x/y".into(), tag: Some("latest".into()) });
+        assert_eq!("oci:/x/y".parse::<ImageRef>().unwrap(), ImageRef::Oci { dir: "/x/y".into(), tag: None });
+        assert_eq!("docker-archive:a.tar".parse::<ImageRef>().unwrap(), ImageRef::DockerArchive { file: "a.tar".into() });
+        assert_eq!("dir:/usr/bin".parse::<ImageRef>().unwrap(), ImageRef::Dir { path: "/usr/bin".into() });
+        assert!("docker://x".parse::<ImageRef>().is_err());
+        assert!("oci:".parse::<ImageRef>().is_err());
+        assert!("/plain/path".parse::<ImageRef>().is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Layer blob streams: a reader thread hashes the raw blob (its descriptor digest), sniffs and
+//! undoes the compression (gzip, zstd or none), hashes the uncompressed tar (the config's diff_id)
+//! and hands chunks to the consumer, so decompression and per-file hashing use both cores.
+
+use crate::digest::{HashingReader, Sha256Digest};
+use crate::progress::Progress;
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+const CHUNK: usize = 256 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// What the blob turned out to be, known once it was read to its end.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobSummary {
+    pub blob_digest: Sha256Digest,
+    pub blob_size: u64,
+    pub diff_id: Sha256Digest,
+    pub uncompressed_size: u64,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// The consumer end: a `Read` of the uncompressed tar.
+pub struct LayerStream {
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    recycle: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+    worker: Option<JoinHandle<io::Result<BlobSummary>>>,
+}
+
+impl LayerStream {
+    /// Starts reading `raw` on a worker thread.
+    pub fn spawn(raw: Box<dyn Read + Send>, progress: Arc<dyn Progress>) -> Self {
+        let (chunk_tx, chunks) = sync_channel(CHUNKS_IN_FLIGHT);
+        let (recycle, recycled) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
+        let worker = std::thread::spawn(move || {
+            let result = pump(raw, &chunk_tx, recycled, progress);
+            if let Err(e) = &result {
+                let _ = chunk_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            result
+        });
+        Self { chunks, recycle, current: Vec::new(), pos: 0, done: false, worker: Some(worker) }
+    }
+
+    /// Reads whatever the consumer left unread (it still counts towards the digests) and returns
+    /// the blob's digests.
+    pub fn finish(mut self) -> io::Result<BlobSummary> {
+        io::copy(&mut self, &mut io::sink())?;
+        let worker = self.worker.take().expect("finish is called once");
+        worker.join().map_err(|_| io::Error::other("layer reader thread panicked"))?
+    }
+}
+
+impl Read for LayerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    let old = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.recycle.try_send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => self.done = true, // the worker finished and hung up
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+struct CountingProgress<R> {
+    inner: R,
+    progress: Arc<dyn Progress>,
+}
+
+impl<R: Read> Read for CountingProgress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+fn pump(
+    raw: Box<dyn Read + Send>,
+    out: &SyncSender<io::Result<Vec<u8>>>,
+    recycled: Receiver<Vec<u8>>,
+    progress: Arc<dyn Progress>,
+) -> io::Result<BlobSummary> {
+    let mut blob = BufReader::with_capacity(CHUNK, HashingReader::new(CountingProgress { inner: raw, progress }));
+    let head = blob.fill_buf()?;
+    let compression = if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let mut blob_ref = &mut blob;
+    let decoder: Box<dyn Read + '_> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut blob_ref)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut blob_ref)?),
+        Compression::None => Box::new(&mut blob_ref),
+    };
+    let mut tar = HashingReader::new(decoder);
+    loop {
+        let mut chunk = recycled.try_recv().unwrap_or_default();
+        chunk.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < CHUNK {
+            match tar.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        chunk.truncate(filled);
+        if out.send(Ok(chunk)).is_err() {
+            return Err(io::Error::other("layer consumer stopped early"));
+        }
+    }
+    let (diff_id, uncompressed_size) = tar.finish();
+    // Bytes after the end of the compressed stream still belong to the blob.
+    io::copy(&mut blob, &mut io::sink())?;
+    let (blob_digest, blob_size) = blob.into_inner().finish();
+    Ok(BlobSummary { blob_digest, blob_size, diff_id, uncompressed_size, compression })
+}
