@@ -448,17 +448,29 @@ fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The paths [`write_keypair`] writes for `prefix`: `(PREFIX.key, PREFIX.pub)`.
+pub fn keypair_paths(prefix: &Path) -> (PathBuf, PathBuf) {
+    (with_suffix(prefix, ".key"), with_suffix(prefix, ".pub"))
+}
+
+/// Fails with [`KeyError::Exists`] if `PREFIX.key` or `PREFIX.pub` exists (even as a dangling
+/// symlink). [`write_keypair`] checks this itself; call it to fail before asking for a passphrase.
+pub fn check_keypair_absent(prefix: &Path) -> Result<(), KeyError> {
+    let (private_key, public_key) = keypair_paths(prefix);
+    for p in [private_key, public_key] {
+        if fs::symlink_metadata(&p).is_ok() {
+            return Err(KeyError::Exists { path: p });
+        }
+    }
+    Ok(())
+}
+
 /// Writes `PREFIX.key` (encrypted with `passphrase` and `kdf`, mode 0600) and `PREFIX.pub` (mode
 /// 0644). Neither may exist beforehand; both are checked before either is written, and if writing
 /// the public key fails the private key just written is removed again.
 pub fn write_keypair(prefix: &Path, key: &SigningKey, passphrase: &[u8], kdf: Kdf) -> Result<KeyPairFiles, KeyError> {
-    let private_key = with_suffix(prefix, ".key");
-    let public_key = with_suffix(prefix, ".pub");
-    for p in [&private_key, &public_key] {
-        if fs::symlink_metadata(p).is_ok() {
-            return Err(KeyError::Exists { path: p.clone() });
-        }
-    }
+    let (private_key, public_key) = keypair_paths(prefix);
+    check_keypair_absent(prefix)?;
     let pem = Zeroizing::new(key.to_encrypted_pem_with(passphrase, kdf)?);
     let public = key.public_key();
     write_new_file(&private_key, pem.as_bytes(), 0o600)?;
