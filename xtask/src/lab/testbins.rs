@@ -1,0 +1,84 @@
+//! The in-VM test binaries: built by cargo on the host, listed, and planned.
+//!
+//! A test belongs in the lab when it lives in an integration-test target
+//! named `vm_*` and its own name starts with `vm_`; such tests are
+//! `#[ignore]`d so a plain host `cargo test` reports them as ignored rather
+//! than pretending to run them. The lab runs each one alone with
+//! `--ignored --exact`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Packages whose `vm_*` test targets the lab runs.
+const PACKAGES: &[&str] = &["bpf-lsm"];
+
+/// One test binary and the tests the lab runs from it.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// Target name, e.g. `vm_smoke`.
+    pub target: String,
+    /// Executable on the host.
+    pub executable: PathBuf,
+    /// Test names, e.g. `vm_smoke_denies_exec_by_digest`.
+    pub tests: Vec<String>,
+}
+
+/// Builds the `vm_*` test targets and lists their `vm_*` tests.
+pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).args(["test", "--no-run", "--message-format=json-render-diagnostics"]);
+    for package in PACKAGES {
+        cmd.args(["--package", package]);
+    }
+    eprintln!("lab: building in-VM test binaries ({})", PACKAGES.join(", "));
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("run cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed ({})", out.status);
+    }
+
+    let mut suites = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) else {
+            continue;
+        };
+        let is_test = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        if !is_test || !name.starts_with("vm_") {
+            continue;
+        }
+        let executable = PathBuf::from(exe);
+        let tests: Vec<String> = list(&executable)?
+            .into_iter()
+            .filter(|t| t.starts_with("vm_") && filter.is_none_or(|f| t.contains(f)))
+            .collect();
+        if !tests.is_empty() {
+            suites.push(Suite { target: name.to_string(), executable, tests });
+        }
+    }
+    if suites.iter().all(|s| s.tests.is_empty()) {
+        bail!("no vm_* tests found (filter {filter:?}); the lab refuses to pass with nothing to run");
+    }
+    Ok(suites)
+}
+
+/// The ignored tests of a libtest binary (`--list --ignored`).
+fn list(executable: &Path) -> Result<Vec<String>> {
+    let out = Command::new(executable)
+        .args(["--list", "--ignored", "--format", "terse"])
+        .output()
+        .with_context(|| format!("list tests of {}", executable.display()))?;
+    if !out.status.success() {
+        bail!("{} --list failed ({})", executable.display(), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_string)
+        .collect())
+}

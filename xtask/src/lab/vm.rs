@@ -1,0 +1,284 @@
+//! Boots one kernel under QEMU and reads its console.
+//!
+//! QEMU runs with TCG (`-cpu max`; KVM guests do not boot on the lab's
+//! machines), the serial console on stdout, `-no-reboot` and `panic=-1`, so a
+//! panic ends QEMU at once. A wall-time limit kills a hung VM. The console
+//! is parsed for the protocol of [`super::initramfs`] and saved in full.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::kernels::Kernel;
+
+/// The LSMs the kernel is booted with; `bpf` is what the lab needs.
+pub const LSM: &str = "lockdown,capability,landlock,yama,apparmor,bpf";
+const TAIL_LINES: usize = 40;
+
+/// One boot to run.
+#[derive(Debug)]
+pub struct Boot {
+    pub kernel: Kernel,
+    pub initramfs: PathBuf,
+    /// Tests the VM must report, in order.
+    pub expected: Vec<String>,
+    pub timeout: Duration,
+    pub console_log: PathBuf,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+    /// The VM never reported the test.
+    NotRun,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    pub name: String,
+    pub verdict: Verdict,
+    /// Host-measured duration, from its start marker to its end marker.
+    pub duration: Option<Duration>,
+}
+
+/// What one boot produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub label: &'static str,
+    pub package: String,
+    pub tests: Vec<TestResult>,
+    /// `Some(true)` for `LAB-RESULT PASS`.
+    pub result_marker: Option<bool>,
+    /// Why the boot as a whole failed (panic, hang, early exit), if it did.
+    pub failure: Option<String>,
+    pub wall: Duration,
+    /// QEMU start to the first `vm_` test's start marker.
+    pub boot: Option<Duration>,
+    /// The last `vm_` test's end marker to QEMU's exit.
+    pub shutdown: Option<Duration>,
+    pub console_tail: Vec<String>,
+    pub console_log: PathBuf,
+}
+
+impl Outcome {
+    /// Every expected test passed, the VM said so, and nothing went wrong.
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+            && self.result_marker == Some(true)
+            && !self.tests.is_empty()
+            && self.tests.iter().all(|t| t.verdict == Verdict::Pass)
+    }
+
+    /// Time the lab itself cost: everything but the `vm_` tests' own work.
+    pub fn overhead(&self) -> Option<Duration> {
+        Some(self.boot? + self.shutdown?)
+    }
+}
+
+/// Boots `boot.kernel` and collects the outcome; `Err` only when QEMU cannot run.
+pub fn run(boot: &Boot) -> Result<Outcome> {
+    let label = boot.kernel.spec.label;
+    let qemu = std::env::var("IMGSIGN_LAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+    let accel = std::env::var("IMGSIGN_LAB_ACCEL").unwrap_or_else(|_| "tcg".into());
+    let cpu = if accel == "tcg" { "max" } else { "host" };
+    let append = format!("console=ttyS0 lsm={LSM} panic=-1 oops=panic quiet loglevel=4 rdinit=/init");
+    let started = Instant::now();
+    let mut child = Command::new(&qemu)
+        .args(["-accel", &accel, "-cpu", cpu, "-smp", "1", "-m", "1G"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&boot.kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(&boot.initramfs)
+        .args(["-append", &append])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {qemu} (apt-get install qemu-system-x86)"))?;
+    eprintln!("lab {label}: booting {} (time limit {} s)", boot.kernel.package, boot.timeout.as_secs());
+
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while reader.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    let deadline = started + boot.timeout;
+    let mut console = Vec::new();
+    let mut parser = Parser::new(&boot.expected);
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((at, line)) => {
+                if boot.verbose || line.starts_with("LAB-") {
+                    eprintln!("lab {label}: {line}");
+                }
+                parser.line(at, &line);
+                console.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = child.wait().context("wait for qemu")?;
+    let exited = Instant::now();
+    let _ = reader.join();
+    let qemu_stderr = err_reader.join().unwrap_or_default();
+    if !qemu_stderr.trim().is_empty() {
+        console.push(format!("[qemu stderr] {}", qemu_stderr.trim()));
+    }
+    let _ = std::fs::write(&boot.console_log, console.join("\n") + "\n");
+
+    let failure = if timed_out {
+        Some(format!(
+            "no LAB-RESULT within the {} s limit: VM hung, killed{}",
+            boot.timeout.as_secs(),
+            parser.panic.as_ref().map(|p| format!(" (after: {p})")).unwrap_or_default()
+        ))
+    } else if let Some(panic) = &parser.panic {
+        Some(format!("kernel panicked: {panic}"))
+    } else if parser.result.is_none() {
+        Some(format!("VM exited ({status}) without the LAB-RESULT marker"))
+    } else if !status.success() {
+        Some(format!("qemu exited with {status}"))
+    } else {
+        None
+    };
+
+    let tail_from = console.len().saturating_sub(TAIL_LINES);
+    Ok(Outcome {
+        label,
+        package: boot.kernel.package.clone(),
+        tests: parser.results(),
+        result_marker: parser.result,
+        failure,
+        wall: exited - started,
+        boot: parser.first_vm_start.map(|t| t - started),
+        shutdown: parser.last_vm_end.map(|t| exited - t),
+        console_tail: console[tail_from..].to_vec(),
+        console_log: boot.console_log.clone(),
+    })
+}
+
+/// Console protocol state.
+struct Parser {
+    expected: Vec<String>,
+    started: Vec<(String, Instant)>,
+    ended: Vec<(String, Verdict, Instant)>,
+    /// Indented output of the test currently running.
+    output: Vec<(String, Vec<String>)>,
+    result: Option<bool>,
+    panic: Option<String>,
+    first_vm_start: Option<Instant>,
+    last_vm_end: Option<Instant>,
+}
+
+impl Parser {
+    fn new(expected: &[String]) -> Self {
+        Self {
+            expected: expected.to_vec(),
+            started: Vec::new(),
+            ended: Vec::new(),
+            output: Vec::new(),
+            result: None,
+            panic: None,
+            first_vm_start: None,
+            last_vm_end: None,
+        }
+    }
+
+    fn line(&mut self, at: Instant, line: &str) {
+        if line.contains("Kernel panic - not syncing") && self.panic.is_none() {
+            self.panic = Some(line.trim().to_string());
+        }
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("LAB-TEST-START") => {
+                let name = words.next().unwrap_or_default().to_string();
+                if name.starts_with("vm_") && self.first_vm_start.is_none() {
+                    self.first_vm_start = Some(at);
+                }
+                self.output.push((name.clone(), Vec::new()));
+                self.started.push((name, at));
+            }
+            Some("LAB-TEST") => {
+                let name = words.next().unwrap_or_default().to_string();
+                let verdict = match words.next() {
+                    Some("PASS") => Verdict::Pass,
+                    Some("FAIL") => Verdict::Fail(words.next().unwrap_or("failed").to_string()),
+                    other => Verdict::Fail(format!("unknown verdict {other:?}")),
+                };
+                if name.starts_with("vm_") {
+                    self.last_vm_end = Some(at);
+                }
+                self.ended.push((name, verdict, at));
+            }
+            Some("LAB-RESULT") => self.result = Some(words.next() == Some("PASS")),
+            _ if line.starts_with("    ") => {
+                if let Some((_, out)) = self.output.last_mut() {
+                    out.push(line.trim().to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// One result per expected test; a libtest test must also say it ran one test.
+    fn results(&self) -> Vec<TestResult> {
+        let mut results: Vec<TestResult> = self
+            .expected
+            .iter()
+            .map(|name| {
+                let start = self.started.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+                let Some((_, verdict, end)) = self.ended.iter().find(|(n, _, _)| n == name) else {
+                    return TestResult { name: name.clone(), verdict: Verdict::NotRun, duration: None };
+                };
+                let mut verdict = verdict.clone();
+                let output = self.output.iter().find(|(n, _)| n == name).map(|(_, o)| o.as_slice()).unwrap_or(&[]);
+                if verdict == Verdict::Pass
+                    && name.starts_with("vm_")
+                    && !output.iter().any(|l| l.starts_with("test result: ok. 1 passed"))
+                {
+                    verdict = Verdict::Fail("exit 0 but libtest did not report 1 passed test".into());
+                }
+                TestResult { name: name.clone(), verdict, duration: start.map(|s| *end - s) }
+            })
+            .collect();
+        for (name, _, _) in &self.ended {
+            if !self.expected.contains(name) {
+                results.push(TestResult {
+                    name: name.clone(),
+                    verdict: Verdict::Fail("reported but not planned".into()),
+                    duration: None,
+                });
+            }
+        }
+        results
+    }
+}
