@@ -37,7 +37,7 @@ pub enum KeyError {
     #[error("refusing to overwrite existing file {}", path.display())]
     Exists { path: PathBuf },
     /// A problem with the key held in a file.
-    #[error("invalid key file {}", path.display())]
+    #[error("cannot use key file {}", path.display())]
     InFile {
         path: PathBuf,
         #[source]
@@ -76,6 +76,9 @@ pub enum KeyError {
         #[source]
         source: pkcs8::Error,
     },
+    /// The encrypted key asks for a key derivation too costly to run (a hostile or broken file).
+    #[error("the encrypted private key's key derivation is too expensive ({0}); refusing to run it")]
+    KdfTooExpensive(String),
     /// Encoding or encrypting a private key failed.
     #[error("cannot encode the private key")]
     Encode {
@@ -383,6 +386,7 @@ impl SigningKey {
                 let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
                 let info = EncryptedPrivateKeyInfo::try_from(der.as_slice())
                     .map_err(|source| KeyError::InvalidPrivateKey { source })?;
+                check_kdf_cost(&info)?;
                 let plain = info.decrypt(passphrase).map_err(|source| match source {
                     // pkcs5 0.7 reports a bad CBC padding as `EncryptFailed` on decryption; a
                     // plaintext that is not DER (valid padding by chance) is an `Asn1` error.
@@ -430,6 +434,34 @@ impl SigningKey {
             SigningKey::from_pem(&pem, None).map_err(|e| e.in_file(path))
         }
     }
+}
+
+/// Most memory scrypt may use when decrypting a key (OpenSSL's default limit is 32 MiB).
+const MAX_SCRYPT_BYTES: u64 = 1 << 30;
+/// Most PBKDF2 iterations run when decrypting a key.
+const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+
+/// Refuses key derivation parameters that would take minutes or gigabytes before the passphrase
+/// could even be checked.
+fn check_kdf_cost(info: &EncryptedPrivateKeyInfo<'_>) -> Result<(), KeyError> {
+    let Some(params) = info.encryption_algorithm.pbes2() else { return Ok(()) };
+    if let Some(sc) = params.kdf.scrypt() {
+        let bytes = 128u64
+            .saturating_mul(u64::from(sc.block_size))
+            .saturating_mul(sc.cost_parameter.saturating_add(u64::from(sc.parallelization)));
+        if bytes > MAX_SCRYPT_BYTES || sc.parallelization > 16 {
+            return Err(KeyError::KdfTooExpensive(format!(
+                "scrypt N={} r={} p={}",
+                sc.cost_parameter, sc.block_size, sc.parallelization
+            )));
+        }
+    }
+    if let Some(pb) = params.kdf.pbkdf2() {
+        if pb.iteration_count > MAX_PBKDF2_ITERATIONS {
+            return Err(KeyError::KdfTooExpensive(format!("PBKDF2 with {} iterations", pb.iteration_count)));
+        }
+    }
+    Ok(())
 }
 
 /// The files written by [`write_keypair`].
@@ -532,6 +564,49 @@ mod tests {
     fn empty_passphrase_refused_for_encryption() {
         let key = SigningKey::generate();
         assert!(matches!(key.to_encrypted_pem(b""), Err(KeyError::EmptyPassphrase { .. })));
+    }
+
+    /// An `ENCRYPTED PRIVATE KEY` PEM with the given KDF and junk ciphertext.
+    fn encrypted_pem_with_kdf(kdf: pbes2::Kdf<'_>) -> String {
+        use pkcs8::der::Encode;
+        let iv = [7u8; 16];
+        let params = pbes2::Parameters { kdf, encryption: pbes2::EncryptionScheme::Aes256Cbc { iv: &iv } };
+        let info = EncryptedPrivateKeyInfo { encryption_algorithm: params.into(), encrypted_data: &[0u8; 48] };
+        let der = info.to_der().unwrap();
+        pkcs8::der::pem::encode_string("ENCRYPTED PRIVATE KEY", LineEnding::LF, &der).unwrap()
+    }
+
+    #[test]
+    fn absurd_kdf_cost_refused_before_running() {
+        let salt = [1u8; 16];
+        let scrypt = |n: u64, r: u16, p: u16| {
+            encrypted_pem_with_kdf(
+                pbes2::ScryptParams { salt: &salt, cost_parameter: n, block_size: r, parallelization: p, key_length: None }
+                    .into(),
+            )
+        };
+        // 2^24 * 8 * 128 bytes = 16 GiB: refused at once instead of allocating.
+        let started = std::time::Instant::now();
+        let err = SigningKey::from_pem(&scrypt(1 << 24, 8, 1), Some(PASS)).unwrap_err();
+        assert!(matches!(err, KeyError::KdfTooExpensive(_)), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let err = SigningKey::from_pem(&scrypt(u64::MAX, u16::MAX, 1), Some(PASS)).unwrap_err();
+        assert!(matches!(err, KeyError::KdfTooExpensive(_)), "{err:?}");
+        let err = SigningKey::from_pem(&scrypt(16, 8, 1000), Some(PASS)).unwrap_err();
+        assert!(matches!(err, KeyError::KdfTooExpensive(_)), "{err:?}");
+        // Cheap parameters get as far as decryption (and fail on the junk ciphertext).
+        let err = SigningKey::from_pem(&scrypt(16, 8, 1), Some(PASS)).unwrap_err();
+        assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{err:?}");
+
+        let pbkdf2 = |iterations: u32| {
+            let mut params = pbes2::Pbkdf2Params::hmac_with_sha256(1, &salt).unwrap();
+            params.iteration_count = iterations;
+            encrypted_pem_with_kdf(params.into())
+        };
+        let err = SigningKey::from_pem(&pbkdf2(u32::MAX), Some(PASS)).unwrap_err();
+        assert!(matches!(err, KeyError::KdfTooExpensive(_)), "{err:?}");
+        let err = SigningKey::from_pem(&pbkdf2(10), Some(PASS)).unwrap_err();
+        assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{err:?}");
     }
 
     #[test]
