@@ -428,7 +428,8 @@ impl SigningKey {
     pub fn load_with_source(path: &Path, source: &crate::PassphraseSource) -> Result<Self, KeyError> {
         let pem = read_to_string(path)?;
         if SigningKey::pem_is_encrypted(&pem) {
-            let pass = crate::read_passphrase(source, false)?;
+            let prompt = format!("Passphrase for {}: ", path.display());
+            let pass = crate::passphrase::read_passphrase_with_prompt(source, false, &prompt)?;
             SigningKey::from_pem(&pem, Some(&pass)).map_err(|e| e.in_file(path))
         } else {
             SigningKey::from_pem(&pem, None).map_err(|e| e.in_file(path))
@@ -703,6 +704,28 @@ mod tests {
         fs::write(dir.path().join("j.pub"), "x").unwrap();
         assert!(write_keypair(&prefix2, &key, PASS, Kdf::INSECURE_FOR_TESTS).is_err());
         assert!(!dir.path().join("j.key").exists());
+    }
+
+    #[test]
+    fn load_with_source_asks_only_for_encrypted_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let plain = dir.path().join("plain.key");
+        fs::write(&plain, key.to_unencrypted_pem().unwrap().as_bytes()).unwrap();
+        let unset = crate::PassphraseSource::Env("IMGSIGN_KEYS_TEST_NEVER_SET".into());
+        // The (unusable) source is not consulted for an unencrypted key.
+        assert_eq!(SigningKey::load_with_source(&plain, &unset).unwrap().public_key(), key.public_key());
+
+        let files = write_keypair(&dir.path().join("enc"), &key, PASS, Kdf::INSECURE_FOR_TESTS).unwrap();
+        let err = SigningKey::load_with_source(&files.private_key, &unset).unwrap_err();
+        assert!(matches!(err, KeyError::PassphraseEnvUnset { .. }), "{err:?}");
+        let pass_file = dir.path().join("pass");
+        fs::write(&pass_file, [PASS, b"\n"].concat()).unwrap();
+        let source = crate::PassphraseSource::File(pass_file.clone());
+        assert_eq!(SigningKey::load_with_source(&files.private_key, &source).unwrap().public_key(), key.public_key());
+        fs::write(&pass_file, b"wrong\n").unwrap();
+        let err = SigningKey::load_with_source(&files.private_key, &source).unwrap_err();
+        assert!(err.to_string().contains(&files.private_key.display().to_string()), "{err}");
     }
 
     #[test]

@@ -64,6 +64,16 @@ impl PassphraseSource {
 /// match (use it when creating a key). A file's contents lose one trailing `\n` (or `\r\n`).
 /// An empty passphrase is an error.
 pub fn read_passphrase(source: &PassphraseSource, confirm: bool) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    read_passphrase_with_prompt(source, confirm, "Passphrase: ")
+}
+
+/// [`read_passphrase`] with the text of the terminal prompt chosen by the caller (for example
+/// naming the key file it is for). Other sources ignore `prompt_text`.
+pub fn read_passphrase_with_prompt(
+    source: &PassphraseSource,
+    confirm: bool,
+    prompt_text: &str,
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let pass = match source {
         PassphraseSource::Env(var) => match std::env::var_os(var) {
             Some(v) => Zeroizing::new(v.into_vec()),
@@ -84,7 +94,7 @@ pub fn read_passphrase(source: &PassphraseSource, confirm: bool) -> Result<Zeroi
             data
         }
         PassphraseSource::Prompt => {
-            let first = prompt("Passphrase: ")?;
+            let first = prompt(prompt_text)?;
             if confirm {
                 let second = prompt("Confirm passphrase: ")?;
                 if *first != *second {
