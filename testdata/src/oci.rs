@@ -1,0 +1,118 @@
+//! Writes OCI image layouts from layer blobs given as bytes: `oci-layout`, `index.json`, the image
+//! manifest, the config (with the diff_ids) and every blob under `blobs/sha256/`, each named by
+//! its real digest, so that a reader gets as far as the layer content.
+
+use crate::{io_err, oci_digest, FixtureError};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// One layer as stored: the blob, its media type and the config's diff_id for it.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub media_type: &'static str,
+    pub blob: Vec<u8>,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+}
+
+impl Layer {
+    /// An uncompressed tar layer.
+    pub fn tar(tar: Vec<u8>) -> Self {
+        Layer { media_type: LAYER_TAR, diff_id: oci_digest(&tar), blob: tar }
+    }
+
+    /// A gzip-compressed tar layer.
+    pub fn gzip(tar: &[u8]) -> Self {
+        Layer { media_type: LAYER_TAR_GZIP, diff_id: oci_digest(tar), blob: crate::gzip(tar) }
+    }
+
+    /// A layer with a blob and diff_id given as they are (for damaged blobs).
+    pub fn raw(media_type: &'static str, blob: Vec<u8>, diff_id: String) -> Self {
+        Layer { media_type, blob, diff_id }
+    }
+
+    pub fn digest(&self) -> String {
+        oci_digest(&self.blob)
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub dir: PathBuf,
+    pub tag: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+}
+
+impl Written {
+    /// `oci:DIR:TAG`.
+    pub fn reference(&self) -> String {
+        format!("oci:{}:{}", self.dir.display(), self.tag)
+    }
+
+    /// Where a blob named by `digest` (`sha256:<hex>`) is stored.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        blob_path(&self.dir, digest)
+    }
+}
+
+pub fn blob_path(dir: &Path, digest: &str) -> PathBuf {
+    dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+/// Writes an OCI layout at `dir` (created) holding one image, tagged `tag`, with `layers`.
+pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer]) -> Result<Written, FixtureError> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(io_err(format!("creating {}", blobs.display())))?;
+    let write_blob = |bytes: &[u8]| -> Result<String, FixtureError> {
+        let digest = oci_digest(bytes);
+        let path = blob_path(dir, &digest);
+        std::fs::write(&path, bytes).map_err(io_err(format!("writing {}", path.display())))?;
+        Ok(digest)
+    };
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>() },
+        "history": [],
+    });
+    let config_bytes = serde_json::to_vec(&config).expect("json");
+    let config_digest = write_blob(&config_bytes)?;
+    let mut layer_digests = Vec::new();
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let digest = write_blob(&layer.blob)?;
+        descriptors.push(json!({ "mediaType": layer.media_type, "digest": digest, "size": layer.blob.len() }));
+        layer_digests.push(digest);
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_bytes.len() },
+        "layers": descriptors,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("json");
+    let manifest_digest = write_blob(&manifest_bytes)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }],
+    });
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(io_err(format!("writing {}", path.display())))
+    };
+    write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    write("index.json", &serde_json::to_vec(&index).expect("json"))?;
+    Ok(Written { dir: dir.to_path_buf(), tag: tag.to_string(), manifest_digest, config_digest, layer_digests })
+}
