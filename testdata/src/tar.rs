@@ -215,8 +215,8 @@ mod tests {
         assert_eq!(r, b"9 path=a\n");
         let long = vec![b'x'; 95];
         let r = pax_records(&[("path".into(), long)]);
-        assert_eq!(std::str::from_utf8(&r[..4]).unwrap(), "104 ");
-        assert_eq!(r.len(), 104);
+        assert_eq!(std::str::from_utf8(&r[..4]).unwrap(), "105 ");
+        assert_eq!(r.len(), 105);
     }
 
     #[test]
