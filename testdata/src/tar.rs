@@ -232,3 +232,28 @@ mod tests {
         assert_eq!(stored, copy.iter().map(|&b| b as u64).sum::<u64>());
     }
 }
+
+#[cfg(test)]
+mod gnu_tar {
+    use super::*;
+
+    /// GNU tar (always on Debian) reads what this writer writes, long PAX names included.
+    #[test]
+    fn gnu_tar_lists_the_entries() {
+        let long = format!("dir/{}", "n".repeat(150));
+        let mut w = TarWriter::new();
+        w.dir("dir", 0o755).file(&long, 0o4755, b"data").symlink("dir/link", "target").hardlink("dir/hard", &long);
+        let dir = std::env::temp_dir().join(format!("testdata-tar-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.tar");
+        std::fs::write(&file, w.finish()).unwrap();
+        let out = std::process::Command::new("tar").arg("-tvf").arg(&file).output().expect("GNU tar (Debian package `tar`)");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(listing.contains(&long), "{listing}");
+        assert!(listing.contains("-rwsr-xr-x"), "{listing}");
+        assert!(listing.contains("dir/link -> target"), "{listing}");
+        assert!(listing.contains(&format!("dir/hard link to {long}")), "{listing}");
+    }
+}
