@@ -1,0 +1,16 @@
+//! Writes every hostile layer case as an OCI layout under DIR (one subdirectory per case), for
+//! trying imgsign by hand or seeding a fuzz corpus: `cargo run -p testdata --example write_hostile -- DIR`.
+
+use testdata::hostile::HostileLayer;
+
+fn main() {
+    let Some(dir) = std::env::args_os().nth(1) else {
+        eprintln!("usage: write_hostile DIR");
+        std::process::exit(2);
+    };
+    let dir = std::path::PathBuf::from(dir);
+    for case in HostileLayer::ALL {
+        let written = case.write(&dir.join(case.name())).unwrap_or_else(|e| panic!("{}: {e}", case.name()));
+        println!("{}\t{}\tlayer 1 = {}", case.name(), written.reference(), written.layer_digest);
+    }
+}
