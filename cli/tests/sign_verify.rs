@@ -50,6 +50,11 @@ fn oci_round_trip_and_layer_rules() {
     assert_eq!(busybox["sha256"], testdata::sha256_hex(&on_disk));
     assert_eq!(busybox["size"], on_disk.len());
     assert_eq!(entry(&files, paths::STICKY_DIR).unwrap()["mode"], "1777");
+    let capability = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(testdata::real::CAPABILITY)
+    };
+    assert_eq!(entry(&files, paths::CAPABILITY_FILE).unwrap()["xattrs"]["security.capability"], capability.as_str());
 
     // Bound to this image's manifest digest, with the layers recorded.
     let statement = statement(&bundle);

@@ -42,7 +42,13 @@ pub mod paths {
     pub const STICKY_DIR: &str = "/tmp";
     /// A file plain in the rest of the image, to tamper with.
     pub const PLAIN_FILE: &str = "/etc/os-release";
+    /// A file with a `security.capability` xattr (written by layer 3), see [`super::CAPABILITY`].
+    pub const CAPABILITY_FILE: &str = "/usr/bin/bind-helper";
 }
+
+/// The `security.capability` value of [`paths::CAPABILITY_FILE`]: VFS_CAP_REVISION_2 with the
+/// effective flag, permitting CAP_NET_BIND_SERVICE (bit 10).
+pub const CAPABILITY: [u8; 20] = [0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// The built image in its three forms.
 #[derive(Debug, Clone)]
@@ -137,7 +143,8 @@ impl RealImage {
         let mut tar = TarWriter::new();
         tar.dir("opt/app", 0o755)
             .whiteout("opt/app/.wh..wh..opq")
-            .add(Entry::file(rel(paths::OPAQUE_NEW), 0o644, b"written after the opaque marker\n"));
+            .add(Entry::file(rel(paths::OPAQUE_NEW), 0o644, b"written after the opaque marker\n"))
+            .add(Entry::file(rel(paths::CAPABILITY_FILE), 0o755, b"#!/bin/sh\nexec /bin/busybox nc -l -p 80\n").with_pax("SCHILY.xattr.security.capability", CAPABILITY));
         fs::write(&layer3, tar.finish()).map_err(io_err(format!("writing {}", layer3.display())))?;
         run("umoci", ["raw", "add-layer", "--history.comment", "layer 3: opaque directory", "--image", &image, &layer3.display().to_string()])?;
         fs::remove_file(&layer3).map_err(io_err("removing the layer 3 tar"))?;
