@@ -29,7 +29,7 @@ pub struct Suite {
 pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args(["test", "--no-run", "--message-format=json-render-diagnostics"]);
+    cmd.current_dir(root).args(["test", "--release", "--no-run", "--message-format=json-render-diagnostics"]);
     for package in PACKAGES {
         cmd.args(["--package", package]);
     }
