@@ -12,14 +12,15 @@ use std::thread::JoinHandle;
 const CHUNK: usize = 256 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// What the blob turned out to be, known once it was read to its end.
-#[derive(Debug, Clone, Copy)]
+/// What the blob turned out to be, known once it was read to its end. The raw digest is known
+/// even when decompression failed, so damage is reported as a digest mismatch first.
+#[derive(Debug)]
 pub struct BlobSummary {
     pub blob_digest: Sha256Digest,
     pub blob_size: u64,
-    pub diff_id: Sha256Digest,
-    pub uncompressed_size: u64,
     pub compression: Compression,
+    /// The uncompressed tar's digest and size, or why it could not be decompressed.
+    pub decoded: io::Result<(Sha256Digest, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,20 +45,15 @@ impl LayerStream {
     pub fn spawn(raw: Box<dyn Read + Send>, progress: Arc<dyn Progress>) -> Self {
         let (chunk_tx, chunks) = sync_channel(CHUNKS_IN_FLIGHT);
         let (recycle, recycled) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
-        let worker = std::thread::spawn(move || {
-            let result = pump(raw, &chunk_tx, recycled, progress);
-            if let Err(e) = &result {
-                let _ = chunk_tx.send(Err(io::Error::new(e.kind(), e.to_string())));
-            }
-            result
-        });
+        let worker = std::thread::spawn(move || pump(raw, &chunk_tx, recycled, progress));
         Self { chunks, recycle, current: Vec::new(), pos: 0, done: false, worker: Some(worker) }
     }
 
     /// Reads whatever the consumer left unread (it still counts towards the digests) and returns
     /// the blob's digests.
     pub fn finish(mut self) -> io::Result<BlobSummary> {
-        io::copy(&mut self, &mut io::sink())?;
+        // A decompression error was already handed to the reader; the summary carries it too.
+        let _ = io::copy(&mut self, &mut io::sink());
         let worker = self.worker.take().expect("finish is called once");
         worker.join().map_err(|_| io::Error::other("layer reader thread panicked"))?
     }
@@ -123,7 +119,23 @@ fn pump(
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut blob_ref)?),
         Compression::None => Box::new(&mut blob_ref),
     };
-    let mut tar = HashingReader::new(decoder);
+    let decoded = forward(HashingReader::new(decoder), out, &recycled);
+    if let Err(e) = &decoded {
+        let _ = out.send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+    // Bytes after the end of the compressed stream, or after a decompression error, still
+    // belong to the blob and its digest.
+    io::copy(&mut blob, &mut io::sink())?;
+    let (blob_digest, blob_size) = blob.into_inner().finish();
+    Ok(BlobSummary { blob_digest, blob_size, compression, decoded })
+}
+
+/// Sends the uncompressed stream in chunks; returns its digest and size.
+fn forward<R: Read>(
+    mut tar: HashingReader<R>,
+    out: &SyncSender<io::Result<Vec<u8>>>,
+    recycled: &Receiver<Vec<u8>>,
+) -> io::Result<(Sha256Digest, u64)> {
     loop {
         let mut chunk = recycled.try_recv().unwrap_or_default();
         chunk.resize(CHUNK, 0);
@@ -144,9 +156,5 @@ fn pump(
             return Err(io::Error::other("layer consumer stopped early"));
         }
     }
-    let (diff_id, uncompressed_size) = tar.finish();
-    // Bytes after the end of the compressed stream still belong to the blob.
-    io::copy(&mut blob, &mut io::sink())?;
-    let (blob_digest, blob_size) = blob.into_inner().finish();
-    Ok(BlobSummary { blob_digest, blob_size, diff_id, uncompressed_size, compression })
+    Ok(tar.finish())
 }

@@ -202,20 +202,19 @@ fn apply_layers(
         let raw = open()?;
         let mut tar = TarReader::new(LayerStream::spawn(raw, progress.clone()));
         let applied = tree.apply_layer(index, &mut tar, &mut |_| {});
-        let stream = tar.into_inner();
-        // The blob's digests decide whether what was just read can be trusted; check them even
-        // when the tar failed, since a digest mismatch is the more telling error.
-        let summary = stream.finish();
-        let summary = match (summary, applied) {
-            (Ok(summary), applied) => {
-                check_blob(index, &layer, &summary)?;
-                applied.map_err(|source| SourceError::Layer { index, digest: label.clone(), source })?;
-                summary
-            }
-            (Err(_), Err(source)) => return Err(SourceError::Layer { index, digest: label, source }),
-            (Err(source), Ok(_)) => return Err(SourceError::Decompress { index, digest: label, source }),
+        // The blob's digest decides whether what was just read can be trusted, so it is checked
+        // first: damage shows up as a digest mismatch, not as whatever the damage broke.
+        let summary = tar.into_inner().finish().map_err(|source| SourceError::Io { path: label.clone().into(), source })?;
+        check_blob(index, &layer, &summary)?;
+        let diff_id = match summary.decoded {
+            Ok((diff_id, _)) => diff_id,
+            Err(source) => return Err(SourceError::Decompress { index, digest: label, source }),
         };
-        identity.layers.push(LayerDigests { digest: summary.blob_digest.oci(), diff_id: summary.diff_id.oci() });
+        if layer.expected_diff_id != diff_id {
+            return Err(SourceError::DiffIdMismatch { index, digest: label, expected: layer.expected_diff_id, actual: diff_id });
+        }
+        applied.map_err(|source| SourceError::Layer { index, digest: label.clone(), source })?;
+        identity.layers.push(LayerDigests { digest: summary.blob_digest.oci(), diff_id: diff_id.oci() });
     }
     progress.end();
     let files = tree.into_manifest().map_err(|source| SourceError::Layer {
@@ -240,14 +239,6 @@ fn check_blob(index: usize, layer: &LayerBlob, summary: &crate::stream::BlobSumm
                 actual: summary.blob_digest,
             });
         }
-    }
-    if layer.expected_diff_id != summary.diff_id {
-        return Err(SourceError::DiffIdMismatch {
-            index,
-            digest: layer.label.clone(),
-            expected: layer.expected_diff_id,
-            actual: summary.diff_id,
-        });
     }
     Ok(())
 }
