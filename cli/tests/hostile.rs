@@ -281,3 +281,92 @@ fn tampered_payload_or_signature_fails() {
         verify(&s.image, &[&path], &s.trust, &[]).code(1).says("matches no trusted key");
     }
 }
+
+/// Finds `needle` in `file` and flips one bit of it, in place.
+fn flip_inside(file: &Path, needle: &[u8]) {
+    let mut bytes = fs::read(file).unwrap();
+    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap_or_else(|| panic!("{needle:?} not in {}", file.display()));
+    bytes[at + needle.len() / 2] ^= 0x01;
+    fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn tampered_layer_of_the_real_oci_image_fails() {
+    let real = image();
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let bundle = sign_ok(&real.oci_ref(), &[a], &tmp.path().join("oci.bundle"), &[]);
+    let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
+    let copy = tmp.path().join("oci");
+    testdata::real::copy_tree(&real.oci_dir, &copy).unwrap();
+    // The biggest blob is the gzip layer holding busybox; flip a bit in the middle of it.
+    let (largest, _) = fs::read_dir(copy.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.path(), e.metadata().unwrap().len()))
+        .max_by_key(|(_, len)| *len)
+        .unwrap();
+    let mut bytes = fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&largest, bytes).unwrap();
+    let digest = format!("sha256:{}", largest.file_name().unwrap().to_str().unwrap());
+    let reference = format!("oci:{}:{}", copy.display(), testdata::real::TAG);
+    verify(&reference, &[&bundle], &trust, &[]).code(1).says("digest mismatch").says(&digest);
+    let out_dir = tmp.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("bundle.json");
+    sign(&reference, &[a], &out, &[]).code(2).says(&digest);
+    assert_nothing_written(&out);
+}
+
+#[test]
+fn tampered_layer_of_the_docker_archive_fails() {
+    let real = image();
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let bundle = sign_ok(&real.oci_ref(), &[a], &tmp.path().join("oci.bundle"), &[]);
+    let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
+    let archive = tmp.path().join("archive.tar");
+    fs::copy(&real.docker_archive, &archive).unwrap();
+    // Layers are stored uncompressed in a docker-archive: change a byte of the setuid script.
+    flip_inside(&archive, b"exec /bin/busybox id");
+    let reference = format!("docker-archive:{}", archive.display());
+    verify(&reference, &[&bundle], &trust, &[]).code(1).says("diff_id");
+}
+
+#[test]
+fn unreadable_images_are_bad_input() {
+    let [a, ..] = keys();
+    let s = signed(&[a], &[a], 1, &[]);
+    let absent = s.tmp.path().join("absent");
+    let out_dir = s.tmp.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("bundle.json");
+    for reference in [
+        format!("oci:{}", absent.display()),
+        format!("docker-archive:{}", absent.display()),
+        format!("dir:{}", absent.display()),
+        format!("registry:{}", absent.display()),
+    ] {
+        verify(&reference, &[&s.bundle], &s.trust, &[]).code(2).says(if reference.starts_with("registry:") { "bad image reference" } else { "absent" });
+        sign(&reference, &[a], &out, &[]).code(2);
+        assert_nothing_written(&out);
+    }
+    // An OCI layout without the tag asked for.
+    let good = s.image.rsplit_once(':').unwrap().0.to_string();
+    verify(&format!("{good}:no-such-tag"), &[&s.bundle], &s.trust, &[]).code(2).says("no image tagged \"no-such-tag\"");
+}
+
+#[test]
+fn failed_sign_leaves_an_existing_bundle_untouched() {
+    let [a, ..] = keys();
+    let (tmp, hostile) = hostile_image(HostileLayer::DuplicateEntry);
+    let out_dir = tmp.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("bundle.json");
+    fs::write(&out, b"previous bundle\n").unwrap();
+    sign(&hostile.reference(), &[a], &out, &[]).code(2);
+    assert_eq!(fs::read(&out).unwrap(), b"previous bundle\n");
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 1, "temporary files left in {}", out_dir.display());
+}
