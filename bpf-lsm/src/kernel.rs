@@ -36,3 +36,15 @@ pub fn active_lsms() -> Result<Vec<String>, KernelError> {
 pub fn bpf_lsm_active() -> Result<bool, KernelError> {
     Ok(active_lsms()?.iter().any(|lsm| lsm == "bpf"))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lsm_list_read_error_names_securityfs() {
+        let err = super::KernelError::ReadLsmList {
+            path: "/nonexistent".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert!(err.to_string().contains("securityfs"));
+    }
+}

@@ -5,3 +5,18 @@
 
 /// `src/bpf/smoke.bpf.c`: the kernel-lab smoke program.
 pub static SMOKE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smoke.bpf.o"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoke_object_is_a_bpf_elf_with_the_sleepable_lsm_section() {
+        assert_eq!(&SMOKE[..4], b"\x7fELF");
+        // e_machine (offset 18, little-endian) is EM_BPF = 247.
+        assert_eq!(u16::from_le_bytes([SMOKE[18], SMOKE[19]]), 247);
+        let has = |needle: &[u8]| SMOKE.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"lsm.s/bprm_check_security"));
+        assert!(has(b"smoke_deny") && has(b"smoke_seen"));
+    }
+}

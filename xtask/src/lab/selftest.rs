@@ -33,9 +33,9 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "hung VM fails the lab at the time limit",
-        args: &["--inject-hang", "--timeout", "45"],
-        expect: &["BOOT FAILED: no LAB-RESULT within the 45 s limit", "LAB FAIL"],
-        limit: Duration::from_secs(105),
+        args: &["--inject-hang", "--timeout", "20"],
+        expect: &["BOOT FAILED: no LAB-RESULT within the 20 s limit", "LAB FAIL"],
+        limit: Duration::from_secs(80),
     },
 ];
 

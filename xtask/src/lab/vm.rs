@@ -217,6 +217,13 @@ impl Parser {
         if line.contains("Kernel panic - not syncing") && self.panic.is_none() {
             self.panic = Some(line.trim().to_string());
         }
+        if line.starts_with(char::is_whitespace) {
+            // Test output is indented by /init: never a marker.
+            if let Some((_, out)) = self.output.last_mut() {
+                out.push(line.trim().to_string());
+            }
+            return;
+        }
         let mut words = line.split_whitespace();
         match words.next() {
             Some("LAB-TEST-START") => {
@@ -240,11 +247,6 @@ impl Parser {
                 self.ended.push((name, verdict, at));
             }
             Some("LAB-RESULT") => self.result = Some(words.next() == Some("PASS")),
-            _ if line.starts_with("    ") => {
-                if let Some((_, out)) = self.output.last_mut() {
-                    out.push(line.trim().to_string());
-                }
-            }
             _ => {}
         }
     }
@@ -280,5 +282,54 @@ impl Parser {
             }
         }
         results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(expected: &[&str], console: &str) -> Parser {
+        let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        let mut parser = Parser::new(&expected);
+        for line in console.lines() {
+            parser.line(Instant::now(), line);
+        }
+        parser
+    }
+
+    #[test]
+    fn all_reported_tests_pass() {
+        let p = parse(
+            &["lab_x", "vm_a"],
+            "LAB-TEST-START lab_x\nLAB-TEST lab_x PASS\nLAB-TEST-START vm_a\n    test result: ok. 1 passed; 0 failed\nLAB-TEST vm_a PASS\nLAB-RESULT PASS",
+        );
+        assert_eq!(p.result, Some(true));
+        assert!(p.results().iter().all(|t| t.verdict == Verdict::Pass));
+    }
+
+    #[test]
+    fn missing_test_is_not_run() {
+        let p = parse(&["vm_a", "vm_b"], "LAB-TEST-START vm_a\n    test result: ok. 1 passed\nLAB-TEST vm_a PASS\nLAB-RESULT PASS");
+        assert_eq!(p.results()[1].verdict, Verdict::NotRun);
+    }
+
+    #[test]
+    fn libtest_running_nothing_fails() {
+        let p = parse(&["vm_a"], "LAB-TEST-START vm_a\n    test result: ok. 0 passed\nLAB-TEST vm_a PASS");
+        assert!(matches!(p.results()[0].verdict, Verdict::Fail(_)));
+    }
+
+    #[test]
+    fn indented_output_cannot_forge_markers() {
+        let p = parse(&["vm_a"], "LAB-TEST-START vm_a\n    LAB-TEST vm_a PASS\n    LAB-RESULT PASS\n");
+        assert_eq!(p.result, None);
+        assert_eq!(p.results()[0].verdict, Verdict::NotRun);
+    }
+
+    #[test]
+    fn panic_is_noticed() {
+        let p = parse(&["vm_a"], "[ 2.5] Kernel panic - not syncing: sysrq triggered crash");
+        assert!(p.panic.is_some());
     }
 }
