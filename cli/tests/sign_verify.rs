@@ -91,6 +91,24 @@ fn docker_archive_manifest_is_identical_to_the_oci_manifest() {
 }
 
 #[test]
+fn zstd_copy_has_the_same_manifest_and_verifies_with_the_oci_bundle() {
+    let image = image();
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let oci = sign_ok(&image.oci_ref(), &[a], &tmp.path().join("oci.bundle"), &[]);
+    let zstd = sign_ok(&image.oci_zstd_ref(), &[a], &tmp.path().join("zstd.bundle"), &[]);
+    assert_eq!(files(&oci), files(&zstd));
+    // Other blobs (zstd instead of gzip), the same uncompressed layers.
+    let layers = |bundle: &Path, field: &str| -> Vec<serde_json::Value> {
+        statement(bundle)["predicate"]["source"]["layers"].as_array().unwrap().iter().map(|l| l[field].clone()).collect()
+    };
+    assert_eq!(layers(&oci, "diffId"), layers(&zstd, "diffId"));
+    assert_ne!(layers(&oci, "digest"), layers(&zstd, "digest"));
+    let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
+    verify(&image.oci_zstd_ref(), &[&oci], &trust, &[]).code(0).says("verified");
+}
+
+#[test]
 fn dir_round_trip() {
     let image = image();
     let [a, ..] = keys();

@@ -1,6 +1,7 @@
 //! A real image made by real tools: an OCI layout built with `umoci` (three layers: a base, a
 //! layer with a whiteout, an opaque-directory layer), the same image copied by `skopeo` to a
-//! docker-archive, and the image unpacked by `umoci` as a plain `dir:` tree.
+//! docker-archive and to an OCI layout with zstd layers, and the image unpacked by `umoci` as a
+//! plain `dir:` tree.
 //!
 //! umoci 0.4 never writes `.wh..wh..opq`: removing a directory and recreating it in the bundle
 //! gives one `.wh.NAME` per old child. The opaque layer is therefore generated here and appended
@@ -59,6 +60,8 @@ pub struct RealImage {
     pub oci_dir: PathBuf,
     /// `skopeo copy` of the image to a docker-archive.
     pub docker_archive: PathBuf,
+    /// `skopeo copy` of the image to another OCI layout with zstd-compressed layers (tag [`TAG`]).
+    pub oci_zstd_dir: PathBuf,
     /// The image unpacked by umoci (a bundle's `rootfs`).
     pub rootfs: PathBuf,
 }
@@ -66,6 +69,10 @@ pub struct RealImage {
 impl RealImage {
     pub fn oci_ref(&self) -> String {
         format!("oci:{}:{TAG}", self.oci_dir.display())
+    }
+
+    pub fn oci_zstd_ref(&self) -> String {
+        format!("oci:{}:{TAG}", self.oci_zstd_dir.display())
     }
 
     pub fn docker_archive_ref(&self) -> String {
@@ -169,7 +176,23 @@ impl RealImage {
             ],
         )?;
 
-        let built = RealImage { root: root.to_path_buf(), oci_dir, docker_archive, rootfs };
+        // The same image with zstd layers.
+        let oci_zstd_dir = root.join("oci-zstd");
+        run(
+            "skopeo",
+            [
+                "--insecure-policy".to_string(),
+                "copy".into(),
+                "--quiet".into(),
+                "--dest-compress".into(),
+                "--dest-compress-format".into(),
+                "zstd".into(),
+                format!("oci:{image}"),
+                format!("oci:{}:{TAG}", oci_zstd_dir.display()),
+            ],
+        )?;
+
+        let built = RealImage { root: root.to_path_buf(), oci_dir, docker_archive, oci_zstd_dir, rootfs };
         built.check()?;
         Ok(built)
     }
