@@ -10,9 +10,13 @@ pub const TOOLS: &[(&str, &str)] = &[("umoci", "umoci"), ("skopeo", "skopeo"), (
 
 /// Finds `tool` on PATH, or fails naming the Debian package to install.
 pub fn require(tool: &'static str) -> Result<PathBuf, FixtureError> {
+    require_in(tool, &std::env::var_os("PATH").unwrap_or_default())
+}
+
+/// Finds `tool` in the directories of a PATH-style list.
+pub fn require_in(tool: &'static str, path: &OsStr) -> Result<PathBuf, FixtureError> {
     let package = TOOLS.iter().find(|(t, _)| *t == tool).map_or(tool, |(_, p)| p);
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    std::env::split_paths(path)
         .map(|dir| dir.join(tool))
         .find(|candidate| candidate.is_file())
         .ok_or(FixtureError::ToolMissing { tool, package })
@@ -50,4 +54,20 @@ where
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_debian_package() {
+        let err = require_in("busybox", OsStr::new("/nonexistent")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`busybox` is not installed (or not on PATH): install the Debian package `busybox-static` to run these tests"
+        );
+        let err = require_in("umoci", OsStr::new("")).unwrap_err();
+        assert!(err.to_string().contains("Debian package `umoci`"), "{err}");
+    }
 }
