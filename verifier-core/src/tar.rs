@@ -141,7 +141,18 @@ impl<R: Read> TarReader<R> {
             }
             if block.iter().all(|&b| b == 0) {
                 // End of archive. A second zero block normally follows; anything after it is left
-                // for the caller to drain (it still counts towards the blob digest).
+                // for the caller to drain (it still counts towards the blob digest). A lone zero
+                // block followed by more data is refused: Go's archive/tar (containerd, umoci)
+                // rejects it and `tar --ignore-zeros` reads the entries behind it, so entries
+                // hidden there would run without being in the manifest.
+                let mut second = [0u8; BLOCK];
+                let got = self.read_full(&mut second, "the end-of-archive marker")?;
+                if second[..got].iter().any(|&b| b != 0) {
+                    return Err(TarError::BadHeader {
+                        offset: header_offset,
+                        reason: "a lone zero block followed by data (not an end-of-archive marker)".into(),
+                    });
+                }
                 self.finished = true;
                 if ext.pax.len() + ext.gnu_long_name.iter().len() + ext.gnu_long_link.iter().len() > 0 {
                     return Err(TarError::BadHeader {
@@ -444,4 +455,56 @@ fn parse_pax(data: &[u8], offset: u64, into: &mut BTreeMap<String, Vec<u8>>) -> 
         rest = &rest[len..];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ustar header for a regular file of `size` bytes, with a valid checksum.
+    fn file_header(name: &str, size: u64) -> [u8; BLOCK] {
+        let mut h = [0u8; BLOCK];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|&b| b as u64).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+
+    fn entries(bytes: &[u8]) -> Result<Vec<String>, TarError> {
+        let mut reader = TarReader::new(bytes);
+        let mut names = Vec::new();
+        while let Some(entry) = reader.next_entry()? {
+            names.push(entry.path_lossy());
+        }
+        Ok(names)
+    }
+
+    #[test]
+    fn end_marker_of_one_or_two_zero_blocks() {
+        let mut one = file_header("a", 0).to_vec();
+        one.extend_from_slice(&[0; BLOCK]);
+        assert_eq!(entries(&one).unwrap(), ["a"]);
+        one.extend_from_slice(&[0; BLOCK]);
+        assert_eq!(entries(&one).unwrap(), ["a"]);
+    }
+
+    #[test]
+    fn entry_hidden_behind_a_lone_zero_block_is_refused() {
+        let mut bytes = file_header("a", 0).to_vec();
+        bytes.extend_from_slice(&[0; BLOCK]);
+        bytes.extend_from_slice(&file_header("hidden", 0));
+        bytes.extend_from_slice(&[0; 2 * BLOCK]);
+        let err = entries(&bytes).unwrap_err();
+        assert!(matches!(err, TarError::BadHeader { offset: 512, .. }), "{err}");
+        assert!(err.to_string().contains("lone zero block"), "{err}");
+    }
 }
