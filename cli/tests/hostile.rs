@@ -138,9 +138,20 @@ fn duplicate_entry_verify() {
 }
 
 #[test]
+fn lone_zero_block_sign() {
+    let err = sign_refuses(HostileLayer::LoneZeroBlock);
+    assert!(err.contains("lone zero block"), "{err}");
+}
+
+#[test]
+fn lone_zero_block_verify() {
+    verify_refuses(HostileLayer::LoneZeroBlock, 2);
+}
+
+#[test]
 fn every_hostile_layer_case_is_tested() {
     // A new case in testdata must get its pair of tests above.
-    assert_eq!(HostileLayer::ALL.len(), 8);
+    assert_eq!(HostileLayer::ALL.len(), 9);
 }
 
 /// A good image, a bundle of it signed by `signers`, and a trust store of `trusted`.

@@ -30,10 +30,13 @@ pub enum HostileLayer {
     BareWhiteout,
     /// Two entries for one path within one layer.
     DuplicateEntry,
+    /// An entry hidden behind a single zero block: Go's archive/tar refuses the layer, GNU tar
+    /// with `--ignore-zeros` unpacks the entry, a lax reader stops before it.
+    LoneZeroBlock,
 }
 
 impl HostileLayer {
-    pub const ALL: [HostileLayer; 8] = [
+    pub const ALL: [HostileLayer; 9] = [
         HostileLayer::DigestMismatch,
         HostileLayer::TruncatedGzip,
         HostileLayer::TruncatedTar,
@@ -42,6 +45,7 @@ impl HostileLayer {
         HostileLayer::PaxSizeMismatch,
         HostileLayer::BareWhiteout,
         HostileLayer::DuplicateEntry,
+        HostileLayer::LoneZeroBlock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl HostileLayer {
             HostileLayer::PaxSizeMismatch => "pax-size-mismatch",
             HostileLayer::BareWhiteout => "bare-whiteout",
             HostileLayer::DuplicateEntry => "duplicate-entry",
+            HostileLayer::LoneZeroBlock => "lone-zero-block",
         }
     }
 
@@ -61,7 +66,10 @@ impl HostileLayer {
     /// blob as a whole).
     pub fn culprit(self) -> Option<&'static str> {
         match self {
-            HostileLayer::DigestMismatch | HostileLayer::TruncatedGzip | HostileLayer::TruncatedTar => None,
+            HostileLayer::DigestMismatch
+            | HostileLayer::TruncatedGzip
+            | HostileLayer::TruncatedTar
+            | HostileLayer::LoneZeroBlock => None,
             HostileLayer::DotDot => Some("../x"),
             HostileLayer::AbsolutePath => Some("/abs"),
             HostileLayer::PaxSizeMismatch => Some("etc/pax-size"),
@@ -102,6 +110,15 @@ impl HostileLayer {
             HostileLayer::DuplicateEntry => {
                 w.file("etc/dup", 0o644, b"first\n");
                 w.file("etc/dup", 0o4755, b"second\n");
+            }
+            HostileLayer::LoneZeroBlock => {
+                w.file("etc/visible", 0o644, b"visible\n");
+                let mut bytes = w.bytes_without_end().to_vec();
+                bytes.extend_from_slice(&[0u8; 512]);
+                let mut hidden = TarWriter::new();
+                hidden.file("etc/hidden", 0o4755, b"#!/bin/sh\necho unsigned\n");
+                bytes.extend_from_slice(&hidden.finish());
+                return bytes;
             }
         }
         w.finish()
