@@ -11,6 +11,8 @@ use std::io::{self, Read};
 const BLOCK: usize = 512;
 /// PAX and GNU long-name records larger than this are refused (they are held in memory).
 const MAX_META_SIZE: u64 = 1 << 20;
+/// Global PAX records accepted: none of them changes a path, a size, an owner or an xattr.
+const GLOBAL_PAX_HARMLESS: &[&str] = &["comment", "mtime", "atime", "ctime", "charset", "hdrcharset"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
@@ -176,7 +178,22 @@ impl<R: Read> TarReader<R> {
                     let data = self.read_meta(ustar_size)?;
                     match typeflag {
                         b'x' => parse_pax(&data, header_offset, &mut ext.pax)?,
-                        b'g' => parse_pax(&data, header_offset, &mut self.global_pax)?,
+                        b'g' => {
+                            // POSIX and GNU tar apply a global header to every later entry; Go's
+                            // archive/tar (containerd, Docker, umoci) does not. Only records that
+                            // change nothing imgsign signs are accepted, so both readings agree.
+                            let mut global = BTreeMap::new();
+                            parse_pax(&data, header_offset, &mut global)?;
+                            if let Some(key) = global.keys().find(|k| !GLOBAL_PAX_HARMLESS.contains(&k.as_str())) {
+                                return Err(TarError::BadPax {
+                                    offset: header_offset,
+                                    reason: format!(
+                                        "global header sets {key:?}, which tar readers disagree on (Go's archive/tar ignores global headers)"
+                                    ),
+                                });
+                            }
+                            parse_pax(&data, header_offset, &mut self.global_pax)?
+                        }
                         b'L' => ext.gnu_long_name = Some(trim_nul(&data).to_vec()),
                         _ => ext.gnu_long_link = Some(trim_nul(&data).to_vec()),
                     }
@@ -495,6 +512,34 @@ mod tests {
         assert_eq!(entries(&one).unwrap(), ["a"]);
         one.extend_from_slice(&[0; BLOCK]);
         assert_eq!(entries(&one).unwrap(), ["a"]);
+    }
+
+    /// A header of `typeflag` carrying `data`.
+    fn meta_entry(typeflag: u8, data: &[u8]) -> Vec<u8> {
+        let mut h = file_header("pax", data.len() as u64);
+        h[156] = typeflag;
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|&b| b as u64).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = h.to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+        out
+    }
+
+    #[test]
+    fn global_pax_headers_may_only_carry_harmless_records() {
+        // git archive writes a global comment: fine.
+        let mut ok = meta_entry(b'g', b"52 comment=0123456789012345678901234567890123456789\n");
+        ok.extend_from_slice(&file_header("a", 0));
+        ok.extend_from_slice(&[0; 2 * BLOCK]);
+        assert_eq!(entries(&ok).unwrap(), ["a"]);
+        // A global size would make this reader and Go's archive/tar see different entries.
+        let mut bad = meta_entry(b'g', b"13 size=1024\n");
+        bad.extend_from_slice(&file_header("a", 0));
+        bad.extend_from_slice(&[0; 2 * BLOCK]);
+        let err = entries(&bad).unwrap_err();
+        assert!(err.to_string().contains("global header sets \"size\""), "{err}");
     }
 
     #[test]
