@@ -149,9 +149,20 @@ fn lone_zero_block_verify() {
 }
 
 #[test]
+fn global_pax_size_sign() {
+    let err = sign_refuses(HostileLayer::GlobalPaxSize);
+    assert!(err.contains("global header sets \"size\""), "{err}");
+}
+
+#[test]
+fn global_pax_size_verify() {
+    verify_refuses(HostileLayer::GlobalPaxSize, 2);
+}
+
+#[test]
 fn every_hostile_layer_case_is_tested() {
     // A new case in testdata must get its pair of tests above.
-    assert_eq!(HostileLayer::ALL.len(), 9);
+    assert_eq!(HostileLayer::ALL.len(), 10);
 }
 
 /// A good image, a bundle of it signed by `signers`, and a trust store of `trusted`.

@@ -33,10 +33,14 @@ pub enum HostileLayer {
     /// An entry hidden behind a single zero block: Go's archive/tar refuses the layer, GNU tar
     /// with `--ignore-zeros` unpacks the entry, a lax reader stops before it.
     LoneZeroBlock,
+    /// A global PAX header setting `size`: POSIX readers take the next (empty) file to hold the
+    /// 1024 bytes that follow, Go's archive/tar (containerd, Docker) ignores global headers and
+    /// unpacks the entry hidden in them.
+    GlobalPaxSize,
 }
 
 impl HostileLayer {
-    pub const ALL: [HostileLayer; 9] = [
+    pub const ALL: [HostileLayer; 10] = [
         HostileLayer::DigestMismatch,
         HostileLayer::TruncatedGzip,
         HostileLayer::TruncatedTar,
@@ -46,6 +50,7 @@ impl HostileLayer {
         HostileLayer::BareWhiteout,
         HostileLayer::DuplicateEntry,
         HostileLayer::LoneZeroBlock,
+        HostileLayer::GlobalPaxSize,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +64,7 @@ impl HostileLayer {
             HostileLayer::BareWhiteout => "bare-whiteout",
             HostileLayer::DuplicateEntry => "duplicate-entry",
             HostileLayer::LoneZeroBlock => "lone-zero-block",
+            HostileLayer::GlobalPaxSize => "global-pax-size",
         }
     }
 
@@ -69,7 +75,8 @@ impl HostileLayer {
             HostileLayer::DigestMismatch
             | HostileLayer::TruncatedGzip
             | HostileLayer::TruncatedTar
-            | HostileLayer::LoneZeroBlock => None,
+            | HostileLayer::LoneZeroBlock
+            | HostileLayer::GlobalPaxSize => None,
             HostileLayer::DotDot => Some("../x"),
             HostileLayer::AbsolutePath => Some("/abs"),
             HostileLayer::PaxSizeMismatch => Some("etc/pax-size"),
@@ -119,6 +126,14 @@ impl HostileLayer {
                 hidden.file("etc/hidden", 0o4755, b"#!/bin/sh\necho unsigned\n");
                 bytes.extend_from_slice(&hidden.finish());
                 return bytes;
+            }
+            HostileLayer::GlobalPaxSize => {
+                let mut hidden = TarWriter::new();
+                hidden.file("etc/hidden", 0o4755, b"#!/bin/sh\necho unsigned\n");
+                let hidden = hidden.bytes_without_end().to_vec();
+                w.global_pax(&[("size", hidden.len().to_string().as_bytes())]);
+                w.add(Entry { ustar_size: Some(0), ..Entry::file("etc/empty", 0o644, b"") });
+                w.raw(&hidden);
             }
         }
         w.finish()

@@ -132,6 +132,22 @@ impl TarWriter {
         self.add(Entry::whiteout(path))
     }
 
+    /// A global PAX header (`g`) with these records, applying (for POSIX readers) to every later
+    /// entry.
+    pub fn global_pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        let records: Vec<(String, Vec<u8>)> = records.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+        let data = pax_records(&records);
+        self.buf.extend_from_slice(&header(b"pax_global_header", b'g', 0o644, 0, 0, 0, data.len() as u64, b""));
+        self.push_data(&data);
+        self
+    }
+
+    /// Appends raw bytes (for example another archive's entries).
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(bytes);
+        self
+    }
+
     /// The bytes so far, without the end-of-archive marker.
     pub fn bytes_without_end(&self) -> &[u8] {
         &self.buf
