@@ -225,6 +225,15 @@ impl<R: Read> TarReader<R> {
             (None, None) => {
                 let name = trim_nul(&block[0..100]);
                 let prefix = if is_ustar { trim_nul(&block[345..500]) } else { &[][..] };
+                // A star header (trailer "tar\0") has a 131-byte prefix followed by atime and
+                // ctime: Go's archive/tar reads it so, GNU tar as a 155-byte prefix. A prefix
+                // running past 130 bytes in such a header is a different path to each: refuse.
+                if is_ustar && &block[508..512] == b"tar\0" && prefix.len() > 130 {
+                    return Err(TarError::BadHeader {
+                        offset,
+                        reason: "ustar prefix runs into the star header's time fields (readers disagree on the path)".into(),
+                    });
+                }
                 if prefix.is_empty() {
                     name.to_vec()
                 } else {
@@ -540,6 +549,24 @@ mod tests {
         bad.extend_from_slice(&[0; 2 * BLOCK]);
         let err = entries(&bad).unwrap_err();
         assert!(err.to_string().contains("global header sets \"size\""), "{err}");
+    }
+
+    #[test]
+    fn star_prefix_running_into_the_time_fields_is_refused() {
+        let with_prefix = |prefix: &[u8]| {
+            let mut h = file_header("name", 0);
+            h[345..345 + prefix.len()].copy_from_slice(prefix);
+            h[508..512].copy_from_slice(b"tar\0");
+            h[148..156].copy_from_slice(b"        ");
+            let sum: u64 = h.iter().map(|&b| b as u64).sum();
+            h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            let mut out = h.to_vec();
+            out.extend_from_slice(&[0; 2 * BLOCK]);
+            out
+        };
+        assert_eq!(entries(&with_prefix(b"dir")).unwrap(), ["dir/name"]);
+        let err = entries(&with_prefix(&[b'p'; 140])).unwrap_err();
+        assert!(err.to_string().contains("star header"), "{err}");
     }
 
     #[test]
