@@ -11,13 +11,26 @@ use testdata::real::RealImage;
 
 pub const PASS: &str = "imgsign test passphrase (not a secret)";
 
-/// A directory under cargo's per-target temp dir for this test binary, emptied once per run.
+/// A directory under cargo's per-target temp dir for this run of this test binary
+/// (`imgsign-NAME-PID`). Directories of earlier runs whose process is gone are removed; a run of
+/// the same binary going on at the same time (another `cargo test` in this tree) is left alone.
 pub fn scratch_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
         let exe = std::env::current_exe().expect("current exe");
         let name = exe.file_stem().and_then(|s| s.to_str()).unwrap_or("tests").split('-').next().unwrap().to_string();
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("imgsign-{name}"));
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let prefix = format!("imgsign-{name}-");
+        if let Ok(entries) = fs::read_dir(base) {
+            for entry in entries.flatten() {
+                let file_name = entry.file_name();
+                let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+                if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let root = base.join(format!("{prefix}{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).expect("create scratch root");
         root
