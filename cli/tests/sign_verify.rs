@@ -22,9 +22,15 @@ fn oci_round_trip_and_layer_rules() {
     let image = image();
     let [a, ..] = keys();
     let tmp = tempdir();
-    let bundle = sign_ok(&image.oci_ref(), &[a], &tmp.path().join("oci.bundle"), &[]);
+    let bundle = tmp.path().join("oci.bundle");
+    let signed = sign(&image.oci_ref(), &[a], &bundle, &[]);
+    signed.code(0).says(&a.id);
     let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
-    verify(&image.oci_ref(), &[&bundle], &trust, &[]).code(0).says("verified");
+    let verified = verify(&image.oci_ref(), &[&bundle], &trust, &[]);
+    verified.code(0).says("verified");
+    // stderr is not a terminal here: no progress output.
+    assert_eq!(signed.stderr, "");
+    assert_eq!(verified.stderr, "");
 
     // The signed manifest is the tree a runtime would see.
     let files = files(&bundle);
@@ -296,4 +302,26 @@ fn bundle_of_another_image_is_refused() {
     let bundle = sign_ok(&other.reference(), &[a], &tmp.path().join("other.bundle"), &[]);
     let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
     verify(&image.oci_ref(), &[&bundle], &trust, &[]).code(1).says("is not this image");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let image = image();
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let bundle = sign_ok(&image.oci_ref(), &[a], &tmp.path().join("oci.bundle"), &[]);
+    // No --trust.
+    run(imgsign().arg("verify").arg(image.oci_ref()).arg("--bundle").arg(&bundle)).code(2);
+    // No --bundle.
+    run(imgsign().arg("verify").arg(image.oci_ref()).arg("--trust").arg(tmp.path())).code(2);
+    // Unknown flag, unknown command.
+    run(imgsign().arg("verify").arg("--frobnicate")).code(2);
+    run(imgsign().arg("frobnicate")).code(2);
+    // A trust store directory that is not one.
+    verify(&image.oci_ref(), &[&bundle], &tmp.path().join("no-store"), &[]).code(2);
+    // An unparsable expiry.
+    let out = tmp.path().join("out").join("b.json");
+    fs::create_dir(out.parent().unwrap()).unwrap();
+    sign(&image.oci_ref(), &[a], &out, &["--expires", "soon"]).code(2);
+    assert_nothing_written(&out);
 }
