@@ -20,6 +20,8 @@ pub struct Entry {
     pub pax: Vec<(String, Vec<u8>)>,
     /// Size written in the ustar header instead of `data.len()` (for size disagreements).
     pub ustar_size: Option<u64>,
+    /// Device numbers, for `b'3'` (char) and `b'4'` (block) entries.
+    pub dev: (u32, u32),
 }
 
 impl Entry {
@@ -35,7 +37,20 @@ impl Entry {
             data: Vec::new(),
             pax: Vec::new(),
             ustar_size: None,
+            dev: (0, 0),
         }
+    }
+
+    pub fn char_device(path: impl AsRef<[u8]>, mode: u32, major: u32, minor: u32) -> Self {
+        Entry { dev: (major, minor), ..Entry::new(path, b'3', mode) }
+    }
+
+    pub fn block_device(path: impl AsRef<[u8]>, mode: u32, major: u32, minor: u32) -> Self {
+        Entry { dev: (major, minor), ..Entry::new(path, b'4', mode) }
+    }
+
+    pub fn fifo(path: impl AsRef<[u8]>, mode: u32) -> Self {
+        Entry::new(path, b'6', mode)
     }
 
     pub fn file(path: impl AsRef<[u8]>, mode: u32, data: impl AsRef<[u8]>) -> Self {
@@ -94,7 +109,7 @@ impl TarWriter {
             let records = pax_records(&pax);
             let mut name = b"PaxHeaders/".to_vec();
             name.extend_from_slice(&entry.path[..entry.path.len().min(80)]);
-            self.buf.extend_from_slice(&header(&name, b'x', 0o644, 0, 0, 0, records.len() as u64, b""));
+            self.buf.extend_from_slice(&header(&name, b'x', 0o644, 0, 0, 0, records.len() as u64, b"", (0, 0)));
             self.push_data(&records);
         }
         let size = entry.ustar_size.unwrap_or(entry.data.len() as u64);
@@ -107,6 +122,7 @@ impl TarWriter {
             entry.mtime,
             size,
             &entry.link,
+            entry.dev,
         ));
         self.push_data(&entry.data);
         self
@@ -137,7 +153,7 @@ impl TarWriter {
     pub fn global_pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
         let records: Vec<(String, Vec<u8>)> = records.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
         let data = pax_records(&records);
-        self.buf.extend_from_slice(&header(b"pax_global_header", b'g', 0o644, 0, 0, 0, data.len() as u64, b""));
+        self.buf.extend_from_slice(&header(b"pax_global_header", b'g', 0o644, 0, 0, 0, data.len() as u64, b"", (0, 0)));
         self.push_data(&data);
         self
     }
@@ -187,7 +203,7 @@ pub fn pax_records(records: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn header(path: &[u8], typeflag: u8, mode: u32, uid: u64, gid: u64, mtime: u64, size: u64, link: &[u8]) -> [u8; BLOCK] {
+fn header(path: &[u8], typeflag: u8, mode: u32, uid: u64, gid: u64, mtime: u64, size: u64, link: &[u8], dev: (u32, u32)) -> [u8; BLOCK] {
     let mut h = [0u8; BLOCK];
     let name = &path[..path.len().min(100)];
     h[..name.len()].copy_from_slice(name);
@@ -203,8 +219,8 @@ fn header(path: &[u8], typeflag: u8, mode: u32, uid: u64, gid: u64, mtime: u64, 
     h[263..265].copy_from_slice(b"00");
     h[265..269].copy_from_slice(b"root");
     h[297..301].copy_from_slice(b"root");
-    octal(&mut h[329..337], 0);
-    octal(&mut h[337..345], 0);
+    octal(&mut h[329..337], dev.0 as u64);
+    octal(&mut h[337..345], dev.1 as u64);
     h[148..156].copy_from_slice(b"        ");
     let sum: u64 = h.iter().map(|&b| b as u64).sum();
     let text = format!("{sum:06o}\0 ");
