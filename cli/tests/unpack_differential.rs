@@ -175,3 +175,12 @@ fn hardlink_listed_before_its_target_in_path_order() {
     l0.dir("etc", 0o755).file("etc/z-target", 0o644, b"shared").hardlink("etc/a-link", "etc/z-target");
     assert_same(&[l0]);
 }
+
+#[test]
+fn whiteout_after_a_same_layer_file_of_that_name() {
+    let mut l0 = layer();
+    l0.file("foo", 0o644, b"lower");
+    let mut l1 = layer();
+    l1.file("foo", 0o644, b"same layer").whiteout(".wh.foo");
+    assert_same(&[l0, l1]);
+}
