@@ -392,3 +392,23 @@ fn failed_sign_leaves_an_existing_bundle_untouched() {
     assert_eq!(fs::read(&out).unwrap(), b"previous bundle\n");
     assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 1, "temporary files left in {}", out_dir.display());
 }
+
+#[test]
+fn tampered_config_of_the_docker_archive_fails() {
+    let real = image();
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let bundle = sign_ok(&real.oci_ref(), &[a], &tmp.path().join("oci.bundle"), &[]);
+    let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
+    let archive = tmp.path().join("archive.tar");
+    fs::copy(&real.docker_archive, &archive).unwrap();
+    // The config is named by its digest (`<hex>.json`); change one byte of it.
+    flip_inside(&archive, b"\"architecture\":\"amd64\"");
+    let reference = format!("docker-archive:{}", archive.display());
+    verify(&reference, &[&bundle], &trust, &[]).code(1).says("digest mismatch").says(".json");
+    let out_dir = tmp.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("bundle.json");
+    sign(&reference, &[a], &out, &[]).code(2).says("digest mismatch");
+    assert_nothing_written(&out);
+}
