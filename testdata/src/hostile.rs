@@ -142,21 +142,7 @@ impl HostileLayer {
     /// Writes the case as an OCI layout at `dir` (tag `hostile`): layer 0 is a good base layer,
     /// layer 1 the hostile one.
     pub fn write(self, dir: &Path) -> Result<HostileImage, FixtureError> {
-        let base = base_layer();
-        let tar = self.tar();
-        let layer = match self {
-            HostileLayer::TruncatedGzip => {
-                let full = crate::gzip(&tar);
-                Layer::raw(crate::oci::LAYER_TAR_GZIP, full[..full.len() / 2].to_vec(), crate::oci_digest(&tar))
-            }
-            HostileLayer::TruncatedTar => {
-                let cut = tar[..512 * 3 + 100 * 1024].to_vec();
-                Layer::tar(cut)
-            }
-            HostileLayer::DotDot | HostileLayer::AbsolutePath => Layer::gzip(&tar),
-            _ => Layer::tar(tar),
-        };
-        let written = write_layout(dir, "hostile", &[base, layer])?;
+        let written = write_layout(dir, "hostile", &[base_layer(), self.layer()])?;
         let layer_digest = written.layer_digests[1].clone();
         if self == HostileLayer::DigestMismatch {
             // Same size, one byte of file content changed: the tar still parses, only the digest
@@ -168,6 +154,25 @@ impl HostileLayer {
             std::fs::write(&path, &bytes).map_err(io_err(format!("writing {}", path.display())))?;
         }
         Ok(HostileImage { case: self, written, layer_digest })
+    }
+
+    /// The hostile layer as stored (compressed, truncated, ...), with the diff_id the config
+    /// gives it; for [`HostileLayer::DigestMismatch`] the blob before it is damaged. Also a seed
+    /// for the layer-reader fuzz target.
+    pub fn layer(self) -> Layer {
+        let tar = self.tar();
+        match self {
+            HostileLayer::TruncatedGzip => {
+                let full = crate::gzip(&tar);
+                Layer::raw(crate::oci::LAYER_TAR_GZIP, full[..full.len() / 2].to_vec(), crate::oci_digest(&tar))
+            }
+            HostileLayer::TruncatedTar => {
+                let cut = tar[..512 * 3 + 100 * 1024].to_vec();
+                Layer::tar(cut)
+            }
+            HostileLayer::DotDot | HostileLayer::AbsolutePath => Layer::gzip(&tar),
+            _ => Layer::tar(tar),
+        }
     }
 }
 
