@@ -412,3 +412,33 @@ fn tampered_config_of_the_docker_archive_fails() {
     sign(&reference, &[a], &out, &[]).code(2).says("digest mismatch");
     assert_nothing_written(&out);
 }
+
+/// An image whose layer 1 holds a file named with a Latin-1 byte; returns (tmp, layout).
+fn latin1_image() -> (tempfile::TempDir, testdata::oci::Written) {
+    let tmp = tempdir();
+    let mut tar = testdata::tar::TarWriter::new();
+    tar.dir("etc", 0o755).add(testdata::tar::Entry::file(b"etc/caf\xe9".as_slice(), 0o644, b"latin-1"));
+    let layers = [hostile::base_layer(), testdata::oci::Layer::tar(tar.finish())];
+    let layout = testdata::oci::write_layout(&tmp.path().join("latin1"), "t", &layers).unwrap();
+    (tmp, layout)
+}
+
+#[test]
+fn non_utf8_file_name_is_refused_by_name() {
+    let [a, ..] = keys();
+    let (tmp, layout) = latin1_image();
+    let out_dir = tmp.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("bundle.json");
+    sign(&layout.reference(), &[a], &out, &[]).code(2).says("etc/caf").says("UTF-8");
+    assert_nothing_written(&out);
+}
+
+#[test]
+#[ignore = "bug (verifier-core/src/layer.rs into_manifest, source/mod.rs): a non-UTF-8 path is only found after the last layer and reported as \"layer 0 (flattened tree)\", not by the layer and byte offset of its entry"]
+fn non_utf8_file_name_error_names_its_layer() {
+    let [a, ..] = keys();
+    let (tmp, layout) = latin1_image();
+    let out = tmp.path().join("bundle.json");
+    sign(&layout.reference(), &[a], &out, &[]).code(2).says(&format!("layer 1 ({})", layout.layer_digests[1]));
+}

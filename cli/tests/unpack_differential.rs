@@ -184,3 +184,14 @@ fn whiteout_after_a_same_layer_file_of_that_name() {
     l1.file("foo", 0o644, b"same layer").whiteout(".wh.foo");
     assert_same(&[l0, l1]);
 }
+
+#[test]
+fn long_names_and_link_targets_via_pax() {
+    let dir = format!("opt/{}", "d".repeat(90));
+    let file = format!("{dir}/{}", "f".repeat(120));
+    let target = format!("/{file}");
+    let mut l0 = layer();
+    l0.dir("opt", 0o755).dir(&dir, 0o755).file(&file, 0o644, b"long").symlink("opt/link", &target).hardlink("opt/hard", &file);
+    let image = assert_same(&[l0]);
+    assert!(image.contains(&format!("/{file} file")), "{image:?}");
+}
