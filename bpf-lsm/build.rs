@@ -41,11 +41,24 @@ fn main() {
         .collect();
     sources.sort();
     for source in sources {
-        let stem = source.file_name().unwrap().to_string_lossy().trim_end_matches(".c").to_string();
+        let stem = source
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches(".c")
+            .to_string();
         let object = out_dir.join(format!("{stem}.o"));
         run_capture(
             Command::new(&clang)
-                .args(["-target", "bpf", "-mcpu=v3", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall"])
+                .args([
+                    "-target",
+                    "bpf",
+                    "-mcpu=v3",
+                    "-O2",
+                    "-g",
+                    "-D__TARGET_ARCH_x86",
+                    "-Wall",
+                ])
                 .arg("-I")
                 .arg(&out_dir)
                 .arg("-c")
@@ -63,12 +76,22 @@ fn find_tool(var: &str, candidates: &[&str]) -> String {
         return tool;
     }
     for candidate in candidates {
-        let arg = if candidate.contains("bpftool") { "version" } else { "--version" };
-        if Command::new(candidate).arg(arg).output().is_ok_and(|o| o.status.success()) {
+        let arg = if candidate.contains("bpftool") {
+            "version"
+        } else {
+            "--version"
+        };
+        if Command::new(candidate)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return candidate.to_string();
         }
     }
-    fail(&format!("none of {candidates:?} found (set {var} to override)"))
+    fail(&format!(
+        "none of {candidates:?} found (set {var} to override)"
+    ))
 }
 
 fn run_capture(cmd: &mut Command, what: &str) -> Vec<u8> {

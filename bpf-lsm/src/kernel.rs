@@ -29,7 +29,12 @@ pub fn active_lsms() -> Result<Vec<String>, KernelError> {
         path: LSM_LIST.into(),
         source,
     })?;
-    Ok(text.trim().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    Ok(text
+        .trim()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Whether `bpf` is in the active LSM list.

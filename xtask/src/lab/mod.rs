@@ -116,7 +116,10 @@ fn cache_dir() -> Result<PathBuf> {
 
 /// The workspace root (xtask's parent directory).
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
 }
 
 /// Where per-run artifacts (initramfs, console logs) go:
@@ -165,7 +168,10 @@ fn run(args: &RunArgs) -> Result<bool> {
         boots.iter().map(vm::run).collect::<Result<Vec<_>>>()?
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = boots.iter().map(|b| scope.spawn(move || vm::run(b))).collect();
+            let handles: Vec<_> = boots
+                .iter()
+                .map(|b| scope.spawn(move || vm::run(b)))
+                .collect();
             handles
                 .into_iter()
                 .map(|h| h.join().expect("boot thread panicked"))

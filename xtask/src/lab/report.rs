@@ -62,7 +62,10 @@ pub fn print(outcomes: &[Outcome], timing: &Timing, json: bool) -> bool {
         let verdict = if o.passed() { "PASS" } else { "FAIL" };
         let _ = writeln!(text, "lab {} ({}): {verdict}", o.label, o.package);
         for t in &o.tests {
-            let took = t.duration.map(|d| format!(" ({:.2} s)", d.as_secs_f64())).unwrap_or_default();
+            let took = t
+                .duration
+                .map(|d| format!(" ({:.2} s)", d.as_secs_f64()))
+                .unwrap_or_default();
             match &t.verdict {
                 Verdict::Pass => writeln!(text, "  PASS     {}{took}", t.name),
                 Verdict::Fail(why) => writeln!(text, "  FAIL     {}{took}: {why}", t.name),
@@ -97,11 +100,22 @@ pub fn print(outcomes: &[Outcome], timing: &Timing, json: bool) -> bool {
         timing.fetch.as_secs_f64(),
         timing.build.as_secs_f64(),
         timing.boots.as_secs_f64(),
-        if timing.concurrent { "concurrent" } else { "sequential" },
+        if timing.concurrent {
+            "concurrent"
+        } else {
+            "sequential"
+        },
         timing.total.as_secs_f64()
     );
-    let overheads: Vec<String> = outcomes.iter().map(|o| format!("{} {}", o.label, fmt_opt(o.overhead()))).collect();
-    let _ = writeln!(text, "lab overhead (boot + shutdown, excluding tests): {}", overheads.join(", "));
+    let overheads: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("{} {}", o.label, fmt_opt(o.overhead())))
+        .collect();
+    let _ = writeln!(
+        text,
+        "lab overhead (boot + shutdown, excluding tests): {}",
+        overheads.join(", ")
+    );
     let _ = writeln!(text, "LAB {}", if pass { "PASS" } else { "FAIL" });
 
     if json {
@@ -113,7 +127,10 @@ pub fn print(outcomes: &[Outcome], timing: &Timing, json: bool) -> bool {
             concurrent: timing.concurrent,
             kernels: outcomes.iter().map(json_kernel).collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
     } else {
         print!("{text}");
     }
@@ -140,12 +157,18 @@ fn json_kernel(o: &Outcome) -> JsonKernel<'_> {
                     Verdict::Fail(why) => ("fail", Some(why.as_str())),
                     Verdict::NotRun => ("not-run", None),
                 };
-                JsonTest { name: &t.name, verdict, reason, secs: t.duration.map(secs) }
+                JsonTest {
+                    name: &t.name,
+                    verdict,
+                    reason,
+                    secs: t.duration.map(secs),
+                }
             })
             .collect(),
     }
 }
 
 fn fmt_opt(d: Option<Duration>) -> String {
-    d.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or_else(|| "n/a".into())
+    d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+        .unwrap_or_else(|| "n/a".into())
 }
