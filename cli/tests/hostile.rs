@@ -442,3 +442,18 @@ fn non_utf8_file_name_error_names_its_layer() {
     let out = tmp.path().join("bundle.json");
     sign(&layout.reference(), &[a], &out, &[]).code(2).says(&format!("layer 1 ({})", layout.layer_digests[1]));
 }
+
+#[test]
+fn sign_onto_a_directory_fails_and_leaves_no_temporary_file() {
+    // The bundle is written to a temporary file first; renaming it over a directory fails and
+    // the temporary file must go.
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let good = hostile::write_good_image(&tmp.path().join("good")).unwrap();
+    let out_dir = tmp.path().join("out");
+    fs::create_dir_all(out_dir.join("bundle.json")).unwrap();
+    sign(&good.reference(), &[a], &out_dir.join("bundle.json"), &[]).code(2).says("bundle.json");
+    let left: Vec<_> = fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["bundle.json"], "temporary files left behind");
+    assert!(out_dir.join("bundle.json").is_dir());
+}
