@@ -435,7 +435,6 @@ fn non_utf8_file_name_is_refused_by_name() {
 }
 
 #[test]
-#[ignore = "bug (verifier-core/src/layer.rs into_manifest, source/mod.rs): a non-UTF-8 path is only found after the last layer and reported as \"layer 0 (flattened tree)\", not by the layer and byte offset of its entry"]
 fn non_utf8_file_name_error_names_its_layer() {
     let [a, ..] = keys();
     let (tmp, layout) = latin1_image();

@@ -34,8 +34,8 @@ pub enum LayerError {
     ParentNotDirectory { path: String, offset: u64, parent: String, kind: &'static str },
     #[error("entry {path:?} at byte {offset}: hardlink target {target:?} is not a regular file present in the image")]
     BadHardlink { path: String, offset: u64, target: String },
-    #[error("path {path:?} is not valid UTF-8")]
-    NonUtf8 { path: String },
+    #[error("entry {path:?} at byte {offset}: name or link target is not valid UTF-8")]
+    NonUtf8 { path: String, offset: u64 },
 }
 
 /// A node of the flattened tree.
@@ -52,6 +52,8 @@ struct Node {
     xattrs: BTreeMap<String, String>,
     /// Index of the layer that last wrote this node: whiteouts only hide lower layers.
     layer: usize,
+    /// Identity of the inode behind a file or hardlink; paths sharing one are a hardlink group.
+    inode: Option<u64>,
 }
 
 /// Counts of what one layer held.
@@ -67,6 +69,7 @@ pub struct LayerStats {
 pub struct FileTree {
     nodes: BTreeMap<Vec<u8>, Node>,
     buffer: Vec<u8>,
+    next_inode: u64,
 }
 
 impl FileTree {
@@ -97,6 +100,11 @@ impl FileTree {
         while let Some(header) = tar.next_entry()? {
             stats.entries += 1;
             let path = normalize(&header.path, &header)?;
+            let utf8 = std::str::from_utf8(&path).is_ok()
+                && header.link_target.as_deref().is_none_or(|t| std::str::from_utf8(t).is_ok());
+            if !utf8 {
+                return Err(LayerError::NonUtf8 { path: header.path_lossy(), offset: header.offset });
+            }
             if !seen.insert(path.clone()) {
                 return Err(LayerError::Duplicate { path: header.path_lossy(), offset: header.offset });
             }
@@ -114,6 +122,7 @@ impl FileTree {
                 EntryKind::File => {
                     let (digest, size) = self.hash_content(tar, on_bytes)?;
                     stats.content_bytes += size;
+                    self.next_inode += 1;
                     Node {
                         kind: FileType::File,
                         mode: header.mode,
@@ -125,6 +134,7 @@ impl FileTree {
                         dev: None,
                         xattrs: FileEntry::signed_xattrs(&header.xattrs),
                         layer,
+                        inode: Some(self.next_inode),
                     }
                 }
                 EntryKind::HardLink => self.hardlink_node(layer, &header)?,
@@ -146,6 +156,7 @@ impl FileTree {
                         .then_some((header.dev_major, header.dev_minor)),
                     xattrs: FileEntry::signed_xattrs(&header.xattrs),
                     layer,
+                    inode: None,
                 },
             };
             self.insert(path, node);
@@ -218,10 +229,14 @@ impl FileTree {
             return Err(LayerError::UnsupportedWhiteout { path: header.path_lossy(), offset: header.offset });
         }
         let target = join(parent, name);
-        if self.nodes.get(&target).is_some_and(|n| n.layer < layer) {
+        self.remove_subtree(&target, layer);
+        // A directory this layer already wrote into stays (as the runtime leaves it): only what
+        // lower layers put below it is hidden.
+        let prefix = join(&target, b"");
+        let keeps_children = self.nodes.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix));
+        if !keeps_children && self.nodes.get(&target).is_some_and(|n| n.layer < layer) {
             self.nodes.remove(&target);
         }
-        self.remove_subtree(&target, layer);
         Ok(())
     }
 
@@ -278,11 +293,13 @@ impl FileTree {
     /// The manifest entries, sorted by path bytes.
     pub fn into_manifest(self) -> Result<Vec<FileEntry>, LayerError> {
         let mut out = Vec::with_capacity(self.nodes.len());
+        let mut inodes = Vec::with_capacity(self.nodes.len());
         for (path, node) in self.nodes {
             let text = |bytes: &[u8]| {
                 String::from_utf8(bytes.to_vec())
-                    .map_err(|_| LayerError::NonUtf8 { path: String::from_utf8_lossy(bytes).into_owned() })
+                    .map_err(|_| LayerError::NonUtf8 { path: String::from_utf8_lossy(bytes).into_owned(), offset: 0 })
             };
+            inodes.push(node.inode);
             out.push(FileEntry {
                 path: format!("/{}", text(&path)?),
                 kind: node.kind,
@@ -297,6 +314,7 @@ impl FileTree {
                 xattrs: node.xattrs,
             });
         }
+        crate::manifest::canonicalize_hardlinks(&mut out, &inodes);
         Ok(out)
     }
 }
@@ -313,6 +331,7 @@ fn implicit_dir(layer: usize) -> Node {
         dev: None,
         xattrs: BTreeMap::new(),
         layer,
+        inode: None,
     }
 }
 

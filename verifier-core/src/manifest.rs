@@ -147,6 +147,36 @@ pub fn compare(expected: &[FileEntry], actual: &[FileEntry]) -> Vec<Difference> 
     out
 }
 
+/// Makes hardlink groups canonical, whatever order the source listed them in: among the entries
+/// sharing an inode (`inodes[i]` is entry `i`'s), the first path in byte order is the `file` and
+/// the others are `hardlink`s to it; a group of one is a plain `file`. `entries` must be sorted.
+pub fn canonicalize_hardlinks<K: Eq + std::hash::Hash + Copy>(entries: &mut [FileEntry], inodes: &[Option<K>]) {
+    let mut first_path: std::collections::HashMap<K, String> = std::collections::HashMap::new();
+    let mut group_size: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    for inode in inodes.iter().flatten() {
+        *group_size.entry(*inode).or_default() += 1;
+    }
+    for (entry, inode) in entries.iter_mut().zip(inodes) {
+        let Some(inode) = inode else { continue };
+        if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
+            continue;
+        }
+        match first_path.get(inode) {
+            Some(first) => {
+                entry.kind = FileType::Hardlink;
+                entry.link_target = Some(first.clone());
+            }
+            None => {
+                entry.kind = FileType::File;
+                entry.link_target = None;
+                if group_size[inode] > 1 {
+                    first_path.insert(*inode, entry.path.clone());
+                }
+            }
+        }
+    }
+}
+
 /// True if entries are strictly increasing by path bytes (sorted, no duplicates).
 pub fn is_canonical_order(entries: &[FileEntry]) -> bool {
     entries.windows(2).all(|w| w[0].path.as_bytes() < w[1].path.as_bytes())

@@ -23,11 +23,14 @@ pub(super) fn scan(root: &Path, progress: Arc<dyn Progress>) -> Result<ScannedIm
         return Err(SourceError::Layout { path: root.to_path_buf(), reason: "not a directory".into() });
     }
     progress.begin("hashing files", None);
-    let mut walker = Walker { files: Vec::new(), inodes: HashMap::new(), buffer: vec![0; 256 * 1024], progress };
+    let mut walker = Walker { files: Vec::new(), digests: HashMap::new(), buffer: vec![0; 256 * 1024], progress };
     walker.walk(root, "")?;
     walker.progress.end();
-    let mut files = walker.files;
-    files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    let mut listed = walker.files;
+    listed.sort_by(|a, b| a.0.path.as_bytes().cmp(b.0.path.as_bytes()));
+    let inodes: Vec<Option<(u64, u64)>> = listed.iter().map(|(_, inode)| *inode).collect();
+    let mut files: Vec<FileEntry> = listed.into_iter().map(|(entry, _)| entry).collect();
+    crate::manifest::canonicalize_hardlinks(&mut files, &inodes);
     let identity = ImageIdentity {
         kind: SourceKind::Dir,
         default_name: super::basename(root),
@@ -39,9 +42,10 @@ pub(super) fn scan(root: &Path, progress: Arc<dyn Progress>) -> Result<ScannedIm
 }
 
 struct Walker {
-    files: Vec<FileEntry>,
-    /// First path seen for each multiply-linked inode.
-    inodes: HashMap<(u64, u64), String>,
+    /// Entries with the (device, inode) of multiply-linked files.
+    files: Vec<(FileEntry, Option<(u64, u64)>)>,
+    /// Content of multiply-linked inodes already hashed.
+    digests: HashMap<(u64, u64), (String, u64)>,
     buffer: Vec<u8>,
     progress: Arc<dyn Progress>,
 }
@@ -63,7 +67,8 @@ impl Walker {
             let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
             let entry = self.entry(&path, &image_path, &meta)?;
             let is_dir = entry.kind == FileType::Dir;
-            self.files.push(entry);
+            let linked = (entry.kind == FileType::File && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            self.files.push((entry, linked));
             if is_dir {
                 self.walk(&path, &image_path)?;
             }
@@ -97,21 +102,16 @@ impl Walker {
             );
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
-            if meta.nlink() > 1 {
-                if let Some(first) = self.inodes.get(&key) {
-                    let first_entry = self.files.iter().rev().find(|f| &f.path == first).cloned();
-                    if let Some(first_entry) = first_entry {
-                        return Ok(FileEntry {
-                            path: image_path.to_string(),
-                            kind: FileType::Hardlink,
-                            link_target: Some(first.clone()),
-                            ..first_entry
-                        });
+            let (digest, size) = match self.digests.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let hashed = self.hash(path, meta)?;
+                    if meta.nlink() > 1 {
+                        self.digests.insert(key, hashed.clone());
                     }
+                    hashed
                 }
-                self.inodes.insert(key, image_path.to_string());
-            }
-            let (digest, size) = self.hash(path, meta)?;
+            };
             entry.size = Some(size);
             entry.sha256 = Some(digest);
         } else if ft.is_char_device() || ft.is_block_device() {
