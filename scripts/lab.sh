@@ -2,7 +2,7 @@
 # Kernel lab: installs what the lab needs (Debian packages, idempotently) and
 # runs the BPF-LSM tests inside Debian's 6.1 and 6.12 kernels under QEMU.
 #
-#   scripts/lab.sh              # lab on both kernels, then the lab's selftest
+#   scripts/lab.sh              # lab unit tests, lab on both kernels, lab selftest
 #   scripts/lab.sh --kernel 6.1 # any arguments go to `cargo xtask lab`
 #
 # Kernel packages are cached in $IMGSIGN_LAB_CACHE (default ~/.cache/imgsign-lab).
@@ -25,5 +25,6 @@ fi
 if (($#)); then
     exec cargo xtask lab "$@"
 fi
-cargo xtask lab --kernel all
-cargo xtask lab selftest
+cargo test -q -p xtask          # the lab's own unit tests (console parser, ...)
+cargo xtask lab --kernel all    # the vm_* tests inside Debian 6.1 and 6.12
+cargo xtask lab selftest        # failing test, panic and hang each fail the lab

@@ -78,7 +78,7 @@ pub fn fetch(spec: &'static KernelSpec, cache: &Path, refresh: bool) -> Result<K
     let dir = kernels.join(&package);
     if !dir.join(COMPLETE).exists() {
         eprintln!("lab: downloading {package}");
-        let download = kernels.join("download");
+        let download = kernels.join(format!("download-{}-{}", spec.label, std::process::id()));
         let _ = fs::remove_dir_all(&download);
         fs::create_dir_all(&download)?;
         apt.download(&format!("{name}={version}"), &download)?;

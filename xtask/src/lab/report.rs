@@ -117,6 +117,10 @@ pub fn print(outcomes: &[Outcome], timing: &Timing, json: bool) -> bool {
         overheads.join(", ")
     );
     let _ = writeln!(text, "LAB {}", if pass { "PASS" } else { "FAIL" });
+    let all = outcomes.iter().flat_map(|o| &o.tests);
+    let passed = all.clone().filter(|t| t.verdict == Verdict::Pass).count();
+    let failed = all.count() - passed + outcomes.iter().filter(|o| o.failure.is_some()).count();
+    let _ = writeln!(text, "lab: {passed} passed, {failed} failed");
 
     if json {
         eprint!("{text}");

@@ -59,6 +59,7 @@ pub fn run(kernel: KernelChoice) -> Result<bool> {
         KernelChoice::All => "all",
     };
     let mut ok = true;
+    let mut passed = 0;
     for (i, case) in CASES.iter().enumerate() {
         let started = Instant::now();
         let work = super::work_dir().join(format!("selftest-{i}"));
@@ -91,6 +92,7 @@ pub fn run(kernel: KernelChoice) -> Result<bool> {
             ));
         }
         if problems.is_empty() {
+            passed += 1;
             println!(
                 "LAB-SELFTEST {} PASS ({:.1} s)",
                 case.name,
@@ -106,5 +108,6 @@ pub fn run(kernel: KernelChoice) -> Result<bool> {
         }
     }
     println!("LAB-SELFTEST {}", if ok { "PASS" } else { "FAIL" });
+    println!("selftest: {passed} passed, {} failed", CASES.len() - passed);
     Ok(ok)
 }
