@@ -1,8 +1,10 @@
 //! Layer blob streams: a reader thread hashes the raw blob (its descriptor digest), sniffs and
-//! undoes the compression (gzip, zstd or none), hashes the uncompressed tar (the config's diff_id)
-//! and hands chunks to the consumer, so decompression and per-file hashing use both cores.
+//! undoes the compression (gzip, zstd or none) and hands chunks to the consumer, which hashes the
+//! uncompressed tar (the config's diff_id) as it receives them. Inflating is the slowest step, so
+//! it gets a core to itself while the other core hashes (diff_id and per-file digests).
 
 use crate::digest::{HashingReader, Sha256Digest};
+use sha2::{Digest as _, Sha256};
 use crate::progress::Progress;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -23,6 +25,14 @@ pub struct BlobSummary {
     pub decoded: io::Result<(Sha256Digest, u64)>,
 }
 
+/// What the worker thread knows at the end.
+struct WorkerSummary {
+    blob_digest: Sha256Digest,
+    blob_size: u64,
+    compression: Compression,
+    decoded: io::Result<()>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -37,7 +47,10 @@ pub struct LayerStream {
     current: Vec<u8>,
     pos: usize,
     done: bool,
-    worker: Option<JoinHandle<io::Result<BlobSummary>>>,
+    /// Hash of the uncompressed bytes received so far (the diff_id once complete).
+    tar_hasher: Sha256,
+    tar_size: u64,
+    worker: Option<JoinHandle<io::Result<WorkerSummary>>>,
 }
 
 impl LayerStream {
@@ -46,7 +59,16 @@ impl LayerStream {
         let (chunk_tx, chunks) = sync_channel(CHUNKS_IN_FLIGHT);
         let (recycle, recycled) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
         let worker = std::thread::spawn(move || pump(raw, &chunk_tx, recycled, progress));
-        Self { chunks, recycle, current: Vec::new(), pos: 0, done: false, worker: Some(worker) }
+        Self {
+            chunks,
+            recycle,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+            tar_hasher: Sha256::new(),
+            tar_size: 0,
+            worker: Some(worker),
+        }
     }
 
     /// Reads whatever the consumer left unread (it still counts towards the digests) and returns
@@ -55,7 +77,14 @@ impl LayerStream {
         // A decompression error was already handed to the reader; the summary carries it too.
         let _ = io::copy(&mut self, &mut io::sink());
         let worker = self.worker.take().expect("finish is called once");
-        worker.join().map_err(|_| io::Error::other("layer reader thread panicked"))?
+        let summary = worker.join().map_err(|_| io::Error::other("layer reader thread panicked"))??;
+        let diff_id = Sha256Digest(std::mem::take(&mut self.tar_hasher).finalize().into());
+        Ok(BlobSummary {
+            blob_digest: summary.blob_digest,
+            blob_size: summary.blob_size,
+            compression: summary.compression,
+            decoded: summary.decoded.map(|()| (diff_id, self.tar_size)),
+        })
     }
 }
 
@@ -67,6 +96,8 @@ impl Read for LayerStream {
             }
             match self.chunks.recv() {
                 Ok(Ok(chunk)) => {
+                    self.tar_hasher.update(&chunk);
+                    self.tar_size += chunk.len() as u64;
                     let old = std::mem::replace(&mut self.current, chunk);
                     let _ = self.recycle.try_send(old);
                     self.pos = 0;
@@ -103,7 +134,7 @@ fn pump(
     out: &SyncSender<io::Result<Vec<u8>>>,
     recycled: Receiver<Vec<u8>>,
     progress: Arc<dyn Progress>,
-) -> io::Result<BlobSummary> {
+) -> io::Result<WorkerSummary> {
     let mut blob = BufReader::with_capacity(CHUNK, HashingReader::new(CountingProgress { inner: raw, progress }));
     let head = blob.fill_buf()?;
     let compression = if head.starts_with(&[0x1f, 0x8b]) {
@@ -119,7 +150,7 @@ fn pump(
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut blob_ref)?),
         Compression::None => Box::new(&mut blob_ref),
     };
-    let decoded = forward(HashingReader::new(decoder), out, &recycled);
+    let decoded = forward(decoder, out, &recycled);
     if let Err(e) = &decoded {
         let _ = out.send(Err(io::Error::new(e.kind(), e.to_string())));
     }
@@ -127,15 +158,11 @@ fn pump(
     // belong to the blob and its digest.
     io::copy(&mut blob, &mut io::sink())?;
     let (blob_digest, blob_size) = blob.into_inner().finish();
-    Ok(BlobSummary { blob_digest, blob_size, compression, decoded })
+    Ok(WorkerSummary { blob_digest, blob_size, compression, decoded })
 }
 
-/// Sends the uncompressed stream in chunks; returns its digest and size.
-fn forward<R: Read>(
-    mut tar: HashingReader<R>,
-    out: &SyncSender<io::Result<Vec<u8>>>,
-    recycled: &Receiver<Vec<u8>>,
-) -> io::Result<(Sha256Digest, u64)> {
+/// Sends the uncompressed stream in chunks.
+fn forward<R: Read>(mut tar: R, out: &SyncSender<io::Result<Vec<u8>>>, recycled: &Receiver<Vec<u8>>) -> io::Result<()> {
     loop {
         let mut chunk = recycled.try_recv().unwrap_or_default();
         chunk.resize(CHUNK, 0);
@@ -156,5 +183,5 @@ fn forward<R: Read>(
             return Err(io::Error::other("layer consumer stopped early"));
         }
     }
-    Ok(tar.finish())
+    Ok(())
 }
