@@ -42,6 +42,20 @@ pub fn bpf_lsm_active() -> Result<bool, KernelError> {
     Ok(active_lsms()?.iter().any(|lsm| lsm == "bpf"))
 }
 
+/// A sentence on whether `bpf` is in the active LSM list, for error messages.
+pub fn describe_bpf_lsm_state() -> String {
+    match active_lsms() {
+        Ok(lsms) if lsms.iter().any(|l| l == "bpf") => {
+            format!("bpf is in the active LSM list ({})", lsms.join(","))
+        }
+        Ok(lsms) => format!(
+            "bpf is NOT in the active LSM list ({}); boot with lsm=...,bpf",
+            lsms.join(",")
+        ),
+        Err(e) => format!("active LSM list unknown: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -2,11 +2,15 @@
 //!
 //! The C sources live in `src/bpf/*.bpf.c` and are compiled by clang in
 //! `build.rs`; [`objects`] embeds the resulting ELF objects. [`kernel`] tells
-//! whether the running kernel has BPF-LSM active. [`smoke`] is the kernel-lab
-//! smoke program (deny an exec by SHA-256, read back the kernel's digest); it
-//! is the seed the enforcer (digest sets per scope, mmap hooks, events,
-//! pinning) grows from, not the enforcer itself.
+//! whether the running kernel has BPF-LSM active. [`enforcer`] is the
+//! enforcer: sleepable programs on `bprm_check_security` and `mmap_file` that
+//! hash the file in the kernel and check the digest against the digest set
+//! of the calling task's cgroup scope, in enforce or audit mode, reporting
+//! decisions through a ring buffer. [`smoke`] is the kernel-lab smoke program
+//! (deny an exec by SHA-256, read back the kernel's digest), kept as the
+//! lab's own check.
 
+pub mod enforcer;
 pub mod kernel;
 pub mod objects;
 pub mod smoke;

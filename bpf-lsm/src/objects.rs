@@ -6,6 +6,10 @@
 /// `src/bpf/smoke.bpf.c`: the kernel-lab smoke program.
 pub static SMOKE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smoke.bpf.o"));
 
+/// `src/bpf/enforcer.bpf.c`: the enforcer (scopes, digest sets, events).
+pub static ENFORCER: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -18,5 +22,22 @@ mod tests {
         let has = |needle: &[u8]| SMOKE.windows(needle.len()).any(|w| w == needle);
         assert!(has(b"lsm.s/bprm_check_security"));
         assert!(has(b"smoke_deny") && has(b"smoke_seen"));
+    }
+
+    #[test]
+    fn enforcer_object_has_both_sleepable_hooks_and_its_maps() {
+        assert_eq!(&ENFORCER[..4], b"\x7fELF");
+        assert_eq!(u16::from_le_bytes([ENFORCER[18], ENFORCER[19]]), 247);
+        let has = |needle: &[u8]| ENFORCER.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"lsm.s/bprm_check_security"));
+        assert!(has(b"lsm.s/mmap_file"));
+        for map in [
+            &b"enf_scopes"[..],
+            b"enf_allowed",
+            b"enf_events",
+            b"enf_stats",
+        ] {
+            assert!(has(map), "{}", String::from_utf8_lossy(map));
+        }
     }
 }

@@ -104,7 +104,7 @@ impl SmokeLsm {
             .map_err(SmokeError::ProgramType)?;
         program.load(HOOK, &btf).map_err(SmokeError::Load)?;
         program.attach().map_err(|source| SmokeError::Attach {
-            lsm_state: describe_lsm_state(),
+            lsm_state: kernel::describe_bpf_lsm_state(),
             source,
         })?;
         Ok(Self { ebpf })
@@ -150,18 +150,4 @@ impl SmokeLsm {
 
 fn map_err<T>(name: &'static str, result: Result<T, MapError>) -> Result<T, SmokeError> {
     result.map_err(|source| SmokeError::Map { name, source })
-}
-
-/// A sentence on whether `bpf` is in the active LSM list, for error messages.
-fn describe_lsm_state() -> String {
-    match kernel::active_lsms() {
-        Ok(lsms) if lsms.iter().any(|l| l == "bpf") => {
-            format!("bpf is in the active LSM list ({})", lsms.join(","))
-        }
-        Ok(lsms) => format!(
-            "bpf is NOT in the active LSM list ({}); boot with lsm=...,bpf",
-            lsms.join(",")
-        ),
-        Err(e) => format!("active LSM list unknown: {e}"),
-    }
 }

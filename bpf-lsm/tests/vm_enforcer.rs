@@ -1,0 +1,509 @@
+//! In-VM tests of the enforcer (issue 4): per-cgroup scopes, digest sets,
+//! enforce and audit modes, the exec and executable-mapping hooks, events.
+//!
+//! Every test needs root in a kernel with BPF-LSM active and a cgroup v2
+//! hierarchy at /sys/fs/cgroup, so each is `#[ignore]`d on the host;
+//! `cargo xtask lab` boots Debian kernels under QEMU and runs them there,
+//! one test per process (`--ignored --exact`).
+//!
+//! Each test creates its own cgroup, makes it a scope, and runs children
+//! that move themselves into it between fork and exec, so the exec itself is
+//! judged by the scope while the test process stays outside.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use bpf_lsm::enforcer::{self, Enforcer, Event, Hook, Mode, Verdict};
+use bpf_lsm::Digest;
+use sha2::{Digest as _, Sha256};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const EPERM: i32 = 1;
+const EACCES: i32 = 13;
+
+/// The two C library calls the mapping test needs (std links the C library;
+/// declaring them here spares a dependency). x86-64 Linux values.
+mod sys {
+    use std::ffi::{c_int, c_long, c_void};
+
+    pub const PROT_READ: c_int = 0x1;
+    pub const PROT_EXEC: c_int = 0x4;
+    pub const MAP_PRIVATE: c_int = 0x2;
+    pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
+
+    extern "C" {
+        pub fn mmap(
+            addr: *mut c_void,
+            len: usize,
+            prot: c_int,
+            flags: c_int,
+            fd: c_int,
+            offset: c_long,
+        ) -> *mut c_void;
+        pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    }
+}
+
+/// The static multi-call binary the lab puts in the initramfs.
+fn busybox() -> PathBuf {
+    let path = PathBuf::from("/bin/busybox");
+    assert!(path.exists(), "{} missing", path.display());
+    path
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
+}
+
+/// A copy of busybox named `busybox-<tag>` (so it still runs applets) with
+/// `tag` appended, giving it a SHA-256 of its own. Returns path and digest.
+fn unique_busybox(dir: &Path, tag: &str) -> (PathBuf, Digest) {
+    let mut bytes = fs::read(busybox()).expect("read busybox");
+    bytes.extend_from_slice(format!("\nimgsign-enforcer-{tag}\n").as_bytes());
+    let path = dir.join(format!("busybox-{tag}"));
+    write_executable(&path, &bytes);
+    (path, sha256(&bytes))
+}
+
+fn write_executable(path: &Path, bytes: &[u8]) {
+    fs::write(path, bytes).expect("write executable");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imgsign-enf-{name}-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A cgroup v2 directory made for one test, removed on drop (its processes
+/// have exited by then).
+struct Cgroup {
+    path: PathBuf,
+    id: u64,
+}
+
+impl Cgroup {
+    fn new(name: &str) -> Self {
+        let path = Path::new(CGROUP_ROOT).join(format!("imgsign-{name}-{}", std::process::id()));
+        fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("create cgroup {} (cgroup2 mounted?): {e}", path.display()));
+        let id = enforcer::cgroup_id(&path).expect("stat cgroup");
+        Cgroup { path, id }
+    }
+
+    fn procs(&self) -> File {
+        OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
+            .expect("open cgroup.procs")
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// A command whose child moves itself into `cgroup` after fork, before exec.
+fn in_cgroup(mut cmd: Command, cgroup: &Cgroup) -> Command {
+    let procs = cgroup.procs();
+    // SAFETY: the closure runs in the forked child before exec. It only makes
+    // a write(2) on a file descriptor opened in the parent, with a borrowed
+    // byte string: no allocation, no lock, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || (&procs).write_all(b"0"));
+    }
+    cmd
+}
+
+/// Runs `path true` (busybox's `true` applet) in `cgroup` (or, with `None`,
+/// where the test runs).
+fn run_true(path: &Path, cgroup: Option<&Cgroup>) -> io::Result<ExitStatus> {
+    let mut cmd = Command::new(path);
+    cmd.arg("true").stdin(Stdio::null());
+    match cgroup {
+        Some(cgroup) => in_cgroup(cmd, cgroup).status(),
+        None => cmd.status(),
+    }
+}
+
+fn assert_runs(path: &Path, cgroup: Option<&Cgroup>, what: &str) {
+    match run_true(path, cgroup) {
+        Ok(status) => assert!(
+            status.success(),
+            "{what}: {} ran but {status}",
+            path.display()
+        ),
+        Err(e) => panic!("{what}: exec of {} failed: {e}", path.display()),
+    }
+}
+
+fn is_denial(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EPERM | EACCES)) || e.kind() == ErrorKind::PermissionDenied
+}
+
+fn assert_denied(path: &Path, cgroup: &Cgroup, what: &str) {
+    match run_true(path, Some(cgroup)) {
+        Err(e) if is_denial(&e) => println!("{what}: denied {}: {e}", path.display()),
+        Err(e) => panic!(
+            "{what}: exec of {} failed, but not with EPERM/EACCES: {e}",
+            path.display()
+        ),
+        Ok(status) => panic!("{what}: {} was not denied (ran: {status})", path.display()),
+    }
+}
+
+/// Maps `file` with `PROT_READ | PROT_EXEC` from a child in `cgroup`, then
+/// execs `runner true`. Returns the mmap's error, if it failed.
+fn mmap_exec_in(cgroup: &Cgroup, file: &Path, runner: &Path) -> io::Result<ExitStatus> {
+    let target = File::open(file).expect("open file to map");
+    let mut cmd = Command::new(runner);
+    cmd.arg("true").stdin(Stdio::null());
+    let mut cmd = in_cgroup(cmd, cgroup);
+    // SAFETY: runs in the forked child before exec, after the move into the
+    // cgroup. It makes mmap(2)/munmap(2) syscalls on a descriptor opened in
+    // the parent and reads errno: no allocation, no lock. The mapping is a
+    // fresh one chosen by the kernel (addr NULL), so it aliases no Rust
+    // object, and it is unmapped before returning.
+    unsafe {
+        cmd.pre_exec(move || {
+            let addr = sys::mmap(
+                std::ptr::null_mut(),
+                4096,
+                sys::PROT_READ | sys::PROT_EXEC,
+                sys::MAP_PRIVATE,
+                target.as_raw_fd(),
+                0,
+            );
+            if addr == sys::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            sys::munmap(addr, 4096);
+            Ok(())
+        });
+    }
+    cmd.status()
+}
+
+/// Events that arrive within a short time, all of them.
+fn drain_events(enf: &mut Enforcer) -> Vec<Event> {
+    let mut all = enf
+        .poll_events(Duration::from_secs(2))
+        .expect("read events");
+    // Let stragglers from the same exec (its mappings) arrive too.
+    std::thread::sleep(Duration::from_millis(50));
+    while let Some(event) = enf.next_event().expect("read event") {
+        all.push(event);
+    }
+    all
+}
+
+fn attach() -> Enforcer {
+    Enforcer::attach().expect("load and attach the enforcer")
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_enforce_allows_listed_content_under_any_name_and_denies_the_rest() {
+    let dir = scratch_dir("enforce");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    // Another directory and name (busybox needs a name starting with
+    // "busybox" to take the applet from its first argument).
+    fs::create_dir(dir.join("elsewhere")).expect("mkdir");
+    let renamed = dir.join("elsewhere/busybox-renamed-copy");
+    fs::copy(&listed, &renamed).expect("copy");
+    let (unlisted, _) = unique_busybox(&dir, "unlisted");
+    let cgroup = Cgroup::new("enforce");
+
+    // Without the enforcer, the unlisted binary runs in the cgroup.
+    assert_runs(&unlisted, Some(&cgroup), "before attach");
+
+    let mut enf = attach();
+    enf.allow_digests(1, &[listed_digest]).expect("allow");
+    enf.add_scope(cgroup.id, 1, Mode::Enforce)
+        .expect("add scope");
+
+    assert_runs(&listed, Some(&cgroup), "listed binary");
+    assert_runs(
+        &renamed,
+        Some(&cgroup),
+        "copy of the listed binary under another name",
+    );
+    assert_denied(&unlisted, &cgroup, "unlisted binary");
+    assert_denied(&busybox(), &cgroup, "/bin/busybox (not in the set)");
+
+    // Removing the scope lifts enforcement for the cgroup.
+    enf.remove_scope(cgroup.id).expect("remove scope");
+    assert_runs(&unlisted, Some(&cgroup), "after remove_scope");
+    drop(enf);
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_audit_allows_unlisted_and_reports_it() {
+    let dir = scratch_dir("audit");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    let (unlisted, unlisted_digest) = unique_busybox(&dir, "unlisted");
+    let cgroup = Cgroup::new("audit");
+
+    let mut enf = attach();
+    enf.allow_digests(7, &[listed_digest]).expect("allow");
+    enf.add_scope(cgroup.id, 7, Mode::Audit).expect("add scope");
+
+    assert_runs(&listed, Some(&cgroup), "listed binary, audit");
+    let quiet = drain_events(&mut enf);
+    assert!(
+        quiet.is_empty(),
+        "allowed content must not be reported without report_allowed: {quiet:?}"
+    );
+
+    let mut child = in_cgroup(
+        {
+            let mut c = Command::new(&unlisted);
+            c.arg("true").stdin(Stdio::null());
+            c
+        },
+        &cgroup,
+    )
+    .spawn()
+    .expect("audit mode must let the unlisted binary run");
+    let pid = child.id();
+    assert!(child.wait().expect("wait").success());
+
+    let events = drain_events(&mut enf);
+    println!("events: {events:?}");
+    let exec = events
+        .iter()
+        .find(|e| e.hook == Hook::BprmCheck)
+        .unwrap_or_else(|| panic!("no exec event for the unlisted binary: {events:?}"));
+    assert_eq!(exec.verdict, Verdict::Audit);
+    assert_eq!(exec.mode, Some(Mode::Audit));
+    assert_eq!(exec.cgroup_id, cgroup.id, "event cgroup id");
+    assert_eq!(exec.scope_id, 7);
+    assert_eq!(exec.digest, Some(unlisted_digest), "event digest");
+    assert_eq!(exec.host_pid, pid, "event host pid");
+    assert_eq!(
+        exec.ns_pid, pid,
+        "the lab runs in the initial pid namespace"
+    );
+    assert!(!exec.comm.is_empty());
+    // The loader maps the binary's code: reported by the mapping hook too.
+    assert!(
+        events.iter().any(|e| e.hook == Hook::MmapFile
+            && e.verdict == Verdict::Audit
+            && e.digest == Some(unlisted_digest)
+            && e.host_pid == pid),
+        "no mmap_file audit event for the unlisted binary: {events:?}"
+    );
+    assert_eq!(enf.dropped_events().expect("stats"), 0);
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_denial_is_reported_with_cgroup_and_digest() {
+    let dir = scratch_dir("event");
+    let (unlisted, unlisted_digest) = unique_busybox(&dir, "unlisted");
+    let cgroup = Cgroup::new("event");
+
+    let mut enf = attach();
+    enf.add_scope(cgroup.id, 3, Mode::Enforce)
+        .expect("add scope");
+    assert_denied(&unlisted, &cgroup, "unlisted binary, empty set");
+
+    let events = drain_events(&mut enf);
+    println!("events: {events:?}");
+    let denial = events
+        .iter()
+        .find(|e| e.hook == Hook::BprmCheck && e.verdict == Verdict::Deny)
+        .unwrap_or_else(|| panic!("no exec denial event: {events:?}"));
+    assert_eq!(denial.cgroup_id, cgroup.id, "event cgroup id");
+    assert_eq!(denial.digest, Some(unlisted_digest), "event digest");
+    assert_eq!(denial.scope_id, 3);
+    assert_eq!(denial.mode, Some(Mode::Enforce));
+    assert_ne!(
+        denial.host_pid,
+        std::process::id(),
+        "the child, not the test"
+    );
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_listed_binary_modified_after_loading_is_denied() {
+    let dir = scratch_dir("modified");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    let cgroup = Cgroup::new("modified");
+
+    let mut enf = attach();
+    enf.allow_digests(2, &[listed_digest]).expect("allow");
+    enf.add_scope(cgroup.id, 2, Mode::Enforce)
+        .expect("add scope");
+    assert_runs(&listed, Some(&cgroup), "listed binary before the change");
+
+    // Same inode, same path, new bytes.
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(&listed)
+        .expect("open for append");
+    file.write_all(b"tampered\n").expect("append");
+    drop(file);
+    assert_denied(&listed, &cgroup, "listed binary after an in-place append");
+
+    // Restoring the listed bytes makes it run again: the decision follows
+    // the content at each exec.
+    let bytes = fs::read(&listed).unwrap();
+    let original = &bytes[..bytes.len() - b"tampered\n".len()];
+    assert_eq!(sha256(original), listed_digest);
+    fs::write(&listed, original).expect("restore");
+    assert_runs(&listed, Some(&cgroup), "listed binary restored");
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_tasks_outside_scopes_are_untouched() {
+    let dir = scratch_dir("outside");
+    let (unlisted, _) = unique_busybox(&dir, "unlisted");
+    let scoped = Cgroup::new("outside-scoped");
+    let sibling = Cgroup::new("outside-sibling");
+    let child_path = scoped.path.join("child");
+    fs::create_dir(&child_path).expect("nested cgroup");
+    let nested = Cgroup {
+        id: enforcer::cgroup_id(&child_path).unwrap(),
+        path: child_path,
+    };
+
+    let mut enf = attach();
+    enf.add_scope(scoped.id, 4, Mode::Enforce)
+        .expect("add scope");
+
+    // Enforcement is live ...
+    assert_denied(&unlisted, &scoped, "unlisted binary in the scope");
+    // ... but not for the test process's own cgroup, a sibling cgroup, or
+    // a cgroup nested below the scope (only a task's own cgroup counts).
+    assert_runs(&unlisted, None, "unlisted binary from the test's cgroup");
+    assert_runs(
+        &unlisted,
+        Some(&sibling),
+        "unlisted binary in a sibling cgroup",
+    );
+    assert_runs(
+        &unlisted,
+        Some(&nested),
+        "unlisted binary in a nested cgroup",
+    );
+    let events = drain_events(&mut enf);
+    assert!(
+        events.iter().all(|e| e.cgroup_id == scoped.id),
+        "events from outside the scope: {events:?}"
+    );
+    drop(nested);
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_executable_mapping_of_unlisted_file_is_denied() {
+    let dir = scratch_dir("mmap");
+    let (runner, runner_digest) = unique_busybox(&dir, "runner");
+    let (listed_lib, listed_lib_digest) = unique_busybox(&dir, "listed-lib");
+    let (unlisted_lib, unlisted_digest) = unique_busybox(&dir, "unlisted-lib");
+    let enforced = Cgroup::new("mmap-enforce");
+    let audited = Cgroup::new("mmap-audit");
+
+    let mut enf = attach();
+    enf.allow_digests(5, &[runner_digest, listed_lib_digest])
+        .expect("allow");
+    enf.add_scope(enforced.id, 5, Mode::Enforce)
+        .expect("add scope");
+    enf.add_scope(audited.id, 5, Mode::Audit)
+        .expect("add scope");
+
+    let ok = mmap_exec_in(&enforced, &listed_lib, &runner).expect("mmap of a listed file");
+    assert!(ok.success());
+    match mmap_exec_in(&enforced, &unlisted_lib, &runner) {
+        Err(e) if is_denial(&e) => println!("denied PROT_EXEC mapping: {e}"),
+        Err(e) => panic!("mmap failed, but not with EPERM/EACCES: {e}"),
+        Ok(status) => panic!("PROT_EXEC mapping of an unlisted file was allowed ({status})"),
+    }
+    let events = drain_events(&mut enf);
+    assert!(
+        events.iter().any(|e| e.hook == Hook::MmapFile
+            && e.verdict == Verdict::Deny
+            && e.cgroup_id == enforced.id
+            && e.digest == Some(unlisted_digest)),
+        "no mmap_file denial event: {events:?}"
+    );
+
+    let audit = mmap_exec_in(&audited, &unlisted_lib, &runner).expect("audit allows the mapping");
+    assert!(audit.success());
+    let events = drain_events(&mut enf);
+    assert!(
+        events.iter().any(|e| e.hook == Hook::MmapFile
+            && e.verdict == Verdict::Audit
+            && e.cgroup_id == audited.id
+            && e.digest == Some(unlisted_digest)),
+        "no mmap_file audit event: {events:?}"
+    );
+
+    // A mapping without PROT_EXEC is not judged: reading an unlisted file
+    // works in the enforcing scope (busybox cat maps nothing executable).
+    let out = in_cgroup(
+        {
+            let mut c = Command::new(&runner);
+            c.args(["cat"]).arg(&unlisted_lib).stdout(Stdio::null());
+            c
+        },
+        &enforced,
+    )
+    .status()
+    .expect("read an unlisted file");
+    assert!(out.success());
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_event_carries_the_namespaced_pid() {
+    let dir = scratch_dir("pidns");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    let (unlisted, unlisted_digest) = unique_busybox(&dir, "unlisted");
+    let cgroup = Cgroup::new("pidns");
+
+    let mut enf = attach();
+    enf.allow_digests(8, &[listed_digest]).expect("allow");
+    enf.add_scope(cgroup.id, 8, Mode::Audit).expect("add scope");
+
+    // busybox unshare forks into a new pid namespace, where the child that
+    // execs the unlisted binary is pid 1.
+    let mut cmd = Command::new(&listed);
+    cmd.args(["unshare", "--pid", "--fork"])
+        .arg(&unlisted)
+        .arg("true")
+        .stdin(Stdio::null());
+    let status = in_cgroup(cmd, &cgroup).status().expect("run unshare");
+    assert!(status.success(), "unshare ... true: {status}");
+
+    let events = drain_events(&mut enf);
+    println!("events: {events:?}");
+    let exec = events
+        .iter()
+        .find(|e| e.hook == Hook::BprmCheck && e.digest == Some(unlisted_digest))
+        .unwrap_or_else(|| panic!("no exec event for the unlisted binary: {events:?}"));
+    assert_eq!(exec.verdict, Verdict::Audit);
+    assert_eq!(exec.ns_pid, 1, "pid in the new pid namespace");
+    assert_ne!(exec.host_pid, 1, "pid in the initial pid namespace");
+    assert_eq!(exec.cgroup_id, cgroup.id);
+    fs::remove_dir_all(dir).ok();
+}
