@@ -1,6 +1,8 @@
 //! Verification, in the order that keeps untrusted data away from work: signatures against the
 //! trust store (distinct keys, revocation, threshold) first; then the signed statement's expiry,
 //! rollback and subject; then the image itself is read and every file compared.
+//! [`verify_statement`] runs the first two steps alone, for callers that act on the signed
+//! manifest without an image at hand.
 
 use crate::bundle::Bundle;
 use crate::digest::Sha256Digest;
@@ -27,6 +29,14 @@ pub enum VerifyError {
     },
     #[error("recording the accepted version in the trust store")]
     Trust(#[source] TrustError),
+    /// A check failed; the report says which (see [`VerifyReport::failures`]).
+    #[error("verification failed: {}", failed_checks(.0))]
+    Rejected(Box<VerifyReport>),
+}
+
+fn failed_checks(report: &VerifyReport) -> String {
+    let failed: Vec<String> = report.failures().map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    failed.join("; ")
 }
 
 pub struct VerifyOptions {
@@ -62,6 +72,24 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// An empty, passing report on `image` (empty when no image is read).
+    fn new(image: String, threshold: usize) -> Self {
+        VerifyReport {
+            verified: true,
+            image,
+            name: None,
+            version: None,
+            expires: None,
+            subject: None,
+            signers: Vec::new(),
+            threshold,
+            checks: Vec::new(),
+            differences: Vec::new(),
+            files_signed: 0,
+            files_in_image: 0,
+        }
+    }
+
     fn check(&mut self, name: &'static str, ok: bool, detail: impl Into<String>) {
         self.verified &= ok;
         self.checks.push(Check { name, ok, detail: detail.into() });
@@ -81,78 +109,11 @@ pub fn verify(
     options: &VerifyOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<VerifyReport, VerifyError> {
-    let first = bundles.first().ok_or(VerifyError::NoBundles)?;
-    let mut report = VerifyReport {
-        verified: true,
-        image: image.to_string(),
-        name: None,
-        version: None,
-        expires: None,
-        subject: None,
-        signers: Vec::new(),
-        threshold: trust.threshold(),
-        checks: Vec::new(),
-        differences: Vec::new(),
-        files_signed: 0,
-        files_in_image: 0,
-    };
-
-    // 1. Signatures. Nothing in the payload is looked at before this passes.
-    let envelope = &first.dsse_envelope;
-    if let Some(other) = bundles.iter().find(|b| b.dsse_envelope.payload != envelope.payload || b.dsse_envelope.payload_type != envelope.payload_type) {
-        let _ = other;
-        report.check("signatures", false, "the bundles carry different statements");
+    let mut report = VerifyReport::new(image.to_string(), trust.threshold());
+    let Some(statement) = check_signed(bundles, trust, options.now, &mut report)? else {
         return Ok(report);
-    }
-    let (signers, notes) = match count_signers(bundles, trust) {
-        Ok(found) => found,
-        Err(e) => {
-            report.check("signatures", false, format!("malformed envelope: {e}"));
-            return Ok(report);
-        }
-    };
-    report.signers = signers.iter().map(ToString::to_string).collect();
-    let enough = signers.len() >= trust.threshold();
-    let mut detail = format!("{} distinct trusted key(s) signed; threshold is {}", signers.len(), trust.threshold());
-    for note in notes {
-        detail.push_str("; ");
-        detail.push_str(&note);
-    }
-    report.check("signatures", enough, detail);
-    if !enough {
-        return Ok(report);
-    }
-
-    // 2. The signed statement.
-    let payload = envelope.payload_bytes().expect("decoded while counting signers");
-    let statement = match Statement::parse(&payload) {
-        Ok(s) => s,
-        Err(e) => {
-            report.check("statement", false, e.to_string());
-            return Ok(report);
-        }
     };
     let predicate = &statement.predicate;
-    report.name = Some(predicate.name.clone());
-    report.version = Some(predicate.version);
-    report.expires = Some(predicate.expires.clone());
-    report.subject = statement.subject_digests().next().map(|d| d.oci());
-    report.files_signed = predicate.files.len();
-
-    let expires = statement.expires_at().expect("checked by parse");
-    let expired = options.now > expires;
-    report.check("expiry", !expired, if expired { format!("expired at {}", predicate.expires) } else { format!("valid until {}", predicate.expires) });
-
-    let rollback_ok = match trust.highest_version(&predicate.name) {
-        Some(highest) if predicate.version < highest => {
-            report.check("rollback", false, format!("version {} is older than version {highest} already accepted for {:?}", predicate.version, predicate.name));
-            false
-        }
-        highest => {
-            report.check("rollback", true, format!("version {} (highest accepted so far: {})", predicate.version, highest.map_or("none".into(), |h| h.to_string())));
-            true
-        }
-    };
 
     // 3. The image.
     let scanned = match scan(image, progress) {
@@ -171,10 +132,85 @@ pub fn verify(
     let n = report.differences.len();
     report.check("files", n == 0, if n == 0 { format!("all {} files match", scanned.files.len()) } else { format!("{n} path(s) differ") });
 
-    if report.verified && rollback_ok && options.record_version {
+    if report.verified && options.record_version {
         trust.record_version(&predicate.name, predicate.version).map_err(VerifyError::Trust)?;
     }
     Ok(report)
+}
+
+/// Verifies the bundles' signatures (distinct trusted keys, revocation, threshold) and the signed
+/// statement's expiry and rollback against `trust`, without reading any image, and returns the
+/// statement. For callers that act on the signed manifest itself (the enforcer hands its digests
+/// to the kernel). Nothing is recorded in the trust store. Any failed check is
+/// [`VerifyError::Rejected`], carrying the report.
+pub fn verify_statement(bundles: &[Bundle], trust: &TrustStore, now: SystemTime) -> Result<(Statement, VerifyReport), VerifyError> {
+    let mut report = VerifyReport::new(String::new(), trust.threshold());
+    match check_signed(bundles, trust, now, &mut report)? {
+        Some(statement) if report.verified => Ok((statement, report)),
+        _ => Err(VerifyError::Rejected(Box::new(report))),
+    }
+}
+
+/// Steps 1 and 2 of verification, recorded in `report`: signatures, then the signed statement's
+/// expiry and rollback. Returns the statement once the signatures met the threshold and it
+/// parsed (expiry or rollback may still have failed: `report.verified` tells).
+fn check_signed(bundles: &[Bundle], trust: &TrustStore, now: SystemTime, report: &mut VerifyReport) -> Result<Option<Statement>, VerifyError> {
+    let first = bundles.first().ok_or(VerifyError::NoBundles)?;
+
+    // 1. Signatures. Nothing in the payload is looked at before this passes.
+    let envelope = &first.dsse_envelope;
+    if bundles.iter().any(|b| b.dsse_envelope.payload != envelope.payload || b.dsse_envelope.payload_type != envelope.payload_type) {
+        report.check("signatures", false, "the bundles carry different statements");
+        return Ok(None);
+    }
+    let (signers, notes) = match count_signers(bundles, trust) {
+        Ok(found) => found,
+        Err(e) => {
+            report.check("signatures", false, format!("malformed envelope: {e}"));
+            return Ok(None);
+        }
+    };
+    report.signers = signers.iter().map(ToString::to_string).collect();
+    let enough = signers.len() >= trust.threshold();
+    let mut detail = format!("{} distinct trusted key(s) signed; threshold is {}", signers.len(), trust.threshold());
+    for note in notes {
+        detail.push_str("; ");
+        detail.push_str(&note);
+    }
+    report.check("signatures", enough, detail);
+    if !enough {
+        return Ok(None);
+    }
+
+    // 2. The signed statement.
+    let payload = envelope.payload_bytes().expect("decoded while counting signers");
+    let statement = match Statement::parse(&payload) {
+        Ok(s) => s,
+        Err(e) => {
+            report.check("statement", false, e.to_string());
+            return Ok(None);
+        }
+    };
+    let predicate = &statement.predicate;
+    report.name = Some(predicate.name.clone());
+    report.version = Some(predicate.version);
+    report.expires = Some(predicate.expires.clone());
+    report.subject = statement.subject_digests().next().map(|d| d.oci());
+    report.files_signed = predicate.files.len();
+
+    let expires = statement.expires_at().expect("checked by parse");
+    let expired = now > expires;
+    report.check("expiry", !expired, if expired { format!("expired at {}", predicate.expires) } else { format!("valid until {}", predicate.expires) });
+
+    match trust.highest_version(&predicate.name) {
+        Some(highest) if predicate.version < highest => {
+            report.check("rollback", false, format!("version {} is older than version {highest} already accepted for {:?}", predicate.version, predicate.name));
+        }
+        highest => {
+            report.check("rollback", true, format!("version {} (highest accepted so far: {})", predicate.version, highest.map_or("none".into(), |h| h.to_string())));
+        }
+    }
+    Ok(Some(statement))
 }
 
 /// Distinct trusted, unrevoked keys that produced a valid signature, plus notes on signatures
