@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod enforce;
 pub mod keygen;
 pub mod sign;
 pub mod trust;
@@ -26,6 +27,8 @@ pub enum Command {
     Sign(sign::Args),
     /// Verify an image against signed manifest bundle(s).
     Verify(verify::Args),
+    /// Node daemon: keep the kernel's allowed digests per cgroup current from a policy file.
+    Enforce(enforce::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -34,5 +37,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trust(cmd) => trust::run(cmd),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Enforce(args) => enforce::run(args),
     }
 }

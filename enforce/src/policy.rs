@@ -1,0 +1,199 @@
+//! The policy file: TOML, every field checked, unknown fields refused. Relative paths (trust
+//! store, bundles, event file, image sources) resolve against the policy file's directory, so a
+//! policy and its bundles can be shipped together. Errors name the file and the field.
+//!
+//! ```toml
+//! trust = "/etc/imgsign/trust"       # trust store directory
+//! events = "-"                       # "-" = stdout, or a file (JSON lines, appended)
+//! pin_dir = "/sys/fs/bpf/imgsign"    # where programs and maps are pinned (bpffs)
+//! [[scope]]
+//! name = "web"
+//! cgroup = "/sys/fs/cgroup/web"      # cgroup v2 directory: the scope is the tasks in it
+//! mode = "enforce"                   # or "audit"
+//! bundles = ["web.sigstore.json"]
+//! image = "oci:/images/web:latest"   # optional: also verify the image's files
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use verifier_core::source::ImageRef;
+
+/// Where programs and maps are pinned when the policy does not say.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/imgsign";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("policy {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("policy {path}: {field}: {reason}")]
+    Invalid { path: PathBuf, field: String, reason: String },
+}
+
+/// What a scope does with content that is not in its digest set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny it.
+    Enforce,
+    /// Allow it and report it.
+    Audit,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        })
+    }
+}
+
+/// Where decision events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSink {
+    Stdout,
+    /// A file, opened for appending (JSON lines).
+    File(PathBuf),
+}
+
+/// A loaded, checked policy with every path resolved.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The policy file itself.
+    pub path: PathBuf,
+    pub trust: PathBuf,
+    pub events: EventSink,
+    pub pin_dir: PathBuf,
+    pub scopes: Vec<ScopeSpec>,
+}
+
+/// One scope as the policy states it.
+#[derive(Debug, Clone)]
+pub struct ScopeSpec {
+    pub name: String,
+    pub cgroup: PathBuf,
+    pub mode: Mode,
+    /// Bundles carrying the same statement pool their signatures; different statements add
+    /// their files to the scope's set.
+    pub bundles: Vec<PathBuf>,
+    pub image: Option<ImageRef>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    trust: PathBuf,
+    #[serde(default)]
+    events: Option<String>,
+    #[serde(default)]
+    pin_dir: Option<PathBuf>,
+    #[serde(default, rename = "scope")]
+    scopes: Vec<ScopeFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeFile {
+    name: String,
+    cgroup: PathBuf,
+    mode: Mode,
+    bundles: Vec<PathBuf>,
+    #[serde(default)]
+    image: Option<String>,
+}
+
+/// Reads and checks the policy at `path` (made absolute first, so relative paths in it do not
+/// depend on the daemon's working directory).
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let read_err = |source| PolicyError::Read { path: path.to_path_buf(), source };
+    let path = std::path::absolute(path).map_err(read_err)?;
+    let text = std::fs::read_to_string(&path).map_err(read_err)?;
+    parse(&text, &path)
+}
+
+/// Checks policy text; `path` names it in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+    let file: PolicyFile = toml::from_str(text).map_err(|source| PolicyError::Parse { path: path.to_path_buf(), source })?;
+    let invalid = |field: String, reason: &str| PolicyError::Invalid { path: path.to_path_buf(), field, reason: reason.to_string() };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+
+    if file.trust.as_os_str().is_empty() {
+        return Err(invalid("trust".into(), "is empty"));
+    }
+    let events = match file.events.as_deref() {
+        None | Some("-") => EventSink::Stdout,
+        Some("") => return Err(invalid("events".into(), "is empty (use \"-\" for stdout)")),
+        Some(file) => EventSink::File(resolve(Path::new(file))),
+    };
+    let pin_dir = file.pin_dir.unwrap_or_else(|| DEFAULT_PIN_DIR.into());
+    if !pin_dir.is_absolute() {
+        return Err(invalid("pin_dir".into(), "must be an absolute path on bpffs"));
+    }
+    if file.scopes.is_empty() {
+        return Err(invalid("scope".into(), "no [[scope]] given: the policy would enforce nothing"));
+    }
+
+    let mut names = BTreeSet::new();
+    let mut cgroups = BTreeSet::new();
+    let mut scopes = Vec::new();
+    for (index, scope) in file.scopes.into_iter().enumerate() {
+        let at = |field: &str| {
+            if scope.name.is_empty() {
+                format!("scope[{index}].{field}")
+            } else {
+                format!("scope[{index}] ({:?}).{field}", scope.name)
+            }
+        };
+        let name_ok = !scope.name.is_empty()
+            && scope.name.len() <= 64
+            && scope.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            return Err(invalid(at("name"), "must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
+        }
+        if !names.insert(scope.name.clone()) {
+            return Err(invalid(at("name"), "is used by an earlier scope"));
+        }
+        if !scope.cgroup.is_absolute() {
+            return Err(invalid(at("cgroup"), "must be an absolute path of a cgroup v2 directory"));
+        }
+        if !cgroups.insert(scope.cgroup.clone()) {
+            return Err(invalid(at("cgroup"), "is the cgroup of an earlier scope"));
+        }
+        if scope.bundles.is_empty() {
+            return Err(invalid(at("bundles"), "is empty: a scope needs at least one signed manifest"));
+        }
+        let image = match scope.image.as_deref() {
+            None => None,
+            Some(text) => {
+                let image: ImageRef = text
+                    .parse()
+                    .map_err(|_| invalid(at("image"), &format!("{text:?} is not oci:DIR[:TAG], docker-archive:FILE or dir:PATH")))?;
+                Some(match image {
+                    ImageRef::Oci { dir, tag } => ImageRef::Oci { dir: resolve(&dir), tag },
+                    ImageRef::DockerArchive { file } => ImageRef::DockerArchive { file: resolve(&file) },
+                    ImageRef::Dir { path } => ImageRef::Dir { path: resolve(&path) },
+                })
+            }
+        };
+        scopes.push(ScopeSpec {
+            name: scope.name,
+            cgroup: scope.cgroup,
+            mode: scope.mode,
+            bundles: scope.bundles.iter().map(|b| resolve(b)).collect(),
+            image,
+        });
+    }
+    Ok(Policy { path: path.to_path_buf(), trust: resolve(&file.trust), events, pin_dir, scopes })
+}

@@ -1,0 +1,237 @@
+//! The daemon against a recording kernel: start applies the verified plan; a reload (SIGHUP)
+//! applies a valid new policy, and keeps the old plan in force when the new policy is broken,
+//! does not verify, or the kernel refuses it, logging the error; events come out as JSON lines
+//! carrying the scope's name.
+
+mod support;
+
+use enforce::daemon::{Daemon, DaemonError};
+use enforce::kernel::{Event, Hook, Kernel, KernelError, Verdict};
+use enforce::{Mode, Plan};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use support::*;
+
+/// Records every plan applied; can be told to refuse the next apply; hands out queued events.
+#[derive(Default)]
+struct Recording {
+    applied: Vec<Plan>,
+    refuse_next: bool,
+    events: VecDeque<Event>,
+}
+
+impl Kernel for Recording {
+    fn apply(&mut self, plan: &Plan) -> Result<(), KernelError> {
+        if std::mem::take(&mut self.refuse_next) {
+            return Err(KernelError::Failed { what: "map update refused".into(), source: "injected failure".into() });
+        }
+        self.applied.push(plan.clone());
+        Ok(())
+    }
+
+    fn events(&mut self, _timeout: Duration) -> Result<Vec<Event>, KernelError> {
+        Ok(self.events.drain(..).collect())
+    }
+}
+
+/// A writer the test can read back.
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Output {
+    fn records(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect()
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    cgroup: TestCgroup,
+    trust: PathBuf,
+    image: String,
+    policy: PathBuf,
+}
+
+fn setup(name: &str) -> Option<Setup> {
+    let cgroup = TestCgroup::new(name)?;
+    let dir = tempdir();
+    let (written, _) = write_image(&dir.path().join("image"));
+    let trust = trust_store(&dir.path().join("trust"), &["a"], 1);
+    let image = written.reference();
+    let v1 = sign_now(&image, "a", "web", 1, &dir.path().join("v1.json"));
+    let policy = write_policy(dir.path(), &one_scope(&trust, &cgroup.path, "audit", &[&v1], None));
+    Some(Setup { dir, cgroup, trust, image, policy })
+}
+
+fn start(s: &Setup) -> (Daemon<Recording>, Output) {
+    let out = Output::default();
+    let daemon = Daemon::start(&s.policy, Recording::default(), Box::new(out.clone()), SystemTime::now()).unwrap();
+    (daemon, out)
+}
+
+#[test]
+fn start_applies_the_plan_and_records_its_versions() {
+    let Some(s) = setup("start") else { return };
+    let (daemon, out) = start(&s);
+    assert_eq!(daemon.kernel().applied.len(), 1);
+    assert_eq!(daemon.kernel().applied[0].scopes[0].mode, Mode::Audit);
+    assert_eq!(daemon.kernel().applied[0].scopes[0].digests.len(), 4);
+    let records = out.records();
+    assert_eq!(records[0]["record"], "plan");
+    assert_eq!(records[0]["action"], "started");
+    assert_eq!(records[0]["scopes"][0]["name"], "web");
+    assert_eq!(keys::TrustStore::open(&s.trust).unwrap().highest_version("web"), Some(1));
+}
+
+#[test]
+fn a_refused_policy_at_start_applies_nothing() {
+    let Some(s) = setup("refused-start") else { return };
+    let unsigned = sign_now(&s.image, "c", "web", 1, &s.dir.path().join("c.json"));
+    write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&unsigned], None));
+    let kernel = Recording::default();
+    match Daemon::start(&s.policy, kernel, Box::new(Output::default()), SystemTime::now()) {
+        Err(DaemonError::Plan(e)) => assert!(e.is_verification_failure(), "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a daemon started on an unsigned bundle"),
+    }
+}
+
+#[test]
+fn reload_applies_a_valid_new_policy() {
+    let Some(s) = setup("reload-ok") else { return };
+    let (mut daemon, out) = start(&s);
+    // The image gains a file; version 2 is signed; the policy now enforces it.
+    let mut layer = testdata::tar::TarWriter::new();
+    layer.file("bin/new", 0o755, b"new binary\n");
+    let v2_image = testdata::oci::write_layout(&s.dir.path().join("image2"), "latest", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap();
+    let v2 = sign_now(&v2_image.reference(), "a", "web", 2, &s.dir.path().join("v2.json"));
+    write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&v2], None));
+    daemon.reload(SystemTime::now()).unwrap();
+    let applied = &daemon.kernel().applied;
+    assert_eq!(applied.len(), 2);
+    assert_eq!(applied[1].scopes[0].mode, Mode::Enforce);
+    assert_eq!(applied[1].scopes[0].digests, [digest(b"new binary\n")].into());
+    assert_eq!(daemon.plan(), &applied[1]);
+    assert_eq!(out.records().last().unwrap()["action"], "reloaded");
+    assert_eq!(keys::TrustStore::open(&s.trust).unwrap().highest_version("web"), Some(2));
+
+    // Going back to version 1 is now a rollback: refused, version 2 stays in force.
+    write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&s.dir.path().join("v1.json")], None));
+    assert!(daemon.reload(SystemTime::now()).is_err());
+    assert_eq!(daemon.kernel().applied.len(), 2);
+    assert_eq!(daemon.plan().scopes[0].digests, [digest(b"new binary\n")].into());
+    let last = out.records().last().unwrap().clone();
+    assert_eq!(last["action"], "reload-failed");
+    assert!(last["error"].as_str().unwrap().contains("rollback"), "{last}");
+}
+
+#[test]
+fn a_broken_new_policy_keeps_the_old_plan_and_logs_the_error() {
+    let Some(s) = setup("reload-broken") else { return };
+    let (mut daemon, out) = start(&s);
+    let before = daemon.plan().clone();
+
+    let broken: [(&str, String); 3] = [
+        ("not TOML", "trust = [unclosed".to_string()),
+        ("unknown field", std::fs::read_to_string(&s.policy).unwrap().replace("mode = \"audit\"", "mode = \"audit\"\nallow_all = true")),
+        ("bundle signed by an untrusted key", {
+            let unsigned = sign_now(&s.image, "c", "web", 5, &s.dir.path().join("c.json"));
+            one_scope(&s.trust, &s.cgroup.path, "enforce", &[&unsigned], None)
+        }),
+    ];
+    for (what, text) in broken {
+        std::fs::write(&s.policy, text).unwrap();
+        assert!(daemon.reload(SystemTime::now()).is_err(), "{what} was accepted");
+        assert_eq!(daemon.plan(), &before, "{what}: the plan in force changed");
+        assert_eq!(daemon.kernel().applied.len(), 1, "{what}: something was applied");
+        let last = out.records().last().unwrap().clone();
+        assert_eq!(last["action"], "reload-failed", "{what}");
+        assert!(last["error"].as_str().unwrap().contains("policy.toml") || last["error"].as_str().unwrap().contains("scope \"web\""), "{what}: {last}");
+        assert!(last["outcome"].as_str().unwrap().contains("old plan"), "{last}");
+    }
+}
+
+#[test]
+fn a_kernel_refusing_the_new_plan_gets_the_old_one_back() {
+    let Some(s) = setup("reload-kernel") else { return };
+    let (mut daemon, out) = start(&s);
+    let before = daemon.plan().clone();
+    let v2 = sign_now(&s.image, "a", "web", 2, &s.dir.path().join("v2.json"));
+    write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&v2], None));
+    daemon_kernel(&mut daemon).refuse_next = true;
+    assert!(matches!(daemon.reload(SystemTime::now()), Err(DaemonError::Kernel(_))));
+    assert_eq!(daemon.plan(), &before);
+    assert_eq!(daemon.kernel().applied.last(), Some(&before), "the old plan was re-applied");
+    let last = out.records().last().unwrap().clone();
+    assert_eq!(last["action"], "apply-failed");
+    assert!(last["outcome"].as_str().unwrap().contains("re-applied"), "{last}");
+    // Not recorded: the trust store still says version 1.
+    assert_eq!(keys::TrustStore::open(&s.trust).unwrap().highest_version("web"), Some(1));
+}
+
+#[test]
+fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
+    let Some(s) = setup("run") else { return };
+    let (mut daemon, out) = start(&s);
+    let cgroup_id = daemon.plan().scopes[0].cgroup_id;
+    let event = Event {
+        time_ns: 1,
+        hook: Hook::Exec,
+        verdict: Verdict::Audited,
+        mode: Mode::Audit,
+        scope_cgroup_id: cgroup_id,
+        scope: None,
+        cgroup_id: cgroup_id + 7,
+        host_pid: 4242,
+        ns_pid: 1,
+        pid_ns: 4026531836,
+        mnt_ns: 4026531841,
+        comm: "sh".into(),
+        path: "/tmp/unlisted".into(),
+        sha256: Some(testdata::sha256_hex(b"unlisted")),
+    };
+    daemon_kernel(&mut daemon).events.push_back(event);
+    assert_eq!(daemon.pump_events(Duration::ZERO).unwrap(), 1);
+    let record = out.records().last().unwrap().clone();
+    assert_eq!(record["record"], "event");
+    assert_eq!(record["scope"], "web");
+    assert_eq!(record["verdict"], "audited");
+    assert_eq!(record["hostPid"], 4242);
+    assert_eq!(record["nsPid"], 1);
+    assert_eq!(record["cgroupId"], cgroup_id + 7);
+
+    // run(): a set reload flag reloads once and is cleared; a set stop flag returns.
+    let reload = AtomicBool::new(true);
+    let stop = AtomicBool::new(true);
+    daemon.run(&reload, &stop).unwrap();
+    assert!(reload.load(std::sync::atomic::Ordering::SeqCst), "stop is looked at first");
+    let stop_after_one = Arc::new(AtomicBool::new(false));
+    let flag = stop_after_one.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    daemon.run(&reload, &stop_after_one).unwrap();
+    assert!(!reload.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(daemon.kernel().applied.len(), 2, "the reload applied the (unchanged) policy again");
+    assert_eq!(out.records().last().unwrap()["action"], "reloaded");
+}
+
+fn daemon_kernel(daemon: &mut Daemon<Recording>) -> &mut Recording {
+    daemon.kernel_mut()
+}

@@ -1,0 +1,223 @@
+//! Plans from real signed bundles: exactly the manifest's digests; any bundle that does not
+//! verify (unsigned, tampered, revoked key, expired, replayed) refuses the whole plan, naming the
+//! scope and the bundle; cgroup ids from real cgroup v2 directories.
+
+mod support;
+
+use base64::Engine as _;
+use enforce::plan::{self, PlanError};
+use enforce::policy;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use support::*;
+
+const DAY: Duration = Duration::from_secs(86400);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    image: String,
+    expected: std::collections::BTreeSet<[u8; 32]>,
+    trust: std::path::PathBuf,
+    cgroup: TestCgroup,
+}
+
+fn fixture(name: &str) -> Option<Fixture> {
+    let cgroup = TestCgroup::new(name)?;
+    let dir = tempdir();
+    let (written, expected) = write_image(&dir.path().join("image"));
+    let trust = trust_store(&dir.path().join("trust"), &["a", "b"], 1);
+    Some(Fixture { image: written.reference(), expected, trust, cgroup, dir })
+}
+
+impl Fixture {
+    fn policy(&self, bundles: &[&Path], image: Option<&str>) -> policy::Policy {
+        let path = write_policy(self.dir.path(), &one_scope(&self.trust, &self.cgroup.path, "enforce", bundles, image));
+        policy::load(&path).unwrap()
+    }
+
+    fn bundle(&self, key: &str, version: u64, file: &str) -> std::path::PathBuf {
+        sign_now(&self.image, key, "web", version, &self.dir.path().join(file))
+    }
+
+    fn refused(&self, bundles: &[&Path]) -> String {
+        match plan::build(&self.policy(bundles, None), SystemTime::now()) {
+            Ok(plan) => panic!("plan built: {plan:?}"),
+            Err(e) => {
+                let text = enforce::daemon::chain(&e);
+                assert!(e.is_verification_failure(), "{text}");
+                assert!(text.contains("scope \"web\""), "does not name the scope: {text}");
+                text
+            }
+        }
+    }
+}
+
+#[test]
+fn plan_holds_exactly_the_manifests_digests() {
+    let Some(f) = fixture("exact") else { return };
+    let bundle = f.bundle("a", 1, "web.json");
+    let plan = plan::build(&f.policy(&[&bundle], None), SystemTime::now()).unwrap();
+    assert_eq!(plan.scopes.len(), 1);
+    let scope = &plan.scopes[0];
+    assert_eq!(scope.name, "web");
+    assert_eq!(scope.mode, policy::Mode::Enforce);
+    assert_eq!(scope.digests, f.expected, "file + hardlink digests, deduplicated, without whited-out or overridden content");
+    assert!(!scope.digests.contains(&digest(WHITED_OUT)) && !scope.digests.contains(&digest(OVERRIDDEN)));
+    assert_eq!(scope.cgroup_id, std::fs::metadata(&f.cgroup.path).unwrap().ino());
+    assert_eq!(scope.manifests[0].name, "web");
+    assert_eq!(scope.manifests[0].signers, vec![testdata::keys::test_key("a").public_key().key_id().to_string()]);
+    assert_eq!(plan.versions.get("web"), Some(&1));
+
+    // With the image named, its files are compared too; the digests are the same.
+    let with_image = plan::build(&f.policy(&[&bundle], Some(&f.image)), SystemTime::now()).unwrap();
+    assert_eq!(with_image.scopes[0].digests, f.expected);
+    assert_eq!(with_image.scopes[0].manifests[0].image.as_deref(), Some(f.image.as_str()));
+}
+
+#[test]
+fn bundles_of_different_statements_add_up_and_cosignatures_pool() {
+    let Some(f) = fixture("union") else { return };
+    let web = f.bundle("a", 1, "web.json");
+    let other_dir = f.dir.path().join("other");
+    let mut layer = testdata::tar::TarWriter::new();
+    layer.file("sidecar", 0o755, b"sidecar binary\n");
+    let other = testdata::oci::write_layout(&other_dir, "v1", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap();
+    let sidecar = sign_now(&other.reference(), "b", "sidecar", 1, &f.dir.path().join("sidecar.json"));
+    let plan = plan::build(&f.policy(&[&web, &sidecar], None), SystemTime::now()).unwrap();
+    let mut expected = f.expected.clone();
+    expected.insert(digest(b"sidecar binary\n"));
+    assert_eq!(plan.scopes[0].digests, expected);
+    assert_eq!(plan.scopes[0].manifests.len(), 2);
+
+    // Threshold 2 over two bundles of one statement, each signed by one key.
+    let trust2 = trust_store(&f.dir.path().join("trust2"), &["a", "b"], 2);
+    let by_a = f.bundle("a", 1, "by-a.json");
+    let by_b = f.bundle("b", 1, "by-b.json");
+    let text = one_scope(&trust2, &f.cgroup.path, "audit", &[&by_a, &by_b], None);
+    let pooled = plan::build(&policy::parse(&text, &f.dir.path().join("p2.toml")).unwrap(), SystemTime::now()).unwrap();
+    assert_eq!(pooled.scopes[0].manifests.len(), 1);
+    assert_eq!(pooled.scopes[0].manifests[0].signers.len(), 2);
+    assert_eq!(pooled.scopes[0].mode, policy::Mode::Audit);
+    let text = one_scope(&trust2, &f.cgroup.path, "audit", &[&by_a], None);
+    assert!(plan::build(&policy::parse(&text, &f.dir.path().join("p3.toml")).unwrap(), SystemTime::now()).is_err(), "one key under a threshold of 2");
+}
+
+#[test]
+fn an_unsigned_bundle_refuses_the_whole_plan() {
+    let Some(f) = fixture("unsigned") else { return };
+    let good = f.bundle("a", 1, "good.json");
+    // Key c is not trusted. (A bundle of the same statement as `good` would only add an ignored
+    // signature to a statement that verifies: signatures of one statement pool.)
+    let stranger = sign_now(&f.image, "c", "stranger", 1, &f.dir.path().join("stranger.json"));
+    let text = f.refused(&[&good, &stranger]);
+    assert!(text.contains("stranger.json") && text.contains("signatures"), "{text}");
+}
+
+#[test]
+fn a_tampered_bundle_refuses_the_whole_plan() {
+    let Some(f) = fixture("tampered") else { return };
+    let bundle = f.bundle("a", 1, "web.json");
+    // Add an unlisted digest to the signed statement, keep the signature.
+    let mut value: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let mut statement = testdata::hostile::statement(&std::fs::read(&bundle).unwrap()).unwrap();
+    statement["predicate"]["files"][1]["sha256"] = testdata::sha256_hex(b"malware").into();
+    let payload = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&statement).unwrap());
+    value["dsseEnvelope"]["payload"] = payload.into();
+    let tampered = f.dir.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_vec(&value).unwrap()).unwrap();
+    let text = f.refused(&[&tampered]);
+    assert!(text.contains("tampered.json") && text.contains("signatures"), "{text}");
+}
+
+#[test]
+fn a_revoked_signer_refuses_the_whole_plan() {
+    let Some(f) = fixture("revoked") else { return };
+    let bundle = f.bundle("b", 1, "by-b.json");
+    let mut trust = keys::TrustStore::open(&f.trust).unwrap();
+    trust.revoke(&testdata::keys::test_key("b").public_key().key_id()).unwrap();
+    let text = f.refused(&[&bundle]);
+    assert!(text.contains("by-b.json") && text.contains("revoked"), "{text}");
+}
+
+#[test]
+fn an_expired_bundle_refuses_the_whole_plan() {
+    let Some(f) = fixture("expired") else { return };
+    let bundle = sign_to(&f.image, &["a"], "web", 1, SystemTime::now() - 10 * DAY, DAY, &f.dir.path().join("old.json"));
+    let text = f.refused(&[&bundle]);
+    assert!(text.contains("old.json") && text.contains("expired"), "{text}");
+}
+
+#[test]
+fn a_replayed_older_version_refuses_the_whole_plan() {
+    let Some(f) = fixture("replay") else { return };
+    let v3 = f.bundle("a", 3, "v3.json");
+    let v2 = f.bundle("a", 2, "v2.json");
+    // Within one plan: v3 and v2 of one image side by side...
+    let text = f.refused(&[&v3, &v2]);
+    assert!(text.contains("v2.json") && text.contains("replay"), "{text}");
+    // ...and against the trust store's memory.
+    keys::TrustStore::open(&f.trust).unwrap().record_version("web", 3).unwrap();
+    let text = f.refused(&[&v2]);
+    assert!(text.contains("v2.json") && text.contains("rollback"), "{text}");
+    // The accepted version is recorded once the plan is in force.
+    let fresh = trust_store(&f.dir.path().join("fresh"), &["a"], 1);
+    let text = one_scope(&fresh, &f.cgroup.path, "enforce", &[&v3], None);
+    let plan = plan::build(&policy::parse(&text, &f.dir.path().join("p.toml")).unwrap(), SystemTime::now()).unwrap();
+    plan::record_versions(&plan, &fresh).unwrap();
+    assert_eq!(keys::TrustStore::open(&fresh).unwrap().highest_version("web"), Some(3));
+}
+
+#[test]
+fn an_image_that_differs_from_its_manifest_refuses_the_plan() {
+    let Some(f) = fixture("image") else { return };
+    let bundle = f.bundle("a", 1, "web.json");
+    let other_dir = f.dir.path().join("other");
+    let mut layer = testdata::tar::TarWriter::new();
+    layer.file("bin/tool", 0o755, b"not the signed tool\n");
+    let other = testdata::oci::write_layout(&other_dir, "latest", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap();
+    let e = plan::build(&f.policy(&[&bundle], Some(&other.reference())), SystemTime::now()).unwrap_err();
+    let text = enforce::daemon::chain(&e);
+    assert!(matches!(e, PlanError::ImageMismatch { .. }), "{text}");
+    assert!(text.contains("scope \"web\"") && text.contains("web.json") && text.contains("subject"), "{text}");
+}
+
+#[test]
+fn unreadable_and_malformed_bundles_are_named() {
+    let Some(f) = fixture("unreadable") else { return };
+    let missing = f.dir.path().join("missing.json");
+    let e = plan::build(&f.policy(&[&missing], None), SystemTime::now()).unwrap_err();
+    assert!(matches!(e, PlanError::ReadBundle { .. }) && !e.is_verification_failure());
+    assert!(e.to_string().contains("missing.json") && e.to_string().contains("scope \"web\""), "{e}");
+    let junk = f.dir.path().join("junk.json");
+    std::fs::write(&junk, b"[1,2,3]").unwrap();
+    let e = plan::build(&f.policy(&[&junk], None), SystemTime::now()).unwrap_err();
+    assert!(matches!(e, PlanError::ParseBundle { .. }) && e.to_string().contains("junk.json"), "{e}");
+}
+
+#[test]
+fn cgroup_ids_come_from_real_cgroup2_directories() {
+    let Some(f) = fixture("ids") else { return };
+    let bundle = f.bundle("a", 1, "web.json");
+    // The root of the cgroup2 hierarchy is cgroup id 1.
+    let root = cgroup2_root().unwrap();
+    assert_eq!(enforce::cgroup::cgroup_id(&root).unwrap(), 1);
+    let child = f.cgroup.path.join("child");
+    std::fs::create_dir(&child).unwrap();
+    let child_id = enforce::cgroup::cgroup_id(&child);
+    let child_ino = std::fs::metadata(&child).unwrap().ino();
+    let parent_id = enforce::cgroup::cgroup_id(&f.cgroup.path).unwrap();
+    std::fs::remove_dir(&child).unwrap();
+    let child_id = child_id.unwrap();
+    assert_eq!(child_id, child_ino);
+    assert!(parent_id > 1 && child_id > 1);
+    assert_ne!(child_id, parent_id);
+
+    // A scope on a directory that is not cgroup v2, or missing, refuses the plan.
+    let text = one_scope(&f.trust, f.dir.path(), "enforce", &[&bundle], None);
+    let e = plan::build(&policy::parse(&text, &f.dir.path().join("p.toml")).unwrap(), SystemTime::now()).unwrap_err();
+    assert!(enforce::daemon::chain(&e).contains("not on a cgroup v2"), "{e}");
+    let text = one_scope(&f.trust, &root.join("imgsign-no-such-cgroup"), "enforce", &[&bundle], None);
+    let e = plan::build(&policy::parse(&text, &f.dir.path().join("p.toml")).unwrap(), SystemTime::now()).unwrap_err();
+    assert!(enforce::daemon::chain(&e).contains("imgsign-no-such-cgroup"), "{e}");
+}

@@ -1,0 +1,118 @@
+//! Policy files: every field checked, errors naming the file and the field, relative paths
+//! resolved against the policy's directory.
+
+mod support;
+
+use enforce::policy::{self, EventSink, Mode, PolicyError};
+use std::path::{Path, PathBuf};
+
+const GOOD: &str = r#"
+trust = "trust"
+events = "events.jsonl"
+pin_dir = "/sys/fs/bpf/imgsign-test"
+
+[[scope]]
+name = "web"
+cgroup = "/sys/fs/cgroup/web"
+mode = "enforce"
+bundles = ["web.sigstore.json", "/abs/web-cosigned.json"]
+image = "oci:images/web:latest"
+
+[[scope]]
+name = "node"
+cgroup = "/sys/fs/cgroup"
+mode = "audit"
+bundles = ["host.json"]
+"#;
+
+fn parse(text: &str) -> Result<policy::Policy, PolicyError> {
+    policy::parse(text, Path::new("/etc/imgsign/policy.toml"))
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => enforce::daemon::chain(&e),
+    }
+}
+
+#[test]
+fn a_good_policy_resolves_relative_paths_against_its_directory() {
+    let p = parse(GOOD).unwrap();
+    assert_eq!(p.trust, PathBuf::from("/etc/imgsign/trust"));
+    assert_eq!(p.events, EventSink::File("/etc/imgsign/events.jsonl".into()));
+    assert_eq!(p.pin_dir, PathBuf::from("/sys/fs/bpf/imgsign-test"));
+    assert_eq!(p.scopes.len(), 2);
+    let web = &p.scopes[0];
+    assert_eq!((web.name.as_str(), web.mode), ("web", Mode::Enforce));
+    assert_eq!(web.bundles, vec![PathBuf::from("/etc/imgsign/web.sigstore.json"), PathBuf::from("/abs/web-cosigned.json")]);
+    assert_eq!(web.image.as_ref().unwrap().to_string(), "oci:/etc/imgsign/images/web:latest");
+    assert_eq!(p.scopes[1].mode, Mode::Audit);
+    assert!(p.scopes[1].image.is_none());
+}
+
+#[test]
+fn defaults_events_to_stdout_and_the_standard_pin_dir() {
+    let p = parse("trust = \"/t\"\n[[scope]]\nname = \"a\"\ncgroup = \"/sys/fs/cgroup/a\"\nmode = \"audit\"\nbundles = [\"a.json\"]\n").unwrap();
+    assert_eq!(p.events, EventSink::Stdout);
+    assert_eq!(p.pin_dir, PathBuf::from(policy::DEFAULT_PIN_DIR));
+    let p = parse("trust = \"/t\"\nevents = \"-\"\n[[scope]]\nname = \"a\"\ncgroup = \"/sys/fs/cgroup/a\"\nmode = \"audit\"\nbundles = [\"a.json\"]\n").unwrap();
+    assert_eq!(p.events, EventSink::Stdout);
+}
+
+#[test]
+fn unknown_fields_are_refused_by_name() {
+    let e = error(&GOOD.replace("pin_dir =", "pin_directory ="));
+    assert!(e.contains("/etc/imgsign/policy.toml") && e.contains("pin_directory"), "{e}");
+    let e = error(&GOOD.replace("mode = \"audit\"", "mode = \"audit\"\nallow_all = true"));
+    assert!(e.contains("allow_all"), "{e}");
+}
+
+#[test]
+fn missing_and_mistyped_fields_are_named() {
+    let e = error(&GOOD.replace("trust = \"trust\"", ""));
+    assert!(e.contains("trust"), "{e}");
+    let e = error(&GOOD.replace("mode = \"enforce\"", "mode = \"strict\""));
+    assert!(e.contains("strict") && e.contains("enforce") && e.contains("audit"), "{e}");
+    let e = error(&GOOD.replace("bundles = [\"host.json\"]", "bundles = \"host.json\""));
+    assert!(e.contains("bundles"), "{e}");
+    let e = error(&GOOD.replace("cgroup = \"/sys/fs/cgroup\"\n", ""));
+    assert!(e.contains("cgroup"), "{e}");
+    let e = error("this is = not [toml");
+    assert!(e.contains("/etc/imgsign/policy.toml"), "{e}");
+}
+
+#[test]
+fn semantic_errors_name_the_scope_and_field() {
+    let cases = [
+        (GOOD.replace("name = \"node\"", "name = \"web\""), "scope[1] (\"web\").name", "earlier scope"),
+        (GOOD.replace("name = \"node\"", "name = \"no de\""), "scope[1] (\"no de\").name", "letters"),
+        (GOOD.replace("name = \"node\"", "name = \"\""), "scope[1].name", "1 to 64"),
+        (GOOD.replace("cgroup = \"/sys/fs/cgroup\"\n", "cgroup = \"sys/fs/cgroup\"\n"), "scope[1] (\"node\").cgroup", "absolute"),
+        (GOOD.replace("cgroup = \"/sys/fs/cgroup\"\n", "cgroup = \"/sys/fs/cgroup/web\"\n"), "scope[1] (\"node\").cgroup", "earlier scope"),
+        (GOOD.replace("bundles = [\"host.json\"]", "bundles = []"), "scope[1] (\"node\").bundles", "empty"),
+        (GOOD.replace("oci:images/web:latest", "registry.example/web"), "scope[0] (\"web\").image", "oci:DIR"),
+        (GOOD.replace("pin_dir = \"/sys/fs/bpf/imgsign-test\"", "pin_dir = \"bpf\""), "pin_dir", "absolute"),
+        (GOOD.replace("trust = \"trust\"", "trust = \"\""), "trust", "empty"),
+        (GOOD.replace("events = \"events.jsonl\"", "events = \"\""), "events", "empty"),
+    ];
+    for (text, field, reason) in cases {
+        match parse(&text) {
+            Err(PolicyError::Invalid { path, field: f, reason: r }) => {
+                assert_eq!(path, Path::new("/etc/imgsign/policy.toml"));
+                assert_eq!(f, field, "{r}");
+                assert!(r.contains(reason), "{f}: {r}");
+            }
+            other => panic!("expected an error on {field}, got {other:?}"),
+        }
+    }
+    let e = error("trust = \"/t\"\n");
+    assert!(e.contains("scope") && e.contains("enforce nothing"), "{e}");
+}
+
+#[test]
+fn an_unreadable_policy_names_the_file() {
+    let e = policy::load(Path::new("/nonexistent/policy.toml")).unwrap_err();
+    assert!(matches!(e, PolicyError::Read { .. }));
+    assert!(e.to_string().contains("/nonexistent/policy.toml"));
+}
