@@ -111,7 +111,7 @@ impl<K: Kernel> Daemon<K> {
             if event.scope.is_none() {
                 event.scope = self.plan.scope_by_cgroup_id(event.scope_cgroup_id).map(|s| s.name.clone());
             }
-            self.write(&EventRecord { record: "event", event: &event })?;
+            self.write(&EventRecord { record: "event", time: now_rfc3339(), event: &event })?;
         }
         Ok(n)
     }
@@ -164,6 +164,8 @@ impl<K: Kernel> Daemon<K> {
 #[derive(Serialize)]
 struct EventRecord<'a> {
     record: &'static str,
+    /// When the daemon read it (the kernel programs carry no timestamp yet).
+    time: String,
     #[serde(flatten)]
     event: &'a Event,
 }

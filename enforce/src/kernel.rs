@@ -41,6 +41,8 @@ pub enum Verdict {
     Denied,
     /// Not in the set, let through and reported (audit mode).
     Audited,
+    /// A value this build does not know (a newer kernel program).
+    Unknown,
 }
 
 /// Which check decided.
@@ -53,31 +55,37 @@ pub enum Hook {
     Mmap,
     /// `file_mprotect` adding PROT_EXEC.
     Mprotect,
+    /// A value this build does not know.
+    Unknown,
 }
 
 /// One decision, with a fingerprint of the process that tells containers apart even when their
-/// namespaced pids collide.
+/// namespaced pids collide. Fields the kernel programs do not report yet are `None` and left out
+/// of the JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
-    /// Nanoseconds since boot (the kernel's clock).
-    pub time_ns: u64,
     pub hook: Hook,
     pub verdict: Verdict,
-    pub mode: Mode,
+    /// The scope's mode at the time of the decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     /// The cgroup id of the scope that decided (the key of the scope in the kernel).
     pub scope_cgroup_id: u64,
     /// The scope's name, filled in by the daemon from its plan.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// The task's own cgroup id (a descendant of the scope's cgroup, or the same).
+    /// The task's own cgroup id.
     pub cgroup_id: u64,
     pub host_pid: u32,
     pub ns_pid: u32,
-    pub pid_ns: u64,
-    pub mnt_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mnt_ns: Option<u64>,
     pub comm: String,
-    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Lowercase hex SHA-256 of the content, when the kernel computed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,

@@ -190,19 +190,18 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
     let (mut daemon, out) = start(&s);
     let cgroup_id = daemon.plan().scopes[0].cgroup_id;
     let event = Event {
-        time_ns: 1,
         hook: Hook::Exec,
         verdict: Verdict::Audited,
-        mode: Mode::Audit,
+        mode: Some(Mode::Audit),
         scope_cgroup_id: cgroup_id,
         scope: None,
         cgroup_id: cgroup_id + 7,
         host_pid: 4242,
         ns_pid: 1,
-        pid_ns: 4026531836,
-        mnt_ns: 4026531841,
+        pid_ns: Some(4026531836),
+        mnt_ns: None,
         comm: "sh".into(),
-        path: "/tmp/unlisted".into(),
+        path: Some("/tmp/unlisted".into()),
         sha256: Some(testdata::sha256_hex(b"unlisted")),
     };
     daemon_kernel(&mut daemon).events.push_back(event);
@@ -214,6 +213,9 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
     assert_eq!(record["hostPid"], 4242);
     assert_eq!(record["nsPid"], 1);
     assert_eq!(record["cgroupId"], cgroup_id + 7);
+    assert_eq!(record["pidNs"], 4026531836u64);
+    assert!(record.get("mntNs").is_none(), "unknown fields are left out: {record}");
+    assert!(record["time"].as_str().unwrap().ends_with('Z'));
 
     // run(): a set reload flag reloads once and is cleared; a set stop flag returns.
     let reload = AtomicBool::new(true);

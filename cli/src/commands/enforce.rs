@@ -1,9 +1,9 @@
 //! `imgsign enforce`: the node daemon. Checks the kernel, verifies every bundle of the policy and
 //! applies the plan, then streams decision events as JSON lines; SIGHUP reloads the policy (a
-//! failed reload keeps the old plan in force), SIGTERM/SIGINT stop the daemon and leave
-//! enforcement pinned. `--check` verifies and prints the plan without a kernel; `--status` and
-//! `--detach` read or unload what is pinned. Exit 0 ok, 1 a bundle or image did not verify, 2 bad
-//! usage, unreadable input or a kernel that cannot enforce.
+//! failed reload keeps the old plan in force), SIGTERM/SIGINT stop the daemon. `--check` verifies
+//! and prints the plan without a kernel; `--status` and `--detach` read or unload what is pinned
+//! (not available until bpf-lsm pins its programs: exit 2). Exit 0 ok, 1 a bundle or image did not
+//! verify, 2 bad usage, unreadable input or a kernel that cannot enforce.
 
 use crate::output;
 use anyhow::Context as _;
@@ -102,7 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     daemon.run(&reload, &stop)?;
-    eprintln!("imgsign enforce: stopped; the programs stay pinned under {} and keep enforcing", policy.pin_dir.display());
+    eprintln!("imgsign enforce: stopped; bpf-lsm does not pin its programs yet, so enforcement ends with the daemon");
     Ok(output::EXIT_OK)
 }
 
