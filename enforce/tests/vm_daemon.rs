@@ -1,0 +1,177 @@
+//! In-VM tests of the daemon on the real enforcer: a signed policy's digests reach the kernel
+//! through the `bpf_lsm::enforcer` adapter, listed content runs and unlisted content is denied in
+//! the scope's cgroup, events name the scope, and reloads under a loop of execs swap digest sets
+//! without a single spurious denial of a listed binary.
+//!
+//! Each test needs root in a kernel with BPF-LSM active, cgroup v2 at /sys/fs/cgroup, bpffs and
+//! securityfs mounted and a static `/bin/busybox`, so each is `#[ignore]`d on the host. The kernel
+//! lab runs `vm_*` targets of the packages it lists (`xtask/src/lab/testbins.rs`); this one runs
+//! there once `enforce` is in that list.
+
+mod support;
+
+use enforce::bpf::BpfKernel;
+use enforce::daemon::Daemon;
+use std::fs::{self, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use support::*;
+
+const EPERM: i32 = 1;
+const EACCES: i32 = 13;
+const PIN_DIR: &str = "/sys/fs/bpf/imgsign-vm-test";
+
+/// A copy of the static busybox named `busybox-<tag>` with `tag` appended: a content of its own.
+fn unique_busybox(dir: &Path, tag: &str) -> PathBuf {
+    let mut bytes = fs::read("/bin/busybox").expect("read /bin/busybox");
+    bytes.extend_from_slice(format!("\nimgsign-enforce-{tag}\n").as_bytes());
+    let path = dir.join(format!("busybox-{tag}"));
+    fs::write(&path, &bytes).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A `dir:` image holding copies of `files`, signed as `name` version 1; returns the bundle.
+fn signed_dir(root: &Path, name: &str, files: &[&Path]) -> PathBuf {
+    let image = root.join(format!("image-{name}"));
+    fs::create_dir_all(&image).unwrap();
+    for file in files {
+        fs::copy(file, image.join(file.file_name().unwrap())).unwrap();
+    }
+    sign_now(&format!("dir:{}", image.display()), "a", name, 1, &root.join(format!("{name}.json")))
+}
+
+/// Runs `path true` in `cgroup` (the child moves itself there between fork and exec).
+fn run_true(path: &Path, cgroup: &Path) -> io::Result<std::process::ExitStatus> {
+    let procs = OpenOptions::new().write(true).open(cgroup.join("cgroup.procs")).expect("open cgroup.procs");
+    let mut cmd = Command::new(path);
+    cmd.arg("true").stdin(Stdio::null());
+    // SAFETY: runs in the forked child before exec: one write(2) on a descriptor opened in the
+    // parent, with a borrowed byte string; no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(move || (&procs).write_all(b"0"));
+    }
+    cmd.status()
+}
+
+fn runs(path: &Path, cgroup: &Path) -> bool {
+    match run_true(path, cgroup) {
+        Ok(status) => status.success(),
+        Err(e) if matches!(e.raw_os_error(), Some(EPERM | EACCES)) || e.kind() == ErrorKind::PermissionDenied => false,
+        Err(e) => panic!("exec of {} failed, but not with EPERM/EACCES: {e}", path.display()),
+    }
+}
+
+#[derive(Clone, Default)]
+struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Output {
+    fn records(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    cgroup: TestCgroup,
+    trust: PathBuf,
+}
+
+fn lab(name: &str) -> Lab {
+    let found = enforce::capability::check(Path::new(PIN_DIR));
+    assert!(found.ok(), "this kernel cannot run the enforcer: {:?}", found.missing);
+    let cgroup = TestCgroup::new(name).expect("cgroup v2 under /sys/fs/cgroup");
+    let dir = tempdir();
+    let trust = trust_store(&dir.path().join("trust"), &["a"], 1);
+    Lab { dir, cgroup, trust }
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by the kernel lab"]
+fn vm_daemon_enforces_a_signed_policy_and_reports_denials() {
+    let lab = lab("vm-enforce");
+    let listed = unique_busybox(lab.dir.path(), "listed");
+    let unlisted = unique_busybox(lab.dir.path(), "unlisted");
+    let bundle = signed_dir(lab.dir.path(), "web", &[&listed]);
+    let policy = write_policy(lab.dir.path(), &one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&bundle], None));
+    assert!(runs(&unlisted, &lab.cgroup.path), "before the daemon, anything runs");
+
+    let out = Output::default();
+    let kernel = BpfKernel::open(Path::new(PIN_DIR)).expect("attach the enforcer");
+    let mut daemon = Daemon::start(&policy, kernel, Box::new(out.clone()), SystemTime::now()).expect("start");
+    assert!(runs(&listed, &lab.cgroup.path), "the listed binary is denied");
+    assert!(!runs(&unlisted, &lab.cgroup.path), "the unlisted binary ran");
+
+    daemon.pump_events(Duration::from_secs(2)).unwrap();
+    let denied: Vec<_> = out.records().into_iter().filter(|r| r["record"] == "event" && r["verdict"] == "denied").collect();
+    assert!(!denied.is_empty(), "no denial event: {:?}", out.records());
+    let event = &denied[0];
+    assert_eq!(event["scope"], "web");
+    assert_eq!(event["cgroupId"], daemon.plan().scopes[0].cgroup_id);
+    assert!(event["hostPid"].as_u64().unwrap() > 0);
+    let unlisted_hex = testdata::sha256_hex(&fs::read(&unlisted).unwrap());
+    assert_eq!(event["sha256"], unlisted_hex.as_str());
+
+    // Dropping the daemon detaches the (unpinned) programs.
+    drop(daemon);
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by the kernel lab"]
+fn vm_daemon_reloads_under_a_loop_of_execs_without_spurious_denials() {
+    let lab = lab("vm-reload");
+    let listed = unique_busybox(lab.dir.path(), "listed");
+    let extra = unique_busybox(lab.dir.path(), "extra");
+    // Two policies that both list `listed`; only the second lists `extra`.
+    let a = signed_dir(lab.dir.path(), "set-a", &[&listed]);
+    let b = signed_dir(lab.dir.path(), "set-b", &[&listed, &extra]);
+    let text_a = one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&a], None);
+    let text_b = one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&b], None);
+    let policy = write_policy(lab.dir.path(), &text_a);
+
+    let kernel = BpfKernel::open(Path::new(PIN_DIR)).expect("attach the enforcer");
+    let mut daemon = Daemon::start(&policy, kernel, Box::new(Output::default()), SystemTime::now()).expect("start");
+    assert!(!runs(&extra, &lab.cgroup.path), "extra ran under set a");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (runs_ok, denials) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let looper = {
+        let (stop, runs_ok, denials) = (stop.clone(), runs_ok.clone(), denials.clone());
+        let (listed, cgroup) = (listed.clone(), lab.cgroup.path.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if runs(&listed, &cgroup) { &runs_ok } else { &denials }.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    for round in 0..10 {
+        let (text, extra_listed) = if round % 2 == 0 { (&text_b, true) } else { (&text_a, false) };
+        fs::write(&policy, text).unwrap();
+        daemon.reload(SystemTime::now()).expect("reload");
+        assert_eq!(runs(&extra, &lab.cgroup.path), extra_listed, "round {round}: the new set is not the one in force");
+    }
+    stop.store(true, Ordering::SeqCst);
+    looper.join().unwrap();
+    println!("listed binary ran {} times during 10 reloads", runs_ok.load(Ordering::SeqCst));
+    assert!(runs_ok.load(Ordering::SeqCst) > 0);
+    assert_eq!(denials.load(Ordering::SeqCst), 0, "a listed binary was denied during a reload");
+    let loaded = daemon.kernel().loaded();
+    assert_eq!(loaded.sets.len(), 1, "old digest sets were not revoked: {:?}", loaded.sets.keys());
+}
