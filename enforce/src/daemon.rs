@@ -48,7 +48,7 @@ impl<K: Kernel> Daemon<K> {
         let policy = policy::load(policy_path)?;
         let plan = plan::build(&policy, now)?;
         kernel.apply(&plan).map_err(DaemonError::Kernel)?;
-        let mut daemon = Daemon { policy_path: policy_path.to_path_buf(), trust: policy.trust, kernel, plan, out };
+        let mut daemon = Daemon { policy_path: policy.path, trust: policy.trust, kernel, plan, out };
         daemon.after_apply("started")?;
         Ok(daemon)
     }
