@@ -235,7 +235,7 @@ jq -n \
     | ($res["peer-tmpfs"] // $res["peer-disk"]) as $peer
     | def t(name): $res[name] | if . == null then null else
         {command, median, mean, stddev, min, max, user, system, times,
-         mb_per_s: (($bytes / 1e6) / .median | r(1))} end;
+         cpu_s: (.user + .system), mb_per_s: (($bytes / 1e6) / .median | r(1))} end;
     {
       date: $date, commit: $commit, binary: $binary, cpu: $cpu, cpus: $cpus, runs: $runs, warmup: 1,
       load_average: {before: $load_before, after: $load_after},
@@ -249,7 +249,9 @@ jq -n \
       ratios: {
         peer_over_imgsign: ($peer.median / $res.imgsign.median | r(2)),
         peer_disk_over_imgsign: ($res["peer-disk"].median / $res.imgsign.median | r(2)),
-        imgsign_over_bound: ($res.imgsign.median / $res.bound.median | r(2))
+        imgsign_over_bound: ($res.imgsign.median / $res.bound.median | r(2)),
+        cpu_time_peer_over_imgsign: (($peer.user + $peer.system) / ($res.imgsign.user + $res.imgsign.system) | r(2)),
+        cpu_time_imgsign_over_bound: (($res.imgsign.user + $res.imgsign.system) / ($res.bound.user + $res.bound.system) | r(2))
       },
       goals: {
         peer_over_imgsign_at_least_3: ($peer.median / $res.imgsign.median >= 3),
@@ -270,13 +272,15 @@ jq -r '
       "\(.image.unpacked_bytes / 1e6 | floor) MB unpacked (tar \(.image.tar_bytes / 1e6 | floor) MB, " +
       "gzip \(.image.compressed_bytes / 1e6 | floor) MB)",
     "",
-    "\("" | f(12))\("median s" | f(10))\("stddev s" | f(10))\("min s" | f(8))\("MB/s" | f(8))",
+    "\("" | f(12))\("median s" | f(10))\("stddev s" | f(10))\("min s" | f(8))\("MB/s" | f(8))\("cpu s (user+sys)" | f(8))",
     (["imgsign", "bound", "peer_tmpfs", "peer_disk"][] as $k | select(.[$k] != null) | .[$k] |
-      "\($k | f(12))\(.median | s3 | f(10))\(.stddev | s3 | f(10))\(.min | s3 | f(8))\(.mb_per_s | f(8))"),
+      "\($k | f(12))\(.median | s3 | f(10))\(.stddev | s3 | f(10))\(.min | s3 | f(8))\(.mb_per_s | f(8))\(.cpu_s | s3 | f(8))"),
     "",
     "peer / imgsign    \(.ratios.peer_over_imgsign)x  (goal >= 3: \(.goals.peer_over_imgsign_at_least_3 | yn))" +
       "  [peer on disk: \(.ratios.peer_disk_over_imgsign)x]",
     "imgsign / bound   \(.ratios.imgsign_over_bound)   (goal <= 1.0: \(.goals.imgsign_over_bound_at_most_1 | yn))",
+    "cpu time: peer / imgsign \(.ratios.cpu_time_peer_over_imgsign)x, imgsign / bound \(.ratios.cpu_time_imgsign_over_bound)" +
+      " (less sensitive to other load on the machine than wall time)",
     "peak RSS          \(.peak_rss_mb) MB (goal < 64: \(.goals.peak_rss_under_64_mb | yn))",
     ""
 ' "$RESULTS/sign-latest.json"
