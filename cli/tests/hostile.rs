@@ -232,13 +232,20 @@ fn one_key_signing_twice_does_not_meet_a_threshold_of_two() {
 
 #[test]
 fn signing_with_the_same_key_twice_is_refused() {
-    let [a, ..] = keys();
+    let [a, b, _] = keys();
     let tmp = tempdir();
     let good = hostile::write_good_image(&tmp.path().join("good")).unwrap();
     let out_dir = tmp.path().join("out");
     fs::create_dir(&out_dir).unwrap();
-    let out = out_dir.join("bundle.json");
-    sign(&good.reference(), &[a, a], &out, &[]).code(2).says(&a.id);
+    let (out, out2) = (out_dir.join("bundle.json"), out_dir.join("bundle2.json"));
+    let mut c = imgsign();
+    c.arg("sign").arg(good.reference()).arg("--key").arg(&a.private).arg("--key").arg(&a.private);
+    c.arg("--out").arg(&out).arg("--out").arg(&out2);
+    run(&mut c).code(2).says(&a.id);
+    assert_nothing_written(&out);
+    assert_nothing_written(&out2);
+    // Several keys need one output each.
+    sign(&good.reference(), &[a, b], &out, &[]).code(2).says("one --out per --key");
     assert_nothing_written(&out);
 }
 

@@ -263,9 +263,15 @@ fn two_keys_meet_a_threshold_of_two() {
     let image = image();
     let [a, b, _] = keys();
     let tmp = tempdir();
-    let bundle = sign_ok(&image.oci_ref(), &[a, b], &tmp.path().join("ab.bundle"), &[]);
+    // One invocation, one statement, one bundle per signer (a Sigstore bundle holds one signature).
+    let (bundle_a, bundle_b) = (tmp.path().join("a.bundle"), tmp.path().join("b.bundle"));
+    let mut c = imgsign();
+    c.arg("sign").arg(image.oci_ref()).arg("--key").arg(&a.private).arg("--key").arg(&b.private);
+    c.arg("--out").arg(&bundle_a).arg("--out").arg(&bundle_b);
+    run(&mut c).code(0);
     let trust = trust_store(&tmp.path().join("trust"), &[a, b], 2);
-    let report = verify(&image.oci_ref(), &[&bundle], &trust, &["--json"]).code(0).json();
+    verify(&image.oci_ref(), &[&bundle_a], &trust, &[]).code(1).says("1 distinct trusted key(s) signed; threshold is 2");
+    let report = verify(&image.oci_ref(), &[&bundle_a, &bundle_b], &trust, &["--json"]).code(0).json();
     let mut signers: Vec<String> = report["signers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
     signers.sort();
     let mut expected = vec![a.id.clone(), b.id.clone()];

@@ -1,5 +1,6 @@
-//! Signing: scan the image, build the statement, wrap it in a DSSE envelope signed by every key,
-//! and put that in a Sigstore bundle.
+//! Signing: scan the image, build the statement, and for every key a Sigstore bundle holding a
+//! DSSE envelope with that key's signature. One signature per bundle is what the Sigstore bundle
+//! format allows (independent clients refuse more); verifiers pool the bundles of one statement.
 
 use crate::bundle::Bundle;
 use crate::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE};
@@ -32,19 +33,22 @@ pub struct SignOptions {
 }
 
 pub struct Signed {
-    pub bundle: Bundle,
+    /// One bundle per key, in the order of the keys, all over the same statement.
+    pub bundles: Vec<Bundle>,
     pub statement: Statement,
     pub identity: ImageIdentity,
 }
 
-/// Signs the manifest of `image` with every key in `keys` (one DSSE signature per key).
+/// Signs the manifest of `image` with every key in `keys` (one bundle per key).
 pub fn sign(
     image: &ImageRef,
     keys: &[&keys::SigningKey],
     options: &SignOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Signed, SignError> {
-    let first = keys.first().ok_or(SignError::NoKeys)?;
+    if keys.is_empty() {
+        return Err(SignError::NoKeys);
+    }
     let mut ids: Vec<String> = keys.iter().map(|k| k.public_key().key_id().to_string()).collect();
     ids.sort();
     if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
@@ -53,7 +57,10 @@ pub fn sign(
     let scanned = scan(image, progress).map_err(|source| SignError::Source { image: image.to_string(), source })?;
     let name = options.name.clone().unwrap_or_else(|| scanned.identity.default_name.clone());
     let statement = Statement::new(&scanned.identity, scanned.files, name, options.version, options.now + options.expires_in);
-    let envelope = Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &statement.to_bytes(), keys);
-    let bundle = Bundle::new(envelope, first.public_key().key_id().to_string());
-    Ok(Signed { bundle, statement, identity: scanned.identity })
+    let payload = statement.to_bytes();
+    let bundles = keys
+        .iter()
+        .map(|key| Bundle::new(Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &[*key]), key.public_key().key_id().to_string()))
+        .collect();
+    Ok(Signed { bundles, statement, identity: scanned.identity })
 }

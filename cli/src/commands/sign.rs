@@ -16,9 +16,9 @@ pub struct Args {
     /// Private key file (repeat for several signers).
     #[arg(long = "key", required = true)]
     pub keys: Vec<PathBuf>,
-    /// Where to write the bundle (replaced atomically).
-    #[arg(long, short)]
-    pub out: PathBuf,
+    /// Where to write the bundle, one per --key in the same order (replaced atomically).
+    #[arg(long = "out", short, required = true)]
+    pub outs: Vec<PathBuf>,
     /// Image name for rollback protection (default: derived from the source).
     #[arg(long)]
     pub name: Option<String>,
@@ -41,6 +41,13 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let image: ImageRef = args.image.parse()?;
+    if args.outs.len() != args.keys.len() {
+        anyhow::bail!(
+            "give one --out per --key ({} keys, {} outputs): each signer's bundle holds one signature, as Sigstore bundles must",
+            args.keys.len(),
+            args.outs.len()
+        );
+    }
     let source = PassphraseSource::choose(args.passphrase_env.as_deref(), args.passphrase_file.as_deref())?;
     let keys = args
         .keys
@@ -50,14 +57,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key_refs: Vec<&SigningKey> = keys.iter().collect();
     let options = SignOptions { name: args.name, version: args.version, expires_in: args.expires, now: SystemTime::now() };
     let signed = sign(&image, &key_refs, &options, output::progress())?;
-    keys::replace_file(&args.out, &signed.bundle.to_json(), 0o644)
-        .with_context(|| format!("writing bundle {}", args.out.display()))?;
+    for (out, bundle) in args.outs.iter().zip(&signed.bundles) {
+        keys::replace_file(out, &bundle.to_json(), 0o644).with_context(|| format!("writing bundle {}", out.display()))?;
+    }
+    let outs: Vec<String> = args.outs.iter().map(|p| p.display().to_string()).collect();
     let predicate = &signed.statement.predicate;
     let subject = signed.statement.subject_digests().next().map(|d| d.oci()).unwrap_or_default();
     let signers: Vec<String> = keys.iter().map(|k| k.public_key().key_id().to_string()).collect();
     if args.json {
         let summary = serde_json::json!({
-            "bundle": args.out,
+            "bundles": outs,
             "image": image.to_string(),
             "name": predicate.name,
             "version": predicate.version,
@@ -69,14 +78,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "signed {} ({} files, subject {subject}) as {:?} version {} until {} by {}; bundle: {}",
+            "signed {} ({} files, subject {subject}) as {:?} version {} until {} by {}; bundles: {}",
             image,
             predicate.files.len(),
             predicate.name,
             predicate.version,
             predicate.expires,
             signers.join(", "),
-            args.out.display()
+            outs.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -60,7 +60,8 @@ pub fn sign_to(image: &str, keys: &[&str], name: &str, version: u64, signed_at: 
     let refs: Vec<&keys::SigningKey> = keys.iter().collect();
     let options = SignOptions { name: Some(name.into()), version, expires_in: valid, now: signed_at };
     let signed = sign(&image, &refs, &options, Arc::new(NoProgress)).expect("sign");
-    std::fs::write(out, signed.bundle.to_json()).unwrap();
+    assert_eq!(signed.bundles.len(), 1, "sign_to writes one bundle: sign with one key");
+    std::fs::write(out, signed.bundles[0].to_json()).unwrap();
     out.to_path_buf()
 }
 
