@@ -62,6 +62,7 @@ mkdir -p "$CACHE"
 
 # Prints "<regular files> <their bytes>" for a tar file.
 tar_stats() {
+    [ -f "$1" ] || die "$1 is not a tar file"
     tar -tvf "$1" | awk '$1 ~ /^-/ { n++; s += $3 } END { printf "%d %d\n", n, s }'
 }
 
@@ -70,14 +71,15 @@ build_rootfs() { # include
     local include=$1 name out
     name=$SUITE-minbase${include:+-${include//,/-}}
     out=$CACHE/rootfs-$name.tar
-    if [ ! -s "$out" ]; then
+    if [ ! -f "$out" ] || [ ! -s "$out" ]; then
         say "mmdebstrap --variant=minbase ${include:+--include=$include }$SUITE (a few minutes, once)"
-        rm -f "$out.partial"
+        local partial=$CACHE/partial-rootfs-$name.tar
+        $SUDO rm -rf "$partial" "$out"
         # The mirror is given explicitly: without one, mmdebstrap reads mirror lines from stdin.
-        $SUDO mmdebstrap --variant=minbase --mode=root ${include:+--include="$include"} \
-            "$SUITE" "$out.partial" "$MIRROR" </dev/null >"$CACHE/mmdebstrap.log" 2>&1 \
+        $SUDO mmdebstrap --variant=minbase --mode=root --format=tar ${include:+--include="$include"} \
+            "$SUITE" "$partial" "$MIRROR" </dev/null >"$CACHE/mmdebstrap.log" 2>&1 \
             || { tail -20 "$CACHE/mmdebstrap.log" >&2; die "mmdebstrap failed (log: $CACHE/mmdebstrap.log)"; }
-        mv "$out.partial" "$out"
+        $SUDO mv "$partial" "$out"
     fi
     echo "$out"
 }
