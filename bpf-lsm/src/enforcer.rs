@@ -3,42 +3,48 @@
 //!
 //! [`Enforcer::attach`] loads the embedded object and attaches two sleepable
 //! BPF-LSM programs, on `bprm_check_security` (every exec) and `mmap_file`
-//! (every mapping of a file with `PROT_EXEC`). For a task whose cgroup is a
-//! scope ([`Enforcer::add_scope`]), each hashes the file in the kernel
-//! (`bpf_ima_file_hash`, SHA-256 of the current content, no cache) and looks
-//! the digest up in the digest set of the scope's id
-//! ([`Enforcer::allow_digests`]). Unknown content is refused with `EPERM` in
-//! [`Mode::Enforce`] and allowed but reported in [`Mode::Audit`]. Tasks in
-//! cgroups that are not scopes are untouched (the programs return before
-//! hashing).
+//! (every mapping of a file with `PROT_EXEC`). For a task in a scope, each
+//! hashes the file in the kernel (`bpf_ima_file_hash`, SHA-256 of the current
+//! content, no cache) and looks the digest up in the scope's digest set.
+//! Unknown content is refused with `EPERM` in [`Mode::Enforce`] and allowed
+//! but reported in [`Mode::Audit`]. Tasks under no scope are untouched (the
+//! programs return before hashing).
 //!
-//! Scope model: a scope is one cgroup v2 directory, identified by its cgroup
-//! id (the directory's inode number, see [`cgroup_id`]); only a task's own
-//! cgroup counts, not its ancestors. Several cgroups may share a scope id
-//! and so one digest set. Maps: `enf_scopes` (cgroup id -> scope id, mode,
-//! flags), `enf_allowed` ((scope id, digest) -> 1), `enf_events` (ring
-//! buffer of [`Event`]s), `enf_stats` (dropped-event counter).
+//! Scope model: a scope is a cgroup v2 subtree, named by the cgroup id of its
+//! top directory (its inode number, see [`cgroup_id`]) in
+//! [`Enforcer::add_scope`]. A task belongs to the scope of its nearest
+//! ancestor cgroup, itself included, that was added (up to 32 levels deep);
+//! the root cgroup as a scope covers the whole node. A scope has a scope id,
+//! which names its digest set; several cgroups may share one.
+//!
+//! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
+//! id -> set id, a generation), `enf_allowed` ((set id, digest) -> 1),
+//! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events).
+//! [`Enforcer::replace_digests`] swaps a scope's whole set atomically: it
+//! fills a fresh set id, repoints `enf_sets` in one update, then deletes the
+//! old pairs; the kernel side re-reads the set id when a lookup misses, so a
+//! decision racing with the swap sees the old set or the new one, never an
+//! empty or mixed one (the argument is in the C file).
 //!
 //! Events: denials and audit findings are always written; allowed decisions
 //! only for scopes with [`Scope::report_allowed`]. A full ring buffer drops
 //! the event ([`Enforcer::dropped_events`]) and never delays the exec.
-//! [`Enforcer::poll_events`] reads them by polling.
+//! [`Enforcer::poll_decisions`] reads them by polling.
 //!
 //! Not yet here: pinning programs and maps under bpffs (today the programs
-//! detach when the [`Enforcer`] is dropped), atomic replacement of a scope's
-//! digest set (today digests are added and revoked one by one, so a
-//! replacement has a window where the set is a mix), `file_mprotect`,
-//! memfd/anonymous-exec rules, a per-inode verdict cache, and the event
-//! fields that need more kernel reads (namespace inodes, cgroup path, file
-//! path).
+//! detach when the [`Enforcer`] is dropped, and set ids restart at 1),
+//! `file_mprotect`, a per-inode verdict cache, and the cgroup path in events.
 
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, MapData, MapError, RingBuf};
 use aya::programs::{Lsm, ProgramError};
+use aya::sys::SyscallError;
 use aya::{Btf, BtfError, Ebpf, EbpfError, Pod};
 
 use crate::{kernel, objects, Digest, SHA256_LEN};
@@ -53,6 +59,7 @@ const PROGRAMS: [(&str, &str); 2] = [
     ("enf_mmap_file", HOOK_MMAP_FILE),
 ];
 const SCOPES_MAP: &str = "enf_scopes";
+const SETS_MAP: &str = "enf_sets";
 const ALLOWED_MAP: &str = "enf_allowed";
 const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
@@ -60,7 +67,7 @@ const STAT_EVENTS_DROPPED: u32 = 0;
 /// `enum hash_algo` value the kernel returns for SHA-256.
 const HASH_ALGO_SHA256: i32 = 4;
 const FLAG_REPORT_ALLOWED: u8 = 0x1;
-/// How long [`Enforcer::poll_events`] sleeps between looks at an empty buffer.
+/// How long [`Enforcer::poll_decisions`] sleeps between looks at an empty buffer.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Errors loading, attaching or talking to the enforcer programs.
@@ -167,7 +174,8 @@ pub enum Verdict {
     Unknown(u8),
 }
 
-/// One decision of the kernel programs.
+/// The core of one decision of the kernel programs (see [`Decision`] for
+/// the rest of the process fingerprint).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// cgroup id of the task (its cgroup v2 directory's inode number).
@@ -176,7 +184,7 @@ pub struct Event {
     pub host_pid: u32,
     /// Process id in the task's own pid namespace.
     pub ns_pid: u32,
-    /// The scope the cgroup belongs to.
+    /// The scope id.
     pub scope_id: u32,
     /// The scope's mode at the time of the decision.
     pub mode: Option<Mode>,
@@ -192,43 +200,91 @@ pub struct Event {
     pub digest: Option<Digest>,
 }
 
+/// One decision with everything the kernel reported: the [`Event`] and the
+/// rest of the process fingerprint. (Kept apart from [`Event`] so code that
+/// builds `Event` values keeps compiling; they may merge later.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The core fields.
+    pub event: Event,
+    /// Nanoseconds since boot (`CLOCK_BOOTTIME`).
+    pub time_ns: u64,
+    /// cgroup id of the scope that decided (the task's cgroup or an ancestor).
+    pub scope_cgroup_id: u64,
+    /// Inode number of the task's pid namespace (as in `/proc/PID/ns/pid`).
+    pub pid_ns: u32,
+    /// Inode number of the task's mount namespace (as in `/proc/PID/ns/mnt`).
+    pub mnt_ns: u32,
+    /// The file's path (`bpf_d_path`), if the kernel could resolve it
+    /// (too long for 255 bytes: `None`).
+    pub path: Option<PathBuf>,
+}
+
 /// Size of `struct enf_event` in `enforcer.bpf.c`.
-pub const EVENT_LEN: usize = 80;
+pub const EVENT_LEN: usize = 360;
+const PATH_OFFSET: usize = 104;
 
 impl Event {
+    /// Parses a `struct enf_event` as the kernel wrote it (native endian).
+    pub fn parse(bytes: &[u8]) -> Result<Self, EnforcerError> {
+        Decision::parse(bytes).map(|d| d.event)
+    }
+}
+
+impl Decision {
     /// Parses a `struct enf_event` as the kernel wrote it (native endian).
     pub fn parse(bytes: &[u8]) -> Result<Self, EnforcerError> {
         if bytes.len() < EVENT_LEN {
             return Err(EnforcerError::Event { len: bytes.len() });
         }
+        let u64_at = |at: usize| u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap());
         let u32_at = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
-        let hash_ret = i32::from_ne_bytes(bytes[24..28].try_into().unwrap());
-        let comm = &bytes[32..48];
-        let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        let i32_at = |at: usize| i32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+        let hash_ret = i32_at(48);
+        let path_len = i32_at(52);
+        let comm = nul_terminated(&bytes[56..72]);
         let mut digest = [0u8; SHA256_LEN];
-        digest.copy_from_slice(&bytes[48..48 + SHA256_LEN]);
-        Ok(Event {
-            cgroup_id: u64::from_ne_bytes(bytes[0..8].try_into().unwrap()),
-            host_pid: u32_at(8),
-            ns_pid: u32_at(12),
-            scope_id: u32_at(16),
-            hook: match bytes[20] {
+        digest.copy_from_slice(&bytes[72..72 + SHA256_LEN]);
+        let path = (path_len > 0)
+            .then(|| nul_terminated(&bytes[PATH_OFFSET..EVENT_LEN]))
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(OsStr::from_bytes(p)));
+        let event = Event {
+            cgroup_id: u64_at(8),
+            host_pid: u32_at(24),
+            ns_pid: u32_at(28),
+            scope_id: u32_at(40),
+            hook: match bytes[44] {
                 1 => Hook::BprmCheck,
                 2 => Hook::MmapFile,
                 other => Hook::Unknown(other),
             },
-            verdict: match bytes[21] {
+            verdict: match bytes[45] {
                 0 => Verdict::Allow,
                 1 => Verdict::Deny,
                 2 => Verdict::Audit,
                 other => Verdict::Unknown(other),
             },
-            mode: Mode::from_raw(bytes[22]),
+            mode: Mode::from_raw(bytes[46]),
             hash_ret,
-            comm: String::from_utf8_lossy(&comm[..comm_len]).into_owned(),
+            comm: String::from_utf8_lossy(comm).into_owned(),
             digest: (hash_ret == HASH_ALGO_SHA256).then_some(digest),
+        };
+        Ok(Decision {
+            event,
+            time_ns: u64_at(0),
+            scope_cgroup_id: u64_at(16),
+            pid_ns: u32_at(32),
+            mnt_ns: u32_at(36),
+            path,
         })
     }
+}
+
+/// The bytes of `field` before its first NUL (all of it if there is none).
+fn nul_terminated(field: &[u8]) -> &[u8] {
+    let len = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    &field[..len]
 }
 
 /// Mirror of `struct enf_scope` in `enforcer.bpf.c`.
@@ -250,7 +306,7 @@ unsafe impl Pod for RawScope {}
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct RawDigestKey {
-    scope_id: u32,
+    set_id: u32,
     pad: u32,
     digest: Digest,
 }
@@ -262,9 +318,9 @@ struct RawDigestKey {
 unsafe impl Pod for RawDigestKey {}
 
 impl RawDigestKey {
-    fn new(scope_id: u32, digest: Digest) -> Self {
+    fn new(set_id: u32, digest: Digest) -> Self {
         Self {
-            scope_id,
+            set_id,
             pad: 0,
             digest,
         }
@@ -277,6 +333,10 @@ impl RawDigestKey {
 pub struct Enforcer {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
+    /// The next set id to hand out (set ids are never reused while loaded).
+    next_set_id: u32,
+    /// Number of digests per set id, as this value put them in the kernel.
+    set_sizes: std::collections::HashMap<u32, usize>,
 }
 
 impl Enforcer {
@@ -313,7 +373,12 @@ impl Enforcer {
             name: EVENTS_MAP,
         })?;
         let events = map_err(EVENTS_MAP, RingBuf::try_from(events))?;
-        Ok(Self { ebpf, events })
+        Ok(Self {
+            ebpf,
+            events,
+            next_set_id: 1,
+            set_sizes: Default::default(),
+        })
     }
 
     /// Makes the cgroup `cgroup_id` a scope with digest set `scope_id`,
@@ -350,80 +415,185 @@ impl Enforcer {
         map_err(SCOPES_MAP, map.insert(cgroup_id, raw, 0))
     }
 
-    /// Stops enforcing the cgroup `cgroup_id`: its tasks are untouched again.
-    /// The digest set of its scope id stays (other cgroups may share it).
-    /// Removing a cgroup that is not a scope is not an error.
+    /// Stops enforcing the cgroup `cgroup_id`: its tasks are untouched again
+    /// (unless an ancestor cgroup is a scope). The digest set of its scope id
+    /// stays (other cgroups may share it). Removing a cgroup that is not a
+    /// scope is not an error.
     pub fn remove_scope(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
         let mut map = self.scopes()?;
-        match map.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(EnforcerError::Map {
-                name: SCOPES_MAP,
-                source,
-            }),
-        }
+        ignore_absent(SCOPES_MAP, map.remove(&cgroup_id))
     }
 
-    /// Adds `digests` to the digest set of scope `scope_id`.
+    /// Adds `digests` to the digest set of scope `scope_id` (creating the set
+    /// if the scope has none yet).
     pub fn allow_digests(
         &mut self,
         scope_id: u32,
         digests: &[Digest],
     ) -> Result<(), EnforcerError> {
-        let mut map = self.allowed()?;
-        for digest in digests {
-            map_err(
-                ALLOWED_MAP,
-                map.insert(RawDigestKey::new(scope_id, *digest), 1u8, 0),
-            )?;
+        match self.current_set(scope_id)? {
+            Some(set_id) => self.fill_set(set_id, digests),
+            None => self.replace_digests(scope_id, digests),
         }
-        Ok(())
+    }
+
+    /// Makes `digests` the whole digest set of scope `scope_id`, atomically:
+    /// a decision racing with the call sees the old set or the new one.
+    pub fn replace_digests(
+        &mut self,
+        scope_id: u32,
+        digests: &[Digest],
+    ) -> Result<(), EnforcerError> {
+        let old = self.current_set(scope_id)?;
+        let new = self.next_set_id;
+        self.next_set_id = self.next_set_id.wrapping_add(1).max(1);
+        if let Err(e) = self.fill_set(new, digests) {
+            // Leave the old set in force; drop what was written of the new one.
+            let _ = self.clear_set(new);
+            return Err(e);
+        }
+        let mut sets = self.sets()?;
+        map_err(SETS_MAP, sets.insert(scope_id, new, 0))?;
+        match old {
+            Some(old) => self.clear_set(old),
+            None => Ok(()),
+        }
     }
 
     /// Removes `digests` from the digest set of scope `scope_id`; digests not
-    /// in the set are ignored.
+    /// in the set are ignored. A set left empty is forgotten (as by
+    /// [`Enforcer::remove_digest_set`]).
     pub fn revoke_digests(
         &mut self,
         scope_id: u32,
         digests: &[Digest],
     ) -> Result<(), EnforcerError> {
-        let mut map = self.allowed()?;
-        for digest in digests {
-            match map.remove(&RawDigestKey::new(scope_id, *digest)) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(EnforcerError::Map {
-                        name: ALLOWED_MAP,
-                        source,
-                    })
+        let Some(set_id) = self.current_set(scope_id)? else {
+            return Ok(());
+        };
+        let mut removed = 0;
+        {
+            let mut map = self.allowed()?;
+            for digest in digests {
+                match map.remove(&RawDigestKey::new(set_id, *digest)) {
+                    Ok(()) => removed += 1,
+                    Err(e) if is_absent(&e) => {}
+                    Err(source) => {
+                        return Err(EnforcerError::Map {
+                            name: ALLOWED_MAP,
+                            source,
+                        })
+                    }
                 }
             }
+        }
+        let size = self.set_sizes.entry(set_id).or_default();
+        *size = size.saturating_sub(removed);
+        if *size == 0 {
+            self.remove_digest_set(scope_id)?;
         }
         Ok(())
     }
 
-    /// The next event already in the ring buffer, without waiting.
-    pub fn next_event(&mut self) -> Result<Option<Event>, EnforcerError> {
+    /// Empties and forgets the digest set of scope `scope_id`: cgroups still
+    /// pointing at the scope then allow nothing (enforce) or report
+    /// everything (audit).
+    pub fn remove_digest_set(&mut self, scope_id: u32) -> Result<(), EnforcerError> {
+        let Some(set_id) = self.current_set(scope_id)? else {
+            return Ok(());
+        };
+        let mut sets = self.sets()?;
+        ignore_absent(SETS_MAP, sets.remove(&scope_id))?;
+        self.clear_set(set_id)
+    }
+
+    /// The set id scope `scope_id` points at, if any.
+    fn current_set(&mut self, scope_id: u32) -> Result<Option<u32>, EnforcerError> {
+        let sets = self.sets()?;
+        match sets.get(&scope_id, 0) {
+            Ok(set_id) => Ok(Some(set_id)),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(source) => Err(EnforcerError::Map {
+                name: SETS_MAP,
+                source,
+            }),
+        }
+    }
+
+    fn fill_set(&mut self, set_id: u32, digests: &[Digest]) -> Result<(), EnforcerError> {
+        let mut added = 0;
+        let mut map = self.allowed()?;
+        let mut result = Ok(());
+        for digest in digests {
+            match map.insert(RawDigestKey::new(set_id, *digest), 1u8, BPF_NOEXIST) {
+                Ok(()) => added += 1,
+                Err(e) if is_errno(&e, EEXIST) => {}
+                Err(source) => {
+                    result = Err(EnforcerError::Map {
+                        name: ALLOWED_MAP,
+                        source,
+                    });
+                    break;
+                }
+            }
+        }
+        *self.set_sizes.entry(set_id).or_default() += added;
+        result
+    }
+
+    /// Deletes every pair of set `set_id`.
+    fn clear_set(&mut self, set_id: u32) -> Result<(), EnforcerError> {
+        self.set_sizes.remove(&set_id);
+        let mut map = self.allowed()?;
+        let mut doomed = Vec::new();
+        for key in map.keys() {
+            let key = map_err(ALLOWED_MAP, key)?;
+            if key.set_id == set_id {
+                doomed.push(key);
+            }
+        }
+        for key in doomed {
+            ignore_absent(ALLOWED_MAP, map.remove(&key))?;
+        }
+        Ok(())
+    }
+
+    /// The next decision already in the ring buffer, without waiting.
+    pub fn next_decision(&mut self) -> Result<Option<Decision>, EnforcerError> {
         match self.events.next() {
-            Some(item) => Event::parse(&item).map(Some),
+            Some(item) => Decision::parse(&item).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Every event in the ring buffer; if there is none, polls until one
+    /// Every decision in the ring buffer; if there is none, polls until one
     /// arrives or `timeout` passes (then returns an empty list).
-    pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<Event>, EnforcerError> {
+    pub fn poll_decisions(&mut self, timeout: Duration) -> Result<Vec<Decision>, EnforcerError> {
         let deadline = Instant::now() + timeout;
-        let mut events = Vec::new();
+        let mut decisions = Vec::new();
         loop {
-            while let Some(event) = self.next_event()? {
-                events.push(event);
+            while let Some(decision) = self.next_decision()? {
+                decisions.push(decision);
             }
-            if !events.is_empty() || Instant::now() >= deadline {
-                return Ok(events);
+            if !decisions.is_empty() || Instant::now() >= deadline {
+                return Ok(decisions);
             }
             std::thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// The next event already in the ring buffer, without waiting.
+    pub fn next_event(&mut self) -> Result<Option<Event>, EnforcerError> {
+        Ok(self.next_decision()?.map(|d| d.event))
+    }
+
+    /// Like [`Enforcer::poll_decisions`], the core fields only.
+    pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<Event>, EnforcerError> {
+        Ok(self
+            .poll_decisions(timeout)?
+            .into_iter()
+            .map(|d| d.event)
+            .collect())
     }
 
     /// How many events the kernel dropped because the ring buffer was full.
@@ -446,6 +616,10 @@ impl Enforcer {
         map_err(SCOPES_MAP, HashMap::try_from(self.map_raw(SCOPES_MAP)?))
     }
 
+    fn sets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, EnforcerError> {
+        map_err(SETS_MAP, HashMap::try_from(self.map_raw(SETS_MAP)?))
+    }
+
     fn allowed(&mut self) -> Result<HashMap<&mut MapData, RawDigestKey, u8>, EnforcerError> {
         map_err(ALLOWED_MAP, HashMap::try_from(self.map_raw(ALLOWED_MAP)?))
     }
@@ -462,23 +636,53 @@ fn map_err<T>(name: &'static str, result: Result<T, MapError>) -> Result<T, Enfo
     result.map_err(|source| EnforcerError::Map { name, source })
 }
 
+/// `BPF_NOEXIST`: insert only if the key is not there.
+const BPF_NOEXIST: u64 = 1;
+const ENOENT: i32 = 2;
+const EEXIST: i32 = 17;
+
+/// Whether a map call failed with `errno`.
+fn is_errno(e: &MapError, errno: i32) -> bool {
+    matches!(e, MapError::SyscallError(SyscallError { io_error, .. })
+        if io_error.raw_os_error() == Some(errno))
+}
+
+/// Whether a map call failed because the key is not there (aya 0.14 says
+/// `KeyNotFound` for lookups but a raw `ENOENT` for deletes).
+fn is_absent(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound) || is_errno(e, ENOENT)
+}
+
+fn ignore_absent(name: &'static str, result: Result<(), MapError>) -> Result<(), EnforcerError> {
+    match result {
+        Err(e) if is_absent(&e) => Ok(()),
+        other => map_err(name, other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn raw_event() -> Vec<u8> {
         let mut b = Vec::new();
+        b.extend_from_slice(&123_456_789u64.to_ne_bytes());
         b.extend_from_slice(&0x1122_3344_5566_7788u64.to_ne_bytes());
-        b.extend_from_slice(&4242u32.to_ne_bytes());
-        b.extend_from_slice(&7u32.to_ne_bytes());
-        b.extend_from_slice(&9u32.to_ne_bytes());
+        b.extend_from_slice(&0x11u64.to_ne_bytes());
+        for v in [4242u32, 7, 0xf000_0001, 0xf000_0002, 9] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
         b.extend_from_slice(&[1, 1, 0, 0]); // hook, verdict, mode, pad
         b.extend_from_slice(&4i32.to_ne_bytes());
-        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&9i32.to_ne_bytes()); // "/bin/true" + NUL
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"true");
         b.extend_from_slice(&comm);
         b.extend_from_slice(&[0xab; 32]);
+        assert_eq!(b.len(), PATH_OFFSET);
+        let mut path = [0u8; 256];
+        path[..9].copy_from_slice(b"/bin/true");
+        b.extend_from_slice(&path);
         b
     }
 
@@ -486,32 +690,43 @@ mod tests {
     fn event_layout_matches_the_c_struct() {
         let bytes = raw_event();
         assert_eq!(bytes.len(), EVENT_LEN);
-        let event = Event::parse(&bytes).unwrap();
+        let decision = Decision::parse(&bytes).unwrap();
         assert_eq!(
-            event,
-            Event {
-                cgroup_id: 0x1122_3344_5566_7788,
-                host_pid: 4242,
-                ns_pid: 7,
-                scope_id: 9,
-                mode: Some(Mode::Enforce),
-                hook: Hook::BprmCheck,
-                verdict: Verdict::Deny,
-                hash_ret: 4,
-                comm: "true".into(),
-                digest: Some([0xab; 32]),
+            decision,
+            Decision {
+                event: Event {
+                    cgroup_id: 0x1122_3344_5566_7788,
+                    host_pid: 4242,
+                    ns_pid: 7,
+                    scope_id: 9,
+                    mode: Some(Mode::Enforce),
+                    hook: Hook::BprmCheck,
+                    verdict: Verdict::Deny,
+                    hash_ret: 4,
+                    comm: "true".into(),
+                    digest: Some([0xab; 32]),
+                },
+                time_ns: 123_456_789,
+                scope_cgroup_id: 0x11,
+                pid_ns: 0xf000_0001,
+                mnt_ns: 0xf000_0002,
+                path: Some("/bin/true".into()),
             }
         );
+        assert_eq!(Event::parse(&bytes).unwrap(), decision.event);
     }
 
     #[test]
-    fn event_without_sha256_has_no_digest() {
+    fn event_without_sha256_or_path_has_neither() {
         let mut bytes = raw_event();
-        bytes[24..28].copy_from_slice(&(-95i32).to_ne_bytes());
-        bytes[20] = 2;
-        bytes[21] = 2;
-        bytes[22] = 1;
-        let event = Event::parse(&bytes).unwrap();
+        bytes[48..52].copy_from_slice(&(-95i32).to_ne_bytes());
+        bytes[52..56].copy_from_slice(&(-36i32).to_ne_bytes()); // -ENAMETOOLONG
+        bytes[44] = 2;
+        bytes[45] = 2;
+        bytes[46] = 1;
+        let decision = Decision::parse(&bytes).unwrap();
+        assert_eq!(decision.path, None);
+        let event = decision.event;
         assert_eq!(event.digest, None);
         assert_eq!(event.hook, Hook::MmapFile);
         assert_eq!(event.verdict, Verdict::Audit);
@@ -524,6 +739,21 @@ mod tests {
             Event::parse(&[0; 10]),
             Err(EnforcerError::Event { len: 10 })
         ));
+    }
+
+    #[test]
+    fn missing_keys_are_recognised_in_both_aya_shapes() {
+        assert!(is_absent(&MapError::KeyNotFound));
+        let enoent = MapError::SyscallError(SyscallError {
+            call: "bpf_map_delete_elem",
+            io_error: io::Error::from_raw_os_error(ENOENT),
+        });
+        assert!(is_absent(&enoent));
+        let eexist = MapError::SyscallError(SyscallError {
+            call: "bpf_map_update_elem",
+            io_error: io::Error::from_raw_os_error(EEXIST),
+        });
+        assert!(!is_absent(&eexist) && is_errno(&eexist, EEXIST));
     }
 
     #[test]

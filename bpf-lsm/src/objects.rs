@@ -33,6 +33,7 @@ mod tests {
         assert!(has(b"lsm.s/mmap_file"));
         for map in [
             &b"enf_scopes"[..],
+            b"enf_sets",
             b"enf_allowed",
             b"enf_events",
             b"enf_stats",

@@ -12,14 +12,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use bpf_lsm::enforcer::{self, Enforcer, Event, Hook, Mode, Verdict};
+use bpf_lsm::enforcer::{self, Decision, Enforcer, Hook, Mode, Scope, Verdict};
 use bpf_lsm::Digest;
 use sha2::{Digest as _, Sha256};
 
@@ -27,7 +27,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const EPERM: i32 = 1;
 const EACCES: i32 = 13;
 
-/// The two C library calls the mapping test needs (std links the C library;
+/// The C library calls the mapping and memfd tests need (std links the C library;
 /// declaring them here spares a dependency). x86-64 Linux values.
 mod sys {
     use std::ffi::{c_int, c_long, c_void};
@@ -47,6 +47,7 @@ mod sys {
             offset: c_long,
         ) -> *mut c_void;
         pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+        pub fn memfd_create(name: *const std::ffi::c_char, flags: std::ffi::c_uint) -> c_int;
     }
 }
 
@@ -98,6 +99,14 @@ impl Cgroup {
         Cgroup { path, id }
     }
 
+    /// A child cgroup `name` below this one.
+    fn child(&self, name: &str) -> Self {
+        let path = self.path.join(name);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+        let id = enforcer::cgroup_id(&path).expect("stat cgroup");
+        Cgroup { path, id }
+    }
+
     fn procs(&self) -> File {
         OpenOptions::new()
             .write(true)
@@ -108,7 +117,14 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.path);
+        // Deepest first: a cgroup with children cannot be removed.
+        let mut path = self.path.as_path();
+        while path.starts_with(CGROUP_ROOT) && path != Path::new(CGROUP_ROOT) {
+            if fs::remove_dir(path).is_err() {
+                break;
+            }
+            path = path.parent().unwrap();
+        }
     }
 }
 
@@ -193,17 +209,66 @@ fn mmap_exec_in(cgroup: &Cgroup, file: &Path, runner: &Path) -> io::Result<ExitS
     cmd.status()
 }
 
-/// Events that arrive within a short time, all of them.
-fn drain_events(enf: &mut Enforcer) -> Vec<Event> {
+/// A reported decision with all its fields side by side.
+#[derive(Debug)]
+#[allow(dead_code)] // Debug output reads every field
+struct Seen {
+    cgroup_id: u64,
+    scope_cgroup_id: u64,
+    host_pid: u32,
+    ns_pid: u32,
+    pid_ns: u32,
+    mnt_ns: u32,
+    scope_id: u32,
+    mode: Option<Mode>,
+    hook: Hook,
+    verdict: Verdict,
+    comm: String,
+    digest: Option<Digest>,
+    path: Option<PathBuf>,
+    time_ns: u64,
+}
+
+impl From<Decision> for Seen {
+    fn from(d: Decision) -> Self {
+        Seen {
+            cgroup_id: d.event.cgroup_id,
+            scope_cgroup_id: d.scope_cgroup_id,
+            host_pid: d.event.host_pid,
+            ns_pid: d.event.ns_pid,
+            pid_ns: d.pid_ns,
+            mnt_ns: d.mnt_ns,
+            scope_id: d.event.scope_id,
+            mode: d.event.mode,
+            hook: d.event.hook,
+            verdict: d.event.verdict,
+            comm: d.event.comm,
+            digest: d.event.digest,
+            path: d.path,
+            time_ns: d.time_ns,
+        }
+    }
+}
+
+/// Decisions reported within a short time, all of them.
+fn drain_events(enf: &mut Enforcer) -> Vec<Seen> {
     let mut all = enf
-        .poll_events(Duration::from_secs(2))
+        .poll_decisions(Duration::from_secs(2))
         .expect("read events");
     // Let stragglers from the same exec (its mappings) arrive too.
     std::thread::sleep(Duration::from_millis(50));
-    while let Some(event) = enf.next_event().expect("read event") {
-        all.push(event);
+    while let Some(decision) = enf.next_decision().expect("read event") {
+        all.push(decision);
     }
-    all
+    all.into_iter().map(Seen::from).collect()
+}
+
+/// The inode number of the test process's namespace `kind` ("pid", "mnt").
+fn ns_inode(kind: &str) -> u32 {
+    let ino = fs::metadata(format!("/proc/self/ns/{kind}"))
+        .expect("stat namespace")
+        .ino();
+    u32::try_from(ino).expect("namespace inodes fit in 32 bits")
 }
 
 fn attach() -> Enforcer {
@@ -242,6 +307,8 @@ fn vm_enforcer_enforce_allows_listed_content_under_any_name_and_denies_the_rest(
 
     // Removing the scope lifts enforcement for the cgroup.
     enf.remove_scope(cgroup.id).expect("remove scope");
+    enf.remove_scope(cgroup.id)
+        .expect("removing it again is not an error");
     assert_runs(&unlisted, Some(&cgroup), "after remove_scope");
     drop(enf);
     fs::remove_dir_all(dir).ok();
@@ -296,6 +363,11 @@ fn vm_enforcer_audit_allows_unlisted_and_reports_it() {
         "the lab runs in the initial pid namespace"
     );
     assert!(!exec.comm.is_empty());
+    assert_eq!(exec.scope_cgroup_id, cgroup.id);
+    assert_eq!(exec.path.as_deref(), Some(unlisted.as_path()), "event path");
+    assert_eq!(exec.pid_ns, ns_inode("pid"), "pid namespace inode");
+    assert_eq!(exec.mnt_ns, ns_inode("mnt"), "mount namespace inode");
+    assert!(exec.time_ns > 0);
     // The loader maps the binary's code: reported by the mapping hook too.
     assert!(
         events.iter().any(|e| e.hook == Hook::MmapFile
@@ -377,12 +449,6 @@ fn vm_enforcer_tasks_outside_scopes_are_untouched() {
     let (unlisted, _) = unique_busybox(&dir, "unlisted");
     let scoped = Cgroup::new("outside-scoped");
     let sibling = Cgroup::new("outside-sibling");
-    let child_path = scoped.path.join("child");
-    fs::create_dir(&child_path).expect("nested cgroup");
-    let nested = Cgroup {
-        id: enforcer::cgroup_id(&child_path).unwrap(),
-        path: child_path,
-    };
 
     let mut enf = attach();
     enf.add_scope(scoped.id, 4, Mode::Enforce)
@@ -390,25 +456,66 @@ fn vm_enforcer_tasks_outside_scopes_are_untouched() {
 
     // Enforcement is live ...
     assert_denied(&unlisted, &scoped, "unlisted binary in the scope");
-    // ... but not for the test process's own cgroup, a sibling cgroup, or
-    // a cgroup nested below the scope (only a task's own cgroup counts).
+    // ... but not for the test process's own cgroup or a sibling cgroup.
     assert_runs(&unlisted, None, "unlisted binary from the test's cgroup");
     assert_runs(
         &unlisted,
         Some(&sibling),
         "unlisted binary in a sibling cgroup",
     );
-    assert_runs(
-        &unlisted,
-        Some(&nested),
-        "unlisted binary in a nested cgroup",
-    );
     let events = drain_events(&mut enf);
     assert!(
         events.iter().all(|e| e.cgroup_id == scoped.id),
         "events from outside the scope: {events:?}"
     );
-    drop(nested);
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_scope_covers_its_cgroup_subtree() {
+    let dir = scratch_dir("subtree");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    let (unlisted, unlisted_digest) = unique_busybox(&dir, "unlisted");
+    let top = Cgroup::new("subtree");
+    let nested = top.child("a").child("b");
+    let inner = top.child("inner");
+
+    let mut enf = attach();
+    enf.allow_digests(6, &[listed_digest]).expect("allow");
+    enf.add_scope(top.id, 6, Mode::Enforce).expect("add scope");
+
+    // A task two levels below the scope's cgroup is in the scope: moving
+    // into a child cgroup does not escape enforcement.
+    assert_runs(&listed, Some(&nested), "listed binary in a nested cgroup");
+    assert_denied(&unlisted, &nested, "unlisted binary in a nested cgroup");
+    let events = drain_events(&mut enf);
+    let denial = events
+        .iter()
+        .find(|e| e.hook == Hook::BprmCheck && e.digest == Some(unlisted_digest))
+        .unwrap_or_else(|| panic!("no exec event from the nested cgroup: {events:?}"));
+    assert_eq!(denial.cgroup_id, nested.id, "the task's own cgroup");
+    assert_eq!(denial.scope_cgroup_id, top.id, "the scope's cgroup");
+    assert_eq!(denial.scope_id, 6);
+
+    // The nearest scope wins: an audit scope inside the enforcing one.
+    enf.add_scope(inner.id, 16, Mode::Audit)
+        .expect("add inner scope");
+    assert_runs(
+        &unlisted,
+        Some(&inner),
+        "unlisted binary in the inner audit scope",
+    );
+    assert_denied(&unlisted, &nested, "unlisted binary still denied beside it");
+    let events = drain_events(&mut enf);
+    assert!(
+        events.iter().any(|e| e.verdict == Verdict::Audit
+            && e.cgroup_id == inner.id
+            && e.scope_cgroup_id == inner.id
+            && e.scope_id == 16),
+        "no audit event from the inner scope: {events:?}"
+    );
+    drop((nested, inner));
     fs::remove_dir_all(dir).ok();
 }
 
@@ -503,7 +610,265 @@ fn vm_enforcer_event_carries_the_namespaced_pid() {
         .unwrap_or_else(|| panic!("no exec event for the unlisted binary: {events:?}"));
     assert_eq!(exec.verdict, Verdict::Audit);
     assert_eq!(exec.ns_pid, 1, "pid in the new pid namespace");
+    assert_ne!(exec.pid_ns, ns_inode("pid"), "a pid namespace of its own");
+    assert_ne!(exec.pid_ns, 0);
+    assert_eq!(exec.mnt_ns, ns_inode("mnt"), "the same mount namespace");
     assert_ne!(exec.host_pid, 1, "pid in the initial pid namespace");
     assert_eq!(exec.cgroup_id, cgroup.id);
+    fs::remove_dir_all(dir).ok();
+}
+
+/// An anonymous memory file (memfd, no close-on-exec) holding `bytes`.
+fn memfd_with(bytes: &[u8]) -> File {
+    // SAFETY: memfd_create reads the NUL-terminated name and returns a new
+    // descriptor or -1; a new descriptor is owned by nothing else, so File
+    // may take it.
+    let file = unsafe {
+        let fd = sys::memfd_create(c"imgsign-payload".as_ptr(), 0);
+        assert!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
+        File::from_raw_fd(fd)
+    };
+    (&file).write_all(bytes).expect("fill memfd");
+    file
+}
+
+/// Runs the memfd's content as busybox `true` through /proc/self/fd (the
+/// kernel opens the memfd itself, as `fexecve` does) in `cgroup`.
+fn run_memfd(memfd: &File, cgroup: &Cgroup) -> io::Result<ExitStatus> {
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
+    cmd.arg0("busybox").arg("true").stdin(Stdio::null());
+    in_cgroup(cmd, cgroup).status()
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_memfd_exec_is_judged_by_content() {
+    let listed_bytes = fs::read(busybox()).expect("read busybox");
+    let listed_digest = sha256(&listed_bytes);
+    let mut unlisted_bytes = listed_bytes.clone();
+    unlisted_bytes.extend_from_slice(b"\nimgsign-memfd-payload\n");
+    let unlisted_digest = sha256(&unlisted_bytes);
+    let cgroup = Cgroup::new("memfd");
+
+    let listed = memfd_with(&listed_bytes);
+    let unlisted = memfd_with(&unlisted_bytes);
+    // Without a scope, both run (the memfd route itself works).
+    assert!(run_memfd(&unlisted, &cgroup).expect("memfd exec").success());
+
+    let mut enf = attach();
+    enf.allow_digests(11, &[listed_digest]).expect("allow");
+    enf.set_scope(
+        cgroup.id,
+        Scope {
+            id: 11,
+            mode: Mode::Enforce,
+            report_allowed: true,
+        },
+    )
+    .expect("add scope");
+
+    match run_memfd(&unlisted, &cgroup) {
+        Err(e) if is_denial(&e) => println!("denied memfd exec: {e}"),
+        Err(e) => panic!("memfd exec failed, but not with EPERM/EACCES: {e}"),
+        Ok(status) => panic!("exec of an unlisted memfd was not denied ({status})"),
+    }
+    let status = run_memfd(&listed, &cgroup).expect("exec of a memfd with listed content");
+    assert!(status.success());
+
+    let events = drain_events(&mut enf);
+    println!("events: {events:?}");
+    let memfd_path = |e: &Seen| {
+        e.path
+            .as_ref()
+            .is_some_and(|p| p.to_string_lossy().starts_with("/memfd:imgsign-payload"))
+    };
+    assert!(
+        events.iter().any(|e| e.hook == Hook::BprmCheck
+            && e.verdict == Verdict::Deny
+            && e.digest == Some(unlisted_digest)
+            && memfd_path(e)),
+        "no denial event for the memfd: {events:?}"
+    );
+    // report_allowed: the allowed exec is reported too.
+    assert!(
+        events.iter().any(|e| e.hook == Hook::BprmCheck
+            && e.verdict == Verdict::Allow
+            && e.digest == Some(listed_digest)
+            && memfd_path(e)),
+        "no allow event for the listed memfd: {events:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_digest_set_replacement_never_denies_a_listed_binary() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const EXECS: usize = 40;
+    let dir = scratch_dir("replace");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    let (next, next_digest) = unique_busybox(&dir, "next");
+    let cgroup = Arc::new(Cgroup::new("replace"));
+
+    let mut enf = attach();
+    enf.replace_digests(12, &[listed_digest])
+        .expect("first set");
+    enf.add_scope(cgroup.id, 12, Mode::Enforce)
+        .expect("add scope");
+
+    // One thread execs the listed binary in a loop while this one replaces
+    // the scope's set over and over with sets that all hold it (plus filler,
+    // so each replacement takes a while).
+    let done = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (done, cgroup, listed) = (done.clone(), cgroup.clone(), listed.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            for i in 0..EXECS {
+                match run_true(&listed, Some(&cgroup)) {
+                    Ok(status) if status.success() => {}
+                    Ok(status) => failures.push(format!("exec {i}: {status}")),
+                    Err(e) => failures.push(format!("exec {i}: {e}")),
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            failures
+        })
+    };
+    // Both ways of replacing: the same scope id with a new set
+    // (replace_digests), and a fresh scope id the cgroup is switched to,
+    // then the old scope's digests revoked.
+    let (mut replacements, mut scope_id, mut current) = (0u32, 12u32, vec![listed_digest]);
+    while !done.load(Ordering::SeqCst) {
+        let mut set: Vec<Digest> = (0..300u32)
+            .map(|j| sha256(format!("filler {replacements} {j}").as_bytes()))
+            .collect();
+        set.insert(150, listed_digest);
+        if replacements.is_multiple_of(2) {
+            enf.replace_digests(scope_id, &set).expect("replace");
+        } else {
+            let fresh = 1000 + replacements;
+            enf.allow_digests(fresh, &set).expect("fill fresh scope id");
+            enf.add_scope(cgroup.id, fresh, Mode::Enforce)
+                .expect("switch");
+            enf.revoke_digests(scope_id, &current).expect("revoke old");
+            scope_id = fresh;
+        }
+        current = set;
+        replacements += 1;
+    }
+    let failures = runner.join().expect("exec thread");
+    println!("{EXECS} execs during {replacements} replacements");
+    assert!(
+        failures.is_empty(),
+        "listed binary denied during set replacement: {failures:?}"
+    );
+    assert!(replacements >= 2, "replacements did not overlap the execs");
+    let drops = drain_events(&mut enf);
+    assert!(drops.is_empty(), "unexpected decisions reported: {drops:?}");
+
+    // A replacement really replaces: the old content is gone, the new runs.
+    enf.replace_digests(scope_id, &[next_digest])
+        .expect("replace");
+    assert_denied(&listed, &cgroup, "binary dropped from the set");
+    assert_runs(&next, Some(&cgroup), "binary added by the replacement");
+    fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_rewrite_race_never_runs_unlisted_content() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const EXECS: usize = 60;
+    // Same length, so a marker read from the end of the running executable
+    // tells which content the kernel actually ran.
+    const LISTED_MARK: &str = "\nimgsign-race-LISTED\n";
+    const UNLISTED_MARK: &str = "\nimgsign-race-UNLIST\n";
+    let base = fs::read(busybox()).expect("read busybox");
+    let listed = [&base[..], LISTED_MARK.as_bytes()].concat();
+    let unlisted = [&base[..], UNLISTED_MARK.as_bytes()].concat();
+    let dir = scratch_dir("race");
+    let target = dir.join("busybox-race");
+    write_executable(&target, &listed);
+    let cgroup = Cgroup::new("race");
+
+    let mut enf = attach();
+    enf.allow_digests(13, &[sha256(&listed)]).expect("allow");
+    enf.add_scope(cgroup.id, 13, Mode::Enforce)
+        .expect("add scope");
+
+    // The writer flips the file between the two contents, in place
+    // (truncate + write, refused with ETXTBSY while it runs) and by
+    // renaming a fresh file onto the path.
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (done, dir, target) = (done.clone(), dir.clone(), target.clone());
+        std::thread::spawn(move || {
+            let mut flips = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                let content = if flips.is_multiple_of(2) {
+                    &unlisted
+                } else {
+                    &listed
+                };
+                if flips % 4 < 2 {
+                    let _ = fs::write(&target, content);
+                } else {
+                    let tmp = dir.join("next");
+                    write_executable(&tmp, content);
+                    let _ = fs::rename(&tmp, &target);
+                }
+                flips += 1;
+            }
+            flips
+        })
+    };
+
+    let (mut listed_runs, mut refused, mut unlisted_runs) = (0, 0, Vec::new());
+    for i in 0..EXECS {
+        let mut cmd = Command::new(&target);
+        cmd.args([
+            "tail",
+            "-c",
+            &LISTED_MARK.len().to_string(),
+            "/proc/self/exe",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+        match in_cgroup(cmd, &cgroup).output() {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text == UNLISTED_MARK {
+                    unlisted_runs.push(i);
+                } else if text == LISTED_MARK {
+                    listed_runs += 1;
+                }
+            }
+            Err(e) if is_denial(&e) => refused += 1,
+            Err(_) => {} // ETXTBSY, ENOEXEC of a half-written file, ...
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    let flips = writer.join().expect("writer");
+    println!(
+        "{EXECS} execs, {flips} flips: {listed_runs} listed runs, {refused} refused, \
+         unlisted runs at {unlisted_runs:?}"
+    );
+    assert!(
+        unlisted_runs.is_empty(),
+        "unlisted content ran {} times",
+        unlisted_runs.len()
+    );
+    assert!(
+        listed_runs > 0,
+        "the listed content never ran: no race exercised"
+    );
+    assert!(
+        refused > 0,
+        "the unlisted content was never tried: no race exercised"
+    );
     fs::remove_dir_all(dir).ok();
 }
