@@ -872,3 +872,164 @@ fn vm_enforcer_rewrite_race_never_runs_unlisted_content() {
     );
     fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_scripts_need_a_listed_script_and_a_listed_interpreter() {
+    let dir = scratch_dir("script");
+    let (interp, interp_digest) = unique_busybox(&dir, "interp");
+    let (unlisted_interp, _) = unique_busybox(&dir, "unlisted-interp");
+    let script = |name: &str, interp: &Path, text: &str| {
+        let bytes = format!("#!{} sh\necho {text}\n", interp.display()).into_bytes();
+        let path = dir.join(name);
+        write_executable(&path, &bytes);
+        (path, sha256(&bytes))
+    };
+    let (listed, listed_digest) = script("listed.sh", &interp, "listed-script");
+    let (unlisted, _) = script("unlisted.sh", &interp, "unlisted-script");
+    let (bad_interp, bad_interp_digest) = script("bad-interp.sh", &unlisted_interp, "x");
+    let cgroup = Cgroup::new("script");
+
+    let mut enf = attach();
+    enf.allow_digests(14, &[interp_digest, listed_digest, bad_interp_digest])
+        .expect("allow");
+    enf.add_scope(cgroup.id, 14, Mode::Enforce)
+        .expect("add scope");
+
+    let run = |path: &Path| {
+        let mut cmd = Command::new(path);
+        cmd.stdin(Stdio::null());
+        in_cgroup(cmd, &cgroup).output()
+    };
+    let out = run(&listed).expect("listed script through its listed interpreter");
+    assert!(out.status.success(), "listed script: {:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "listed-script\n");
+    for (path, what) in [
+        (&unlisted, "unlisted script, listed interpreter"),
+        (&bad_interp, "listed script, unlisted interpreter"),
+    ] {
+        match run(path) {
+            Err(e) if is_denial(&e) => println!("{what}: denied: {e}"),
+            Err(e) => panic!("{what}: failed, but not with EPERM/EACCES: {e}"),
+            Ok(out) => panic!(
+                "{what}: not denied ({}; stdout {:?})",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        }
+    }
+    fs::remove_dir_all(dir).ok();
+}
+
+/// Every file the test process maps executable (itself, the dynamic
+/// loader, its libraries), by path, from /proc/self/maps.
+fn own_executable_files() -> Vec<PathBuf> {
+    let maps = fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+    let mut files: Vec<PathBuf> = maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/'))
+        .map(PathBuf::from)
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_loader_and_preload_tricks_are_denied_at_the_mapping() {
+    let dir = scratch_dir("ldso");
+    let files = own_executable_files();
+    println!("executable mappings of the test: {files:?}");
+    let ld_so = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("ld-linux"))
+        .expect("the test binary is dynamic: ld.so mapped")
+        .clone();
+    let lib = files
+        .iter()
+        .find(|p| p.to_string_lossy().contains("libgcc_s") || p.to_string_lossy().contains("libc."))
+        .expect("a shared library mapped")
+        .clone();
+    let listed_digests: Vec<Digest> = files
+        .iter()
+        .map(|p| sha256(&fs::read(p).expect("read mapped file")))
+        .collect();
+
+    // A listed program (the test binary, same bytes) and an unlisted one
+    // (same program, one more byte), a listed and an unlisted library.
+    let me = fs::read(std::env::current_exe().expect("current_exe")).expect("read self");
+    let program = dir.join("program");
+    write_executable(&program, &me);
+    let unlisted_program = dir.join("unlisted-program");
+    write_executable(&unlisted_program, &[&me[..], b"\n"].concat());
+    let lib_bytes = fs::read(&lib).expect("read library");
+    let listed_lib = dir.join("listed.so");
+    fs::write(&listed_lib, &lib_bytes).unwrap();
+    let unlisted_lib = dir.join("unlisted.so");
+    let unlisted_lib_bytes = [&lib_bytes[..], b"\nimgsign-preload\n"].concat();
+    fs::write(&unlisted_lib, &unlisted_lib_bytes).unwrap();
+    let cgroup = Cgroup::new("ldso");
+
+    let mut enf = attach();
+    enf.allow_digests(15, &listed_digests).expect("allow");
+    enf.add_scope(cgroup.id, 15, Mode::Enforce)
+        .expect("add scope");
+
+    let run = |exe: &Path, args: &[&std::ffi::OsStr], preload: Option<&Path>| {
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .args(["--list", "--format", "terse"])
+            .stdin(Stdio::null());
+        if let Some(lib) = preload {
+            cmd.env("LD_PRELOAD", lib);
+        }
+        in_cgroup(cmd, &cgroup).output().expect("spawn")
+    };
+
+    // ld.so /path/program: the exec is of ld.so (listed); the program is
+    // only mapped, so the mapping hook is what judges it.
+    let ok = run(&ld_so, &[program.as_os_str()], None);
+    assert!(ok.status.success(), "ld.so listed program: {ok:?}");
+    let refused = run(&ld_so, &[unlisted_program.as_os_str()], None);
+    assert!(
+        !refused.status.success(),
+        "ld.so ran an unlisted program: {:?}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let unlisted_program_digest = sha256(&fs::read(&unlisted_program).unwrap());
+    let events = drain_events(&mut enf);
+    assert!(
+        events.iter().any(|e| e.hook == Hook::MmapFile
+            && e.verdict == Verdict::Deny
+            && e.digest == Some(unlisted_program_digest)),
+        "no mapping denial for `ld.so unlisted-program`: {events:?}"
+    );
+
+    // LD_PRELOAD: ld.so cannot map an unlisted library; it says so and
+    // runs the program without it. A listed library preloads silently.
+    let preloaded = run(&program, &[], Some(&listed_lib));
+    assert!(preloaded.status.success(), "{preloaded:?}");
+    assert!(
+        !String::from_utf8_lossy(&preloaded.stderr).contains("cannot be preloaded"),
+        "listed library refused: {preloaded:?}"
+    );
+    let refused = run(&program, &[], Some(&unlisted_lib));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    println!("LD_PRELOAD of an unlisted library: {stderr}");
+    assert!(
+        stderr.contains("cannot be preloaded"),
+        "ld.so did not refuse the unlisted library: {refused:?}"
+    );
+    let events = drain_events(&mut enf);
+    assert!(
+        events.iter().any(|e| e.hook == Hook::MmapFile
+            && e.verdict == Verdict::Deny
+            && e.digest == Some(sha256(&unlisted_lib_bytes))
+            && e.path.as_deref() == Some(unlisted_lib.as_path())),
+        "no mapping denial for the preloaded library: {events:?}"
+    );
+    fs::remove_dir_all(dir).ok();
+}
