@@ -5,8 +5,13 @@
 //! a set changed in place would be a mix of old and new for a moment. Instead a changed set is
 //! written complete under a fresh scope id, then one map update switches the cgroup's scope
 //! entry to that id (the kernel reads the entry once per decision, so a decision sees the old set
-//! or the new one, never a mix), and only then is the old set revoked. [`transition`] computes
-//! those steps from what is loaded and the new plan; it is pure and unit-tested.
+//! or the new one, never a mix). The old set is only retired then, not revoked: the programs copy
+//! the scope entry *before* they sleep hashing the file, so a decision that started before the
+//! switch looks its digest up under the old id after it. Retired sets are revoked once [`GRACE`]
+//! has passed (at the next apply or event poll). A decision that hashes for longer than that
+//! finds its set gone and denies: the failure is closed, never open. (The kernel lab showed the
+//! need: revoking right after the switch denied a listed binary at almost every reload.)
+//! [`transition`] and [`reap`] compute the steps; they are pure and unit-tested.
 //!
 //! Not yet: `bpf_lsm` does not pin programs and maps, so enforcement lasts as long as the daemon
 //! process, and `--status` / `--detach` have nothing to read or unpin ([`status`] and [`detach`]
@@ -19,7 +24,11 @@ use bpf_lsm::Digest;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a replaced digest set stays in the kernel after no cgroup points at it any more, for
+/// the decisions that read the scope entry before the switch and are still hashing.
+pub const GRACE: Duration = Duration::from_secs(5);
 
 const NOT_PINNED: &str = "bpf-lsm does not pin the enforcer's programs and maps yet: they live as long as the `imgsign enforce` daemon, so there is nothing pinned to show or detach (stop the daemon to stop enforcing)";
 
@@ -32,7 +41,9 @@ pub enum Op {
     SetScope { cgroup_id: u64, scope_id: u32, mode: Mode },
     /// Stop enforcing a cgroup.
     RemoveScope { cgroup_id: u64 },
-    /// Remove digests from the set of a scope id no cgroup points at any more.
+    /// Note that no cgroup points at a scope id any more (no map update; see [`GRACE`]).
+    Retire { scope_id: u32 },
+    /// Remove digests from the set of a retired scope id.
     Revoke { scope_id: u32, digests: Vec<Digest> },
 }
 
@@ -45,12 +56,14 @@ pub struct Loaded {
     pub sets: BTreeMap<u32, BTreeSet<Digest>>,
     /// Every scope id handed out -> its cgroup id (to name the scope of late events).
     pub ids: BTreeMap<u32, u64>,
+    /// Sets no cgroup points at, and since when.
+    pub retired: Vec<(u32, Instant)>,
     next_id: u32,
 }
 
 impl Loaded {
-    /// Records one op that the kernel carried out.
-    pub fn record(&mut self, op: &Op) {
+    /// Records one op that the kernel carried out at `now`.
+    pub fn record(&mut self, op: &Op, now: Instant) {
         match op {
             Op::Allow { scope_id, digests } => {
                 self.sets.entry(*scope_id).or_default().extend(digests.iter().copied());
@@ -64,6 +77,7 @@ impl Loaded {
             Op::RemoveScope { cgroup_id } => {
                 self.scopes.remove(cgroup_id);
             }
+            Op::Retire { scope_id } => self.retired.push((*scope_id, now)),
             Op::Revoke { scope_id, digests } => {
                 if let Some(set) = self.sets.get_mut(scope_id) {
                     for d in digests {
@@ -72,6 +86,9 @@ impl Loaded {
                     if set.is_empty() {
                         self.sets.remove(scope_id);
                     }
+                }
+                if !self.sets.contains_key(scope_id) {
+                    self.retired.retain(|(id, _)| id != scope_id);
                 }
             }
         }
@@ -84,13 +101,13 @@ impl Loaded {
 
 /// The ops that take the kernel from `loaded` to `plan`: first every new set written complete
 /// under a fresh id, then the switches of the cgroups' scope entries, then removals of scopes no
-/// longer in the plan, then revocation of the sets nothing points at. An unchanged scope costs
-/// nothing; a mode-only change is one switch.
+/// longer in the plan, then the retirement of the sets nothing points at (revoked later by
+/// [`reap`]). An unchanged scope costs nothing; a mode-only change is one switch.
 pub fn transition(loaded: &Loaded, plan: &Plan) -> Vec<Op> {
     let mut allows = Vec::new();
     let mut switches = Vec::new();
     let mut removals = Vec::new();
-    let mut revokes = Vec::new();
+    let mut retires = Vec::new();
     let mut next_id = loaded.next_id.max(1);
     for scope in &plan.scopes {
         let current = loaded.scopes.get(&scope.cgroup_id).copied();
@@ -106,7 +123,7 @@ pub fn transition(loaded: &Loaded, plan: &Plan) -> Vec<Op> {
                 allows.push(Op::Allow { scope_id: id, digests: scope.digests.iter().copied().collect() });
                 switches.push(Op::SetScope { cgroup_id: scope.cgroup_id, scope_id: id, mode: scope.mode });
                 if let Some((old, _)) = current {
-                    revokes.push(Op::Revoke { scope_id: old, digests: loaded.set(old).into_iter().collect() });
+                    retires.push(Op::Retire { scope_id: old });
                 }
             }
         }
@@ -114,11 +131,20 @@ pub fn transition(loaded: &Loaded, plan: &Plan) -> Vec<Op> {
     for (&cgroup_id, &(id, _)) in &loaded.scopes {
         if plan.scope_by_cgroup_id(cgroup_id).is_none() {
             removals.push(Op::RemoveScope { cgroup_id });
-            revokes.push(Op::Revoke { scope_id: id, digests: loaded.set(id).into_iter().collect() });
+            retires.push(Op::Retire { scope_id: id });
         }
     }
-    revokes.retain(|op| !matches!(op, Op::Revoke { digests, .. } if digests.is_empty()));
-    allows.into_iter().chain(switches).chain(removals).chain(revokes).collect()
+    allows.into_iter().chain(switches).chain(removals).chain(retires).collect()
+}
+
+/// Revocations of the sets retired at least [`GRACE`] before `now`.
+pub fn reap(loaded: &Loaded, now: Instant) -> Vec<Op> {
+    loaded
+        .retired
+        .iter()
+        .filter(|(_, since)| now.saturating_duration_since(*since) >= GRACE)
+        .map(|&(scope_id, _)| Op::Revoke { scope_id, digests: loaded.set(scope_id).into_iter().collect() })
+        .collect()
 }
 
 /// The enforcer programs, attached by this process.
@@ -147,21 +173,28 @@ impl BpfKernel {
                 self.enforcer.set_scope(*cgroup_id, Scope { id: *scope_id, mode: kernel_mode(*mode), report_allowed: false })
             }
             Op::RemoveScope { cgroup_id } => self.enforcer.remove_scope(*cgroup_id),
+            Op::Retire { .. } => Ok(()),
             Op::Revoke { scope_id, digests } => self.enforcer.revoke_digests(*scope_id, digests),
         }
+    }
+
+    fn run_all(&mut self, ops: Vec<Op>) -> Result<(), KernelError> {
+        for op in ops {
+            self.run(&op).map_err(|e| failed(&format!("{op:?}"), e))?;
+            self.loaded.record(&op, Instant::now());
+        }
+        Ok(())
     }
 }
 
 impl Kernel for BpfKernel {
     fn apply(&mut self, plan: &Plan) -> Result<(), KernelError> {
-        for op in transition(&self.loaded, plan) {
-            self.run(&op).map_err(|e| failed(&format!("{op:?}"), e))?;
-            self.loaded.record(&op);
-        }
-        Ok(())
+        self.run_all(reap(&self.loaded, Instant::now()))?;
+        self.run_all(transition(&self.loaded, plan))
     }
 
     fn events(&mut self, timeout: Duration) -> Result<Vec<Event>, KernelError> {
+        self.run_all(reap(&self.loaded, Instant::now()))?;
         let events = self.enforcer.poll_events(timeout).map_err(|e| failed("reading events", e))?;
         Ok(events.into_iter().map(|e| convert(e, &self.loaded.ids)).collect())
     }
@@ -252,13 +285,18 @@ mod tests {
     /// Applies `plan` to `loaded` the way the kernel would, checking after every op that each
     /// cgroup of the old or the new plan points at a complete set: the old one or the new one.
     fn apply(loaded: &mut Loaded, plan: &Plan) -> Vec<Op> {
-        let before: BTreeMap<u64, BTreeSet<Digest>> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
+        let t0 = Instant::now();
+        // Whatever was retired by the last apply has had its grace period.
+        for op in reap(loaded, t0 + GRACE) {
+            loaded.record(&op, t0);
+        }
+        let before: BTreeMap<u64, (u32, BTreeSet<Digest>)> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, (id, loaded.set(id)))).collect();
         let ops = transition(loaded, plan);
         for op in &ops {
-            loaded.record(op);
+            loaded.record(op, t0);
             for (&cgroup, &(id, _)) in &loaded.scopes {
                 let now = loaded.set(id);
-                let old = before.get(&cgroup);
+                let old = before.get(&cgroup).map(|(_, set)| set);
                 let new = plan.scope_by_cgroup_id(cgroup).map(|s| &s.digests);
                 assert!(Some(&now) == old || Some(&now) == new, "after {op:?} cgroup {cgroup} sees a set that is neither the old nor the new one");
             }
@@ -268,8 +306,19 @@ mod tests {
             assert_eq!((loaded.set(id), mode), (s.digests.clone(), s.mode));
         }
         assert_eq!(loaded.scopes.len(), plan.scopes.len(), "scopes not in the plan are gone");
-        let referenced: BTreeSet<u32> = loaded.scopes.values().map(|&(id, _)| id).collect();
-        assert!(loaded.sets.keys().all(|id| referenced.contains(id)), "orphan sets left: {:?}", loaded.sets.keys());
+        // A decision that read the old entry before the switch still finds the old set whole.
+        for (id, set) in before.values() {
+            assert_eq!(&loaded.set(*id), set, "set {id} changed before its grace period");
+        }
+        // Nothing to reap before the grace period; afterwards, only sets in use are left.
+        assert!(reap(loaded, t0 + GRACE / 2).is_empty());
+        let mut reaped = loaded.clone();
+        for op in reap(&reaped.clone(), t0 + GRACE) {
+            reaped.record(&op, t0 + GRACE);
+        }
+        let referenced: BTreeSet<u32> = reaped.scopes.values().map(|&(id, _)| id).collect();
+        assert!(reaped.sets.keys().all(|id| referenced.contains(id)), "orphan sets left: {:?}", reaped.sets.keys());
+        assert!(reaped.retired.is_empty());
         ops
     }
 
@@ -291,9 +340,10 @@ mod tests {
         assert_ne!(loaded.scopes[&10].0, old_id);
         let id11 = loaded.scopes[&11].0;
         assert!(!ops.iter().any(|op| matches!(op, Op::SetScope { cgroup_id: 11, .. })), "{ops:?}");
-        assert!(!ops.iter().any(|op| matches!(op, Op::Allow { scope_id, .. } | Op::Revoke { scope_id, .. } if *scope_id == id11)), "{ops:?}");
+        assert!(!ops.iter().any(|op| matches!(op, Op::Allow { scope_id, .. } | Op::Retire { scope_id } if *scope_id == id11)), "{ops:?}");
         assert!(ops.contains(&Op::SetScope { cgroup_id: 12, scope_id: loaded.scopes[&12].0, mode: Mode::Enforce }));
-        assert!(ops.contains(&Op::Revoke { scope_id: old_id, digests: vec![[1; 32], [2; 32]] }));
+        assert!(ops.contains(&Op::Retire { scope_id: old_id }));
+        assert_eq!(reap(&loaded, Instant::now() + GRACE), vec![Op::Revoke { scope_id: old_id, digests: vec![[1; 32], [2; 32]] }]);
         // The same plan again: nothing to do.
         assert!(transition(&loaded, &next).is_empty());
     }
@@ -303,7 +353,7 @@ mod tests {
         let mut loaded = Loaded::default();
         apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
         let ops = apply(&mut loaded, &plan(vec![scope(11, Mode::Enforce, &[2])]));
-        assert!(matches!(ops[..], [Op::RemoveScope { cgroup_id: 10 }, Op::Revoke { .. }]), "{ops:?}");
+        assert!(matches!(ops[..], [Op::RemoveScope { cgroup_id: 10 }, Op::Retire { .. }]), "{ops:?}");
     }
 
     #[test]

@@ -90,10 +90,12 @@ fn bundles_of_different_statements_add_up_and_cosignatures_pool() {
     assert_eq!(plan.scopes[0].digests, expected);
     assert_eq!(plan.scopes[0].manifests.len(), 2);
 
-    // Threshold 2 over two bundles of one statement, each signed by one key.
+    // Threshold 2 over two bundles of one statement, each signed by one key (at the same time:
+    // the expiry is part of the statement).
     let trust2 = trust_store(&f.dir.path().join("trust2"), &["a", "b"], 2);
-    let by_a = f.bundle("a", 1, "by-a.json");
-    let by_b = f.bundle("b", 1, "by-b.json");
+    let at = SystemTime::now();
+    let by_a = sign_to(&f.image, &["a"], "web", 1, at, 30 * DAY, &f.dir.path().join("by-a.json"));
+    let by_b = sign_to(&f.image, &["b"], "web", 1, at, 30 * DAY, &f.dir.path().join("by-b.json"));
     let text = one_scope(&trust2, &f.cgroup.path, "audit", &[&by_a, &by_b], None);
     let pooled = plan::build(&policy::parse(&text, &f.dir.path().join("p2.toml")).unwrap(), SystemTime::now()).unwrap();
     assert_eq!(pooled.scopes[0].manifests.len(), 1);

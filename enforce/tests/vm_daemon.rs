@@ -172,6 +172,11 @@ fn vm_daemon_reloads_under_a_loop_of_execs_without_spurious_denials() {
     println!("listed binary ran {} times during 10 reloads", runs_ok.load(Ordering::SeqCst));
     assert!(runs_ok.load(Ordering::SeqCst) > 0);
     assert_eq!(denials.load(Ordering::SeqCst), 0, "a listed binary was denied during a reload");
+    // Replaced sets stay for the grace period (decisions in flight still look them up), then go.
+    assert!(daemon.kernel().loaded().sets.len() > 1);
+    std::thread::sleep(enforce::bpf::GRACE);
+    daemon.pump_events(Duration::from_millis(10)).unwrap();
     let loaded = daemon.kernel().loaded();
     assert_eq!(loaded.sets.len(), 1, "old digest sets were not revoked: {:?}", loaded.sets.keys());
+    assert!(runs(&listed, &lab.cgroup.path), "the listed binary after the old sets were revoked");
 }
