@@ -31,18 +31,30 @@
 //! the event ([`Enforcer::dropped_events`]) and never delays the exec.
 //! [`Enforcer::poll_decisions`] reads them by polling.
 //!
-//! Not yet here: pinning programs and maps under bpffs (today the programs
-//! detach when the [`Enforcer`] is dropped, and set ids restart at 1),
-//! `file_mprotect`, a per-inode verdict cache, and the cgroup path in events.
+//! Pinning: [`Enforcer::attach_pinned`] pins the two program links and the
+//! five maps under a bpffs directory (`link_enf_bprm_check`,
+//! `link_enf_mmap_file`, and the map names), so enforcement outlives the
+//! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
+//! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
+//! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
+//! is dropped.
+//!
+//! Not yet here: replacing the pinned programs by a newer build without a
+//! gap (today a pinned enforcer keeps its programs and map layouts until
+//! unpinned), `file_mprotect`, a per-inode verdict cache, and the cgroup path
+//! in events.
 
 use std::ffi::OsStr;
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, HashMap, MapData, MapError, RingBuf};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, RingBuf};
+use aya::pin::PinError;
+use aya::programs::links::FdLink;
 use aya::programs::{Lsm, ProgramError};
 use aya::sys::SyscallError;
 use aya::{Btf, BtfError, Ebpf, EbpfError, Pod};
@@ -63,6 +75,8 @@ const SETS_MAP: &str = "enf_sets";
 const ALLOWED_MAP: &str = "enf_allowed";
 const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
+/// Every map, by the name it is pinned under.
+const MAPS: [&str; 5] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP];
 const STAT_EVENTS_DROPPED: u32 = 0;
 /// `enum hash_algo` value the kernel returns for SHA-256.
 const HASH_ALGO_SHA256: i32 = 4;
@@ -108,6 +122,32 @@ pub enum EnforcerError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    #[error("cannot create the pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot pin {path} (is bpffs mounted there?)")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: Box<PinError>,
+    },
+    #[error("no enforcer is pinned under {dir}")]
+    NotPinned { dir: PathBuf },
+    #[error("cannot open the pinned map {path}")]
+    OpenPin {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot remove the pin {path}")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("malformed event of {len} bytes from {EVENTS_MAP} (expected {EVENT_LEN})")]
     Event { len: usize },
@@ -327,11 +367,18 @@ impl RawDigestKey {
     }
 }
 
-/// The loaded and attached enforcer programs and their maps.
+/// The enforcer's maps, and its programs when this value loaded them.
 ///
-/// The programs stay attached while the value lives.
+/// From [`Enforcer::attach`], the programs stay attached while the value
+/// lives. From [`Enforcer::attach_pinned`] or [`Enforcer::open_pinned`], they
+/// stay attached until [`Enforcer::unpin`], whatever happens to the process.
 pub struct Enforcer {
-    ebpf: Ebpf,
+    /// The loaded object (programs), if this value loaded it.
+    _ebpf: Option<Ebpf>,
+    scopes_map: Map,
+    sets_map: Map,
+    allowed_map: Map,
+    stats_map: Map,
     events: RingBuf<MapData>,
     /// The next set id to hand out (set ids are never reused while loaded).
     next_set_id: u32,
@@ -340,10 +387,98 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Loads the embedded object and attaches both programs.
+    /// Loads the embedded object and attaches both programs, for as long as
+    /// the returned value lives.
     pub fn attach() -> Result<Self, EnforcerError> {
+        Self::load(None)
+    }
+
+    /// Like [`Enforcer::attach`], but pins the program links and the maps
+    /// under `dir` (on bpffs, e.g. `/sys/fs/bpf/imgsign`), so enforcement
+    /// outlives the process (a daemon killed with SIGKILL included). If `dir`
+    /// already holds a pinned enforcer, opens it instead
+    /// ([`Enforcer::open_pinned`]): what is in force stays in force.
+    pub fn attach_pinned(dir: &Path) -> Result<Self, EnforcerError> {
+        if Self::is_pinned(dir) {
+            return Self::open_pinned(dir);
+        }
+        fs::create_dir_all(dir).map_err(|source| EnforcerError::PinDir {
+            path: dir.into(),
+            source,
+        })?;
+        let result = Self::load(Some(dir));
+        if result.is_err() {
+            // Leave no half-pinned enforcer behind.
+            let _ = Self::unpin(dir);
+        }
+        result
+    }
+
+    /// Whether `dir` holds the pinned links of an enforcer.
+    pub fn is_pinned(dir: &Path) -> bool {
+        PROGRAMS
+            .iter()
+            .all(|(program, _)| dir.join(link_pin_name(program)).exists())
+    }
+
+    /// Opens the enforcer pinned under `dir` (by [`Enforcer::attach_pinned`],
+    /// possibly in another process) to change its scopes and digest sets and
+    /// read its events. Only one value should write to the maps at a time.
+    pub fn open_pinned(dir: &Path) -> Result<Self, EnforcerError> {
+        if !Self::is_pinned(dir) {
+            return Err(EnforcerError::NotPinned { dir: dir.into() });
+        }
+        let open = |name: &'static str| -> Result<Map, EnforcerError> {
+            let path = dir.join(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|source| EnforcerError::OpenPin { path, source })
+        };
+        let mut enforcer = Self::from_maps(
+            None,
+            open(SCOPES_MAP)?,
+            open(SETS_MAP)?,
+            open(ALLOWED_MAP)?,
+            open(STATS_MAP)?,
+            open(EVENTS_MAP)?,
+        )?;
+        enforcer.recount()?;
+        Ok(enforcer)
+    }
+
+    /// Removes the enforcer pinned under `dir`: the program links first (the
+    /// programs detach once no process holds them), then the maps, then
+    /// `dir` itself if it is left empty. Missing pins are not an error.
+    pub fn unpin(dir: &Path) -> Result<(), EnforcerError> {
+        let links = PROGRAMS.iter().map(|(program, _)| link_pin_name(program));
+        for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
+            let path = dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(EnforcerError::Unpin { path, source }),
+            }
+        }
+        let _ = fs::remove_dir(dir);
+        Ok(())
+    }
+
+    fn load(pin_dir: Option<&Path>) -> Result<Self, EnforcerError> {
         let btf = Btf::from_sys_fs().map_err(EnforcerError::Btf)?;
         let mut ebpf = Ebpf::load(objects::ENFORCER).map_err(EnforcerError::Object)?;
+        if let Some(dir) = pin_dir {
+            // Maps first: once a link is pinned, its maps must be findable.
+            for name in MAPS {
+                let map = ebpf
+                    .map(name)
+                    .ok_or(EnforcerError::Missing { kind: "map", name })?;
+                let path = dir.join(name);
+                map.pin(&path).map_err(|source| EnforcerError::Pin {
+                    path,
+                    source: Box::new(source),
+                })?;
+            }
+        }
         for (program, hook) in PROGRAMS {
             let lsm: &mut Lsm = ebpf
                 .program_mut(program)
@@ -361,23 +496,111 @@ impl Enforcer {
                 hook,
                 source: Box::new(source),
             })?;
-            lsm.attach().map_err(|source| EnforcerError::Attach {
+            let link = lsm.attach().map_err(|source| EnforcerError::Attach {
                 program,
                 hook,
                 lsm_state: kernel::describe_bpf_lsm_state(),
                 source: Box::new(source),
             })?;
+            if let Some(dir) = pin_dir {
+                let link = lsm.take_link(link).map_err(|source| EnforcerError::Load {
+                    program,
+                    hook,
+                    source: Box::new(source),
+                })?;
+                let path = dir.join(link_pin_name(program));
+                // The pin keeps the link (and so the attachment) alive after
+                // the handle, and every fd of this process, is gone.
+                FdLink::from(link)
+                    .pin(&path)
+                    .map_err(|source| EnforcerError::Pin {
+                        path,
+                        source: Box::new(source),
+                    })?;
+            }
         }
-        let events = ebpf.take_map(EVENTS_MAP).ok_or(EnforcerError::Missing {
-            kind: "map",
-            name: EVENTS_MAP,
-        })?;
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(EnforcerError::Missing { kind: "map", name })
+        };
+        let (scopes, sets, allowed, stats, events) = (
+            take(SCOPES_MAP)?,
+            take(SETS_MAP)?,
+            take(ALLOWED_MAP)?,
+            take(STATS_MAP)?,
+            take(EVENTS_MAP)?,
+        );
+        Self::from_maps(Some(ebpf), scopes, sets, allowed, stats, events)
+    }
+
+    fn from_maps(
+        ebpf: Option<Ebpf>,
+        scopes_map: Map,
+        sets_map: Map,
+        allowed_map: Map,
+        stats_map: Map,
+        events: Map,
+    ) -> Result<Self, EnforcerError> {
         let events = map_err(EVENTS_MAP, RingBuf::try_from(events))?;
         Ok(Self {
-            ebpf,
+            _ebpf: ebpf,
+            scopes_map,
+            sets_map,
+            allowed_map,
+            stats_map,
             events,
             next_set_id: 1,
             set_sizes: Default::default(),
+        })
+    }
+
+    /// Rebuilds the set sizes and the next set id from the maps (after
+    /// opening pinned maps another process filled).
+    fn recount(&mut self) -> Result<(), EnforcerError> {
+        let mut sizes = std::collections::HashMap::new();
+        let mut max_set = 0;
+        {
+            let allowed = self.allowed()?;
+            for key in allowed.keys() {
+                let key = map_err(ALLOWED_MAP, key)?;
+                *sizes.entry(key.set_id).or_insert(0usize) += 1;
+                max_set = max_set.max(key.set_id);
+            }
+        }
+        let sets = self.sets()?;
+        for entry in sets.iter() {
+            let (_, set_id) = map_err(SETS_MAP, entry)?;
+            max_set = max_set.max(set_id);
+        }
+        self.set_sizes = sizes;
+        self.next_set_id = max_set.wrapping_add(1).max(1);
+        Ok(())
+    }
+
+    /// Every cgroup that is a scope, with its settings.
+    pub fn scopes_in_force(&mut self) -> Result<Vec<(u64, Scope)>, EnforcerError> {
+        let map = self.scopes()?;
+        let mut scopes = Vec::new();
+        for entry in map.iter() {
+            let (cgroup_id, raw) = map_err(SCOPES_MAP, entry)?;
+            scopes.push((
+                cgroup_id,
+                Scope {
+                    id: raw.scope_id,
+                    mode: Mode::from_raw(raw.mode).unwrap_or(Mode::Enforce),
+                    report_allowed: raw.flags & FLAG_REPORT_ALLOWED != 0,
+                },
+            ));
+        }
+        scopes.sort_by_key(|(cgroup_id, _)| *cgroup_id);
+        Ok(scopes)
+    }
+
+    /// How many digests the set of scope `scope_id` holds.
+    pub fn digest_count(&mut self, scope_id: u32) -> Result<usize, EnforcerError> {
+        Ok(match self.current_set(scope_id)? {
+            Some(set_id) => self.set_sizes.get(&set_id).copied().unwrap_or(0),
+            None => 0,
         })
     }
 
@@ -598,31 +821,26 @@ impl Enforcer {
 
     /// How many events the kernel dropped because the ring buffer was full.
     pub fn dropped_events(&self) -> Result<u64, EnforcerError> {
-        let map = self.ebpf.map(STATS_MAP).ok_or(EnforcerError::Missing {
-            kind: "map",
-            name: STATS_MAP,
-        })?;
-        let stats: Array<&MapData, u64> = map_err(STATS_MAP, Array::try_from(map))?;
+        let stats: Array<&MapData, u64> = map_err(STATS_MAP, Array::try_from(&self.stats_map))?;
         map_err(STATS_MAP, stats.get(&STAT_EVENTS_DROPPED, 0))
     }
 
-    fn map_raw(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, EnforcerError> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or(EnforcerError::Missing { kind: "map", name })
-    }
-
     fn scopes(&mut self) -> Result<HashMap<&mut MapData, u64, RawScope>, EnforcerError> {
-        map_err(SCOPES_MAP, HashMap::try_from(self.map_raw(SCOPES_MAP)?))
+        map_err(SCOPES_MAP, HashMap::try_from(&mut self.scopes_map))
     }
 
     fn sets(&mut self) -> Result<HashMap<&mut MapData, u32, u32>, EnforcerError> {
-        map_err(SETS_MAP, HashMap::try_from(self.map_raw(SETS_MAP)?))
+        map_err(SETS_MAP, HashMap::try_from(&mut self.sets_map))
     }
 
     fn allowed(&mut self) -> Result<HashMap<&mut MapData, RawDigestKey, u8>, EnforcerError> {
-        map_err(ALLOWED_MAP, HashMap::try_from(self.map_raw(ALLOWED_MAP)?))
+        map_err(ALLOWED_MAP, HashMap::try_from(&mut self.allowed_map))
     }
+}
+
+/// The file name of the pinned link of `program`.
+fn link_pin_name(program: &str) -> String {
+    format!("link_{program}")
 }
 
 /// The cgroup id of the cgroup v2 directory `path` (e.g.

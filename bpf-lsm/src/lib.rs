@@ -6,7 +6,7 @@
 //! enforcer: sleepable programs on `bprm_check_security` and `mmap_file` that
 //! hash the file in the kernel and check the digest against the digest set
 //! of the calling task's cgroup scope, in enforce or audit mode, reporting
-//! decisions through a ring buffer. [`smoke`] is the kernel-lab smoke program
+//! decisions through a ring buffer, optionally pinned under bpffs. [`smoke`] is the kernel-lab smoke program
 //! (deny an exec by SHA-256, read back the kernel's digest), kept as the
 //! lab's own check.
 

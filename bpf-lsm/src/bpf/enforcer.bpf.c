@@ -43,8 +43,9 @@
 // Denials and audit findings are always reported; allowed decisions only
 // when the scope has ENF_FLAG_REPORT_ALLOWED.
 //
-// Not yet here (see src/enforcer.rs): file_mprotect, a per-inode verdict
-// cache, pinning.
+// The loader pins both links and every map under bpffs, so enforcement
+// outlives it (src/enforcer.rs). Not yet here: file_mprotect and a per-inode
+// verdict cache.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
