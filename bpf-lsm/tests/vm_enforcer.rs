@@ -1172,3 +1172,59 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
     assert!(ran, "still enforced after unpin");
     fs::remove_dir_all(dir).ok();
 }
+
+/// Mean wall time of `runs` execs of `path true` in `cgroup`; every exec
+/// must succeed.
+fn mean_exec(path: &Path, cgroup: &Cgroup, runs: u32) -> Duration {
+    let started = std::time::Instant::now();
+    for i in 0..runs {
+        match run_true(path, Some(cgroup)) {
+            Ok(status) if status.success() => {}
+            other => panic!("exec {i} of {} failed: {other:?}", path.display()),
+        }
+    }
+    started.elapsed() / runs
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_bench_exec_latency() {
+    const RUNS: u32 = 30;
+    let dir = scratch_dir("bench");
+    let (small, small_digest) = unique_busybox(&dir, "small");
+    // A 20 MB listed binary: busybox with padding after its last segment.
+    let mut big_bytes = fs::read(busybox()).unwrap();
+    big_bytes.resize(20 << 20, 0x5a);
+    let big = dir.join("busybox-big");
+    write_executable(&big, &big_bytes);
+    let big_digest = sha256(&big_bytes);
+    let cgroup = Cgroup::new("bench");
+
+    let _ = mean_exec(&small, &cgroup, 3); // warm the page cache
+    let bare = mean_exec(&small, &cgroup, RUNS);
+    let big_bare = mean_exec(&big, &cgroup, 1);
+
+    let mut enf = attach();
+    enf.allow_digests(30, &[small_digest, big_digest])
+        .expect("allow");
+    let unscoped = mean_exec(&small, &cgroup, RUNS);
+    enf.add_scope(cgroup.id, 30, Mode::Enforce)
+        .expect("add scope");
+    let enforced = mean_exec(&small, &cgroup, RUNS);
+    let big_enforced = mean_exec(&big, &cgroup, 1);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    // Emulated (TCG) kernels exaggerate hashing against everything else:
+    // read the ratios as an upper bound, not as the cost on hardware.
+    println!(
+        "BENCH exec of a {} KB listed binary, mean of {RUNS}: bare {bare:?}, \
+         enforcer loaded but task unscoped {unscoped:?} ({:.2}x), enforced {enforced:?} \
+         ({:.2}x); 20 MB listed binary, one exec: bare {big_bare:?}, enforced \
+         {big_enforced:?} ({:.2}x)",
+        fs::metadata(&small).unwrap().len() / 1024,
+        ratio(unscoped, bare),
+        ratio(enforced, bare),
+        ratio(big_enforced, big_bare),
+    );
+    assert_eq!(enf.dropped_events().expect("stats"), 0);
+    fs::remove_dir_all(dir).ok();
+}
