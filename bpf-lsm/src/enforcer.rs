@@ -3,7 +3,10 @@
 //!
 //! [`Enforcer::attach`] loads the embedded object and attaches two sleepable
 //! BPF-LSM programs, on `bprm_check_security` (every exec) and `mmap_file`
-//! (every mapping of a file with `PROT_EXEC`). For a task in a scope, each
+//! (every mapping of a file with `PROT_EXEC`), and one that cannot sleep on
+//! `file_mprotect`, which refuses, in a scope, making a file mapping that
+//! was not executable executable (it was never checked, and cannot be
+//! hashed there). For a task in a scope, each
 //! hashes the file in the kernel (`bpf_ima_file_hash`, SHA-256 of the current
 //! content, no cache) and looks the digest up in the scope's digest set.
 //! Unknown content is refused with `EPERM` in [`Mode::Enforce`] and allowed
@@ -31,9 +34,9 @@
 //! the event ([`Enforcer::dropped_events`]) and never delays the exec.
 //! [`Enforcer::poll_decisions`] reads them by polling.
 //!
-//! Pinning: [`Enforcer::attach_pinned`] pins the two program links and the
+//! Pinning: [`Enforcer::attach_pinned`] pins the three program links and the
 //! five maps under a bpffs directory (`link_enf_bprm_check`,
-//! `link_enf_mmap_file`, and the map names), so enforcement outlives the
+//! `link_enf_mmap_file`, `link_enf_file_mprotect`, and the map names), so enforcement outlives the
 //! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
 //! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
 //! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
@@ -66,9 +69,17 @@ pub const HOOK_BPRM_CHECK: &str = "bprm_check_security";
 /// The hook that sees every file mapping.
 pub const HOOK_MMAP_FILE: &str = "mmap_file";
 
-const PROGRAMS: [(&str, &str); 2] = [
+/// The hook that sees every change of a mapping's protection.
+pub const HOOK_FILE_MPROTECT: &str = "file_mprotect";
+/// The raw hook number of `file_mprotect` decisions: they parse as
+/// [`Hook::Unknown`]`(3)` for now, so that matches on [`Hook`] elsewhere in
+/// the workspace keep compiling; a variant of its own is to come with them.
+pub const HOOK_FILE_MPROTECT_RAW: u8 = 3;
+
+const PROGRAMS: [(&str, &str); 3] = [
     ("enf_bprm_check", HOOK_BPRM_CHECK),
     ("enf_mmap_file", HOOK_MMAP_FILE),
+    ("enf_file_mprotect", HOOK_FILE_MPROTECT),
 ];
 const SCOPES_MAP: &str = "enf_scopes";
 const SETS_MAP: &str = "enf_sets";
@@ -197,7 +208,8 @@ pub enum Hook {
     BprmCheck,
     /// An executable file mapping (`mmap_file` with `PROT_EXEC`).
     MmapFile,
-    /// A value this loader does not know.
+    /// Any other hook: [`HOOK_FILE_MPROTECT_RAW`] (3) is `file_mprotect`
+    /// making a file mapping executable (no digest: that hook cannot hash).
     Unknown(u8),
 }
 

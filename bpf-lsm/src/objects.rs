@@ -25,12 +25,13 @@ mod tests {
     }
 
     #[test]
-    fn enforcer_object_has_both_sleepable_hooks_and_its_maps() {
+    fn enforcer_object_has_its_hooks_and_its_maps() {
         assert_eq!(&ENFORCER[..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([ENFORCER[18], ENFORCER[19]]), 247);
         let has = |needle: &[u8]| ENFORCER.windows(needle.len()).any(|w| w == needle);
         assert!(has(b"lsm.s/bprm_check_security"));
         assert!(has(b"lsm.s/mmap_file"));
+        assert!(has(b"lsm/file_mprotect"));
         for map in [
             &b"enf_scopes"[..],
             b"enf_sets",

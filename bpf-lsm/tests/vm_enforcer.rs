@@ -47,6 +47,7 @@ mod sys {
             offset: c_long,
         ) -> *mut c_void;
         pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
+        pub fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int;
         pub fn memfd_create(name: *const std::ffi::c_char, flags: std::ffi::c_uint) -> c_int;
     }
 }
@@ -1226,5 +1227,110 @@ fn vm_enforcer_bench_exec_latency() {
         ratio(big_enforced, big_bare),
     );
     assert_eq!(enf.dropped_events().expect("stats"), 0);
+    fs::remove_dir_all(dir).ok();
+}
+
+/// In a child in `cgroup`: maps `file` with `prot`, then asks for
+/// `PROT_READ | PROT_EXEC` with mprotect(2), then execs `runner true`.
+/// Returns the first error.
+fn mprotect_exec_in(
+    cgroup: &Cgroup,
+    file: &Path,
+    prot: std::ffi::c_int,
+    runner: &Path,
+) -> io::Result<ExitStatus> {
+    let target = File::open(file).expect("open file to map");
+    let mut cmd = Command::new(runner);
+    cmd.arg("true").stdin(Stdio::null());
+    let mut cmd = in_cgroup(cmd, cgroup);
+    // SAFETY: runs in the forked child before exec, after the move into the
+    // cgroup: mmap(2), mprotect(2) and munmap(2) on a fresh mapping chosen by
+    // the kernel (aliasing no Rust object) of a descriptor opened in the
+    // parent, and errno reads; no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let addr = sys::mmap(
+                std::ptr::null_mut(),
+                4096,
+                prot,
+                sys::MAP_PRIVATE,
+                target.as_raw_fd(),
+                0,
+            );
+            if addr == sys::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let rc = sys::mprotect(addr, 4096, sys::PROT_READ | sys::PROT_EXEC);
+            let err = io::Error::last_os_error();
+            sys::munmap(addr, 4096);
+            if rc != 0 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+    cmd.status()
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_mprotect_cannot_make_a_file_mapping_executable() {
+    let dir = scratch_dir("mprotect");
+    let (runner, runner_digest) = unique_busybox(&dir, "runner");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    let enforced = Cgroup::new("mprotect-enforce");
+    let audited = Cgroup::new("mprotect-audit");
+    let outside = Cgroup::new("mprotect-outside");
+    let read_only = sys::PROT_READ;
+    let read_exec = sys::PROT_READ | sys::PROT_EXEC;
+
+    // Before the enforcer, the trick works.
+    assert!(mprotect_exec_in(&enforced, &listed, read_only, &runner)
+        .expect("mprotect before attach")
+        .success());
+
+    let mut enf = attach();
+    enf.allow_digests(17, &[runner_digest, listed_digest])
+        .expect("allow");
+    enf.add_scope(enforced.id, 17, Mode::Enforce)
+        .expect("add scope");
+    enf.add_scope(audited.id, 17, Mode::Audit)
+        .expect("add scope");
+
+    // Mapped readable only, so never checked: mprotect may not add exec,
+    // even for content that happens to be listed.
+    match mprotect_exec_in(&enforced, &listed, read_only, &runner) {
+        Err(e) if is_denial(&e) => println!("denied mprotect(PROT_EXEC): {e}"),
+        Err(e) => panic!("failed, but not with EPERM/EACCES: {e}"),
+        Ok(status) => panic!("mprotect made a file mapping executable ({status})"),
+    }
+    // Mapped executable (checked by mmap_file): asking again is no change.
+    assert!(mprotect_exec_in(&enforced, &listed, read_exec, &runner)
+        .expect("mprotect of a checked executable mapping")
+        .success());
+    // Audit lets it through and reports it; outside any scope it is untouched.
+    assert!(mprotect_exec_in(&audited, &listed, read_only, &runner)
+        .expect("audit")
+        .success());
+    assert!(mprotect_exec_in(&outside, &listed, read_only, &runner)
+        .expect("outside")
+        .success());
+
+    let events = drain_events(&mut enf);
+    println!("events: {events:?}");
+    let mprotect = Hook::Unknown(enforcer::HOOK_FILE_MPROTECT_RAW);
+    assert!(
+        events.iter().any(|e| e.hook == mprotect
+            && e.verdict == Verdict::Deny
+            && e.cgroup_id == enforced.id),
+        "no mprotect denial event: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.hook == mprotect
+            && e.verdict == Verdict::Audit
+            && e.cgroup_id == audited.id),
+        "no mprotect audit event: {events:?}"
+    );
+    assert!(events.iter().all(|e| e.cgroup_id != outside.id));
     fs::remove_dir_all(dir).ok();
 }

@@ -8,6 +8,7 @@
 //   - enf_mmap_file on mmap_file: every mapping of a file with PROT_EXEC
 //     (the ELF loader's own mappings, ld.so's mappings of libraries,
 //     `ld.so /path/prog`, LD_PRELOAD, dlopen).
+// (Hooks in events: 1 bprm_check_security, 2 mmap_file, 3 file_mprotect.)
 // Both hash the file in the kernel with bpf_ima_file_hash(), which with no
 // IMA policy loaded computes the SHA-256 of the file's current content on
 // every call (no cache), so a file rewritten after its scope was loaded is
@@ -43,9 +44,11 @@
 // Denials and audit findings are always reported; allowed decisions only
 // when the scope has ENF_FLAG_REPORT_ALLOWED.
 //
-// The loader pins both links and every map under bpffs, so enforcement
-// outlives it (src/enforcer.rs). Not yet here: file_mprotect and a per-inode
-// verdict cache.
+// A third program, enf_file_mprotect (not sleepable, so it cannot hash),
+// refuses making a non-executable file mapping executable in a scope.
+//
+// The loader pins the links and every map under bpffs, so enforcement
+// outlives it (src/enforcer.rs). Not yet here: a per-inode verdict cache.
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -53,6 +56,8 @@
 
 #define EPERM 1
 #define PROT_EXEC 0x4
+#define VM_EXEC 0x4
+#define EOPNOTSUPP 95
 #define SHA256_LEN 32
 #define TASK_COMM_LEN 16
 #define IMA_HASH_ALGO_SHA256 4 /* enum hash_algo: HASH_ALGO_SHA256 */
@@ -67,6 +72,7 @@
 /* Hooks (struct enf_event.hook). */
 #define ENF_HOOK_BPRM_CHECK 1
 #define ENF_HOOK_MMAP_FILE 2
+#define ENF_HOOK_FILE_MPROTECT 3
 
 /* Verdicts (struct enf_event.verdict). */
 #define ENF_VERDICT_ALLOW 0
@@ -215,10 +221,17 @@ static __always_inline void emit(struct file *file, __u8 hook, __u8 verdict,
 	ev->hash_ret = hash_ret;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	__builtin_memcpy(ev->digest, digest, SHA256_LEN);
-	/* f_path is const in newer kernels; bpf_d_path only reads it. */
-	ev->path_len = bpf_d_path((struct path *)&file->f_path, ev->path, sizeof(ev->path));
-	if (ev->path_len < 0)
+	if (file) {
+		/* f_path is const in newer kernels; bpf_d_path only reads it. */
+		ev->path_len = bpf_d_path((struct path *)&file->f_path, ev->path,
+					  sizeof(ev->path));
+		if (ev->path_len < 0)
+			ev->path[0] = 0;
+	} else {
+		/* Non-sleepable hooks may not call bpf_d_path. */
+		ev->path_len = -EOPNOTSUPP;
 		ev->path[0] = 0;
+	}
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -333,4 +346,38 @@ int BPF_PROG(enf_mmap_file, struct file *file, unsigned long reqprot,
 	if (!file || !(prot & PROT_EXEC))
 		return 0;
 	return decide(file, ENF_HOOK_MMAP_FILE);
+}
+
+/* mprotect(2) and pkey_mprotect(2): this hook may not sleep, so it cannot
+ * hash. It refuses, in a scope, making a file mapping executable that was
+ * not executable: such a mapping was never checked by enf_mmap_file (which
+ * judges only mappings created with PROT_EXEC), and the pages may even be
+ * private copies written since. This is stricter than "never verified": a
+ * checked mapping whose PROT_EXEC was dropped cannot get it back either
+ * (telling the two apart needs per-mapping state, still to come). Turning
+ * anonymous memory executable (JITs) is not judged here. */
+SEC("lsm/file_mprotect")
+int BPF_PROG(enf_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
+	     unsigned long prot, int ret)
+{
+	__u8 digest[SHA256_LEN] = {};
+	struct enf_scope scope = {};
+	__u64 scope_cgroup_id = 0;
+	__u8 verdict;
+
+	if (ret != 0)
+		return ret;
+	if (!(prot & PROT_EXEC))
+		return 0;
+	if (BPF_CORE_READ(vma, vm_flags) & VM_EXEC)
+		return 0; /* already executable: nothing new */
+	if (!BPF_CORE_READ(vma, vm_file))
+		return 0; /* anonymous memory */
+	if (!find_scope(&scope, &scope_cgroup_id))
+		return 0;
+
+	verdict = scope.mode == ENF_MODE_AUDIT ? ENF_VERDICT_AUDIT : ENF_VERDICT_DENY;
+	emit(NULL, ENF_HOOK_FILE_MPROTECT, verdict, bpf_get_current_cgroup_id(),
+	     scope_cgroup_id, &scope, -EOPNOTSUPP, digest);
+	return verdict == ENF_VERDICT_DENY ? -EPERM : 0;
 }
