@@ -1,17 +1,15 @@
-//! The adapter from [`Kernel`] to `bpf_lsm::enforcer`: the BPF-LSM programs keyed by cgroup id,
-//! each scope pointing at a digest set named by a scope id, events from the ring buffer.
+//! The adapter from [`Kernel`] to `bpf_lsm::enforcer`: scopes keyed by cgroup id (a scope covers
+//! its cgroup's subtree), each with a scope id naming its digest set; decisions from the ring
+//! buffer.
 //!
-//! Replacing a scope's set without a window: the loader adds and revokes digests one by one, so
-//! a set changed in place would be a mix of old and new for a moment. Instead a changed set is
-//! written complete under a fresh scope id, then one map update switches the cgroup's scope
-//! entry to that id (the kernel reads the entry once per decision, so a decision sees the old set
-//! or the new one, never a mix). The old set is only retired then, not revoked: the programs copy
-//! the scope entry *before* they sleep hashing the file, so a decision that started before the
-//! switch looks its digest up under the old id after it. Retired sets are revoked once [`GRACE`]
-//! has passed (at the next apply or event poll). A decision that hashes for longer than that
-//! finds its set gone and denies: the failure is closed, never open. (The kernel lab showed the
-//! need: revoking right after the switch denied a listed binary at almost every reload.)
-//! [`transition`] and [`reap`] compute the steps; they are pure and unit-tested.
+//! Each cgroup keeps one scope id for the daemon's lifetime. A changed set is replaced with
+//! `Enforcer::replace_digests`, which fills a fresh set, repoints the scope in one map update and
+//! then deletes the old pairs; the kernel programs look again when a lookup misses, so a decision
+//! racing with a reload sees the old set or the new one, never a mix or nothing (the argument is
+//! in `enforcer.bpf.c`). A scope dropped from the policy is removed at once, but its set is only
+//! forgotten after [`GRACE`] (at the next apply or event poll), for decisions still hashing under
+//! the scope entry they read before the removal. [`transition`] and [`reap`] compute the map
+//! updates; they are pure and unit-tested.
 //!
 //! Not yet: `bpf_lsm` does not pin programs and maps, so enforcement lasts as long as the daemon
 //! process, and `--status` / `--detach` have nothing to read or unpin ([`status`] and [`detach`]
@@ -26,25 +24,25 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How long a replaced digest set stays in the kernel after no cgroup points at it any more, for
-/// the decisions that read the scope entry before the switch and are still hashing.
+/// How long the digest set of a removed scope stays in the kernel, for decisions that read the
+/// scope entry before the removal and are still hashing.
 pub const GRACE: Duration = Duration::from_secs(5);
 
 const NOT_PINNED: &str = "bpf-lsm does not pin the enforcer's programs and maps yet: they live as long as the `imgsign enforce` daemon, so there is nothing pinned to show or detach (stop the daemon to stop enforcing)";
 
-/// One map update, in the order [`transition`] gives.
+/// One step, in the order [`transition`] gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Add digests to the set of a scope id.
-    Allow { scope_id: u32, digests: Vec<Digest> },
+    /// Make these digests the whole set of a scope id, atomically.
+    Replace { scope_id: u32, digests: Vec<Digest> },
     /// Point a cgroup at a scope id (and set its mode), in one map update.
     SetScope { cgroup_id: u64, scope_id: u32, mode: Mode },
     /// Stop enforcing a cgroup.
     RemoveScope { cgroup_id: u64 },
     /// Note that no cgroup points at a scope id any more (no map update; see [`GRACE`]).
     Retire { scope_id: u32 },
-    /// Remove digests from the set of a retired scope id.
-    Revoke { scope_id: u32, digests: Vec<Digest> },
+    /// Empty and forget the set of a retired scope id.
+    Forget { scope_id: u32 },
 }
 
 /// What is in the kernel's maps, as far as this adapter put it there.
@@ -54,8 +52,6 @@ pub struct Loaded {
     pub scopes: BTreeMap<u64, (u32, Mode)>,
     /// scope id -> digests.
     pub sets: BTreeMap<u32, BTreeSet<Digest>>,
-    /// Every scope id handed out -> its cgroup id (to name the scope of late events).
-    pub ids: BTreeMap<u32, u64>,
     /// Sets no cgroup points at, and since when.
     pub retired: Vec<(u32, Instant)>,
     next_id: u32,
@@ -65,31 +61,21 @@ impl Loaded {
     /// Records one op that the kernel carried out at `now`.
     pub fn record(&mut self, op: &Op, now: Instant) {
         match op {
-            Op::Allow { scope_id, digests } => {
-                self.sets.entry(*scope_id).or_default().extend(digests.iter().copied());
+            Op::Replace { scope_id, digests } => {
+                self.sets.insert(*scope_id, digests.iter().copied().collect());
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
             Op::SetScope { cgroup_id, scope_id, mode } => {
                 self.scopes.insert(*cgroup_id, (*scope_id, *mode));
-                self.ids.insert(*scope_id, *cgroup_id);
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
             Op::RemoveScope { cgroup_id } => {
                 self.scopes.remove(cgroup_id);
             }
             Op::Retire { scope_id } => self.retired.push((*scope_id, now)),
-            Op::Revoke { scope_id, digests } => {
-                if let Some(set) = self.sets.get_mut(scope_id) {
-                    for d in digests {
-                        set.remove(d);
-                    }
-                    if set.is_empty() {
-                        self.sets.remove(scope_id);
-                    }
-                }
-                if !self.sets.contains_key(scope_id) {
-                    self.retired.retain(|(id, _)| id != scope_id);
-                }
+            Op::Forget { scope_id } => {
+                self.sets.remove(scope_id);
+                self.retired.retain(|(id, _)| id != scope_id);
             }
         }
     }
@@ -99,51 +85,49 @@ impl Loaded {
     }
 }
 
-/// The ops that take the kernel from `loaded` to `plan`: first every new set written complete
-/// under a fresh id, then the switches of the cgroups' scope entries, then removals of scopes no
-/// longer in the plan, then the retirement of the sets nothing points at (revoked later by
-/// [`reap`]). An unchanged scope costs nothing; a mode-only change is one switch.
+/// The steps that take the kernel from `loaded` to `plan`: every changed or new set replaced
+/// (new scopes get a fresh scope id), then the cgroups' scope entries set (new scopes, mode
+/// changes), then removals of scopes no longer in the plan and the retirement of their sets
+/// (forgotten later by [`reap`]). An unchanged scope costs nothing.
 pub fn transition(loaded: &Loaded, plan: &Plan) -> Vec<Op> {
-    let mut allows = Vec::new();
+    let mut replaces = Vec::new();
     let mut switches = Vec::new();
     let mut removals = Vec::new();
-    let mut retires = Vec::new();
     let mut next_id = loaded.next_id.max(1);
     for scope in &plan.scopes {
-        let current = loaded.scopes.get(&scope.cgroup_id).copied();
-        match current {
-            Some((id, mode)) if loaded.set(id) == scope.digests => {
-                if mode != scope.mode {
-                    switches.push(Op::SetScope { cgroup_id: scope.cgroup_id, scope_id: id, mode: scope.mode });
-                }
-            }
-            _ => {
+        let (id, mode) = match loaded.scopes.get(&scope.cgroup_id) {
+            Some(&current) => current,
+            None => {
                 let id = next_id;
                 next_id = next_id.wrapping_add(1).max(1);
-                allows.push(Op::Allow { scope_id: id, digests: scope.digests.iter().copied().collect() });
-                switches.push(Op::SetScope { cgroup_id: scope.cgroup_id, scope_id: id, mode: scope.mode });
-                if let Some((old, _)) = current {
-                    retires.push(Op::Retire { scope_id: old });
-                }
+                (id, scope.mode)
             }
+        };
+        let is_new = !loaded.scopes.contains_key(&scope.cgroup_id);
+        if is_new || loaded.set(id) != scope.digests {
+            replaces.push(Op::Replace { scope_id: id, digests: scope.digests.iter().copied().collect() });
+        }
+        if is_new || mode != scope.mode {
+            switches.push(Op::SetScope { cgroup_id: scope.cgroup_id, scope_id: id, mode: scope.mode });
         }
     }
+    let mut retires = Vec::new();
     for (&cgroup_id, &(id, _)) in &loaded.scopes {
         if plan.scope_by_cgroup_id(cgroup_id).is_none() {
             removals.push(Op::RemoveScope { cgroup_id });
             retires.push(Op::Retire { scope_id: id });
         }
     }
-    allows.into_iter().chain(switches).chain(removals).chain(retires).collect()
+    replaces.into_iter().chain(switches).chain(removals).chain(retires).collect()
 }
 
-/// Revocations of the sets retired at least [`GRACE`] before `now`.
+/// The sets retired at least [`GRACE`] before `now`, to forget.
 pub fn reap(loaded: &Loaded, now: Instant) -> Vec<Op> {
     loaded
         .retired
         .iter()
         .filter(|(_, since)| now.saturating_duration_since(*since) >= GRACE)
-        .map(|&(scope_id, _)| Op::Revoke { scope_id, digests: loaded.set(scope_id).into_iter().collect() })
+        .map(|&(scope_id, _)| Op::Forget { scope_id })
         .collect()
 }
 
@@ -168,13 +152,13 @@ impl BpfKernel {
 
     fn run(&mut self, op: &Op) -> Result<(), EnforcerError> {
         match op {
-            Op::Allow { scope_id, digests } => self.enforcer.allow_digests(*scope_id, digests),
+            Op::Replace { scope_id, digests } => self.enforcer.replace_digests(*scope_id, digests),
             Op::SetScope { cgroup_id, scope_id, mode } => {
                 self.enforcer.set_scope(*cgroup_id, Scope { id: *scope_id, mode: kernel_mode(*mode), report_allowed: false })
             }
             Op::RemoveScope { cgroup_id } => self.enforcer.remove_scope(*cgroup_id),
             Op::Retire { .. } => Ok(()),
-            Op::Revoke { scope_id, digests } => self.enforcer.revoke_digests(*scope_id, digests),
+            Op::Forget { scope_id } => self.enforcer.remove_digest_set(*scope_id),
         }
     }
 
@@ -195,13 +179,14 @@ impl Kernel for BpfKernel {
 
     fn events(&mut self, timeout: Duration) -> Result<Vec<Event>, KernelError> {
         self.run_all(reap(&self.loaded, Instant::now()))?;
-        let events = self.enforcer.poll_events(timeout).map_err(|e| failed("reading events", e))?;
-        Ok(events.into_iter().map(|e| convert(e, &self.loaded.ids)).collect())
+        let decisions = self.enforcer.poll_decisions(timeout).map_err(|e| failed("reading events", e))?;
+        Ok(decisions.into_iter().map(convert).collect())
     }
 }
 
-/// An event of the loader in the daemon's terms; the scope's cgroup comes from the scope id.
-pub fn convert(e: enforcer::Event, ids: &BTreeMap<u32, u64>) -> Event {
+/// A decision of the kernel programs in the daemon's terms.
+pub fn convert(d: enforcer::Decision) -> Event {
+    let e = d.event;
     Event {
         hook: match e.hook {
             enforcer::Hook::BprmCheck => Hook::Exec,
@@ -218,15 +203,16 @@ pub fn convert(e: enforcer::Event, ids: &BTreeMap<u32, u64>) -> Event {
             enforcer::Mode::Enforce => Mode::Enforce,
             enforcer::Mode::Audit => Mode::Audit,
         }),
-        scope_cgroup_id: ids.get(&e.scope_id).copied().unwrap_or(e.cgroup_id),
+        boot_time_ns: Some(d.time_ns),
+        scope_cgroup_id: d.scope_cgroup_id,
         scope: None,
         cgroup_id: e.cgroup_id,
         host_pid: e.host_pid,
         ns_pid: e.ns_pid,
-        pid_ns: None,
-        mnt_ns: None,
+        pid_ns: Some(d.pid_ns.into()),
+        mnt_ns: Some(d.mnt_ns.into()),
         comm: e.comm,
-        path: None,
+        path: d.path.map(|p| p.to_string_lossy().into_owned()),
         sha256: e.digest.map(hex::encode),
     }
 }
@@ -282,23 +268,22 @@ mod tests {
         Plan { policy: "/p.toml".into(), pin_dir: "/sys/fs/bpf/imgsign".into(), scopes, versions: BTreeMap::new() }
     }
 
-    /// Applies `plan` to `loaded` the way the kernel would, checking after every op that each
-    /// cgroup of the old or the new plan points at a complete set: the old one or the new one.
+    /// Applies `plan` to `loaded` the way the kernel would (after the grace period of whatever
+    /// the last apply retired), checking after every op that each cgroup points at a complete
+    /// set, the old one or the new one, and at the end that the kernel holds the plan.
     fn apply(loaded: &mut Loaded, plan: &Plan) -> Vec<Op> {
         let t0 = Instant::now();
-        // Whatever was retired by the last apply has had its grace period.
         for op in reap(loaded, t0 + GRACE) {
             loaded.record(&op, t0);
         }
-        let before: BTreeMap<u64, (u32, BTreeSet<Digest>)> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, (id, loaded.set(id)))).collect();
+        let before: BTreeMap<u64, BTreeSet<Digest>> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
         let ops = transition(loaded, plan);
         for op in &ops {
             loaded.record(op, t0);
             for (&cgroup, &(id, _)) in &loaded.scopes {
                 let now = loaded.set(id);
-                let old = before.get(&cgroup).map(|(_, set)| set);
                 let new = plan.scope_by_cgroup_id(cgroup).map(|s| &s.digests);
-                assert!(Some(&now) == old || Some(&now) == new, "after {op:?} cgroup {cgroup} sees a set that is neither the old nor the new one");
+                assert!(Some(&now) == before.get(&cgroup) || Some(&now) == new, "after {op:?} cgroup {cgroup} sees a set that is neither the old nor the new one");
             }
         }
         for s in &plan.scopes {
@@ -306,75 +291,84 @@ mod tests {
             assert_eq!((loaded.set(id), mode), (s.digests.clone(), s.mode));
         }
         assert_eq!(loaded.scopes.len(), plan.scopes.len(), "scopes not in the plan are gone");
-        // A decision that read the old entry before the switch still finds the old set whole.
-        for (id, set) in before.values() {
-            assert_eq!(&loaded.set(*id), set, "set {id} changed before its grace period");
-        }
-        // Nothing to reap before the grace period; afterwards, only sets in use are left.
-        assert!(reap(loaded, t0 + GRACE / 2).is_empty());
+        assert!(reap(loaded, t0 + GRACE / 2).is_empty(), "nothing is forgotten before the grace period");
         let mut reaped = loaded.clone();
-        for op in reap(&reaped.clone(), t0 + GRACE) {
+        for op in reap(loaded, t0 + GRACE) {
             reaped.record(&op, t0 + GRACE);
         }
         let referenced: BTreeSet<u32> = reaped.scopes.values().map(|&(id, _)| id).collect();
         assert!(reaped.sets.keys().all(|id| referenced.contains(id)), "orphan sets left: {:?}", reaped.sets.keys());
-        assert!(reaped.retired.is_empty());
         ops
     }
 
     #[test]
-    fn first_plan_writes_sets_before_pointing_cgroups_at_them() {
+    fn first_plan_fills_sets_before_pointing_cgroups_at_them() {
         let mut loaded = Loaded::default();
         let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1, 2]), scope(11, Mode::Audit, &[3])]));
-        assert!(matches!(ops[..], [Op::Allow { .. }, Op::Allow { .. }, Op::SetScope { .. }, Op::SetScope { .. }]), "{ops:?}");
+        assert!(matches!(ops[..], [Op::Replace { .. }, Op::Replace { .. }, Op::SetScope { .. }, Op::SetScope { .. }]), "{ops:?}");
+        assert_ne!(loaded.scopes[&10].0, loaded.scopes[&11].0, "one scope id per cgroup");
     }
 
     #[test]
-    fn reload_swaps_changed_sets_under_fresh_ids_and_leaves_the_rest() {
+    fn reload_replaces_changed_sets_in_place_and_leaves_the_rest() {
         let mut loaded = Loaded::default();
         apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1, 2]), scope(11, Mode::Audit, &[3]), scope(12, Mode::Audit, &[4])]));
-        let old_id = loaded.scopes[&10].0;
+        let ids = loaded.scopes.clone();
         // 10: new set; 11: unchanged; 12: mode only; 13: new scope.
         let next = plan(vec![scope(10, Mode::Enforce, &[2, 5]), scope(11, Mode::Audit, &[3]), scope(12, Mode::Enforce, &[4]), scope(13, Mode::Enforce, &[6])]);
         let ops = apply(&mut loaded, &next);
-        assert_ne!(loaded.scopes[&10].0, old_id);
-        let id11 = loaded.scopes[&11].0;
-        assert!(!ops.iter().any(|op| matches!(op, Op::SetScope { cgroup_id: 11, .. })), "{ops:?}");
-        assert!(!ops.iter().any(|op| matches!(op, Op::Allow { scope_id, .. } | Op::Retire { scope_id } if *scope_id == id11)), "{ops:?}");
-        assert!(ops.contains(&Op::SetScope { cgroup_id: 12, scope_id: loaded.scopes[&12].0, mode: Mode::Enforce }));
-        assert!(ops.contains(&Op::Retire { scope_id: old_id }));
-        assert_eq!(reap(&loaded, Instant::now() + GRACE), vec![Op::Revoke { scope_id: old_id, digests: vec![[1; 32], [2; 32]] }]);
+        let id = |c: u64| loaded.scopes[&c].0;
+        assert_eq!((id(10), id(11), id(12)), (ids[&10].0, ids[&11].0, ids[&12].0), "scope ids are stable");
+        assert_eq!(
+            ops,
+            vec![
+                Op::Replace { scope_id: id(10), digests: vec![[2; 32], [5; 32]] },
+                Op::Replace { scope_id: id(13), digests: vec![[6; 32]] },
+                Op::SetScope { cgroup_id: 12, scope_id: id(12), mode: Mode::Enforce },
+                Op::SetScope { cgroup_id: 13, scope_id: id(13), mode: Mode::Enforce },
+            ]
+        );
         // The same plan again: nothing to do.
         assert!(transition(&loaded, &next).is_empty());
     }
 
     #[test]
-    fn scopes_left_out_are_removed_then_their_sets_revoked() {
+    fn scopes_left_out_are_removed_and_their_sets_forgotten_after_the_grace_period() {
         let mut loaded = Loaded::default();
         apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
+        let gone = loaded.scopes[&10].0;
         let ops = apply(&mut loaded, &plan(vec![scope(11, Mode::Enforce, &[2])]));
-        assert!(matches!(ops[..], [Op::RemoveScope { cgroup_id: 10 }, Op::Retire { .. }]), "{ops:?}");
+        assert_eq!(ops, vec![Op::RemoveScope { cgroup_id: 10 }, Op::Retire { scope_id: gone }]);
+        assert_eq!(loaded.set(gone), [[1; 32]].into(), "kept for decisions in flight");
+        assert_eq!(reap(&loaded, Instant::now() + GRACE), vec![Op::Forget { scope_id: gone }]);
     }
 
     #[test]
-    fn events_name_the_scope_cgroup_through_the_scope_id() {
-        let mut ids = BTreeMap::new();
-        ids.insert(7, 1234);
-        let raw = enforcer::Event {
-            cgroup_id: 1234,
-            host_pid: 99,
-            ns_pid: 1,
-            scope_id: 7,
-            mode: Some(enforcer::Mode::Enforce),
-            hook: enforcer::Hook::MmapFile,
-            verdict: enforcer::Verdict::Deny,
-            hash_ret: 4,
-            comm: "ld.so".into(),
-            digest: Some([0xab; 32]),
+    fn decisions_become_events_with_the_whole_fingerprint() {
+        let decision = enforcer::Decision {
+            event: enforcer::Event {
+                cgroup_id: 1235,
+                host_pid: 99,
+                ns_pid: 1,
+                scope_id: 7,
+                mode: Some(enforcer::Mode::Enforce),
+                hook: enforcer::Hook::MmapFile,
+                verdict: enforcer::Verdict::Deny,
+                hash_ret: 4,
+                comm: "ld.so".into(),
+                digest: Some([0xab; 32]),
+            },
+            time_ns: 5_000_000,
+            scope_cgroup_id: 1234,
+            pid_ns: 4026532000,
+            mnt_ns: 4026532001,
+            path: Some("/tmp/unlisted.so".into()),
         };
-        let event = convert(raw, &ids);
+        let event = convert(decision);
         assert_eq!((event.hook, event.verdict, event.mode), (Hook::Mmap, Verdict::Denied, Some(Mode::Enforce)));
-        assert_eq!((event.scope_cgroup_id, event.cgroup_id, event.host_pid, event.ns_pid), (1234, 1234, 99, 1));
+        assert_eq!((event.scope_cgroup_id, event.cgroup_id, event.host_pid, event.ns_pid), (1234, 1235, 99, 1));
+        assert_eq!((event.pid_ns, event.mnt_ns, event.boot_time_ns), (Some(4026532000), Some(4026532001), Some(5_000_000)));
+        assert_eq!(event.path.as_deref(), Some("/tmp/unlisted.so"));
         assert_eq!(event.sha256.as_deref(), Some(&*"ab".repeat(32)));
     }
 }

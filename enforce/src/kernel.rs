@@ -70,17 +70,22 @@ pub struct Event {
     /// The scope's mode at the time of the decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
+    /// When the kernel decided, in nanoseconds since boot (`CLOCK_BOOTTIME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_time_ns: Option<u64>,
     /// The cgroup id of the scope that decided (the key of the scope in the kernel).
     pub scope_cgroup_id: u64,
     /// The scope's name, filled in by the daemon from its plan.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
-    /// The task's own cgroup id.
+    /// The task's own cgroup id (the scope's cgroup or a descendant).
     pub cgroup_id: u64,
     pub host_pid: u32,
     pub ns_pid: u32,
+    /// Inode number of the task's pid namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid_ns: Option<u64>,
+    /// Inode number of the task's mount namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mnt_ns: Option<u64>,
     pub comm: String,

@@ -193,6 +193,7 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
         hook: Hook::Exec,
         verdict: Verdict::Audited,
         mode: Some(Mode::Audit),
+        boot_time_ns: Some(123),
         scope_cgroup_id: cgroup_id,
         scope: None,
         cgroup_id: cgroup_id + 7,
