@@ -1334,3 +1334,60 @@ fn vm_enforcer_mprotect_cannot_make_a_file_mapping_executable() {
     assert!(events.iter().all(|e| e.cgroup_id != outside.id));
     fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_events_tell_apart_containers_sharing_a_namespaced_pid() {
+    let dir = scratch_dir("twins");
+    let (listed, listed_digest) = unique_busybox(&dir, "listed");
+    let (unlisted, unlisted_digest) = unique_busybox(&dir, "unlisted");
+    let one = Cgroup::new("twin-one");
+    let two = Cgroup::new("twin-two");
+
+    let mut enf = attach();
+    enf.allow_digests(18, &[listed_digest]).expect("allow");
+    enf.add_scope(one.id, 18, Mode::Audit).expect("add scope");
+    enf.add_scope(two.id, 18, Mode::Audit).expect("add scope");
+
+    // In each "container", pid 1 of a pid namespace of its own runs the
+    // unlisted binary; both live at once (a dead namespace's inode number
+    // is handed out again, so only live ones are told apart by it).
+    let children: Vec<_> = [&one, &two]
+        .into_iter()
+        .map(|cgroup| {
+            let mut cmd = Command::new(&listed);
+            cmd.args(["unshare", "--pid", "--fork"])
+                .arg(&unlisted)
+                .args(["sleep", "2"])
+                .stdin(Stdio::null());
+            in_cgroup(cmd, cgroup).spawn().expect("run unshare")
+        })
+        .collect();
+    for mut child in children {
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "unshare ... sleep: {status}");
+    }
+
+    let events = drain_events(&mut enf);
+    let exec_in = |cgroup: &Cgroup| {
+        events
+            .iter()
+            .find(|e| {
+                e.hook == Hook::BprmCheck
+                    && e.digest == Some(unlisted_digest)
+                    && e.cgroup_id == cgroup.id
+            })
+            .unwrap_or_else(|| panic!("no exec event from {}: {events:?}", cgroup.path.display()))
+    };
+    let (a, b) = (exec_in(&one), exec_in(&two));
+    println!("one: {a:?}\ntwo: {b:?}");
+    assert_eq!(
+        (a.ns_pid, b.ns_pid),
+        (1, 1),
+        "both are pid 1 in their namespace"
+    );
+    assert_ne!(a.pid_ns, b.pid_ns, "told apart by pid namespace");
+    assert_ne!(a.host_pid, b.host_pid, "told apart by host pid");
+    assert_ne!(a.cgroup_id, b.cgroup_id, "told apart by cgroup");
+    fs::remove_dir_all(dir).ok();
+}
