@@ -113,19 +113,18 @@ fn without_a_usable_kernel_the_daemon_status_and_detach_exit_2_saying_why() {
     let policy = policy(tmp.path(), &trust, &cgroup.0, "web.json", None);
     let found = enforce::capability::check(Path::new("/sys/fs/bpf/imgsign-cli-test"));
     if found.ok() {
-        eprintln!("this kernel can run BPF-LSM: the daemon itself is tested in the kernel lab, not here");
+        // The daemon itself is tested in the kernel lab (enforce/tests/vm_daemon.rs). Nothing is
+        // pinned under this test's pin_dir: status and detach say so.
+        enforce(&policy, &["--status"]).code(0).says("nothing is pinned");
+        enforce(&policy, &["--detach"]).code(0).says("nothing was pinned");
+        return;
     }
-    let modes: &[&[&str]] = if found.ok() { &[&["--status"], &["--detach"]] } else { &[&[], &["--status"], &["--detach"]] };
+    let modes: &[&[&str]] = &[&[], &["--status"], &["--detach"]];
     for extra in modes {
         let out = enforce(&policy, extra);
-        out.code(2);
-        if found.ok() {
-            out.says("not available").says("pin");
-        } else {
-            out.says("cannot run the BPF-LSM enforcer");
-            for missing in &found.missing {
-                out.says(&missing.to_string());
-            }
+        out.code(2).says("cannot run the BPF-LSM enforcer");
+        for missing in &found.missing {
+            out.says(&missing.to_string());
         }
         if !Path::new(bpf_lsm_list()).exists() {
             out.says("mount -t securityfs securityfs /sys/kernel/security");

@@ -11,9 +11,11 @@
 //! the scope entry they read before the removal. [`transition`] and [`reap`] compute the map
 //! updates; they are pure and unit-tested.
 //!
-//! Not yet: `bpf_lsm` does not pin programs and maps, so enforcement lasts as long as the daemon
-//! process, and `--status` / `--detach` have nothing to read or unpin ([`status`] and [`detach`]
-//! say so).
+//! The programs and maps are pinned under the policy's `pin_dir`, so enforcement outlives the
+//! daemon (a crash or SIGKILL included); a new daemon takes over what is pinned there, and what
+//! was in force stays in force until its first plan is applied. The digests of the sets it finds
+//! are not read back: each of those sets is replaced whole by that first apply. [`status`] reads
+//! what is pinned, [`detach`] unpins it.
 
 use crate::kernel::{Event, Hook, Kernel, KernelError, Verdict};
 use crate::{Mode, Plan};
@@ -21,14 +23,12 @@ use bpf_lsm::enforcer::{self, Enforcer, EnforcerError, Scope};
 use bpf_lsm::Digest;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long the digest set of a removed scope stays in the kernel, for decisions that read the
 /// scope entry before the removal and are still hashing.
 pub const GRACE: Duration = Duration::from_secs(5);
-
-const NOT_PINNED: &str = "bpf-lsm does not pin the enforcer's programs and maps yet: they live as long as the `imgsign enforce` daemon, so there is nothing pinned to show or detach (stop the daemon to stop enforcing)";
 
 /// One step, in the order [`transition`] gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,15 +54,30 @@ pub struct Loaded {
     pub sets: BTreeMap<u32, BTreeSet<Digest>>,
     /// Sets no cgroup points at, and since when.
     pub retired: Vec<(u32, Instant)>,
+    /// Scope ids found in force when taking over a pinned enforcer, whose digests were not read:
+    /// the next apply replaces their sets whole.
+    pub unknown: BTreeSet<u32>,
     next_id: u32,
 }
 
 impl Loaded {
+    /// What a pinned enforcer holds, from its scope entries (cgroup id, scope id, mode).
+    pub fn taken_over(scopes: impl IntoIterator<Item = (u64, u32, Mode)>) -> Self {
+        let mut loaded = Loaded::default();
+        for (cgroup_id, scope_id, mode) in scopes {
+            loaded.scopes.insert(cgroup_id, (scope_id, mode));
+            loaded.unknown.insert(scope_id);
+            loaded.next_id = loaded.next_id.max(scope_id.wrapping_add(1));
+        }
+        loaded
+    }
+
     /// Records one op that the kernel carried out at `now`.
     pub fn record(&mut self, op: &Op, now: Instant) {
         match op {
             Op::Replace { scope_id, digests } => {
                 self.sets.insert(*scope_id, digests.iter().copied().collect());
+                self.unknown.remove(scope_id);
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
             Op::SetScope { cgroup_id, scope_id, mode } => {
@@ -75,6 +90,7 @@ impl Loaded {
             Op::Retire { scope_id } => self.retired.push((*scope_id, now)),
             Op::Forget { scope_id } => {
                 self.sets.remove(scope_id);
+                self.unknown.remove(scope_id);
                 self.retired.retain(|(id, _)| id != scope_id);
             }
         }
@@ -104,7 +120,7 @@ pub fn transition(loaded: &Loaded, plan: &Plan) -> Vec<Op> {
             }
         };
         let is_new = !loaded.scopes.contains_key(&scope.cgroup_id);
-        if is_new || loaded.set(id) != scope.digests {
+        if is_new || loaded.unknown.contains(&id) || loaded.set(id) != scope.digests {
             replaces.push(Op::Replace { scope_id: id, digests: scope.digests.iter().copied().collect() });
         }
         if is_new || mode != scope.mode {
@@ -131,18 +147,21 @@ pub fn reap(loaded: &Loaded, now: Instant) -> Vec<Op> {
         .collect()
 }
 
-/// The enforcer programs, attached by this process.
+/// The enforcer programs, pinned under a bpffs directory.
 pub struct BpfKernel {
     enforcer: Enforcer,
     loaded: Loaded,
 }
 
 impl BpfKernel {
-    /// Loads and attaches the programs. (`pin_dir` is where they will be pinned once `bpf_lsm`
-    /// pins; today they detach when this value is dropped.)
-    pub fn open(_pin_dir: &Path) -> Result<Self, KernelError> {
-        let enforcer = Enforcer::attach().map_err(|e| failed("loading and attaching the BPF-LSM programs", e))?;
-        Ok(BpfKernel { enforcer, loaded: Loaded::default() })
+    /// Loads, attaches and pins the programs and maps under `pin_dir`, or takes over the enforcer
+    /// already pinned there (what is in force stays in force).
+    pub fn open(pin_dir: &Path) -> Result<Self, KernelError> {
+        let mut enforcer = Enforcer::attach_pinned(pin_dir)
+            .map_err(|e| failed(&format!("loading, attaching and pinning the BPF-LSM programs under {}", pin_dir.display()), e))?;
+        let in_force = enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))?;
+        let loaded = Loaded::taken_over(in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode))));
+        Ok(BpfKernel { enforcer, loaded })
     }
 
     /// What this adapter has put in the kernel.
@@ -191,6 +210,7 @@ pub fn convert(d: enforcer::Decision) -> Event {
         hook: match e.hook {
             enforcer::Hook::BprmCheck => Hook::Exec,
             enforcer::Hook::MmapFile => Hook::Mmap,
+            enforcer::Hook::Unknown(3) => Hook::Mprotect,
             enforcer::Hook::Unknown(_) => Hook::Unknown,
         },
         verdict: match e.verdict {
@@ -199,10 +219,7 @@ pub fn convert(d: enforcer::Decision) -> Event {
             enforcer::Verdict::Audit => Verdict::Audited,
             enforcer::Verdict::Unknown(_) => Verdict::Unknown,
         },
-        mode: e.mode.map(|m| match m {
-            enforcer::Mode::Enforce => Mode::Enforce,
-            enforcer::Mode::Audit => Mode::Audit,
-        }),
+        mode: e.mode.map(mode_of),
         boot_time_ns: Some(d.time_ns),
         scope_cgroup_id: d.scope_cgroup_id,
         scope: None,
@@ -214,6 +231,13 @@ pub fn convert(d: enforcer::Decision) -> Event {
         comm: e.comm,
         path: d.path.map(|p| p.to_string_lossy().into_owned()),
         sha256: e.digest.map(hex::encode),
+    }
+}
+
+fn mode_of(mode: enforcer::Mode) -> Mode {
+    match mode {
+        enforcer::Mode::Enforce => Mode::Enforce,
+        enforcer::Mode::Audit => Mode::Audit,
     }
 }
 
@@ -232,19 +256,45 @@ fn failed(what: &str, e: EnforcerError) -> KernelError {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
-    pub pin_dir: String,
-    /// (cgroup id, mode, number of digests) per scope in the kernel.
-    pub scopes: Vec<(u64, Mode, usize)>,
+    pub pin_dir: PathBuf,
+    /// Whether an enforcer is pinned there (if not, nothing else is filled in).
+    pub pinned: bool,
+    pub scopes: Vec<ScopeStatus>,
+    /// Events the kernel dropped because the ring buffer was full.
+    pub dropped_events: u64,
 }
 
-/// Reads what is pinned under `pin_dir`.
-pub fn status(_pin_dir: &Path) -> Result<Status, KernelError> {
-    Err(KernelError::Unavailable(NOT_PINNED.into()))
+/// One scope in force.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeStatus {
+    pub cgroup_id: u64,
+    pub scope_id: u32,
+    pub mode: Mode,
+    pub digests: usize,
 }
 
-/// Unpins the programs and maps under `pin_dir`: enforcement stops.
-pub fn detach(_pin_dir: &Path) -> Result<(), KernelError> {
-    Err(KernelError::Unavailable(NOT_PINNED.into()))
+/// Reads what is pinned under `pin_dir` (without changing it).
+pub fn status(pin_dir: &Path) -> Result<Status, KernelError> {
+    let mut status = Status { pin_dir: pin_dir.to_path_buf(), pinned: Enforcer::is_pinned(pin_dir), scopes: Vec::new(), dropped_events: 0 };
+    if !status.pinned {
+        return Ok(status);
+    }
+    let mut enforcer = Enforcer::open_pinned(pin_dir).map_err(|e| failed(&format!("opening the enforcer pinned under {}", pin_dir.display()), e))?;
+    for (cgroup_id, scope) in enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))? {
+        let digests = enforcer.digest_count(scope.id).map_err(|e| failed("counting digests", e))?;
+        status.scopes.push(ScopeStatus { cgroup_id, scope_id: scope.id, mode: mode_of(scope.mode), digests });
+    }
+    status.dropped_events = enforcer.dropped_events().map_err(|e| failed("reading the dropped-event counter", e))?;
+    Ok(status)
+}
+
+/// Unpins the enforcer under `pin_dir`; returns whether one was pinned there. Enforcement ends
+/// once no process holds the programs (a running daemon still does).
+pub fn detach(pin_dir: &Path) -> Result<bool, KernelError> {
+    let pinned = Enforcer::is_pinned(pin_dir);
+    Enforcer::unpin(pin_dir).map_err(|e| failed(&format!("unpinning {}", pin_dir.display()), e))?;
+    Ok(pinned)
 }
 
 #[cfg(test)]
@@ -344,6 +394,17 @@ mod tests {
     }
 
     #[test]
+    fn a_taken_over_enforcer_has_every_set_replaced_and_stale_scopes_removed() {
+        let mut loaded = Loaded::taken_over([(10, 3, Mode::Enforce), (11, 4, Mode::Audit)]);
+        // Even an empty set is replaced: what the kernel holds for scope 3 is not known.
+        let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[])]));
+        assert_eq!(ops, vec![Op::Replace { scope_id: 3, digests: vec![] }, Op::RemoveScope { cgroup_id: 11 }, Op::Retire { scope_id: 4 }]);
+        apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[]), scope(12, Mode::Audit, &[1])]));
+        assert_eq!(loaded.scopes[&12].0, 5, "fresh ids after the ones found");
+        assert_eq!(loaded.unknown, [4].into(), "only the retired scope, forgotten after the grace period");
+    }
+
+    #[test]
     fn decisions_become_events_with_the_whole_fingerprint() {
         let decision = enforcer::Decision {
             event: enforcer::Event {
@@ -364,11 +425,14 @@ mod tests {
             mnt_ns: 4026532001,
             path: Some("/tmp/unlisted.so".into()),
         };
-        let event = convert(decision);
+        let event = convert(decision.clone());
         assert_eq!((event.hook, event.verdict, event.mode), (Hook::Mmap, Verdict::Denied, Some(Mode::Enforce)));
         assert_eq!((event.scope_cgroup_id, event.cgroup_id, event.host_pid, event.ns_pid), (1234, 1235, 99, 1));
         assert_eq!((event.pid_ns, event.mnt_ns, event.boot_time_ns), (Some(4026532000), Some(4026532001), Some(5_000_000)));
         assert_eq!(event.path.as_deref(), Some("/tmp/unlisted.so"));
         assert_eq!(event.sha256.as_deref(), Some(&*"ab".repeat(32)));
+        let mut mprotect = decision;
+        mprotect.event.hook = enforcer::Hook::Unknown(3);
+        assert_eq!(convert(mprotect).hook, Hook::Mprotect);
     }
 }

@@ -1,7 +1,8 @@
 //! In-VM tests of the daemon on the real enforcer: a signed policy's digests reach the kernel
 //! through the `bpf_lsm::enforcer` adapter, listed content runs and unlisted content is denied in
 //! the scope's cgroup, events name the scope and carry the process fingerprint, and reloads under
-//! a loop of execs replace digest sets without a single spurious denial of a listed binary.
+//! a loop of execs replace digest sets without a single spurious denial of a listed binary;
+//! enforcement is pinned, outlives the daemon, is taken over by the next one, and ends on detach.
 //!
 //! Each test needs root in a kernel with BPF-LSM active, cgroup v2 at /sys/fs/cgroup, bpffs and
 //! securityfs mounted and a static `/bin/busybox`, so each is `#[ignore]`d on the host. The kernel
@@ -25,7 +26,6 @@ use support::*;
 
 const EPERM: i32 = 1;
 const EACCES: i32 = 13;
-const PIN_DIR: &str = "/sys/fs/bpf/imgsign-vm-test";
 
 /// A copy of the static busybox named `busybox-<tag>` with `tag` appended: a content of its own.
 fn unique_busybox(dir: &Path, tag: &str) -> PathBuf {
@@ -92,15 +92,24 @@ struct Lab {
     dir: tempfile::TempDir,
     cgroup: TestCgroup,
     trust: PathBuf,
+    /// Each test pins under its own directory and unpins it at the end.
+    pin_dir: PathBuf,
 }
 
 fn lab(name: &str) -> Lab {
-    let found = enforce::capability::check(Path::new(PIN_DIR));
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/imgsign-{name}"));
+    let found = enforce::capability::check(&pin_dir);
     assert!(found.ok(), "this kernel cannot run the enforcer: {:?}", found.missing);
     let cgroup = TestCgroup::new(name).expect("cgroup v2 under /sys/fs/cgroup");
     let dir = tempdir();
     let trust = trust_store(&dir.path().join("trust"), &["a"], 1);
-    Lab { dir, cgroup, trust }
+    Lab { dir, cgroup, trust, pin_dir }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = enforce::bpf::detach(&self.pin_dir);
+    }
 }
 
 #[test]
@@ -114,7 +123,7 @@ fn vm_daemon_enforces_a_signed_policy_and_reports_denials() {
     assert!(runs(&unlisted, &lab.cgroup.path), "before the daemon, anything runs");
 
     let out = Output::default();
-    let kernel = BpfKernel::open(Path::new(PIN_DIR)).expect("attach the enforcer");
+    let kernel = BpfKernel::open(&lab.pin_dir).expect("attach the enforcer");
     let mut daemon = Daemon::start(&policy, kernel, Box::new(out.clone()), SystemTime::now()).expect("start");
     assert!(runs(&listed, &lab.cgroup.path), "the listed binary is denied");
     assert!(!runs(&unlisted, &lab.cgroup.path), "the unlisted binary ran");
@@ -133,7 +142,6 @@ fn vm_daemon_enforces_a_signed_policy_and_reports_denials() {
     assert!(event["pidNs"].as_u64().unwrap() > 0 && event["mntNs"].as_u64().unwrap() > 0, "{event}");
     assert!(event["bootTimeNs"].as_u64().unwrap() > 0, "{event}");
 
-    // Dropping the daemon detaches the (unpinned) programs.
     drop(daemon);
 }
 
@@ -150,7 +158,7 @@ fn vm_daemon_reloads_under_a_loop_of_execs_without_spurious_denials() {
     let text_b = one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&b], None);
     let policy = write_policy(lab.dir.path(), &text_a);
 
-    let kernel = BpfKernel::open(Path::new(PIN_DIR)).expect("attach the enforcer");
+    let kernel = BpfKernel::open(&lab.pin_dir).expect("attach the enforcer");
     let mut daemon = Daemon::start(&policy, kernel, Box::new(Output::default()), SystemTime::now()).expect("start");
     assert!(!runs(&extra, &lab.cgroup.path), "extra ran under set a");
 
@@ -179,4 +187,52 @@ fn vm_daemon_reloads_under_a_loop_of_execs_without_spurious_denials() {
     let loaded = daemon.kernel().loaded();
     assert_eq!(loaded.sets.len(), 1, "one set per scope, replaced in place: {:?}", loaded.sets.keys());
     assert!(runs(&listed, &lab.cgroup.path), "the listed binary after the reloads");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by the kernel lab"]
+fn vm_daemon_enforcement_outlives_the_daemon_until_detached() {
+    let lab = lab("vm-pinned");
+    let listed = unique_busybox(lab.dir.path(), "listed");
+    let unlisted = unique_busybox(lab.dir.path(), "unlisted");
+    let bundle = signed_dir(lab.dir.path(), "web", &[&listed]);
+    let policy = write_policy(lab.dir.path(), &one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&bundle], None));
+    let cgroup_id = enforce::cgroup::cgroup_id(&lab.cgroup.path).unwrap();
+    assert!(!enforce::bpf::status(&lab.pin_dir).unwrap().pinned);
+
+    let kernel = BpfKernel::open(&lab.pin_dir).expect("attach and pin");
+    let daemon = Daemon::start(&policy, kernel, Box::new(Output::default()), SystemTime::now()).expect("start");
+    drop(daemon); // the daemon is gone (its process would have exited or been killed)
+    assert!(!runs(&unlisted, &lab.cgroup.path), "enforcement ended with the daemon");
+    assert!(runs(&listed, &lab.cgroup.path));
+    let status = enforce::bpf::status(&lab.pin_dir).unwrap();
+    assert!(status.pinned);
+    assert_eq!(status.scopes.len(), 1);
+    assert_eq!((status.scopes[0].cgroup_id, status.scopes[0].mode, status.scopes[0].digests), (cgroup_id, enforce::Mode::Enforce, 1));
+
+    // A new daemon takes over; its first plan (audit now) replaces what it found.
+    fs::write(&policy, one_scope(&lab.trust, &lab.cgroup.path, "audit", &[&bundle], None)).unwrap();
+    let out = Output::default();
+    let kernel = BpfKernel::open(&lab.pin_dir).expect("take over");
+    assert_eq!(kernel.loaded().scopes.len(), 1, "the scope in force was found");
+    let mut daemon = Daemon::start(&policy, kernel, Box::new(out.clone()), SystemTime::now()).expect("start again");
+    assert!(runs(&unlisted, &lab.cgroup.path), "audit mode denied");
+    daemon.pump_events(Duration::from_secs(2)).unwrap();
+    assert!(out.records().iter().any(|r| r["record"] == "event" && r["verdict"] == "audited" && r["scope"] == "web"), "{:?}", out.records());
+    assert_eq!(enforce::bpf::status(&lab.pin_dir).unwrap().scopes[0].mode, enforce::Mode::Audit);
+
+    // Back to enforce, then detach: once unpinned and released, nothing is enforced.
+    fs::write(&policy, one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&bundle], None)).unwrap();
+    daemon.reload(SystemTime::now()).unwrap();
+    assert!(!runs(&unlisted, &lab.cgroup.path));
+    drop(daemon);
+    assert!(enforce::bpf::detach(&lab.pin_dir).unwrap());
+    // The kernel releases the programs asynchronously once their last link is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !runs(&unlisted, &lab.cgroup.path) {
+        assert!(std::time::Instant::now() < deadline, "still enforcing 10 s after detach");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!enforce::bpf::status(&lab.pin_dir).unwrap().pinned);
+    assert!(!enforce::bpf::detach(&lab.pin_dir).unwrap(), "a second detach finds nothing");
 }

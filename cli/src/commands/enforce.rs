@@ -1,9 +1,10 @@
 //! `imgsign enforce`: the node daemon. Checks the kernel, verifies every bundle of the policy and
 //! applies the plan, then streams decision events as JSON lines; SIGHUP reloads the policy (a
-//! failed reload keeps the old plan in force), SIGTERM/SIGINT stop the daemon. `--check` verifies
-//! and prints the plan without a kernel; `--status` and `--detach` read or unload what is pinned
-//! (not available until bpf-lsm pins its programs: exit 2). Exit 0 ok, 1 a bundle or image did not
-//! verify, 2 bad usage, unreadable input or a kernel that cannot enforce.
+//! failed reload keeps the old plan in force), SIGTERM/SIGINT stop the daemon and leave the
+//! programs pinned and enforcing. `--check` verifies and prints the plan without a kernel;
+//! `--status` and `--detach` read or unpin what is pinned under the policy's `pin_dir`. Exit 0 ok,
+//! 1 a bundle or image did not verify, 2 bad usage, unreadable input or a kernel that cannot
+//! enforce.
 
 use crate::output;
 use anyhow::Context as _;
@@ -54,10 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(output::EXIT_OK)
             }
             Ok(status) => {
-                println!("pinned under {}: {} scope(s)", status.pin_dir, status.scopes.len());
-                for (id, mode, digests) in status.scopes {
-                    println!("  cgroup {id} {mode} {digests} digests");
-                }
+                print_status(&status, &policy);
                 Ok(output::EXIT_OK)
             }
             Err(e) => Ok(kernel_failed(&e)),
@@ -65,8 +63,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.detach {
         return match bpf::detach(&policy.pin_dir) {
-            Ok(()) => {
-                println!("detached: nothing is enforced from {} any more", policy.pin_dir.display());
+            Ok(true) => {
+                println!(
+                    "unpinned the enforcer under {}: enforcement ends once no process holds it (stop a running daemon too; the kernel may take a moment)",
+                    policy.pin_dir.display()
+                );
+                Ok(output::EXIT_OK)
+            }
+            Ok(false) => {
+                println!("nothing was pinned under {}", policy.pin_dir.display());
                 Ok(output::EXIT_OK)
             }
             Err(e) => Ok(kernel_failed(&e)),
@@ -102,8 +107,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     daemon.run(&reload, &stop)?;
-    eprintln!("imgsign enforce: stopped; bpf-lsm does not pin its programs yet, so enforcement ends with the daemon");
+    eprintln!(
+        "imgsign enforce: stopped; the programs stay pinned under {} and keep enforcing (imgsign enforce --detach ends it)",
+        policy.pin_dir.display()
+    );
     Ok(output::EXIT_OK)
+}
+
+/// `--status` for humans: the scopes in force, named after the policy's scopes where their
+/// cgroups match.
+fn print_status(status: &bpf::Status, policy: &policy::Policy) {
+    if !status.pinned {
+        println!("not enforcing: nothing is pinned under {}", status.pin_dir.display());
+        return;
+    }
+    let names: Vec<(u64, &str)> =
+        policy.scopes.iter().filter_map(|s| enforce::cgroup::cgroup_id(&s.cgroup).ok().map(|id| (id, s.name.as_str()))).collect();
+    println!("enforcing from {}: {} scope(s), {} event(s) dropped", status.pin_dir.display(), status.scopes.len(), status.dropped_events);
+    for scope in &status.scopes {
+        let name = names.iter().find(|(id, _)| *id == scope.cgroup_id).map_or("(not in this policy)", |(_, n)| n);
+        println!("  scope {name}: cgroup id {}, mode {}, {} digest(s)", scope.cgroup_id, scope.mode, scope.digests);
+    }
 }
 
 /// `--check`: the plan, verified, printed; nothing loaded.
