@@ -426,14 +426,35 @@ impl SigningKey {
 
     /// Reads a private key file, asking `source` for the passphrase only if the key is encrypted.
     pub fn load_with_source(path: &Path, source: &crate::PassphraseSource) -> Result<Self, KeyError> {
+        LockedKey::read(path, source)?.unlock()
+    }
+}
+
+/// A private key file read, with its passphrase if it needs one, but not decrypted yet: the
+/// decryption (a deliberately slow KDF) can then run on another thread while other work goes on,
+/// and any prompt has already happened on the caller's thread.
+pub struct LockedKey {
+    path: PathBuf,
+    pem: Zeroizing<String>,
+    passphrase: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl LockedKey {
+    /// Reads the key file and, only if it is encrypted, the passphrase from `source`.
+    pub fn read(path: &Path, source: &crate::PassphraseSource) -> Result<Self, KeyError> {
         let pem = read_to_string(path)?;
-        if SigningKey::pem_is_encrypted(&pem) {
+        let passphrase = if SigningKey::pem_is_encrypted(&pem) {
             let prompt = format!("Passphrase for {}: ", path.display());
-            let pass = crate::passphrase::read_passphrase_with_prompt(source, false, &prompt)?;
-            SigningKey::from_pem(&pem, Some(&pass)).map_err(|e| e.in_file(path))
+            Some(crate::passphrase::read_passphrase_with_prompt(source, false, &prompt)?)
         } else {
-            SigningKey::from_pem(&pem, None).map_err(|e| e.in_file(path))
-        }
+            None
+        };
+        Ok(LockedKey { path: path.to_path_buf(), pem, passphrase })
+    }
+
+    /// Decrypts the key; errors name the file.
+    pub fn unlock(&self) -> Result<SigningKey, KeyError> {
+        SigningKey::from_pem(&self.pem, self.passphrase.as_ref().map(|p| p.as_slice())).map_err(|e| e.in_file(&self.path))
     }
 }
 

@@ -46,21 +46,46 @@ pub fn sign(
     options: &SignOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Signed, SignError> {
+    check_keys(keys)?;
+    prepare(image, options, progress)?.sign(keys)
+}
+
+/// A scanned image's statement, ready to be signed.
+pub struct Prepared {
+    pub statement: Statement,
+    pub identity: ImageIdentity,
+}
+
+/// Scans `image` and builds its statement. Needs no key, so keys can be decrypted meanwhile.
+pub fn prepare(image: &ImageRef, options: &SignOptions, progress: Arc<dyn Progress>) -> Result<Prepared, SignError> {
+    let scanned = scan(image, progress).map_err(|source| SignError::Source { image: image.to_string(), source })?;
+    let name = options.name.clone().unwrap_or_else(|| scanned.identity.default_name.clone());
+    let statement = Statement::new(&scanned.identity, scanned.files, name, options.version, options.now + options.expires_in);
+    Ok(Prepared { statement, identity: scanned.identity })
+}
+
+impl Prepared {
+    /// One bundle per key over the same statement bytes.
+    pub fn sign(self, keys: &[&keys::SigningKey]) -> Result<Signed, SignError> {
+        check_keys(keys)?;
+        let payload = self.statement.to_bytes();
+        let bundles = keys
+            .iter()
+            .map(|key| Bundle::new(Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &[*key]), key.public_key().key_id().to_string()))
+            .collect();
+        Ok(Signed { bundles, statement: self.statement, identity: self.identity })
+    }
+}
+
+/// At least one key, and no key twice.
+fn check_keys(keys: &[&keys::SigningKey]) -> Result<(), SignError> {
     if keys.is_empty() {
         return Err(SignError::NoKeys);
     }
     let mut ids: Vec<String> = keys.iter().map(|k| k.public_key().key_id().to_string()).collect();
     ids.sort();
-    if let Some(pair) = ids.windows(2).find(|w| w[0] == w[1]) {
-        return Err(SignError::DuplicateKey(pair[0].clone()));
+    match ids.windows(2).find(|w| w[0] == w[1]) {
+        Some(pair) => Err(SignError::DuplicateKey(pair[0].clone())),
+        None => Ok(()),
     }
-    let scanned = scan(image, progress).map_err(|source| SignError::Source { image: image.to_string(), source })?;
-    let name = options.name.clone().unwrap_or_else(|| scanned.identity.default_name.clone());
-    let statement = Statement::new(&scanned.identity, scanned.files, name, options.version, options.now + options.expires_in);
-    let payload = statement.to_bytes();
-    let bundles = keys
-        .iter()
-        .map(|key| Bundle::new(Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &[*key]), key.public_key().key_id().to_string()))
-        .collect();
-    Ok(Signed { bundles, statement, identity: scanned.identity })
 }

@@ -2,11 +2,11 @@
 
 use crate::output;
 use anyhow::Context as _;
-use keys::{PassphraseSource, SigningKey};
+use keys::{LockedKey, PassphraseSource, SigningKey};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
-use verifier_core::sign::{sign, SignOptions};
+use verifier_core::sign::{prepare, SignOptions};
 use verifier_core::source::ImageRef;
 
 #[derive(clap::Args)]
@@ -49,14 +49,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let source = PassphraseSource::choose(args.passphrase_env.as_deref(), args.passphrase_file.as_deref())?;
-    let keys = args
-        .keys
-        .iter()
-        .map(|path| SigningKey::load_with_source(path, &source))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key_refs: Vec<&SigningKey> = keys.iter().collect();
+    // Passphrases are read (and prompted for) here; the slow decryption runs on its own thread
+    // while the image is scanned, since the scan does not need the keys.
+    let locked = args.keys.iter().map(|path| LockedKey::read(path, &source)).collect::<Result<Vec<_>, _>>()?;
+    let unlocking = std::thread::spawn(move || locked.iter().map(LockedKey::unlock).collect::<Result<Vec<SigningKey>, _>>());
     let options = SignOptions { name: args.name, version: args.version, expires_in: args.expires, now: SystemTime::now() };
-    let signed = sign(&image, &key_refs, &options, output::progress())?;
+    let prepared = prepare(&image, &options, output::progress());
+    let keys = unlocking.join().map_err(|_| anyhow::anyhow!("key decryption thread panicked"))??;
+    let key_refs: Vec<&SigningKey> = keys.iter().collect();
+    let signed = prepared?.sign(&key_refs)?;
     for (out, bundle) in args.outs.iter().zip(&signed.bundles) {
         keys::replace_file(out, &bundle.to_json(), 0o644).with_context(|| format!("writing bundle {}", out.display()))?;
     }
