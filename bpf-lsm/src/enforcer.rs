@@ -8,7 +8,16 @@
 //! was not executable executable (it was never checked, and cannot be
 //! hashed there). For a task in a scope, each
 //! hashes the file in the kernel (`bpf_ima_file_hash`, SHA-256 of the current
-//! content, no cache) and looks the digest up in the scope's digest set.
+//! content) and looks the digest up in the scope's digest set.
+//!
+//! Digest cache: the SHA-256 of a regular file on ext4, xfs, tmpfs, ramfs or
+//! btrfs is kept per inode (`enf_inode_cache`, inode storage) and reused
+//! while no writer exists and no open for write or size change happened
+//! since (programs on `file_open` and `inode_setattr` bump a per-inode
+//! generation; the argument is in the C file). It holds digests, not
+//! verdicts, so set replacement needs no invalidation. Overlayfs, NFS, FUSE
+//! and other filesystems are hashed at every decision.
+//! [`Enforcer::cache_hits`] and [`Enforcer::cache_fills`] count its use.
 //! Unknown content is refused with `EPERM` in [`Mode::Enforce`] and allowed
 //! but reported in [`Mode::Audit`]. Tasks under no scope are untouched (the
 //! programs return before hashing).
@@ -34,9 +43,10 @@
 //! the event ([`Enforcer::dropped_events`]) and never delays the exec.
 //! [`Enforcer::poll_decisions`] reads them by polling.
 //!
-//! Pinning: [`Enforcer::attach_pinned`] pins the three program links and the
-//! five maps under a bpffs directory (`link_enf_bprm_check`,
-//! `link_enf_mmap_file`, `link_enf_file_mprotect`, and the map names), so enforcement outlives the
+//! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
+//! six maps under a bpffs directory (`link_enf_bprm_check`,
+//! `link_enf_mmap_file`, `link_enf_file_mprotect`, `link_enf_file_open`,
+//! `link_enf_inode_setattr`, and the map names), so enforcement outlives the
 //! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
 //! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
 //! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
@@ -44,8 +54,8 @@
 //!
 //! Not yet here: replacing the pinned programs by a newer build without a
 //! gap (today a pinned enforcer keeps its programs and map layouts until
-//! unpinned), `file_mprotect`, a per-inode verdict cache, and the cgroup path
-//! in events.
+//! unpinned), caching the real inode under overlayfs, and the cgroup path in
+//! events.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -81,14 +91,33 @@ const PROGRAMS: [(&str, &str); 3] = [
     ("enf_mmap_file", HOOK_MMAP_FILE),
     ("enf_file_mprotect", HOOK_FILE_MPROTECT),
 ];
+/// The programs that invalidate the per-inode digest cache: attached before
+/// [`PROGRAMS`] (which fill and use it) and detached after them. The
+/// `inode_setattr` hook has two argument lists across kernels: one of the
+/// two programs loads (see the C file).
+const FILE_OPEN_PROGRAM: (&str, &str) = ("enf_file_open", "file_open");
+const SETATTR_PROGRAMS: [&str; 2] = ["enf_inode_setattr3", "enf_inode_setattr2"];
+const SETATTR_HOOK: &str = "inode_setattr";
+/// Pin name (after `link_`) of whichever `inode_setattr` program loaded.
+const SETATTR_PIN: &str = "enf_inode_setattr";
 const SCOPES_MAP: &str = "enf_scopes";
 const SETS_MAP: &str = "enf_sets";
 const ALLOWED_MAP: &str = "enf_allowed";
 const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
+const CACHE_MAP: &str = "enf_inode_cache";
 /// Every map, by the name it is pinned under.
-const MAPS: [&str; 5] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP];
+const MAPS: [&str; 6] = [
+    SCOPES_MAP,
+    SETS_MAP,
+    ALLOWED_MAP,
+    EVENTS_MAP,
+    STATS_MAP,
+    CACHE_MAP,
+];
 const STAT_EVENTS_DROPPED: u32 = 0;
+const STAT_CACHE_HITS: u32 = 1;
+const STAT_CACHE_FILLS: u32 = 2;
 /// `enum hash_algo` value the kernel returns for SHA-256.
 const HASH_ALGO_SHA256: i32 = 4;
 const FLAG_REPORT_ALLOWED: u8 = 0x1;
@@ -462,7 +491,15 @@ impl Enforcer {
     /// programs detach once no process holds them), then the maps, then
     /// `dir` itself if it is left empty. Missing pins are not an error.
     pub fn unpin(dir: &Path) -> Result<(), EnforcerError> {
-        let links = PROGRAMS.iter().map(|(program, _)| link_pin_name(program));
+        // The programs that fill and use the digest cache go before the ones
+        // that invalidate it, so no content change goes unseen meanwhile.
+        let links = PROGRAMS
+            .iter()
+            .map(|(program, _)| link_pin_name(program))
+            .chain([
+                link_pin_name(FILE_OPEN_PROGRAM.0),
+                link_pin_name(SETATTR_PIN),
+            ]);
         for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
             let path = dir.join(name);
             match fs::remove_file(&path) {
@@ -490,6 +527,34 @@ impl Enforcer {
                     source: Box::new(source),
                 })?;
             }
+        }
+        // Cache invalidation first: nothing may fill the cache before every
+        // content change is seen.
+        attach_one(
+            &mut ebpf,
+            &btf,
+            FILE_OPEN_PROGRAM.0,
+            FILE_OPEN_PROGRAM.1,
+            FILE_OPEN_PROGRAM.0,
+            pin_dir,
+        )?;
+        let mut setattr_error = None;
+        for program in SETATTR_PROGRAMS {
+            match attach_one(&mut ebpf, &btf, program, SETATTR_HOOK, SETATTR_PIN, pin_dir) {
+                Ok(()) => {
+                    setattr_error = None;
+                    break;
+                }
+                // The verifier refuses the form that does not match this
+                // kernel's hook; the other one is tried next.
+                Err(e @ EnforcerError::Load { .. }) => {
+                    setattr_error.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = setattr_error {
+            return Err(e);
         }
         for (program, hook) in PROGRAMS {
             let lsm: &mut Lsm = ebpf
@@ -837,6 +902,22 @@ impl Enforcer {
         map_err(STATS_MAP, stats.get(&STAT_EVENTS_DROPPED, 0))
     }
 
+    /// How many decisions took the file's digest from the per-inode cache
+    /// instead of hashing (since the programs were loaded).
+    pub fn cache_hits(&self) -> Result<u64, EnforcerError> {
+        self.stat(STAT_CACHE_HITS)
+    }
+
+    /// How many hashes were stored in the per-inode cache.
+    pub fn cache_fills(&self) -> Result<u64, EnforcerError> {
+        self.stat(STAT_CACHE_FILLS)
+    }
+
+    fn stat(&self, slot: u32) -> Result<u64, EnforcerError> {
+        let stats: Array<&MapData, u64> = map_err(STATS_MAP, Array::try_from(&self.stats_map))?;
+        map_err(STATS_MAP, stats.get(&slot, 0))
+    }
+
     fn scopes(&mut self) -> Result<HashMap<&mut MapData, u64, RawScope>, EnforcerError> {
         map_err(SCOPES_MAP, HashMap::try_from(&mut self.scopes_map))
     }
@@ -847,6 +928,73 @@ impl Enforcer {
 
     fn allowed(&mut self) -> Result<HashMap<&mut MapData, RawDigestKey, u8>, EnforcerError> {
         map_err(ALLOWED_MAP, HashMap::try_from(&mut self.allowed_map))
+    }
+}
+
+/// Loads `program` on `hook`, attaches it and, with `pin_dir`, pins its link
+/// as `link_<pin>` (the link then outlives the process).
+fn attach_one(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &'static str,
+    hook: &'static str,
+    pin: &str,
+    pin_dir: Option<&Path>,
+) -> Result<(), EnforcerError> {
+    let lsm: &mut Lsm = ebpf
+        .program_mut(program)
+        .ok_or(EnforcerError::Missing {
+            kind: "program",
+            name: program,
+        })?
+        .try_into()
+        .map_err(|source| EnforcerError::ProgramType {
+            program,
+            source: Box::new(source),
+        })?;
+    lsm.load(hook, btf).map_err(|source| EnforcerError::Load {
+        program,
+        hook,
+        source: Box::new(source),
+    })?;
+    let link = lsm.attach().map_err(|source| EnforcerError::Attach {
+        program,
+        hook,
+        lsm_state: kernel::describe_bpf_lsm_state(),
+        source: Box::new(source),
+    })?;
+    if let Some(dir) = pin_dir {
+        let link = lsm.take_link(link).map_err(|source| EnforcerError::Load {
+            program,
+            hook,
+            source: Box::new(source),
+        })?;
+        let path = dir.join(link_pin_name(pin));
+        FdLink::from(link)
+            .pin(&path)
+            .map_err(|source| EnforcerError::Pin {
+                path,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
+}
+
+impl Drop for Enforcer {
+    /// Detaches the programs that use the digest cache before the ones that
+    /// invalidate it (dropping the object alone would detach them in any
+    /// order). Pinned links are not affected: they stay until unpinned.
+    fn drop(&mut self) {
+        if let Some(ebpf) = self._ebpf.as_mut() {
+            for (program, _) in PROGRAMS {
+                if let Some(lsm) = ebpf
+                    .program_mut(program)
+                    .and_then(|p| <&mut Lsm>::try_from(p).ok())
+                {
+                    let _ = lsm.unload();
+                }
+            }
+        }
     }
 }
 

@@ -32,12 +32,14 @@ mod tests {
         assert!(has(b"lsm.s/bprm_check_security"));
         assert!(has(b"lsm.s/mmap_file"));
         assert!(has(b"lsm/file_mprotect"));
+        assert!(has(b"lsm/file_open") && has(b"lsm/inode_setattr"));
         for map in [
             &b"enf_scopes"[..],
             b"enf_sets",
             b"enf_allowed",
             b"enf_events",
             b"enf_stats",
+            b"enf_inode_cache",
         ] {
             assert!(has(map), "{}", String::from_utf8_lossy(map));
         }

@@ -13,6 +13,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,9 @@ mod sys {
     use std::ffi::{c_int, c_long, c_void};
 
     pub const PROT_READ: c_int = 0x1;
+    pub const PROT_WRITE: c_int = 0x2;
     pub const PROT_EXEC: c_int = 0x4;
+    pub const MAP_SHARED: c_int = 0x1;
     pub const MAP_PRIVATE: c_int = 0x2;
     pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
 
@@ -49,6 +52,14 @@ mod sys {
         pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
         pub fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int;
         pub fn memfd_create(name: *const std::ffi::c_char, flags: std::ffi::c_uint) -> c_int;
+        pub fn truncate(path: *const std::ffi::c_char, len: c_long) -> c_int;
+        pub fn setxattr(
+            path: *const std::ffi::c_char,
+            name: *const std::ffi::c_char,
+            value: *const c_void,
+            size: usize,
+            flags: c_int,
+        ) -> c_int;
     }
 }
 
@@ -1174,23 +1185,69 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
     fs::remove_dir_all(dir).ok();
 }
 
-/// Mean wall time of `runs` execs of `path true` in `cgroup`; every exec
-/// must succeed.
-fn mean_exec(path: &Path, cgroup: &Cgroup, runs: u32) -> Duration {
-    let started = std::time::Instant::now();
-    for i in 0..runs {
-        match run_true(path, Some(cgroup)) {
-            Ok(status) if status.success() => {}
-            other => panic!("exec {i} of {} failed: {other:?}", path.display()),
-        }
+/// Wall time of each of `runs` execs of `path true` in `cgroup` (every exec
+/// must succeed), with `before` run ahead of each exec, outside the timing.
+fn exec_times(path: &Path, cgroup: &Cgroup, runs: u32, mut before: impl FnMut()) -> Vec<Duration> {
+    (0..runs)
+        .map(|i| {
+            before();
+            let started = std::time::Instant::now();
+            match run_true(path, Some(cgroup)) {
+                Ok(status) if status.success() => {}
+                other => panic!("exec {i} of {} failed: {other:?}", path.display()),
+            }
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Loads an IMA policy that measures execs of files owned by uid 4242 and
+/// appraises execs of files owned by uid 4243 (so no other file in the lab
+/// is affected). Without CONFIG_IMA_WRITE_POLICY the policy can be written
+/// once per boot: only this test writes it.
+fn load_ima_policy() -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open("/sys/kernel/security/ima/policy")?;
+    f.write_all(b"measure func=BPRM_CHECK fowner=4242\nappraise func=BPRM_CHECK fowner=4243\n")
+}
+
+/// Sets `security.ima` to a SHA-256 hash (IMA_XATTR_DIGEST_NG, 0x04, then
+/// the algorithm, HASH_ALGO_SHA256 = 4, then the digest).
+fn set_ima_hash(path: &Path, digest: &Digest) -> io::Result<()> {
+    let mut value = vec![0x04u8, 0x04];
+    value.extend_from_slice(digest);
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated path and name and a value buffer of the given
+    // size, all alive for the call.
+    let rc = unsafe {
+        sys::setxattr(
+            c_path.as_ptr(),
+            c"security.ima".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    started.elapsed() / runs
 }
 
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_bench_exec_latency() {
-    const RUNS: u32 = 30;
+    // Rounds of each configuration, interleaved, so that drift over the
+    // boot (the emulator warming up, memory filling) hits all of them alike.
+    const ROUNDS: u32 = 5;
+    const RUNS: u32 = 12;
     let dir = scratch_dir("bench");
     let (small, small_digest) = unique_busybox(&dir, "small");
     // A 20 MB listed binary: busybox with padding after its last segment.
@@ -1200,33 +1257,110 @@ fn vm_enforcer_bench_exec_latency() {
     write_executable(&big, &big_bytes);
     let big_digest = sha256(&big_bytes);
     let cgroup = Cgroup::new("bench");
+    let none = || {};
+    // An open for write before an exec invalidates the file's cache entry,
+    // so that exec hashes (as every exec did before the cache).
+    let invalidate = || drop(OpenOptions::new().write(true).open(&small).unwrap());
 
-    let _ = mean_exec(&small, &cgroup, 3); // warm the page cache
-    let bare = mean_exec(&small, &cgroup, RUNS);
-    let big_bare = mean_exec(&big, &cgroup, 1);
+    let _ = exec_times(&small, &cgroup, 3, none); // warm the page cache
+    let (mut bare, mut unscoped, mut cold, mut warm) = (vec![], vec![], vec![], vec![]);
+    let (mut big_bare, mut big_first, mut big_warm) = (vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        bare.extend(exec_times(&small, &cgroup, RUNS, none));
+        big_bare.extend(exec_times(&big, &cgroup, 3, none));
+        let mut enf = attach();
+        enf.allow_digests(30, &[small_digest, big_digest])
+            .expect("allow");
+        std::thread::sleep(Duration::from_millis(200));
+        unscoped.extend(exec_times(&small, &cgroup, RUNS, none));
+        enf.add_scope(cgroup.id, 30, Mode::Enforce)
+            .expect("add scope");
+        cold.extend(exec_times(&small, &cgroup, RUNS, invalidate));
+        let _ = exec_times(&small, &cgroup, 1, none); // fills the cache
+        let hits = enf.cache_hits().unwrap();
+        warm.extend(exec_times(&small, &cgroup, RUNS, none));
+        assert!(
+            enf.cache_hits().unwrap() >= hits + u64::from(RUNS),
+            "warm execs did not use the cache"
+        );
+        big_first.extend(exec_times(&big, &cgroup, 1, none));
+        let hits = enf.cache_hits().unwrap();
+        big_warm.extend(exec_times(&big, &cgroup, 3, none));
+        assert!(
+            enf.cache_hits().unwrap() >= hits + 3,
+            "the second exec of the 20 MB binary did not use the cache"
+        );
+        assert_eq!(enf.dropped_events().expect("stats"), 0);
+        drop(enf);
+        // Detaching leaves RCU work behind: let it settle before timing.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (bare, unscoped, cold, warm) = (median(bare), median(unscoped), median(cold), median(warm));
+    let (big_bare, big_first, big_warm) = (median(big_bare), median(big_first), median(big_warm));
 
-    let mut enf = attach();
-    enf.allow_digests(30, &[small_digest, big_digest])
-        .expect("allow");
-    let unscoped = mean_exec(&small, &cgroup, RUNS);
-    enf.add_scope(cgroup.id, 30, Mode::Enforce)
-        .expect("add scope");
-    let enforced = mean_exec(&small, &cgroup, RUNS);
-    let big_enforced = mean_exec(&big, &cgroup, 1);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     // Emulated (TCG) kernels exaggerate hashing against everything else:
-    // read the ratios as an upper bound, not as the cost on hardware.
+    // read the cold ratios as an upper bound, not as the cost on hardware.
     println!(
-        "BENCH exec of a {} KB listed binary, mean of {RUNS}: bare {bare:?}, \
-         enforcer loaded but task unscoped {unscoped:?} ({:.2}x), enforced {enforced:?} \
-         ({:.2}x); 20 MB listed binary, one exec: bare {big_bare:?}, enforced \
-         {big_enforced:?} ({:.2}x)",
+        "BENCH fork+exec of a {} KB listed binary, median of {ROUNDS}x{RUNS} interleaved: \
+         bare {bare:?}, enforcer loaded but task unscoped {unscoped:?} ({:.2}x), enforced \
+         cold (hash every exec) {cold:?} ({:.2}x), enforced warm cache {warm:?} ({:.2}x); \
+         20 MB listed binary: bare {big_bare:?} (median of {ROUNDS}x3), enforced first exec \
+         {big_first:?} ({:.2}x, median of {ROUNDS}), enforced warm {big_warm:?} ({:.2}x, \
+         median of {ROUNDS}x3)",
         fs::metadata(&small).unwrap().len() / 1024,
         ratio(unscoped, bare),
-        ratio(enforced, bare),
-        ratio(big_enforced, big_bare),
+        ratio(cold, bare),
+        ratio(warm, bare),
+        ratio(big_first, big_bare),
+        ratio(big_warm, big_bare),
     );
-    assert_eq!(enf.dropped_events().expect("stats"), 0);
+
+    // The peer: the same loop under IMA (no BPF program attached now), on
+    // copies owned by the uids the policy names.
+    let measured = dir.join("busybox-ima-measure");
+    let appraised = dir.join("busybox-ima-appraise");
+    fs::copy(&small, &measured).unwrap();
+    fs::copy(&small, &appraised).unwrap();
+    std::os::unix::fs::chown(&measured, Some(4242), None).unwrap();
+    std::os::unix::fs::chown(&appraised, Some(4243), None).unwrap();
+    if let Err(e) = set_ima_hash(&appraised, &small_digest) {
+        println!("BENCH-IMA not measured: setxattr security.ima: {e}");
+        return;
+    }
+    if let Err(e) = load_ima_policy() {
+        println!("BENCH-IMA not measured: no IMA policy could be loaded: {e}");
+        return;
+    }
+    // Appraisal must refuse a file whose hash does not match, or it is not
+    // appraising at all.
+    let wrong = dir.join("busybox-ima-wrong");
+    fs::copy(&small, &wrong).unwrap();
+    std::os::unix::fs::chown(&wrong, Some(4243), None).unwrap();
+    set_ima_hash(&wrong, &[0u8; 32]).expect("setxattr");
+    let refused = run_true(&wrong, Some(&cgroup));
+    assert!(
+        matches!(&refused, Err(e) if is_denial(e)),
+        "IMA appraisal let a file with a wrong hash run: {refused:?}"
+    );
+    let (mut bare2, mut measure, mut appraise) = (vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        bare2.extend(exec_times(&small, &cgroup, RUNS, none));
+        measure.extend(exec_times(&measured, &cgroup, RUNS, none));
+        appraise.extend(exec_times(&appraised, &cgroup, RUNS, none));
+    }
+    let (bare2, measure, appraise) = (median(bare2), median(measure), median(appraise));
+    let logged = fs::read_to_string("/sys/kernel/security/ima/ascii_runtime_measurements")
+        .unwrap_or_default()
+        .contains("busybox-ima-measure");
+    println!(
+        "BENCH-IMA same loop, no BPF program, median of {ROUNDS}x{RUNS} interleaved: bare \
+         {bare2:?}; IMA measure func=BPRM_CHECK {measure:?} ({:.2}x, in the measurement \
+         list: {logged}); IMA appraise func=BPRM_CHECK with a security.ima sha256 hash \
+         {appraise:?} ({:.2}x; a wrong hash is refused)",
+        ratio(measure, bare2),
+        ratio(appraise, bare2),
+    );
     fs::remove_dir_all(dir).ok();
 }
 
@@ -1390,4 +1524,272 @@ fn vm_enforcer_events_tell_apart_containers_sharing_a_namespaced_pid() {
     assert_ne!(a.host_pid, b.host_pid, "told apart by host pid");
     assert_ne!(a.cgroup_id, b.cgroup_id, "told apart by cgroup");
     fs::remove_dir_all(dir).ok();
+}
+
+// ---------------------------------------------------------------------------
+// Per-inode digest cache: each test warms the cache with a listed binary,
+// then changes the content in a way that must invalidate it, and checks that
+// the next exec of the (now unlisted) content is denied. Each fails if the
+// corresponding invalidation is missing (checked by disabling it once).
+// ---------------------------------------------------------------------------
+
+const ETXTBSY: i32 = 26;
+
+/// A listed file (busybox plus a tag) in an enforcing scope, with its bytes.
+struct CacheCase {
+    dir: PathBuf,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    runner: PathBuf,
+    cgroup: Cgroup,
+    enf: Enforcer,
+}
+
+impl CacheCase {
+    fn new(name: &str, scope_id: u32) -> Self {
+        let dir = scratch_dir(name);
+        let (path, digest) = unique_busybox(&dir, &format!("cache-{name}"));
+        let (runner, runner_digest) = unique_busybox(&dir, "runner");
+        let bytes = fs::read(&path).unwrap();
+        let cgroup = Cgroup::new(name);
+        let mut enf = attach();
+        enf.allow_digests(scope_id, &[digest, runner_digest])
+            .expect("allow");
+        enf.add_scope(cgroup.id, scope_id, Mode::Enforce)
+            .expect("add scope");
+        // The runner's own entry is filled now, so that later fill counts
+        // are about the file under test only.
+        assert_runs(&runner, Some(&cgroup), "runner");
+        assert_runs(&runner, Some(&cgroup), "runner");
+        CacheCase {
+            dir,
+            path,
+            bytes,
+            runner,
+            cgroup,
+            enf,
+        }
+    }
+
+    /// The listed bytes with the byte before the final newline changed: same
+    /// length, still a runnable busybox, not listed.
+    fn unlisted_bytes(&self) -> Vec<u8> {
+        let mut b = self.bytes.clone();
+        let at = b.len() - 2;
+        b[at] ^= 0x20;
+        b
+    }
+
+    /// Runs the listed binary twice and checks that the second exec took
+    /// its digest from the cache.
+    fn warm(&self, what: &str) {
+        assert_runs(&self.path, Some(&self.cgroup), what);
+        let hits = self.enf.cache_hits().expect("stats");
+        assert_runs(&self.path, Some(&self.cgroup), what);
+        assert!(
+            self.enf.cache_hits().expect("stats") > hits,
+            "{what}: the second exec did not use the cache"
+        );
+    }
+
+    /// Runs the file, which must not run: it must be denied (or, with
+    /// `etxtbsy_ok`, refused with ETXTBSY).
+    fn assert_not_run(&self, etxtbsy_ok: bool, what: &str) -> i32 {
+        match run_true(&self.path, Some(&self.cgroup)) {
+            Err(e) if is_denial(&e) => {
+                println!("{what}: denied ({e})");
+                e.raw_os_error().unwrap_or(0)
+            }
+            Err(e) if etxtbsy_ok && e.raw_os_error() == Some(ETXTBSY) => {
+                println!("{what}: ETXTBSY");
+                ETXTBSY
+            }
+            Err(e) => panic!("{what}: exec failed, but not with EPERM/EACCES: {e}"),
+            Ok(status) => panic!("{what}: unlisted content ran ({status})"),
+        }
+    }
+
+    /// Maps the file PROT_EXEC from a child in the scope (which judges, and
+    /// may fill the cache, without exec's write denial).
+    fn map_exec(&self) -> io::Result<ExitStatus> {
+        mmap_exec_in(&self.cgroup, &self.path, &self.runner)
+    }
+}
+
+impl Drop for CacheCase {
+    fn drop(&mut self) {
+        fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+fn pwrite_all(file: &File, bytes: &[u8], offset: u64) {
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(bytes, offset).expect("pwrite");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_write_through_a_new_fd_invalidates() {
+    let case = CacheCase::new("cache-write", 40);
+    case.warm("listed binary");
+    let unlisted = case.unlisted_bytes();
+    // In place, no truncation: only the open for write can tell.
+    let file = OpenOptions::new().write(true).open(&case.path).unwrap();
+    pwrite_all(
+        &file,
+        &unlisted[unlisted.len() - 2..],
+        (unlisted.len() - 2) as u64,
+    );
+    drop(file);
+    case.assert_not_run(
+        false,
+        "after write() through an fd opened after the warm-up",
+    );
+    // And back: the cache now holds the unlisted digest; restoring the
+    // listed bytes must make it run again.
+    let file = OpenOptions::new().write(true).open(&case.path).unwrap();
+    pwrite_all(
+        &file,
+        &case.bytes[case.bytes.len() - 2..],
+        (case.bytes.len() - 2) as u64,
+    );
+    drop(file);
+    assert_runs(&case.path, Some(&case.cgroup), "listed bytes restored");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_writer_opened_before_the_warm_up_is_never_trusted() {
+    let case = CacheCase::new("cache-early", 41);
+    let unlisted = case.unlisted_bytes();
+    // The writer exists before anything is cached...
+    let file = OpenOptions::new().write(true).open(&case.path).unwrap();
+    // ...so exec is refused while it is open (ETXTBSY), if this kernel
+    // denies write access during exec; either way no cache is filled.
+    let fills = case.enf.cache_fills().unwrap();
+    match run_true(&case.path, Some(&case.cgroup)) {
+        Err(e) if e.raw_os_error() == Some(ETXTBSY) => println!("exec with a writer open: ETXTBSY"),
+        Ok(status) if status.success() => {
+            println!("exec with a writer open: ran (no ETXTBSY here)")
+        }
+        other => panic!("exec of the listed binary with a writer open: {other:?}"),
+    }
+    // A PROT_EXEC mapping is judged (listed: allowed) but must not fill the
+    // cache while a writer exists: the writer writes without a new open.
+    assert!(case.map_exec().expect("map the listed file").success());
+    let filled = case.enf.cache_fills().unwrap() - fills;
+    pwrite_all(
+        &file,
+        &unlisted[unlisted.len() - 2..],
+        (unlisted.len() - 2) as u64,
+    );
+    case.assert_not_run(true, "unlisted bytes, writer still open");
+    match case.map_exec() {
+        Err(e) if is_denial(&e) => println!("mapping of the unlisted bytes, writer open: denied"),
+        other => panic!("PROT_EXEC mapping of the unlisted bytes: {other:?}"),
+    }
+    drop(file);
+    case.assert_not_run(
+        false,
+        "unlisted bytes written through an fd opened before the warm-up",
+    );
+    assert_eq!(filled, 0, "the cache was filled while a writer was open");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_truncate_by_path_invalidates() {
+    let case = CacheCase::new("cache-trunc", 42);
+    case.warm("listed binary");
+    // truncate(2) by path takes write access without any open: cutting
+    // the tag leaves plain busybox, which runs but is not listed.
+    let busybox_len = fs::metadata(busybox()).unwrap().len();
+    let c_path = std::ffi::CString::new(case.path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: truncate(2) with a NUL-terminated path that outlives the call.
+    let rc = unsafe { sys::truncate(c_path.as_ptr(), busybox_len as std::ffi::c_long) };
+    assert_eq!(rc, 0, "truncate: {}", io::Error::last_os_error());
+    case.assert_not_run(false, "after truncate(2) by path");
+    // Rewrite through a second open: first back to the listed bytes (the
+    // cache holds the truncated content's digest now), then warm, then to
+    // unlisted bytes.
+    let mut file = OpenOptions::new().append(true).open(&case.path).unwrap();
+    file.write_all(&case.bytes[busybox_len as usize..]).unwrap();
+    drop(file);
+    case.warm("listed bytes rewritten after the truncation");
+    let unlisted = case.unlisted_bytes();
+    let file = OpenOptions::new().write(true).open(&case.path).unwrap();
+    pwrite_all(&file, &unlisted[busybox_len as usize..], busybox_len);
+    drop(file);
+    case.assert_not_run(false, "after a rewrite through a second open");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_shared_writable_mapping_invalidates() {
+    let case = CacheCase::new("cache-shmap", 43);
+    case.warm("listed binary");
+    let len = case.bytes.len();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&case.path)
+        .unwrap();
+    // SAFETY: a fresh shared mapping chosen by the kernel (aliasing no Rust
+    // object) of the whole file, written through a raw pointer within its
+    // length, then unmapped.
+    let addr = unsafe {
+        sys::mmap(
+            std::ptr::null_mut(),
+            len,
+            sys::PROT_READ | sys::PROT_WRITE,
+            sys::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        addr,
+        sys::MAP_FAILED,
+        "mmap: {}",
+        io::Error::last_os_error()
+    );
+    drop(file); // the mapping keeps the file (and its write access) alive
+                // The mapping exists before the cache is warmed again (its open bumped
+                // the generation already): the mapping of the listed bytes must not
+                // fill the cache.
+    let fills = case.enf.cache_fills().unwrap();
+    match run_true(&case.path, Some(&case.cgroup)) {
+        Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+            println!("exec with a shared writable mapping: ETXTBSY")
+        }
+        Ok(status) if status.success() => {
+            println!("exec with a shared writable mapping: ran (no ETXTBSY here)")
+        }
+        other => panic!("exec of the listed binary with a shared writable mapping: {other:?}"),
+    }
+    assert!(case.map_exec().expect("map the listed file").success());
+    let filled = case.enf.cache_fills().unwrap() - fills;
+    // SAFETY: within the mapping's length.
+    unsafe { *(addr as *mut u8).add(len - 2) ^= 0x20 };
+    // SAFETY: the mapping made above, of `len` bytes, no longer used.
+    unsafe { sys::munmap(addr, len) };
+    case.assert_not_run(
+        false,
+        "after a write through a shared mapping whose fd was closed",
+    );
+    assert_eq!(
+        filled, 0,
+        "the cache was filled while a writable shared mapping existed"
+    );
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_rename_onto_the_path_is_another_inode() {
+    let case = CacheCase::new("cache-rename", 44);
+    case.warm("listed binary");
+    let tmp = case.dir.join("replacement");
+    write_executable(&tmp, &case.unlisted_bytes());
+    fs::rename(&tmp, &case.path).unwrap();
+    case.assert_not_run(false, "after rename of an unlisted file onto the path");
 }

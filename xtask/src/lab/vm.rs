@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use super::kernels::Kernel;
 
 /// The LSMs the kernel is booted with; `bpf` is what the lab needs.
-pub const LSM: &str = "lockdown,capability,landlock,yama,apparmor,bpf";
+pub const LSM: &str = "lockdown,capability,landlock,yama,integrity,apparmor,bpf";
 const TAIL_LINES: usize = 40;
 
 /// One boot to run.
