@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Packages whose `vm_*` test targets the lab runs.
-const PACKAGES: &[&str] = &["bpf-lsm"];
+const PACKAGES: &[&str] = &["bpf-lsm", "enforce"];
 
 /// One test binary and the tests the lab runs from it.
 #[derive(Debug, Clone)]
