@@ -175,13 +175,4 @@ fn now_rfc3339() -> String {
 }
 
 /// An error and its sources on one line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use verifier_core::verify::error_chain as chain;

@@ -264,7 +264,8 @@ fn binding(statement: &Statement, identity: &ImageIdentity, files: &[crate::mani
     (false, format!("signed subject {signed} is not this image ({have})"))
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and its sources on one line (`outer: inner: innermost`), for reports and event logs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
