@@ -34,6 +34,18 @@ pub struct Plan {
     pub inject_failure: bool,
     pub inject_panic: bool,
     pub inject_hang: bool,
+    /// Extra executables copied into `/lab/bin` under their own file names,
+    /// with their shared libraries (e.g. the release `imgsign` for the demo).
+    pub binaries: Vec<PathBuf>,
+    /// Shell scripts run as tests after the suites (`sh /lab/<name>.sh`).
+    pub scripts: Vec<Script>,
+}
+
+/// A shell script `/init` runs as one test named `name`.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub name: String,
+    pub text: String,
 }
 
 impl Plan {
@@ -41,6 +53,7 @@ impl Plan {
     pub fn test_names(&self) -> Vec<String> {
         let mut names = vec![MODULES_TEST.to_string(), BPF_LSM_TEST.to_string()];
         names.extend(self.suites.iter().flat_map(|s| s.tests.iter().cloned()));
+        names.extend(self.scripts.iter().map(|s| s.name.clone()));
         if self.inject_failure {
             names.push(INJECTED_TEST.to_string());
         }
@@ -97,6 +110,26 @@ pub fn build(kernel: &Kernel, plan: &Plan, work: &Path) -> Result<PathBuf> {
             bail!("strip {} failed", suite.executable.display());
         }
         libs.extend(shared_libraries(&suite.executable)?);
+    }
+    for exe in &plan.binaries {
+        let name = exe.file_name().context("binary without a file name")?;
+        let dst = tree.join("lab/bin").join(name);
+        let status = Command::new("strip")
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&dst)
+            .arg(exe)
+            .status()
+            .context("run strip (binutils)")?;
+        if !status.success() {
+            bail!("strip {} failed", exe.display());
+        }
+        libs.extend(shared_libraries(exe)?);
+    }
+    for script in &plan.scripts {
+        let dst = tree.join(format!("lab/{}.sh", script.name));
+        fs::write(&dst, &script.text)?;
+        set_executable(&dst)?;
     }
     libs.sort();
     libs.dedup();
@@ -288,6 +321,9 @@ fn init_script(plan: &Plan, modules: &[String]) -> String {
                 suite.target
             );
         }
+    }
+    for script in &plan.scripts {
+        let _ = writeln!(s, "lab_test {0} sh /lab/{0}.sh", script.name);
     }
     if plan.inject_failure {
         let _ = writeln!(

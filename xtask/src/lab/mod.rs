@@ -8,7 +8,10 @@
 //! `/init` script, [`vm`] boots and reads the console, [`report`] prints the
 //! outcome. Anything short of every planned test passing and the final
 //! `LAB-RESULT PASS` marker fails the command. [`selftest`] checks that.
+//! [`demo`] runs the README's kernel-enforcement demo (the release `imgsign`
+//! and a shell script) in the same way.
 
+mod demo;
 mod initramfs;
 mod kernels;
 mod report;
@@ -42,6 +45,24 @@ pub enum LabCommand {
         #[arg(long, value_enum, default_value = "6.1")]
         kernel: KernelChoice,
     },
+    /// The kernel-enforcement demo: the release `imgsign` signs a tree,
+    /// enforces it on a cgroup, and an unlisted binary is refused, inside the VM.
+    Demo {
+        /// Kernel to boot (one).
+        #[arg(long, value_enum, default_value = "6.12")]
+        kernel: DemoKernel,
+        /// Wall-time limit for the boot, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoKernel {
+    #[value(name = "6.1")]
+    V6_1,
+    #[value(name = "6.12")]
+    V6_12,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -101,6 +122,7 @@ impl KernelChoice {
 pub fn main(args: LabArgs) -> Result<bool> {
     match args.command {
         Some(LabCommand::Selftest { kernel }) => selftest::run(kernel),
+        Some(LabCommand::Demo { kernel, timeout }) => demo::run(kernel, timeout),
         None => run(&args.run),
     }
 }
@@ -149,6 +171,8 @@ fn run(args: &RunArgs) -> Result<bool> {
         inject_failure: args.inject_failure,
         inject_panic: args.inject_panic,
         inject_hang: args.inject_hang,
+        binaries: Vec::new(),
+        scripts: Vec::new(),
     };
     let mut boots = Vec::new();
     for kernel in &kernels {
