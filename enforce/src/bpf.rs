@@ -224,6 +224,7 @@ pub fn convert(d: enforcer::Decision) -> Event {
         scope_cgroup_id: d.scope_cgroup_id,
         scope: None,
         cgroup_id: e.cgroup_id,
+        cgroup: None,
         host_pid: e.host_pid,
         ns_pid: e.ns_pid,
         pid_ns: Some(d.pid_ns.into()),

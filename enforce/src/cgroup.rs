@@ -37,6 +37,28 @@ pub fn cgroup_id(path: &Path) -> Result<u64, CgroupError> {
     Ok(metadata.ino())
 }
 
+/// The cgroup directory at or below `root` whose cgroup id is `id`, searched breadth first down
+/// to `max_depth` levels (a task's cgroup is its scope's cgroup or a descendant of it). `None`
+/// when it is not there (any more: a cgroup can be removed before its events are read).
+pub fn find_below(root: &Path, id: u64, max_depth: usize) -> Option<PathBuf> {
+    let mut level = vec![root.to_path_buf()];
+    for _ in 0..=max_depth {
+        let mut next = Vec::new();
+        for dir in level {
+            match std::fs::metadata(&dir) {
+                Ok(m) if m.is_dir() && m.ino() == id => return Some(dir),
+                Ok(m) if m.is_dir() => {}
+                _ => continue,
+            }
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                next.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+            }
+        }
+        level = next;
+    }
+    None
+}
+
 /// The file system magic number of the file system holding `path` (`statfs(2)`'s `f_type`).
 pub fn fs_magic(path: &Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statfs(path).map_err(std::io::Error::from)?;

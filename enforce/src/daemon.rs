@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+/// How deep below a scope's cgroup a task's cgroup is looked for, to name it in events.
+const CGROUP_SEARCH_DEPTH: usize = 8;
+
 /// How long one wait for events lasts before the flags are looked at again.
 pub const POLL: Duration = Duration::from_millis(200);
 
@@ -39,6 +42,8 @@ pub struct Daemon<K: Kernel> {
     kernel: K,
     plan: Plan,
     out: Box<dyn Write + Send>,
+    /// Cgroup directories found for cgroup ids seen in events.
+    cgroup_paths: std::collections::HashMap<u64, Option<PathBuf>>,
 }
 
 impl<K: Kernel> Daemon<K> {
@@ -48,7 +53,7 @@ impl<K: Kernel> Daemon<K> {
         let policy = policy::load(policy_path)?;
         let plan = plan::build(&policy, now)?;
         kernel.apply(&plan).map_err(DaemonError::Kernel)?;
-        let mut daemon = Daemon { policy_path: policy.path, trust: policy.trust, kernel, plan, out };
+        let mut daemon = Daemon { policy_path: policy.path, trust: policy.trust, kernel, plan, out, cgroup_paths: Default::default() };
         daemon.after_apply("started")?;
         Ok(daemon)
     }
@@ -108,8 +113,18 @@ impl<K: Kernel> Daemon<K> {
         };
         let n = events.len();
         for mut event in events {
+            let scope = self.plan.scope_by_cgroup_id(event.scope_cgroup_id);
             if event.scope.is_none() {
-                event.scope = self.plan.scope_by_cgroup_id(event.scope_cgroup_id).map(|s| s.name.clone());
+                event.scope = scope.map(|s| s.name.clone());
+            }
+            if event.cgroup.is_none() {
+                let root = scope.map(|s| s.cgroup.clone());
+                event.cgroup = self
+                    .cgroup_paths
+                    .entry(event.cgroup_id)
+                    .or_insert_with(|| root.and_then(|r| crate::cgroup::find_below(&r, event.cgroup_id, CGROUP_SEARCH_DEPTH)))
+                    .as_ref()
+                    .map(|p| p.display().to_string());
             }
             self.write(&EventRecord { record: "event", time: now_rfc3339(), event: &event })?;
         }

@@ -80,6 +80,9 @@ pub struct Event {
     pub scope: Option<String>,
     /// The task's own cgroup id (the scope's cgroup or a descendant).
     pub cgroup_id: u64,
+    /// The task's cgroup directory, filled in by the daemon (absent if it is gone by then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     pub host_pid: u32,
     pub ns_pid: u32,
     /// Inode number of the task's pid namespace.

@@ -197,6 +197,7 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
         scope_cgroup_id: cgroup_id,
         scope: None,
         cgroup_id: cgroup_id + 7,
+        cgroup: None,
         host_pid: 4242,
         ns_pid: 1,
         pid_ns: Some(4026531836),
@@ -205,7 +206,7 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
         path: Some("/tmp/unlisted".into()),
         sha256: Some(testdata::sha256_hex(b"unlisted")),
     };
-    daemon_kernel(&mut daemon).events.push_back(event);
+    daemon_kernel(&mut daemon).events.push_back(event.clone());
     assert_eq!(daemon.pump_events(Duration::ZERO).unwrap(), 1);
     let record = out.records().last().unwrap().clone();
     assert_eq!(record["record"], "event");
@@ -216,6 +217,19 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
     assert_eq!(record["cgroupId"], cgroup_id + 7);
     assert_eq!(record["pidNs"], 4026531836u64);
     assert!(record.get("mntNs").is_none(), "unknown fields are left out: {record}");
+    assert!(record.get("cgroup").is_none(), "a cgroup id found nowhere has no path: {record}");
+
+    // A task in a child cgroup of the scope: the event names that cgroup's directory.
+    let child = s.cgroup.path.join("container-1");
+    std::fs::create_dir(&child).unwrap();
+    let child_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&child).unwrap());
+    let mut in_child = event.clone();
+    in_child.cgroup_id = child_id;
+    daemon_kernel(&mut daemon).events.push_back(in_child);
+    assert_eq!(daemon.pump_events(Duration::ZERO).unwrap(), 1);
+    let record = out.records().last().unwrap().clone();
+    assert_eq!(record["cgroup"], child.display().to_string().as_str(), "{record}");
+    std::fs::remove_dir(&child).unwrap();
     assert!(record["time"].as_str().unwrap().ends_with('Z'));
 
     // run(): a set reload flag reloads once and is cleared; a set stop flag returns.

@@ -133,6 +133,7 @@ fn vm_daemon_enforces_a_signed_policy_and_reports_denials() {
     assert!(!denied.is_empty(), "no denial event: {:?}", out.records());
     let event = &denied[0];
     assert_eq!(event["scope"], "web");
+    assert_eq!(event["cgroup"], lab.cgroup.path.display().to_string().as_str(), "{event}");
     assert_eq!(event["cgroupId"], daemon.plan().scopes[0].cgroup_id);
     assert!(event["hostPid"].as_u64().unwrap() > 0);
     let unlisted_hex = testdata::sha256_hex(&fs::read(&unlisted).unwrap());
