@@ -92,6 +92,14 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
     let started = Instant::now();
     let mut child = Command::new(&qemu)
         .args(["-accel", &accel, "-cpu", cpu, "-smp", "1", "-m", "1G"])
+        // Extra QEMU arguments, split on whitespace: e.g. `-icount
+        // shift=0,sleep=off` makes guest time count instructions, so timings
+        // taken in the guest (benchmarks) do not depend on the host's load.
+        .args(
+            std::env::var("IMGSIGN_LAB_QEMU_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .args([
             "-nodefaults",
             "-no-user-config",
