@@ -1839,3 +1839,120 @@ fn vm_enforcer_cache_rename_onto_the_path_is_another_inode() {
     fs::rename(&tmp, &case.path).unwrap();
     case.assert_not_run(false, "after rename of an unlisted file onto the path");
 }
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_read_only_open_with_o_trunc_invalidates() {
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_TRUNC: i32 = 0o1000;
+    let mut case = CacheCase::new("cache-rdtrunc", 45);
+    case.warm("listed binary");
+    // open(O_RDONLY | O_TRUNC) truncates without FMODE_WRITE (on 6.2+
+    // through file_truncate, not path_truncate).
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_TRUNC)
+        .open(&case.path)
+        .expect("open O_RDONLY|O_TRUNC");
+    drop(file);
+    assert_eq!(fs::metadata(&case.path).unwrap().len(), 0, "not truncated");
+    // An empty file is judged before any binary handler looks at it. A
+    // stale cache entry would let it through to ENOEXEC (and glibc would
+    // then try /bin/sh on it, which is unlisted here and denied: so the
+    // proof is the denial event carrying the empty content's digest).
+    let result = run_true(&case.path, Some(&case.cgroup));
+    let empty = sha256(b"");
+    let events = drain_events(&mut case.enf);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.verdict == Verdict::Deny && e.digest == Some(empty)),
+        "the truncated (empty) content was not judged by its own digest: {result:?}, {events:?}"
+    );
+    println!("empty file after O_RDONLY|O_TRUNC: denied by its own digest ({result:?})");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_write_through_a_hard_link_invalidates() {
+    let case = CacheCase::new("cache-link", 46);
+    let link = case.dir.join("other-name");
+    fs::hard_link(&case.path, &link).unwrap();
+    case.warm("listed binary");
+    let unlisted = case.unlisted_bytes();
+    let file = OpenOptions::new().write(true).open(&link).unwrap();
+    pwrite_all(
+        &file,
+        &unlisted[unlisted.len() - 2..],
+        (unlisted.len() - 2) as u64,
+    );
+    drop(file);
+    case.assert_not_run(false, "after a write through another hard link");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_cache_is_not_used_on_overlayfs() {
+    let case = CacheCase::new("cache-ovl", 47);
+    let (lower, upper, work, merged) = (
+        case.dir.join("lower"),
+        case.dir.join("upper"),
+        case.dir.join("work"),
+        case.dir.join("merged"),
+    );
+    for d in [&lower, &upper, &work, &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    let lower_file = lower.join("busybox-ovl");
+    write_executable(&lower_file, &case.bytes);
+    let status = Command::new(busybox())
+        .args(["mount", "-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        ))
+        .arg(&merged)
+        .status()
+        .expect("mount overlay");
+    assert!(status.success(), "mount overlay: {status}");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new(busybox()).arg("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(merged.clone());
+    let via_overlay = merged.join("busybox-ovl");
+    assert_runs(
+        &via_overlay,
+        Some(&case.cgroup),
+        "listed binary through overlayfs",
+    );
+    let hits = case.enf.cache_hits().unwrap();
+    assert_runs(
+        &via_overlay,
+        Some(&case.cgroup),
+        "listed binary through overlayfs",
+    );
+    assert_eq!(
+        case.enf.cache_hits().unwrap(),
+        hits,
+        "an overlayfs file was served from the cache"
+    );
+    // Why: a write to the lower file changes what the overlay shows without
+    // any open of the overlay inode.
+    let unlisted = case.unlisted_bytes();
+    let file = OpenOptions::new().write(true).open(&lower_file).unwrap();
+    pwrite_all(
+        &file,
+        &unlisted[unlisted.len() - 2..],
+        (unlisted.len() - 2) as u64,
+    );
+    drop(file);
+    match run_true(&via_overlay, Some(&case.cgroup)) {
+        Err(e) if is_denial(&e) => println!("overlay file after a write to its lower file: denied"),
+        other => panic!("overlay file after a write to its lower file: {other:?}"),
+    }
+}
