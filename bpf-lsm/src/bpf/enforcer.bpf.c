@@ -66,9 +66,10 @@
 // 1. Every content change of a regular file on the whitelisted filesystems
 //    (below) goes through one of:
 //    a. a struct file with FMODE_WRITE (write, pwrite, writev, splice,
-//       copy_file_range, fallocate, ftruncate, io_uring, reflink/dedupe
+//       copy_file_range, fallocate, ftruncate, io_uring, reflink
 //       destinations, MAP_SHARED|PROT_WRITE mappings, which keep that file
-//       alive). Such a file is made by do_dentry_open(), which takes write
+//       alive; dedupe may target a read-only fd, but only replaces ranges
+//       with identical bytes). Such a file is made by do_dentry_open(), which takes write
 //       access (i_writecount++, an atomic RMW) BEFORE it calls
 //       security_file_open(): so while such a file exists i_writecount > 0,
 //       and after it was made `write_gen` was bumped (enf_file_open, with
@@ -123,8 +124,11 @@
 //    never, it just hashes when seq was odd or moved). Then i_writecount
 //    must be <= 0 and write_gen must equal cached - 1, read in that order
 //    (as in 3). During exec, exec holds deny_write_access (i_writecount < 0,
-//    every open for write fails with ETXTBSY), so the content is frozen
-//    for the whole decision: the cached digest is the content that runs.
+//    every open for write fails with ETXTBSY, seen on both lab kernels),
+//    so the content is frozen for the whole decision: the cached digest is
+//    the content that runs. (A kernel that stopped denying write access
+//    during exec would still be covered by the i_writecount/write_gen
+//    checks, with the same write-after-check window as an uncached hash.)
 //    Two fillers with the same g0 hashed the same content; fillers with
 //    different g0 are serialised by seq, and the older one's `cached` no
 //    longer matches write_gen.
