@@ -157,8 +157,18 @@ impl BpfKernel {
     /// Loads, attaches and pins the programs and maps under `pin_dir`, or takes over the enforcer
     /// already pinned there (what is in force stays in force).
     pub fn open(pin_dir: &Path) -> Result<Self, KernelError> {
-        let mut enforcer = Enforcer::attach_pinned(pin_dir)
-            .map_err(|e| failed(&format!("loading, attaching and pinning the BPF-LSM programs under {}", pin_dir.display()), e))?;
+        let mut enforcer = Enforcer::attach_pinned(pin_dir).map_err(|e| {
+            let mut what = format!("loading, attaching and pinning the BPF-LSM programs under {}", pin_dir.display());
+            // Some kernels list `bpf` as an active LSM yet refuse every LSM program with EPERM
+            // before the verifier runs (seen on this project's development VMs).
+            if crate::daemon::chain(&e).contains("Operation not permitted") {
+                what.push_str(
+                    " (the kernel refused an LSM program although `bpf` is an active LSM: a lockdown or \
+                     kernel policy forbids BPF-LSM programs here; the kernel lab runs them in Debian's kernels)",
+                );
+            }
+            failed(&what, e)
+        })?;
         let in_force = enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))?;
         let loaded = Loaded::taken_over(in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode))));
         Ok(BpfKernel { enforcer, loaded })
