@@ -28,10 +28,8 @@ fn main() {
 
     let btf = env::var("IMGSIGN_VMLINUX_BTF").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
     let vmlinux_h = out_dir.join("vmlinux.h");
-    let header = run_capture(
-        Command::new(&bpftool).args(["btf", "dump", "file", &btf, "format", "c"]),
-        "bpftool btf dump",
-    );
+    let header =
+        run_capture(Command::new(&bpftool).args(["btf", "dump", "file", &btf, "format", "c"]), "bpftool btf dump");
     fs::write(&vmlinux_h, header).unwrap_or_else(|e| fail(&format!("write vmlinux.h: {e}")));
 
     let mut sources: Vec<PathBuf> = fs::read_dir(src_dir)
@@ -41,24 +39,11 @@ fn main() {
         .collect();
     sources.sort();
     for source in sources {
-        let stem = source
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .trim_end_matches(".c")
-            .to_string();
+        let stem = source.file_name().unwrap().to_string_lossy().trim_end_matches(".c").to_string();
         let object = out_dir.join(format!("{stem}.o"));
         run_capture(
             Command::new(&clang)
-                .args([
-                    "-target",
-                    "bpf",
-                    "-mcpu=v3",
-                    "-O2",
-                    "-g",
-                    "-D__TARGET_ARCH_x86",
-                    "-Wall",
-                ])
+                .args(["-target", "bpf", "-mcpu=v3", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall"])
                 .arg("-I")
                 .arg(&out_dir)
                 .arg("-c")
@@ -76,22 +61,12 @@ fn find_tool(var: &str, candidates: &[&str]) -> String {
         return tool;
     }
     for candidate in candidates {
-        let arg = if candidate.contains("bpftool") {
-            "version"
-        } else {
-            "--version"
-        };
-        if Command::new(candidate)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
+        let arg = if candidate.contains("bpftool") { "version" } else { "--version" };
+        if Command::new(candidate).arg(arg).output().is_ok_and(|o| o.status.success()) {
             return candidate.to_string();
         }
     }
-    fail(&format!(
-        "none of {candidates:?} found (set {var} to override)"
-    ))
+    fail(&format!("none of {candidates:?} found (set {var} to override)"))
 }
 
 fn run_capture(cmd: &mut Command, what: &str) -> Vec<u8> {

@@ -7,6 +7,7 @@
 #   3. a short fuzz run of every cargo-fuzz target
 #   4. the kernel lab: in-VM tests on Debian 12 (6.1) and Debian 13 (6.12) kernels under QEMU,
 #      plus the lab's own tests (an injected failure and an injected panic must fail the run)
+#   0. `cargo fmt --all -- --check` (rustfmt.toml: max_width 120)
 # Every stage runs even if an earlier one failed; the exit code is non-zero if any failed.
 # Usage: scripts/test.sh [--fast]   (--fast: stages 1-2 only, for a quick local loop)
 set -uo pipefail
@@ -31,6 +32,7 @@ stage() {
     fi
 }
 
+stage format cargo fmt --all -- --check
 stage host-tests cargo test --workspace --quiet
 stage sigstore-interop bash tests/sigstore-interop/run.sh
 if [ "$fast" -eq 0 ]; then

@@ -25,16 +25,9 @@ pub enum KernelError {
 
 /// The active LSMs, in order, e.g. `["lockdown", "capability", "bpf"]`.
 pub fn active_lsms() -> Result<Vec<String>, KernelError> {
-    let text = fs::read_to_string(LSM_LIST).map_err(|source| KernelError::ReadLsmList {
-        path: LSM_LIST.into(),
-        source,
-    })?;
-    Ok(text
-        .trim()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect())
+    let text =
+        fs::read_to_string(LSM_LIST).map_err(|source| KernelError::ReadLsmList { path: LSM_LIST.into(), source })?;
+    Ok(text.trim().split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
 }
 
 /// Whether `bpf` is in the active LSM list.
@@ -48,10 +41,7 @@ pub fn describe_bpf_lsm_state() -> String {
         Ok(lsms) if lsms.iter().any(|l| l == "bpf") => {
             format!("bpf is in the active LSM list ({})", lsms.join(","))
         }
-        Ok(lsms) => format!(
-            "bpf is NOT in the active LSM list ({}); boot with lsm=...,bpf",
-            lsms.join(",")
-        ),
+        Ok(lsms) => format!("bpf is NOT in the active LSM list ({}); boot with lsm=...,bpf", lsms.join(",")),
         Err(e) => format!("active LSM list unknown: {e}"),
     }
 }

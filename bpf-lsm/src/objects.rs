@@ -7,8 +7,7 @@
 pub static SMOKE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smoke.bpf.o"));
 
 /// `src/bpf/enforcer.bpf.c`: the enforcer (scopes, digest sets, events).
-pub static ENFORCER: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
+pub static ENFORCER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
 
 #[cfg(test)]
 mod tests {
@@ -33,14 +32,7 @@ mod tests {
         assert!(has(b"lsm.s/mmap_file"));
         assert!(has(b"lsm/file_mprotect"));
         assert!(has(b"lsm/file_open") && has(b"lsm/inode_setattr"));
-        for map in [
-            &b"enf_scopes"[..],
-            b"enf_sets",
-            b"enf_allowed",
-            b"enf_events",
-            b"enf_stats",
-            b"enf_inode_cache",
-        ] {
+        for map in [&b"enf_scopes"[..], b"enf_sets", b"enf_allowed", b"enf_events", b"enf_stats", b"enf_inode_cache"] {
             assert!(has(map), "{}", String::from_utf8_lossy(map));
         }
     }

@@ -29,10 +29,7 @@ pub enum SmokeError {
     #[error("cannot load the smoke BPF object")]
     Object(#[source] EbpfError),
     #[error("BPF object has no {kind} named {name}")]
-    Missing {
-        kind: &'static str,
-        name: &'static str,
-    },
+    Missing { kind: &'static str, name: &'static str },
     #[error("program {PROGRAM} is not an LSM program")]
     ProgramType(#[source] ProgramError),
     #[error("cannot load {PROGRAM} on {HOOK}")]
@@ -96,17 +93,13 @@ impl SmokeLsm {
         let mut ebpf = Ebpf::load(objects::SMOKE).map_err(SmokeError::Object)?;
         let program: &mut Lsm = ebpf
             .program_mut(PROGRAM)
-            .ok_or(SmokeError::Missing {
-                kind: "program",
-                name: PROGRAM,
-            })?
+            .ok_or(SmokeError::Missing { kind: "program", name: PROGRAM })?
             .try_into()
             .map_err(SmokeError::ProgramType)?;
         program.load(HOOK, &btf).map_err(SmokeError::Load)?;
-        program.attach().map_err(|source| SmokeError::Attach {
-            lsm_state: kernel::describe_bpf_lsm_state(),
-            source,
-        })?;
+        program
+            .attach()
+            .map_err(|source| SmokeError::Attach { lsm_state: kernel::describe_bpf_lsm_state(), source })?;
         Ok(Self { ebpf })
     }
 
@@ -118,32 +111,19 @@ impl SmokeLsm {
 
     /// What the program recorded for the last exec of inode `ino`, if any.
     pub fn seen(&mut self, ino: u64) -> Result<Option<SeenExec>, SmokeError> {
-        let map: HashMap<&mut MapData, u64, RawSeen> =
-            map_err(SEEN_MAP, HashMap::try_from(self.map_raw(SEEN_MAP)?))?;
+        let map: HashMap<&mut MapData, u64, RawSeen> = map_err(SEEN_MAP, HashMap::try_from(self.map_raw(SEEN_MAP)?))?;
         match map.get(&ino, 0) {
-            Ok(raw) => Ok(Some(SeenExec {
-                algo: raw.algo,
-                digest: raw.digest,
-                denied: raw.denied != 0,
-            })),
+            Ok(raw) => Ok(Some(SeenExec { algo: raw.algo, digest: raw.digest, denied: raw.denied != 0 })),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(SmokeError::Map {
-                name: SEEN_MAP,
-                source,
-            }),
+            Err(source) => Err(SmokeError::Map { name: SEEN_MAP, source }),
         }
     }
 
     fn map_raw(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, SmokeError> {
-        self.ebpf
-            .map_mut(name)
-            .ok_or(SmokeError::Missing { kind: "map", name })
+        self.ebpf.map_mut(name).ok_or(SmokeError::Missing { kind: "map", name })
     }
 
-    fn map_mut(
-        &mut self,
-        name: &'static str,
-    ) -> Result<HashMap<&mut MapData, Digest, u8>, SmokeError> {
+    fn map_mut(&mut self, name: &'static str) -> Result<HashMap<&mut MapData, Digest, u8>, SmokeError> {
         map_err(name, HashMap::try_from(self.map_raw(name)?))
     }
 }

@@ -31,22 +31,16 @@ fn vm_enforcer_enforce_allows_listed_content_under_any_name_and_denies_the_rest(
 
     let mut enf = attach();
     enf.allow_digests(1, &[listed_digest]).expect("allow");
-    enf.add_scope(cgroup.id, 1, Mode::Enforce)
-        .expect("add scope");
+    enf.add_scope(cgroup.id, 1, Mode::Enforce).expect("add scope");
 
     assert_runs(&listed, Some(&cgroup), "listed binary");
-    assert_runs(
-        &renamed,
-        Some(&cgroup),
-        "copy of the listed binary under another name",
-    );
+    assert_runs(&renamed, Some(&cgroup), "copy of the listed binary under another name");
     assert_denied(&unlisted, &cgroup, "unlisted binary");
     assert_denied(&busybox(), &cgroup, "/bin/busybox (not in the set)");
 
     // Removing the scope lifts enforcement for the cgroup.
     enf.remove_scope(cgroup.id).expect("remove scope");
-    enf.remove_scope(cgroup.id)
-        .expect("removing it again is not an error");
+    enf.remove_scope(cgroup.id).expect("removing it again is not an error");
     assert_runs(&unlisted, Some(&cgroup), "after remove_scope");
     drop(enf);
     fs::remove_dir_all(dir).ok();
@@ -66,10 +60,7 @@ fn vm_enforcer_audit_allows_unlisted_and_reports_it() {
 
     assert_runs(&listed, Some(&cgroup), "listed binary, audit");
     let quiet = drain_events(&mut enf);
-    assert!(
-        quiet.is_empty(),
-        "allowed content must not be reported without report_allowed: {quiet:?}"
-    );
+    assert!(quiet.is_empty(), "allowed content must not be reported without report_allowed: {quiet:?}");
 
     let mut child = in_cgroup(
         {
@@ -96,10 +87,7 @@ fn vm_enforcer_audit_allows_unlisted_and_reports_it() {
     assert_eq!(exec.scope_id, 7);
     assert_eq!(exec.digest, Some(unlisted_digest), "event digest");
     assert_eq!(exec.host_pid, pid, "event host pid");
-    assert_eq!(
-        exec.ns_pid, pid,
-        "the lab runs in the initial pid namespace"
-    );
+    assert_eq!(exec.ns_pid, pid, "the lab runs in the initial pid namespace");
     assert!(!exec.comm.is_empty());
     assert_eq!(exec.scope_cgroup_id, cgroup.id);
     assert_eq!(exec.path.as_deref(), Some(unlisted.as_path()), "event path");
@@ -126,8 +114,7 @@ fn vm_enforcer_denial_is_reported_with_cgroup_and_digest() {
     let cgroup = Cgroup::new("event");
 
     let mut enf = attach();
-    enf.add_scope(cgroup.id, 3, Mode::Enforce)
-        .expect("add scope");
+    enf.add_scope(cgroup.id, 3, Mode::Enforce).expect("add scope");
     assert_denied(&unlisted, &cgroup, "unlisted binary, empty set");
 
     let events = drain_events(&mut enf);
@@ -140,11 +127,7 @@ fn vm_enforcer_denial_is_reported_with_cgroup_and_digest() {
     assert_eq!(denial.digest, Some(unlisted_digest), "event digest");
     assert_eq!(denial.scope_id, 3);
     assert_eq!(denial.mode, Some(Mode::Enforce));
-    assert_ne!(
-        denial.host_pid,
-        std::process::id(),
-        "the child, not the test"
-    );
+    assert_ne!(denial.host_pid, std::process::id(), "the child, not the test");
     fs::remove_dir_all(dir).ok();
 }
 
@@ -157,15 +140,11 @@ fn vm_enforcer_listed_binary_modified_after_loading_is_denied() {
 
     let mut enf = attach();
     enf.allow_digests(2, &[listed_digest]).expect("allow");
-    enf.add_scope(cgroup.id, 2, Mode::Enforce)
-        .expect("add scope");
+    enf.add_scope(cgroup.id, 2, Mode::Enforce).expect("add scope");
     assert_runs(&listed, Some(&cgroup), "listed binary before the change");
 
     // Same inode, same path, new bytes.
-    let mut file = OpenOptions::new()
-        .append(true)
-        .open(&listed)
-        .expect("open for append");
+    let mut file = OpenOptions::new().append(true).open(&listed).expect("open for append");
     file.write_all(b"tampered\n").expect("append");
     drop(file);
     assert_denied(&listed, &cgroup, "listed binary after an in-place append");
@@ -189,23 +168,15 @@ fn vm_enforcer_tasks_outside_scopes_are_untouched() {
     let sibling = Cgroup::new("outside-sibling");
 
     let mut enf = attach();
-    enf.add_scope(scoped.id, 4, Mode::Enforce)
-        .expect("add scope");
+    enf.add_scope(scoped.id, 4, Mode::Enforce).expect("add scope");
 
     // Enforcement is live ...
     assert_denied(&unlisted, &scoped, "unlisted binary in the scope");
     // ... but not for the test process's own cgroup or a sibling cgroup.
     assert_runs(&unlisted, None, "unlisted binary from the test's cgroup");
-    assert_runs(
-        &unlisted,
-        Some(&sibling),
-        "unlisted binary in a sibling cgroup",
-    );
+    assert_runs(&unlisted, Some(&sibling), "unlisted binary in a sibling cgroup");
     let events = drain_events(&mut enf);
-    assert!(
-        events.iter().all(|e| e.cgroup_id == scoped.id),
-        "events from outside the scope: {events:?}"
-    );
+    assert!(events.iter().all(|e| e.cgroup_id == scoped.id), "events from outside the scope: {events:?}");
     fs::remove_dir_all(dir).ok();
 }
 
@@ -237,13 +208,8 @@ fn vm_enforcer_scope_covers_its_cgroup_subtree() {
     assert_eq!(denial.scope_id, 6);
 
     // The nearest scope wins: an audit scope inside the enforcing one.
-    enf.add_scope(inner.id, 16, Mode::Audit)
-        .expect("add inner scope");
-    assert_runs(
-        &unlisted,
-        Some(&inner),
-        "unlisted binary in the inner audit scope",
-    );
+    enf.add_scope(inner.id, 16, Mode::Audit).expect("add inner scope");
+    assert_runs(&unlisted, Some(&inner), "unlisted binary in the inner audit scope");
     assert_denied(&unlisted, &nested, "unlisted binary still denied beside it");
     let events = drain_events(&mut enf);
     assert!(
@@ -268,12 +234,9 @@ fn vm_enforcer_executable_mapping_of_unlisted_file_is_denied() {
     let audited = Cgroup::new("mmap-audit");
 
     let mut enf = attach();
-    enf.allow_digests(5, &[runner_digest, listed_lib_digest])
-        .expect("allow");
-    enf.add_scope(enforced.id, 5, Mode::Enforce)
-        .expect("add scope");
-    enf.add_scope(audited.id, 5, Mode::Audit)
-        .expect("add scope");
+    enf.allow_digests(5, &[runner_digest, listed_lib_digest]).expect("allow");
+    enf.add_scope(enforced.id, 5, Mode::Enforce).expect("add scope");
+    enf.add_scope(audited.id, 5, Mode::Audit).expect("add scope");
 
     let ok = mmap_exec_in(&enforced, &listed_lib, &runner).expect("mmap of a listed file");
     assert!(ok.success());
@@ -333,10 +296,7 @@ fn vm_enforcer_event_carries_the_namespaced_pid() {
     // busybox unshare forks into a new pid namespace, where the child that
     // execs the unlisted binary is pid 1.
     let mut cmd = Command::new(&listed);
-    cmd.args(["unshare", "--pid", "--fork"])
-        .arg(&unlisted)
-        .arg("true")
-        .stdin(Stdio::null());
+    cmd.args(["unshare", "--pid", "--fork"]).arg(&unlisted).arg("true").stdin(Stdio::null());
     let status = in_cgroup(cmd, &cgroup).status().expect("run unshare");
     assert!(status.success(), "unshare ... true: {status}");
 
@@ -395,15 +355,7 @@ fn vm_enforcer_memfd_exec_is_judged_by_content() {
 
     let mut enf = attach();
     enf.allow_digests(11, &[listed_digest]).expect("allow");
-    enf.set_scope(
-        cgroup.id,
-        Scope {
-            id: 11,
-            mode: Mode::Enforce,
-            report_allowed: true,
-        },
-    )
-    .expect("add scope");
+    enf.set_scope(cgroup.id, Scope { id: 11, mode: Mode::Enforce, report_allowed: true }).expect("add scope");
 
     match run_memfd(&unlisted, &cgroup) {
         Err(e) if is_denial(&e) => println!("denied memfd exec: {e}"),
@@ -415,11 +367,8 @@ fn vm_enforcer_memfd_exec_is_judged_by_content() {
 
     let events = drain_events(&mut enf);
     println!("events: {events:?}");
-    let memfd_path = |e: &Seen| {
-        e.path
-            .as_ref()
-            .is_some_and(|p| p.to_string_lossy().starts_with("/memfd:imgsign-payload"))
-    };
+    let memfd_path =
+        |e: &Seen| e.path.as_ref().is_some_and(|p| p.to_string_lossy().starts_with("/memfd:imgsign-payload"));
     assert!(
         events.iter().any(|e| e.hook == Hook::BprmCheck
             && e.verdict == Verdict::Deny
@@ -450,10 +399,8 @@ fn vm_enforcer_digest_set_replacement_never_denies_a_listed_binary() {
     let cgroup = Arc::new(Cgroup::new("replace"));
 
     let mut enf = attach();
-    enf.replace_digests(12, &[listed_digest])
-        .expect("first set");
-    enf.add_scope(cgroup.id, 12, Mode::Enforce)
-        .expect("add scope");
+    enf.replace_digests(12, &[listed_digest]).expect("first set");
+    enf.add_scope(cgroup.id, 12, Mode::Enforce).expect("add scope");
 
     // One thread execs the listed binary in a loop while this one replaces
     // the scope's set over and over with sets that all hold it (plus filler,
@@ -479,17 +426,15 @@ fn vm_enforcer_digest_set_replacement_never_denies_a_listed_binary() {
     // then the old scope's digests revoked.
     let (mut replacements, mut scope_id, mut current) = (0u32, 12u32, vec![listed_digest]);
     while !done.load(Ordering::SeqCst) {
-        let mut set: Vec<Digest> = (0..300u32)
-            .map(|j| sha256(format!("filler {replacements} {j}").as_bytes()))
-            .collect();
+        let mut set: Vec<Digest> =
+            (0..300u32).map(|j| sha256(format!("filler {replacements} {j}").as_bytes())).collect();
         set.insert(150, listed_digest);
         if replacements.is_multiple_of(2) {
             enf.replace_digests(scope_id, &set).expect("replace");
         } else {
             let fresh = 1000 + replacements;
             enf.allow_digests(fresh, &set).expect("fill fresh scope id");
-            enf.add_scope(cgroup.id, fresh, Mode::Enforce)
-                .expect("switch");
+            enf.add_scope(cgroup.id, fresh, Mode::Enforce).expect("switch");
             enf.revoke_digests(scope_id, &current).expect("revoke old");
             scope_id = fresh;
         }
@@ -498,17 +443,13 @@ fn vm_enforcer_digest_set_replacement_never_denies_a_listed_binary() {
     }
     let failures = runner.join().expect("exec thread");
     println!("{EXECS} execs during {replacements} replacements");
-    assert!(
-        failures.is_empty(),
-        "listed binary denied during set replacement: {failures:?}"
-    );
+    assert!(failures.is_empty(), "listed binary denied during set replacement: {failures:?}");
     assert!(replacements >= 2, "replacements did not overlap the execs");
     let drops = drain_events(&mut enf);
     assert!(drops.is_empty(), "unexpected decisions reported: {drops:?}");
 
     // A replacement really replaces: the old content is gone, the new runs.
-    enf.replace_digests(scope_id, &[next_digest])
-        .expect("replace");
+    enf.replace_digests(scope_id, &[next_digest]).expect("replace");
     assert_denied(&listed, &cgroup, "binary dropped from the set");
     assert_runs(&next, Some(&cgroup), "binary added by the replacement");
     fs::remove_dir_all(dir).ok();
@@ -535,8 +476,7 @@ fn vm_enforcer_rewrite_race_never_runs_unlisted_content() {
 
     let mut enf = attach();
     enf.allow_digests(13, &[sha256(&listed)]).expect("allow");
-    enf.add_scope(cgroup.id, 13, Mode::Enforce)
-        .expect("add scope");
+    enf.add_scope(cgroup.id, 13, Mode::Enforce).expect("add scope");
 
     // The writer flips the file between the two contents, in place
     // (truncate + write, refused with ETXTBSY while it runs) and by
@@ -547,11 +487,7 @@ fn vm_enforcer_rewrite_race_never_runs_unlisted_content() {
         std::thread::spawn(move || {
             let mut flips = 0u32;
             while !done.load(Ordering::SeqCst) {
-                let content = if flips.is_multiple_of(2) {
-                    &unlisted
-                } else {
-                    &listed
-                };
+                let content = if flips.is_multiple_of(2) { &unlisted } else { &listed };
                 if flips % 4 < 2 {
                     let _ = fs::write(&target, content);
                 } else {
@@ -568,14 +504,9 @@ fn vm_enforcer_rewrite_race_never_runs_unlisted_content() {
     let (mut listed_runs, mut refused, mut unlisted_runs) = (0, 0, Vec::new());
     for i in 0..EXECS {
         let mut cmd = Command::new(&target);
-        cmd.args([
-            "tail",
-            "-c",
-            &LISTED_MARK.len().to_string(),
-            "/proc/self/exe",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(["tail", "-c", &LISTED_MARK.len().to_string(), "/proc/self/exe"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
         match in_cgroup(cmd, &cgroup).output() {
             Ok(out) => {
                 let text = String::from_utf8_lossy(&out.stdout);
@@ -595,19 +526,9 @@ fn vm_enforcer_rewrite_race_never_runs_unlisted_content() {
         "{EXECS} execs, {flips} flips: {listed_runs} listed runs, {refused} refused, \
          unlisted runs at {unlisted_runs:?}"
     );
-    assert!(
-        unlisted_runs.is_empty(),
-        "unlisted content ran {} times",
-        unlisted_runs.len()
-    );
-    assert!(
-        listed_runs > 0,
-        "the listed content never ran: no race exercised"
-    );
-    assert!(
-        refused > 0,
-        "the unlisted content was never tried: no race exercised"
-    );
+    assert!(unlisted_runs.is_empty(), "unlisted content ran {} times", unlisted_runs.len());
+    assert!(listed_runs > 0, "the listed content never ran: no race exercised");
+    assert!(refused > 0, "the unlisted content was never tried: no race exercised");
     fs::remove_dir_all(dir).ok();
 }
 
@@ -629,10 +550,8 @@ fn vm_enforcer_scripts_need_a_listed_script_and_a_listed_interpreter() {
     let cgroup = Cgroup::new("script");
 
     let mut enf = attach();
-    enf.allow_digests(14, &[interp_digest, listed_digest, bad_interp_digest])
-        .expect("allow");
-    enf.add_scope(cgroup.id, 14, Mode::Enforce)
-        .expect("add scope");
+    enf.allow_digests(14, &[interp_digest, listed_digest, bad_interp_digest]).expect("allow");
+    enf.add_scope(cgroup.id, 14, Mode::Enforce).expect("add scope");
 
     let run = |path: &Path| {
         let mut cmd = Command::new(path);
@@ -642,18 +561,13 @@ fn vm_enforcer_scripts_need_a_listed_script_and_a_listed_interpreter() {
     let out = run(&listed).expect("listed script through its listed interpreter");
     assert!(out.status.success(), "listed script: {:?}", out.status);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "listed-script\n");
-    for (path, what) in [
-        (&unlisted, "unlisted script, listed interpreter"),
-        (&bad_interp, "listed script, unlisted interpreter"),
-    ] {
+    for (path, what) in
+        [(&unlisted, "unlisted script, listed interpreter"), (&bad_interp, "listed script, unlisted interpreter")]
+    {
         match run(path) {
             Err(e) if is_denial(&e) => println!("{what}: denied: {e}"),
             Err(e) => panic!("{what}: failed, but not with EPERM/EACCES: {e}"),
-            Ok(out) => panic!(
-                "{what}: not denied ({}; stdout {:?})",
-                out.status,
-                String::from_utf8_lossy(&out.stdout)
-            ),
+            Ok(out) => panic!("{what}: not denied ({}; stdout {:?})", out.status, String::from_utf8_lossy(&out.stdout)),
         }
     }
     fs::remove_dir_all(dir).ok();
@@ -691,10 +605,7 @@ fn vm_enforcer_loader_and_preload_tricks_are_denied_at_the_mapping() {
         .find(|p| p.to_string_lossy().contains("libgcc_s") || p.to_string_lossy().contains("libc."))
         .expect("a shared library mapped")
         .clone();
-    let listed_digests: Vec<Digest> = files
-        .iter()
-        .map(|p| sha256(&fs::read(p).expect("read mapped file")))
-        .collect();
+    let listed_digests: Vec<Digest> = files.iter().map(|p| sha256(&fs::read(p).expect("read mapped file"))).collect();
 
     // A listed program (the test binary, same bytes) and an unlisted one
     // (same program, one more byte), a listed and an unlisted library.
@@ -713,14 +624,11 @@ fn vm_enforcer_loader_and_preload_tricks_are_denied_at_the_mapping() {
 
     let mut enf = attach();
     enf.allow_digests(15, &listed_digests).expect("allow");
-    enf.add_scope(cgroup.id, 15, Mode::Enforce)
-        .expect("add scope");
+    enf.add_scope(cgroup.id, 15, Mode::Enforce).expect("add scope");
 
     let run = |exe: &Path, args: &[&std::ffi::OsStr], preload: Option<&Path>| {
         let mut cmd = Command::new(exe);
-        cmd.args(args)
-            .args(["--list", "--format", "terse"])
-            .stdin(Stdio::null());
+        cmd.args(args).args(["--list", "--format", "terse"]).stdin(Stdio::null());
         if let Some(lib) = preload {
             cmd.env("LD_PRELOAD", lib);
         }
@@ -732,11 +640,7 @@ fn vm_enforcer_loader_and_preload_tricks_are_denied_at_the_mapping() {
     let ok = run(&ld_so, &[program.as_os_str()], None);
     assert!(ok.status.success(), "ld.so listed program: {ok:?}");
     let refused = run(&ld_so, &[unlisted_program.as_os_str()], None);
-    assert!(
-        !refused.status.success(),
-        "ld.so ran an unlisted program: {:?}",
-        String::from_utf8_lossy(&refused.stdout)
-    );
+    assert!(!refused.status.success(), "ld.so ran an unlisted program: {:?}", String::from_utf8_lossy(&refused.stdout));
     let unlisted_program_digest = sha256(&fs::read(&unlisted_program).unwrap());
     let events = drain_events(&mut enf);
     assert!(
@@ -757,10 +661,7 @@ fn vm_enforcer_loader_and_preload_tricks_are_denied_at_the_mapping() {
     let refused = run(&program, &[], Some(&unlisted_lib));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     println!("LD_PRELOAD of an unlisted library: {stderr}");
-    assert!(
-        stderr.contains("cannot be preloaded"),
-        "ld.so did not refuse the unlisted library: {refused:?}"
-    );
+    assert!(stderr.contains("cannot be preloaded"), "ld.so did not refuse the unlisted library: {refused:?}");
     let events = drain_events(&mut enf);
     assert!(
         events.iter().any(|e| e.hook == Hook::MmapFile
@@ -794,18 +695,11 @@ fn helper_pinned_daemon() {
     let Ok(dir) = std::env::var(PIN_DIR_ENV) else {
         return;
     };
-    let cgroup_id: u64 = std::env::var("IMGSIGN_ENF_CGROUP")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let digest: Digest = hex::decode(std::env::var("IMGSIGN_ENF_DIGEST").unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let cgroup_id: u64 = std::env::var("IMGSIGN_ENF_CGROUP").unwrap().parse().unwrap();
+    let digest: Digest = hex::decode(std::env::var("IMGSIGN_ENF_DIGEST").unwrap()).unwrap().try_into().unwrap();
     let mut enf = Enforcer::attach_pinned(Path::new(&dir)).expect("attach pinned");
     enf.allow_digests(21, &[digest]).expect("allow");
-    enf.add_scope(cgroup_id, 21, Mode::Enforce)
-        .expect("add scope");
+    enf.add_scope(cgroup_id, 21, Mode::Enforce).expect("add scope");
     println!("{READY}");
     io::stdout().flush().unwrap();
     loop {
@@ -828,12 +722,7 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
     // A "daemon" process pins the enforcer, sets the scope up, and is killed
     // with SIGKILL.
     let mut daemon = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "helper_pinned_daemon",
-            "--nocapture",
-        ])
+        .args(["--ignored", "--exact", "helper_pinned_daemon", "--nocapture"])
         .env(PIN_DIR_ENV, &pin_dir)
         .env("IMGSIGN_ENF_CGROUP", cgroup.id.to_string())
         .env("IMGSIGN_ENF_DIGEST", hex::encode(listed_digest))
@@ -842,10 +731,7 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
         .spawn()
         .expect("start the daemon");
     let stdout = io::BufReader::new(daemon.stdout.take().unwrap());
-    let ready = stdout
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.contains(READY));
+    let ready = stdout.lines().map_while(Result::ok).any(|line| line.contains(READY));
     assert!(ready, "the daemon exited before it was ready");
     daemon.kill().expect("SIGKILL the daemon");
     let status = daemon.wait().expect("reap the daemon");
@@ -860,39 +746,25 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
     let mut enf = Enforcer::open_pinned(&pin_dir).expect("open pinned");
     assert_eq!(
         enf.scopes_in_force().expect("scopes"),
-        vec![(
-            cgroup.id,
-            Scope {
-                id: 21,
-                mode: Mode::Enforce,
-                report_allowed: false
-            }
-        )]
+        vec![(cgroup.id, Scope { id: 21, mode: Mode::Enforce, report_allowed: false })]
     );
     assert_eq!(enf.digest_count(21).expect("count"), 1);
     // The denial made while no process held the ring buffer waited in it.
     let events = drain_events(&mut enf);
     assert!(
-        events.iter().any(|e| e.verdict == Verdict::Deny
-            && e.cgroup_id == cgroup.id
-            && e.digest == Some(unlisted_digest)),
+        events
+            .iter()
+            .any(|e| e.verdict == Verdict::Deny && e.cgroup_id == cgroup.id && e.digest == Some(unlisted_digest)),
         "the denial made while the daemon was dead was not kept: {events:?}"
     );
-    enf.replace_digests(21, &[listed_digest, unlisted_digest])
-        .expect("replace through the pins");
-    assert_runs(
-        &unlisted,
-        Some(&cgroup),
-        "unlisted binary after it was allowed",
-    );
+    enf.replace_digests(21, &[listed_digest, unlisted_digest]).expect("replace through the pins");
+    assert_runs(&unlisted, Some(&cgroup), "unlisted binary after it was allowed");
     drop(enf);
 
     // attach_pinned on a pinned enforcer opens it rather than loading another.
     let mut again = Enforcer::attach_pinned(&pin_dir).expect("attach pinned again");
     assert_eq!(again.digest_count(21).expect("count"), 2);
-    again
-        .replace_digests(21, &[listed_digest])
-        .expect("replace");
+    again.replace_digests(21, &[listed_digest]).expect("replace");
     assert_denied(&unlisted, &cgroup, "unlisted binary, set narrowed again");
     drop(again);
 
@@ -914,12 +786,7 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
 /// In a child in `cgroup`: maps `file` with `prot`, then asks for
 /// `PROT_READ | PROT_EXEC` with mprotect(2), then execs `runner true`.
 /// Returns the first error.
-fn mprotect_exec_in(
-    cgroup: &Cgroup,
-    file: &Path,
-    prot: std::ffi::c_int,
-    runner: &Path,
-) -> io::Result<ExitStatus> {
+fn mprotect_exec_in(cgroup: &Cgroup, file: &Path, prot: std::ffi::c_int, runner: &Path) -> io::Result<ExitStatus> {
     let target = File::open(file).expect("open file to map");
     let mut cmd = Command::new(runner);
     cmd.arg("true").stdin(Stdio::null());
@@ -930,14 +797,7 @@ fn mprotect_exec_in(
     // parent, and errno reads; no allocation, no lock.
     unsafe {
         cmd.pre_exec(move || {
-            let addr = sys::mmap(
-                std::ptr::null_mut(),
-                4096,
-                prot,
-                sys::MAP_PRIVATE,
-                target.as_raw_fd(),
-                0,
-            );
+            let addr = sys::mmap(std::ptr::null_mut(), 4096, prot, sys::MAP_PRIVATE, target.as_raw_fd(), 0);
             if addr == sys::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
@@ -966,17 +826,12 @@ fn vm_enforcer_mprotect_cannot_make_a_file_mapping_executable() {
     let read_exec = sys::PROT_READ | sys::PROT_EXEC;
 
     // Before the enforcer, the trick works.
-    assert!(mprotect_exec_in(&enforced, &listed, read_only, &runner)
-        .expect("mprotect before attach")
-        .success());
+    assert!(mprotect_exec_in(&enforced, &listed, read_only, &runner).expect("mprotect before attach").success());
 
     let mut enf = attach();
-    enf.allow_digests(17, &[runner_digest, listed_digest])
-        .expect("allow");
-    enf.add_scope(enforced.id, 17, Mode::Enforce)
-        .expect("add scope");
-    enf.add_scope(audited.id, 17, Mode::Audit)
-        .expect("add scope");
+    enf.allow_digests(17, &[runner_digest, listed_digest]).expect("allow");
+    enf.add_scope(enforced.id, 17, Mode::Enforce).expect("add scope");
+    enf.add_scope(audited.id, 17, Mode::Audit).expect("add scope");
 
     // Mapped readable only, so never checked: mprotect may not add exec,
     // even for content that happens to be listed.
@@ -990,26 +845,18 @@ fn vm_enforcer_mprotect_cannot_make_a_file_mapping_executable() {
         .expect("mprotect of a checked executable mapping")
         .success());
     // Audit lets it through and reports it; outside any scope it is untouched.
-    assert!(mprotect_exec_in(&audited, &listed, read_only, &runner)
-        .expect("audit")
-        .success());
-    assert!(mprotect_exec_in(&outside, &listed, read_only, &runner)
-        .expect("outside")
-        .success());
+    assert!(mprotect_exec_in(&audited, &listed, read_only, &runner).expect("audit").success());
+    assert!(mprotect_exec_in(&outside, &listed, read_only, &runner).expect("outside").success());
 
     let events = drain_events(&mut enf);
     println!("events: {events:?}");
     let mprotect = Hook::Unknown(enforcer::HOOK_FILE_MPROTECT_RAW);
     assert!(
-        events.iter().any(|e| e.hook == mprotect
-            && e.verdict == Verdict::Deny
-            && e.cgroup_id == enforced.id),
+        events.iter().any(|e| e.hook == mprotect && e.verdict == Verdict::Deny && e.cgroup_id == enforced.id),
         "no mprotect denial event: {events:?}"
     );
     assert!(
-        events.iter().any(|e| e.hook == mprotect
-            && e.verdict == Verdict::Audit
-            && e.cgroup_id == audited.id),
+        events.iter().any(|e| e.hook == mprotect && e.verdict == Verdict::Audit && e.cgroup_id == audited.id),
         "no mprotect audit event: {events:?}"
     );
     assert!(events.iter().all(|e| e.cgroup_id != outside.id));
@@ -1037,10 +884,7 @@ fn vm_enforcer_events_tell_apart_containers_sharing_a_namespaced_pid() {
         .into_iter()
         .map(|cgroup| {
             let mut cmd = Command::new(&listed);
-            cmd.args(["unshare", "--pid", "--fork"])
-                .arg(&unlisted)
-                .args(["sleep", "2"])
-                .stdin(Stdio::null());
+            cmd.args(["unshare", "--pid", "--fork"]).arg(&unlisted).args(["sleep", "2"]).stdin(Stdio::null());
             in_cgroup(cmd, cgroup).spawn().expect("run unshare")
         })
         .collect();
@@ -1053,20 +897,12 @@ fn vm_enforcer_events_tell_apart_containers_sharing_a_namespaced_pid() {
     let exec_in = |cgroup: &Cgroup| {
         events
             .iter()
-            .find(|e| {
-                e.hook == Hook::BprmCheck
-                    && e.digest == Some(unlisted_digest)
-                    && e.cgroup_id == cgroup.id
-            })
+            .find(|e| e.hook == Hook::BprmCheck && e.digest == Some(unlisted_digest) && e.cgroup_id == cgroup.id)
             .unwrap_or_else(|| panic!("no exec event from {}: {events:?}", cgroup.path.display()))
     };
     let (a, b) = (exec_in(&one), exec_in(&two));
     println!("one: {a:?}\ntwo: {b:?}");
-    assert_eq!(
-        (a.ns_pid, b.ns_pid),
-        (1, 1),
-        "both are pid 1 in their namespace"
-    );
+    assert_eq!((a.ns_pid, b.ns_pid), (1, 1), "both are pid 1 in their namespace");
     assert_ne!(a.pid_ns, b.pid_ns, "told apart by pid namespace");
     assert_ne!(a.host_pid, b.host_pid, "told apart by host pid");
     assert_ne!(a.cgroup_id, b.cgroup_id, "told apart by cgroup");

@@ -32,9 +32,7 @@ fn leave_cgroups() {
 /// is affected). Without CONFIG_IMA_WRITE_POLICY the policy can be written
 /// once per boot: only this test writes it.
 fn load_ima_policy() -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open("/sys/kernel/security/ima/policy")?;
+    let mut f = OpenOptions::new().write(true).open("/sys/kernel/security/ima/policy")?;
     f.write_all(b"measure func=BPRM_CHECK fowner=4242\nappraise func=BPRM_CHECK fowner=4243\n")
 }
 
@@ -46,15 +44,7 @@ fn set_ima_hash(path: &Path, digest: &Digest) -> io::Result<()> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: NUL-terminated path and name and a value buffer of the given
     // size, all alive for the call.
-    let rc = unsafe {
-        sys::setxattr(
-            c_path.as_ptr(),
-            c"security.ima".as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
+    let rc = unsafe { sys::setxattr(c_path.as_ptr(), c"security.ima".as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if rc == 0 {
         Ok(())
     } else {
@@ -74,20 +64,12 @@ struct Stat {
 
 fn stat(mut times: Vec<Duration>) -> Stat {
     times.sort();
-    Stat {
-        median: times[times.len() / 2],
-        p10: times[times.len() / 10],
-    }
+    Stat { median: times[times.len() / 2], p10: times[times.len() / 10] }
 }
 
 impl std::fmt::Display for Stat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:.2} ms (p10 {:.2} ms)",
-            self.median.as_secs_f64() * 1e3,
-            self.p10.as_secs_f64() * 1e3
-        )
+        write!(f, "{:.2} ms (p10 {:.2} ms)", self.median.as_secs_f64() * 1e3, self.p10.as_secs_f64() * 1e3)
     }
 }
 
@@ -133,27 +115,19 @@ fn vm_enforcer_bench_exec_latency() {
         bare.extend(exec_times(&small, RUNS, none));
         big_bare.extend(exec_times(&big, 3, none));
         let mut enf = attach();
-        enf.allow_digests(30, &[small_digest, big_digest])
-            .expect("allow");
+        enf.allow_digests(30, &[small_digest, big_digest]).expect("allow");
         std::thread::sleep(Duration::from_millis(200));
         unscoped.extend(exec_times(&small, RUNS, none));
-        enf.add_scope(cgroup.id, 30, Mode::Enforce)
-            .expect("add scope");
+        enf.add_scope(cgroup.id, 30, Mode::Enforce).expect("add scope");
         cold.extend(exec_times(&small, RUNS, invalidate));
         let _ = exec_times(&small, 1, none); // fills the cache
         let hits = enf.cache_hits().unwrap();
         warm.extend(exec_times(&small, RUNS, none));
-        assert!(
-            enf.cache_hits().unwrap() >= hits + u64::from(RUNS),
-            "warm execs did not use the cache"
-        );
+        assert!(enf.cache_hits().unwrap() >= hits + u64::from(RUNS), "warm execs did not use the cache");
         big_first.extend(exec_times(&big, 1, none));
         let hits = enf.cache_hits().unwrap();
         big_warm.extend(exec_times(&big, 3, none));
-        assert!(
-            enf.cache_hits().unwrap() >= hits + 3,
-            "the second exec of the 20 MB binary did not use the cache"
-        );
+        assert!(enf.cache_hits().unwrap() >= hits + 3, "the second exec of the 20 MB binary did not use the cache");
         assert_eq!(enf.dropped_events().expect("stats"), 0);
         drop(enf);
         // Detaching leaves RCU work behind: let it settle before timing.
@@ -205,10 +179,7 @@ fn vm_enforcer_bench_exec_latency() {
     std::os::unix::fs::chown(&wrong, Some(4243), None).unwrap();
     set_ima_hash(&wrong, &[0u8; 32]).expect("setxattr");
     let refused = run_true(&wrong, None);
-    assert!(
-        matches!(&refused, Err(e) if is_denial(e)),
-        "IMA appraisal let a file with a wrong hash run: {refused:?}"
-    );
+    assert!(matches!(&refused, Err(e) if is_denial(e)), "IMA appraisal let a file with a wrong hash run: {refused:?}");
     let (mut bare2, mut measure, mut appraise) = (vec![], vec![], vec![]);
     for _ in 0..ROUNDS {
         bare2.extend(exec_times(&small, RUNS, none));

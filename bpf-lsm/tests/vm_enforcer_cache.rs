@@ -31,22 +31,13 @@ impl CacheCase {
         let bytes = fs::read(&path).unwrap();
         let cgroup = Cgroup::new(name);
         let mut enf = attach();
-        enf.allow_digests(scope_id, &[digest, runner_digest])
-            .expect("allow");
-        enf.add_scope(cgroup.id, scope_id, Mode::Enforce)
-            .expect("add scope");
+        enf.allow_digests(scope_id, &[digest, runner_digest]).expect("allow");
+        enf.add_scope(cgroup.id, scope_id, Mode::Enforce).expect("add scope");
         // The runner's own entry is filled now, so that later fill counts
         // are about the file under test only.
         assert_runs(&runner, Some(&cgroup), "runner");
         assert_runs(&runner, Some(&cgroup), "runner");
-        CacheCase {
-            dir,
-            path,
-            bytes,
-            runner,
-            cgroup,
-            enf,
-        }
+        CacheCase { dir, path, bytes, runner, cgroup, enf }
     }
 
     /// The listed bytes with the byte before the final newline changed: same
@@ -64,10 +55,7 @@ impl CacheCase {
         assert_runs(&self.path, Some(&self.cgroup), what);
         let hits = self.enf.cache_hits().expect("stats");
         assert_runs(&self.path, Some(&self.cgroup), what);
-        assert!(
-            self.enf.cache_hits().expect("stats") > hits,
-            "{what}: the second exec did not use the cache"
-        );
+        assert!(self.enf.cache_hits().expect("stats") > hits, "{what}: the second exec did not use the cache");
     }
 
     /// Runs the file, which must not run: it must be denied (or, with
@@ -113,24 +101,13 @@ fn vm_enforcer_cache_write_through_a_new_fd_invalidates() {
     let unlisted = case.unlisted_bytes();
     // In place, no truncation: only the open for write can tell.
     let file = OpenOptions::new().write(true).open(&case.path).unwrap();
-    pwrite_all(
-        &file,
-        &unlisted[unlisted.len() - 2..],
-        (unlisted.len() - 2) as u64,
-    );
+    pwrite_all(&file, &unlisted[unlisted.len() - 2..], (unlisted.len() - 2) as u64);
     drop(file);
-    case.assert_not_run(
-        false,
-        "after write() through an fd opened after the warm-up",
-    );
+    case.assert_not_run(false, "after write() through an fd opened after the warm-up");
     // And back: the cache now holds the unlisted digest; restoring the
     // listed bytes must make it run again.
     let file = OpenOptions::new().write(true).open(&case.path).unwrap();
-    pwrite_all(
-        &file,
-        &case.bytes[case.bytes.len() - 2..],
-        (case.bytes.len() - 2) as u64,
-    );
+    pwrite_all(&file, &case.bytes[case.bytes.len() - 2..], (case.bytes.len() - 2) as u64);
     drop(file);
     assert_runs(&case.path, Some(&case.cgroup), "listed bytes restored");
 }
@@ -156,21 +133,14 @@ fn vm_enforcer_cache_writer_opened_before_the_warm_up_is_never_trusted() {
     // cache while a writer exists: the writer writes without a new open.
     assert!(case.map_exec().expect("map the listed file").success());
     let filled = case.enf.cache_fills().unwrap() - fills;
-    pwrite_all(
-        &file,
-        &unlisted[unlisted.len() - 2..],
-        (unlisted.len() - 2) as u64,
-    );
+    pwrite_all(&file, &unlisted[unlisted.len() - 2..], (unlisted.len() - 2) as u64);
     case.assert_not_run(true, "unlisted bytes, writer still open");
     match case.map_exec() {
         Err(e) if is_denial(&e) => println!("mapping of the unlisted bytes, writer open: denied"),
         other => panic!("PROT_EXEC mapping of the unlisted bytes: {other:?}"),
     }
     drop(file);
-    case.assert_not_run(
-        false,
-        "unlisted bytes written through an fd opened before the warm-up",
-    );
+    case.assert_not_run(false, "unlisted bytes written through an fd opened before the warm-up");
     assert_eq!(filled, 0, "the cache was filled while a writer was open");
 }
 
@@ -207,30 +177,14 @@ fn vm_enforcer_cache_shared_writable_mapping_invalidates() {
     let case = CacheCase::new("cache-shmap", 43);
     case.warm("listed binary");
     let len = case.bytes.len();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&case.path)
-        .unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(&case.path).unwrap();
     // SAFETY: a fresh shared mapping chosen by the kernel (aliasing no Rust
     // object) of the whole file, written through a raw pointer within its
     // length, then unmapped.
     let addr = unsafe {
-        sys::mmap(
-            std::ptr::null_mut(),
-            len,
-            sys::PROT_READ | sys::PROT_WRITE,
-            sys::MAP_SHARED,
-            file.as_raw_fd(),
-            0,
-        )
+        sys::mmap(std::ptr::null_mut(), len, sys::PROT_READ | sys::PROT_WRITE, sys::MAP_SHARED, file.as_raw_fd(), 0)
     };
-    assert_ne!(
-        addr,
-        sys::MAP_FAILED,
-        "mmap: {}",
-        io::Error::last_os_error()
-    );
+    assert_ne!(addr, sys::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
     drop(file); // the mapping keeps the file (and its write access) alive
                 // The mapping exists before the cache is warmed again (its open bumped
                 // the generation already): the mapping of the listed bytes must not
@@ -251,14 +205,8 @@ fn vm_enforcer_cache_shared_writable_mapping_invalidates() {
     unsafe { *(addr as *mut u8).add(len - 2) ^= 0x20 };
     // SAFETY: the mapping made above, of `len` bytes, no longer used.
     unsafe { sys::munmap(addr, len) };
-    case.assert_not_run(
-        false,
-        "after a write through a shared mapping whose fd was closed",
-    );
-    assert_eq!(
-        filled, 0,
-        "the cache was filled while a writable shared mapping existed"
-    );
+    case.assert_not_run(false, "after a write through a shared mapping whose fd was closed");
+    assert_eq!(filled, 0, "the cache was filled while a writable shared mapping existed");
 }
 
 #[test]
@@ -281,11 +229,7 @@ fn vm_enforcer_cache_read_only_open_with_o_trunc_invalidates() {
     case.warm("listed binary");
     // open(O_RDONLY | O_TRUNC) truncates without FMODE_WRITE (on 6.2+
     // through file_truncate, not path_truncate).
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(O_TRUNC)
-        .open(&case.path)
-        .expect("open O_RDONLY|O_TRUNC");
+    let file = OpenOptions::new().read(true).custom_flags(O_TRUNC).open(&case.path).expect("open O_RDONLY|O_TRUNC");
     drop(file);
     assert_eq!(fs::metadata(&case.path).unwrap().len(), 0, "not truncated");
     // An empty file is judged before any binary handler looks at it. A
@@ -296,9 +240,7 @@ fn vm_enforcer_cache_read_only_open_with_o_trunc_invalidates() {
     let empty = sha256(b"");
     let events = drain_events(&mut case.enf);
     assert!(
-        events
-            .iter()
-            .any(|e| e.verdict == Verdict::Deny && e.digest == Some(empty)),
+        events.iter().any(|e| e.verdict == Verdict::Deny && e.digest == Some(empty)),
         "the truncated (empty) content was not judged by its own digest: {result:?}, {events:?}"
     );
     println!("empty file after O_RDONLY|O_TRUNC: denied by its own digest ({result:?})");
@@ -313,11 +255,7 @@ fn vm_enforcer_cache_write_through_a_hard_link_invalidates() {
     case.warm("listed binary");
     let unlisted = case.unlisted_bytes();
     let file = OpenOptions::new().write(true).open(&link).unwrap();
-    pwrite_all(
-        &file,
-        &unlisted[unlisted.len() - 2..],
-        (unlisted.len() - 2) as u64,
-    );
+    pwrite_all(&file, &unlisted[unlisted.len() - 2..], (unlisted.len() - 2) as u64);
     drop(file);
     case.assert_not_run(false, "after a write through another hard link");
 }
@@ -326,12 +264,8 @@ fn vm_enforcer_cache_write_through_a_hard_link_invalidates() {
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_is_not_used_on_overlayfs() {
     let case = CacheCase::new("cache-ovl", 47);
-    let (lower, upper, work, merged) = (
-        case.dir.join("lower"),
-        case.dir.join("upper"),
-        case.dir.join("work"),
-        case.dir.join("merged"),
-    );
+    let (lower, upper, work, merged) =
+        (case.dir.join("lower"), case.dir.join("upper"), case.dir.join("work"), case.dir.join("merged"));
     for d in [&lower, &upper, &work, &merged] {
         fs::create_dir(d).unwrap();
     }
@@ -339,12 +273,7 @@ fn vm_enforcer_cache_is_not_used_on_overlayfs() {
     write_executable(&lower_file, &case.bytes);
     let status = Command::new(busybox())
         .args(["mount", "-t", "overlay", "overlay", "-o"])
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        ))
+        .arg(format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display()))
         .arg(&merged)
         .status()
         .expect("mount overlay");
@@ -357,31 +286,15 @@ fn vm_enforcer_cache_is_not_used_on_overlayfs() {
     }
     let _unmount = Unmount(merged.clone());
     let via_overlay = merged.join("busybox-ovl");
-    assert_runs(
-        &via_overlay,
-        Some(&case.cgroup),
-        "listed binary through overlayfs",
-    );
+    assert_runs(&via_overlay, Some(&case.cgroup), "listed binary through overlayfs");
     let hits = case.enf.cache_hits().unwrap();
-    assert_runs(
-        &via_overlay,
-        Some(&case.cgroup),
-        "listed binary through overlayfs",
-    );
-    assert_eq!(
-        case.enf.cache_hits().unwrap(),
-        hits,
-        "an overlayfs file was served from the cache"
-    );
+    assert_runs(&via_overlay, Some(&case.cgroup), "listed binary through overlayfs");
+    assert_eq!(case.enf.cache_hits().unwrap(), hits, "an overlayfs file was served from the cache");
     // Why: a write to the lower file changes what the overlay shows without
     // any open of the overlay inode.
     let unlisted = case.unlisted_bytes();
     let file = OpenOptions::new().write(true).open(&lower_file).unwrap();
-    pwrite_all(
-        &file,
-        &unlisted[unlisted.len() - 2..],
-        (unlisted.len() - 2) as u64,
-    );
+    pwrite_all(&file, &unlisted[unlisted.len() - 2..], (unlisted.len() - 2) as u64);
     drop(file);
     match run_true(&via_overlay, Some(&case.cgroup)) {
         Err(e) if is_denial(&e) => println!("overlay file after a write to its lower file: denied"),

@@ -70,21 +70,13 @@ fn vm_smoke_denies_exec_by_digest() {
         .seen(fs::metadata(&denied).unwrap().ino())
         .expect("read seen map")
         .expect("program recorded the denied exec");
-    assert!(
-        seen.denied,
-        "program did not mark the exec denied: {seen:?}"
-    );
+    assert!(seen.denied, "program did not mark the exec denied: {seen:?}");
 
     assert!(run_true(&allowed).expect("exec of allowed copy").success());
-    assert!(run_true(&busybox())
-        .expect("exec of /bin/busybox")
-        .success());
+    assert!(run_true(&busybox()).expect("exec of /bin/busybox").success());
 
     drop(lsm);
-    assert!(
-        run_true(&denied).expect("exec after detach").success(),
-        "dropping the loader must detach the program"
-    );
+    assert!(run_true(&denied).expect("exec after detach").success(), "dropping the loader must detach the program");
     fs::remove_dir_all(dir).ok();
 }
 
@@ -102,25 +94,10 @@ fn vm_smoke_kernel_sha256_matches_userspace() {
             .seen(fs::metadata(&path).unwrap().ino())
             .expect("read seen map")
             .unwrap_or_else(|| panic!("no record of the exec of {}", path.display()));
-        let kernel = seen.sha256().unwrap_or_else(|| {
-            panic!(
-                "bpf_ima_file_hash returned {} for {}",
-                seen.algo,
-                path.display()
-            )
-        });
-        println!(
-            "{}: kernel {} user {}",
-            path.display(),
-            hex::encode(kernel),
-            hex::encode(expected)
-        );
-        assert_eq!(
-            kernel,
-            expected,
-            "kernel and user-space SHA-256 differ for {}",
-            path.display()
-        );
+        let kernel =
+            seen.sha256().unwrap_or_else(|| panic!("bpf_ima_file_hash returned {} for {}", seen.algo, path.display()));
+        println!("{}: kernel {} user {}", path.display(), hex::encode(kernel), hex::encode(expected));
+        assert_eq!(kernel, expected, "kernel and user-space SHA-256 differ for {}", path.display());
         assert!(!seen.denied);
     }
     fs::remove_dir_all(dir).ok();

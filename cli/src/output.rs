@@ -48,8 +48,9 @@ impl Progress for Bars {
                     .expect("valid template")
                     .progress_chars("=> "),
             ),
-            None => ProgressBar::new_spinner()
-                .with_style(ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}").expect("valid template")),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec}").expect("valid template"),
+            ),
         };
         bar.set_message(what.to_string());
         *self.bar.lock().expect("progress lock") = Some(bar);

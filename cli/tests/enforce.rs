@@ -13,12 +13,15 @@ struct Cgroup(PathBuf);
 impl Cgroup {
     fn new(name: &str) -> Option<Cgroup> {
         let mounts = enforce::cgroup::cgroup2_mounts().expect("mountinfo");
-        let Some(root) = mounts.into_iter().filter(|m| m.starts_with("/sys/fs/cgroup")).min_by_key(|m| m.as_os_str().len()) else {
+        let Some(root) =
+            mounts.into_iter().filter(|m| m.starts_with("/sys/fs/cgroup")).min_by_key(|m| m.as_os_str().len())
+        else {
             eprintln!("\n*** SKIPPED: no cgroup v2 file system is mounted under /sys/fs/cgroup ***\n");
             return None;
         };
         let path = root.join(format!("imgsign-cli-test-{}-{name}", std::process::id()));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating cgroup {} (tests run as root): {e}", path.display()));
+        std::fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("creating cgroup {} (tests run as root): {e}", path.display()));
         Some(Cgroup(path))
     }
 }
@@ -59,7 +62,14 @@ fn check_verifies_and_prints_the_plan() {
     let policy = policy(tmp.path(), &trust, &cgroup.0, "web.sigstore.json", Some(&image.reference()));
 
     let human = enforce(&policy, &["--check"]);
-    human.code(0).says("scope web").says("1 allowed digest").says("\"web\" version 4").says(&a.id).says("every file matches").says("nothing was loaded");
+    human
+        .code(0)
+        .says("scope web")
+        .says("1 allowed digest")
+        .says("\"web\" version 4")
+        .says(&a.id)
+        .says("every file matches")
+        .says("nothing was loaded");
     use std::os::unix::fs::MetadataExt as _;
     let id = std::fs::metadata(&cgroup.0).unwrap().ino();
     human.says(&format!("(id {id})"));

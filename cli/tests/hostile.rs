@@ -314,7 +314,10 @@ fn tampered_payload_or_signature_fails() {
 /// Finds `needle` in `file` and flips one bit of it, in place.
 fn flip_inside(file: &Path, needle: &[u8]) {
     let mut bytes = fs::read(file).unwrap();
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap_or_else(|| panic!("{needle:?} not in {}", file.display()));
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in {}", file.display()));
     bytes[at + needle.len() / 2] ^= 0x01;
     fs::write(file, bytes).unwrap();
 }
@@ -378,7 +381,11 @@ fn unreadable_images_are_bad_input() {
         format!("dir:{}", absent.display()),
         format!("registry:{}", absent.display()),
     ] {
-        verify(&reference, &[&s.bundle], &s.trust, &[]).code(2).says(if reference.starts_with("registry:") { "bad image reference" } else { "absent" });
+        verify(&reference, &[&s.bundle], &s.trust, &[]).code(2).says(if reference.starts_with("registry:") {
+            "bad image reference"
+        } else {
+            "absent"
+        });
         sign(&reference, &[a], &out, &[]).code(2);
         assert_nothing_written(&out);
     }

@@ -62,7 +62,12 @@ fn ok(cmd: &mut Command) -> String {
 fn fails(cmd: &mut Command) -> String {
     let out = run(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "expected exit 2\nstdout: {}\nstderr: {stderr}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2\nstdout: {}\nstderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     stderr
 }
 
@@ -96,7 +101,8 @@ fn keygen_writes_encrypted_key_mode_0600_and_public_key_0644() {
 fn keygen_json_output() {
     let tmp = TempDir::new();
     let prefix = tmp.path().join("k");
-    let stdout = ok(imgsign().args(["keygen", "--json", "--passphrase-env", "IMGSIGN_TEST_PASS", "--out"]).arg(&prefix));
+    let stdout =
+        ok(imgsign().args(["keygen", "--json", "--passphrase-env", "IMGSIGN_TEST_PASS", "--out"]).arg(&prefix));
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let public = PublicKey::load(&tmp.path().join("k.pub")).unwrap();
     assert_eq!(v["key_id"], public.key_id().to_string());
@@ -109,14 +115,16 @@ fn keygen_refuses_to_overwrite_either_file() {
     let tmp = TempDir::new();
     let (key, _public, _) = keygen(tmp.path(), "a");
     let before = fs::read(&key).unwrap();
-    let err = fails(imgsign().args(["keygen", "--passphrase-env", "IMGSIGN_TEST_PASS", "--out"]).arg(tmp.path().join("a")));
+    let err =
+        fails(imgsign().args(["keygen", "--passphrase-env", "IMGSIGN_TEST_PASS", "--out"]).arg(tmp.path().join("a")));
     assert!(err.contains(&key.display().to_string()), "{err}");
     assert_eq!(fs::read(&key).unwrap(), before, "existing key untouched");
 
     // Only PREFIX.pub exists: nothing is written, and the .pub is untouched.
     let lone_pub = tmp.path().join("b.pub");
     fs::write(&lone_pub, "keep me").unwrap();
-    let err = fails(imgsign().args(["keygen", "--passphrase-env", "IMGSIGN_TEST_PASS", "--out"]).arg(tmp.path().join("b")));
+    let err =
+        fails(imgsign().args(["keygen", "--passphrase-env", "IMGSIGN_TEST_PASS", "--out"]).arg(tmp.path().join("b")));
     assert!(err.contains(&lone_pub.display().to_string()), "{err}");
     assert!(!tmp.path().join("b.key").exists());
     assert_eq!(fs::read_to_string(&lone_pub).unwrap(), "keep me");
@@ -148,17 +156,31 @@ fn keygen_passphrase_sources() {
     assert!(SigningKey::load(&tmp.path().join("file.key"), Some(b"from file")).is_ok());
 
     // An unset variable is named.
-    let err = fails(imgsign().args(["keygen", "--passphrase-env", "IMGSIGN_TEST_UNSET_VAR", "--out"]).arg(tmp.path().join("u")));
+    let err = fails(
+        imgsign().args(["keygen", "--passphrase-env", "IMGSIGN_TEST_UNSET_VAR", "--out"]).arg(tmp.path().join("u")),
+    );
     assert!(err.contains("IMGSIGN_TEST_UNSET_VAR"), "{err}");
     // Empty passphrases are refused.
-    let err = fails(imgsign().env("EMPTY_PASS", "").args(["keygen", "--passphrase-env", "EMPTY_PASS", "--out"]).arg(tmp.path().join("e")));
+    let err = fails(
+        imgsign()
+            .env("EMPTY_PASS", "")
+            .args(["keygen", "--passphrase-env", "EMPTY_PASS", "--out"])
+            .arg(tmp.path().join("e")),
+    );
     assert!(err.contains("empty"), "{err}");
     // A missing passphrase file is named.
     let missing = tmp.path().join("missing.txt");
-    let err = fails(imgsign().args(["keygen", "--passphrase-file"]).arg(&missing).arg("--out").arg(tmp.path().join("m")));
+    let err =
+        fails(imgsign().args(["keygen", "--passphrase-file"]).arg(&missing).arg("--out").arg(tmp.path().join("m")));
     assert!(err.contains(&missing.display().to_string()), "{err}");
     // Two sources conflict (clap usage error).
-    fails(imgsign().args(["keygen", "--passphrase-env", "X", "--passphrase-file"]).arg(&pass_file).arg("--out").arg(tmp.path().join("c")));
+    fails(
+        imgsign()
+            .args(["keygen", "--passphrase-env", "X", "--passphrase-file"])
+            .arg(&pass_file)
+            .arg("--out")
+            .arg(tmp.path().join("c")),
+    );
     for name in ["u", "e", "m", "c"] {
         assert!(!tmp.path().join(format!("{name}.key")).exists(), "{name}.key written after an error");
     }

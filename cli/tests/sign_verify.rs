@@ -106,7 +106,12 @@ fn zstd_copy_has_the_same_manifest_and_verifies_with_the_oci_bundle() {
     assert_eq!(files(&oci), files(&zstd));
     // Other blobs (zstd instead of gzip), the same uncompressed layers.
     let layers = |bundle: &Path, field: &str| -> Vec<serde_json::Value> {
-        statement(bundle)["predicate"]["source"]["layers"].as_array().unwrap().iter().map(|l| l[field].clone()).collect()
+        statement(bundle)["predicate"]["source"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l[field].clone())
+            .collect()
     };
     assert_eq!(layers(&oci, "diffId"), layers(&zstd, "diffId"));
     assert_ne!(layers(&oci, "digest"), layers(&zstd, "digest"));
@@ -212,7 +217,9 @@ fn json_report_lists_every_difference() {
     let report = run.json();
     assert_eq!(report["verified"], false);
     let differences = report["differences"].as_array().expect("differences array");
-    let find = |path: &str| differences.iter().find(|d| d["path"] == path).unwrap_or_else(|| panic!("{path} not in {differences:?}"));
+    let find = |path: &str| {
+        differences.iter().find(|d| d["path"] == path).unwrap_or_else(|| panic!("{path} not in {differences:?}"))
+    };
     assert_eq!(find(paths::BUSYBOX)["kind"], "changed");
     assert!(find(paths::BUSYBOX)["fields"].as_array().unwrap().iter().any(|f| f["field"] == "sha256"));
     assert_eq!(find("/etc/extra.conf")["kind"], "extra");
@@ -270,9 +277,12 @@ fn two_keys_meet_a_threshold_of_two() {
     c.arg("--out").arg(&bundle_a).arg("--out").arg(&bundle_b);
     run(&mut c).code(0);
     let trust = trust_store(&tmp.path().join("trust"), &[a, b], 2);
-    verify(&image.oci_ref(), &[&bundle_a], &trust, &[]).code(1).says("1 distinct trusted key(s) signed; threshold is 2");
+    verify(&image.oci_ref(), &[&bundle_a], &trust, &[])
+        .code(1)
+        .says("1 distinct trusted key(s) signed; threshold is 2");
     let report = verify(&image.oci_ref(), &[&bundle_a, &bundle_b], &trust, &["--json"]).code(0).json();
-    let mut signers: Vec<String> = report["signers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    let mut signers: Vec<String> =
+        report["signers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
     signers.sort();
     let mut expected = vec![a.id.clone(), b.id.clone()];
     expected.sort();

@@ -26,12 +26,15 @@ fn image_and_unpacked(layers: &[TarWriter]) -> (Vec<serde_json::Value>, Vec<serd
     let [a, ..] = keys();
     let image_bundle = sign_ok(&written.reference(), &[a], &tmp.path().join("image.bundle"), &[]);
     let bundle_dir = tmp.path().join("unpacked");
-    testdata::tools::run("umoci", [
-        "unpack".to_string(),
-        "--image".into(),
-        format!("{}:t", written.dir.display()),
-        bundle_dir.display().to_string(),
-    ])
+    testdata::tools::run(
+        "umoci",
+        [
+            "unpack".to_string(),
+            "--image".into(),
+            format!("{}:t", written.dir.display()),
+            bundle_dir.display().to_string(),
+        ],
+    )
     .unwrap();
     let rootfs = format!("dir:{}", bundle_dir.join("rootfs").display());
     let dir_bundle = sign_ok(&rootfs, &[a], &tmp.path().join("dir.bundle"), &[]);
@@ -191,7 +194,11 @@ fn long_names_and_link_targets_via_pax() {
     let file = format!("{dir}/{}", "f".repeat(120));
     let target = format!("/{file}");
     let mut l0 = layer();
-    l0.dir("opt", 0o755).dir(&dir, 0o755).file(&file, 0o644, b"long").symlink("opt/link", &target).hardlink("opt/hard", &file);
+    l0.dir("opt", 0o755)
+        .dir(&dir, 0o755)
+        .file(&file, 0o644, b"long")
+        .symlink("opt/link", &target)
+        .hardlink("opt/hard", &file);
     let image = assert_same(&[l0]);
     assert!(image.contains(&format!("/{file} file")), "{image:?}");
 }

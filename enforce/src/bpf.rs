@@ -170,7 +170,9 @@ impl BpfKernel {
             failed(&what, e)
         })?;
         let in_force = enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))?;
-        let loaded = Loaded::taken_over(in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode))));
+        let loaded = Loaded::taken_over(
+            in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode))),
+        );
         Ok(BpfKernel { enforcer, loaded })
     }
 
@@ -182,9 +184,9 @@ impl BpfKernel {
     fn run(&mut self, op: &Op) -> Result<(), EnforcerError> {
         match op {
             Op::Replace { scope_id, digests } => self.enforcer.replace_digests(*scope_id, digests),
-            Op::SetScope { cgroup_id, scope_id, mode } => {
-                self.enforcer.set_scope(*cgroup_id, Scope { id: *scope_id, mode: kernel_mode(*mode), report_allowed: false })
-            }
+            Op::SetScope { cgroup_id, scope_id, mode } => self
+                .enforcer
+                .set_scope(*cgroup_id, Scope { id: *scope_id, mode: kernel_mode(*mode), report_allowed: false }),
             Op::RemoveScope { cgroup_id } => self.enforcer.remove_scope(*cgroup_id),
             Op::Retire { .. } => Ok(()),
             Op::Forget { scope_id } => self.enforcer.remove_digest_set(*scope_id),
@@ -287,11 +289,17 @@ pub struct ScopeStatus {
 
 /// Reads what is pinned under `pin_dir` (without changing it).
 pub fn status(pin_dir: &Path) -> Result<Status, KernelError> {
-    let mut status = Status { pin_dir: pin_dir.to_path_buf(), pinned: Enforcer::is_pinned(pin_dir), scopes: Vec::new(), dropped_events: 0 };
+    let mut status = Status {
+        pin_dir: pin_dir.to_path_buf(),
+        pinned: Enforcer::is_pinned(pin_dir),
+        scopes: Vec::new(),
+        dropped_events: 0,
+    };
     if !status.pinned {
         return Ok(status);
     }
-    let mut enforcer = Enforcer::open_pinned(pin_dir).map_err(|e| failed(&format!("opening the enforcer pinned under {}", pin_dir.display()), e))?;
+    let mut enforcer = Enforcer::open_pinned(pin_dir)
+        .map_err(|e| failed(&format!("opening the enforcer pinned under {}", pin_dir.display()), e))?;
     for (cgroup_id, scope) in enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))? {
         let digests = enforcer.digest_count(scope.id).map_err(|e| failed("counting digests", e))?;
         status.scopes.push(ScopeStatus { cgroup_id, scope_id: scope.id, mode: mode_of(scope.mode), digests });
@@ -337,14 +345,18 @@ mod tests {
         for op in reap(loaded, t0 + GRACE) {
             loaded.record(&op, t0);
         }
-        let before: BTreeMap<u64, BTreeSet<Digest>> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
+        let before: BTreeMap<u64, BTreeSet<Digest>> =
+            loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
         let ops = transition(loaded, plan);
         for op in &ops {
             loaded.record(op, t0);
             for (&cgroup, &(id, _)) in &loaded.scopes {
                 let now = loaded.set(id);
                 let new = plan.scope_by_cgroup_id(cgroup).map(|s| &s.digests);
-                assert!(Some(&now) == before.get(&cgroup) || Some(&now) == new, "after {op:?} cgroup {cgroup} sees a set that is neither the old nor the new one");
+                assert!(
+                    Some(&now) == before.get(&cgroup) || Some(&now) == new,
+                    "after {op:?} cgroup {cgroup} sees a set that is neither the old nor the new one"
+                );
             }
         }
         for s in &plan.scopes {
@@ -366,17 +378,28 @@ mod tests {
     fn first_plan_fills_sets_before_pointing_cgroups_at_them() {
         let mut loaded = Loaded::default();
         let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1, 2]), scope(11, Mode::Audit, &[3])]));
-        assert!(matches!(ops[..], [Op::Replace { .. }, Op::Replace { .. }, Op::SetScope { .. }, Op::SetScope { .. }]), "{ops:?}");
+        assert!(
+            matches!(ops[..], [Op::Replace { .. }, Op::Replace { .. }, Op::SetScope { .. }, Op::SetScope { .. }]),
+            "{ops:?}"
+        );
         assert_ne!(loaded.scopes[&10].0, loaded.scopes[&11].0, "one scope id per cgroup");
     }
 
     #[test]
     fn reload_replaces_changed_sets_in_place_and_leaves_the_rest() {
         let mut loaded = Loaded::default();
-        apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1, 2]), scope(11, Mode::Audit, &[3]), scope(12, Mode::Audit, &[4])]));
+        apply(
+            &mut loaded,
+            &plan(vec![scope(10, Mode::Enforce, &[1, 2]), scope(11, Mode::Audit, &[3]), scope(12, Mode::Audit, &[4])]),
+        );
         let ids = loaded.scopes.clone();
         // 10: new set; 11: unchanged; 12: mode only; 13: new scope.
-        let next = plan(vec![scope(10, Mode::Enforce, &[2, 5]), scope(11, Mode::Audit, &[3]), scope(12, Mode::Enforce, &[4]), scope(13, Mode::Enforce, &[6])]);
+        let next = plan(vec![
+            scope(10, Mode::Enforce, &[2, 5]),
+            scope(11, Mode::Audit, &[3]),
+            scope(12, Mode::Enforce, &[4]),
+            scope(13, Mode::Enforce, &[6]),
+        ]);
         let ops = apply(&mut loaded, &next);
         let id = |c: u64| loaded.scopes[&c].0;
         assert_eq!((id(10), id(11), id(12)), (ids[&10].0, ids[&11].0, ids[&12].0), "scope ids are stable");
@@ -409,7 +432,14 @@ mod tests {
         let mut loaded = Loaded::taken_over([(10, 3, Mode::Enforce), (11, 4, Mode::Audit)]);
         // Even an empty set is replaced: what the kernel holds for scope 3 is not known.
         let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[])]));
-        assert_eq!(ops, vec![Op::Replace { scope_id: 3, digests: vec![] }, Op::RemoveScope { cgroup_id: 11 }, Op::Retire { scope_id: 4 }]);
+        assert_eq!(
+            ops,
+            vec![
+                Op::Replace { scope_id: 3, digests: vec![] },
+                Op::RemoveScope { cgroup_id: 11 },
+                Op::Retire { scope_id: 4 }
+            ]
+        );
         apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[]), scope(12, Mode::Audit, &[1])]));
         assert_eq!(loaded.scopes[&12].0, 5, "fresh ids after the ones found");
         assert_eq!(loaded.unknown, [4].into(), "only the retired scope, forgotten after the grace period");
@@ -439,7 +469,10 @@ mod tests {
         let event = convert(decision.clone());
         assert_eq!((event.hook, event.verdict, event.mode), (Hook::Mmap, Verdict::Denied, Some(Mode::Enforce)));
         assert_eq!((event.scope_cgroup_id, event.cgroup_id, event.host_pid, event.ns_pid), (1234, 1235, 99, 1));
-        assert_eq!((event.pid_ns, event.mnt_ns, event.boot_time_ns), (Some(4026532000), Some(4026532001), Some(5_000_000)));
+        assert_eq!(
+            (event.pid_ns, event.mnt_ns, event.boot_time_ns),
+            (Some(4026532000), Some(4026532001), Some(5_000_000))
+        );
         assert_eq!(event.path.as_deref(), Some("/tmp/unlisted.so"));
         assert_eq!(event.sha256.as_deref(), Some(&*"ab".repeat(32)));
         let mut mprotect = decision;

@@ -149,9 +149,10 @@ mod tests {
                 assert_eq!(found.lsms.as_ref().map(|l| l.join(",")), Some(text.trim().to_string()));
             }
         }
-        let bpffs_mounted = crate::cgroup::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap(), "bpf")
-            .iter()
-            .any(|m| m == Path::new(BPFFS));
+        let bpffs_mounted =
+            crate::cgroup::parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap(), "bpf")
+                .iter()
+                .any(|m| m == Path::new(BPFFS));
         assert_eq!(bpffs_mounted, !found.missing.iter().any(|m| matches!(m, Missing::Bpffs { .. })));
     }
 }

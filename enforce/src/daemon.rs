@@ -49,11 +49,23 @@ pub struct Daemon<K: Kernel> {
 impl<K: Kernel> Daemon<K> {
     /// Loads the policy, builds the plan as of `now` and applies it. Any failure here is fatal:
     /// there is no earlier plan to keep.
-    pub fn start(policy_path: &Path, mut kernel: K, out: Box<dyn Write + Send>, now: SystemTime) -> Result<Self, DaemonError> {
+    pub fn start(
+        policy_path: &Path,
+        mut kernel: K,
+        out: Box<dyn Write + Send>,
+        now: SystemTime,
+    ) -> Result<Self, DaemonError> {
         let policy = policy::load(policy_path)?;
         let plan = plan::build(&policy, now)?;
         kernel.apply(&plan).map_err(DaemonError::Kernel)?;
-        let mut daemon = Daemon { policy_path: policy.path, trust: policy.trust, kernel, plan, out, cgroup_paths: Default::default() };
+        let mut daemon = Daemon {
+            policy_path: policy.path,
+            trust: policy.trust,
+            kernel,
+            plan,
+            out,
+            cgroup_paths: Default::default(),
+        };
         daemon.after_apply("started")?;
         Ok(daemon)
     }
@@ -122,7 +134,9 @@ impl<K: Kernel> Daemon<K> {
                 event.cgroup = self
                     .cgroup_paths
                     .entry(event.cgroup_id)
-                    .or_insert_with(|| root.and_then(|r| crate::cgroup::find_below(&r, event.cgroup_id, CGROUP_SEARCH_DEPTH)))
+                    .or_insert_with(|| {
+                        root.and_then(|r| crate::cgroup::find_below(&r, event.cgroup_id, CGROUP_SEARCH_DEPTH))
+                    })
                     .as_ref()
                     .map(|p| p.display().to_string());
             }
@@ -146,7 +160,8 @@ impl<K: Kernel> Daemon<K> {
     fn after_apply(&mut self, action: &str) -> Result<(), DaemonError> {
         let mut note = None;
         if let Err(e) = plan::record_versions(&self.plan, &self.trust) {
-            let text = format!("the plan is in force but its versions were not recorded in the trust store: {}", chain(&e));
+            let text =
+                format!("the plan is in force but its versions were not recorded in the trust store: {}", chain(&e));
             eprintln!("imgsign enforce: warning: {text}");
             note = Some(text);
         }

@@ -148,7 +148,8 @@ impl Plan {
 
 /// Verifies everything the policy names and builds the plan, as of `now`.
 pub fn build(policy: &Policy, now: SystemTime) -> Result<Plan, PlanError> {
-    let mut trust = TrustStore::open(&policy.trust).map_err(|e| PlanError::Trust { path: policy.trust.clone(), source: Box::new(e) })?;
+    let mut trust = TrustStore::open(&policy.trust)
+        .map_err(|e| PlanError::Trust { path: policy.trust.clone(), source: Box::new(e) })?;
     let mut scopes = Vec::new();
     for spec in &policy.scopes {
         scopes.push(build_scope(spec, &mut trust, now)?);
@@ -193,9 +194,20 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
     // Group the bundles by the statement they carry.
     let mut groups: Vec<(Vec<PathBuf>, Vec<Bundle>)> = Vec::new();
     for path in &spec.bundles {
-        let bytes = std::fs::read(path).map_err(|source| PlanError::ReadBundle { scope: scope(), bundle: path.clone(), source })?;
-        let bundle = Bundle::parse(&bytes).map_err(|source| PlanError::ParseBundle { scope: scope(), bundle: path.clone(), source })?;
-        let same = |b: &Bundle| b.dsse_envelope.payload == bundle.dsse_envelope.payload && b.dsse_envelope.payload_type == bundle.dsse_envelope.payload_type;
+        let bytes = std::fs::read(path).map_err(|source| PlanError::ReadBundle {
+            scope: scope(),
+            bundle: path.clone(),
+            source,
+        })?;
+        let bundle = Bundle::parse(&bytes).map_err(|source| PlanError::ParseBundle {
+            scope: scope(),
+            bundle: path.clone(),
+            source,
+        })?;
+        let same = |b: &Bundle| {
+            b.dsse_envelope.payload == bundle.dsse_envelope.payload
+                && b.dsse_envelope.payload_type == bundle.dsse_envelope.payload_type
+        };
         match groups.iter_mut().find(|(_, bundles)| same(&bundles[0])) {
             Some((paths, bundles)) => {
                 paths.push(path.clone());
@@ -206,24 +218,39 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
     }
     if let Some(image) = &spec.image {
         if groups.len() != 1 {
-            return Err(PlanError::ImageAmbiguous { scope: scope(), image: image.to_string(), statements: groups.len() });
+            return Err(PlanError::ImageAmbiguous {
+                scope: scope(),
+                image: image.to_string(),
+                statements: groups.len(),
+            });
         }
     }
 
     let mut digests = BTreeSet::new();
     let mut manifests = Vec::new();
     for (paths, bundles) in &groups {
-        let (statement, report) =
-            verify_statement(bundles, trust, now).map_err(|e| PlanError::Refused { scope: scope(), bundles: paths.clone(), source: Box::new(e) })?;
+        let (statement, report) = verify_statement(bundles, trust, now).map_err(|e| PlanError::Refused {
+            scope: scope(),
+            bundles: paths.clone(),
+            source: Box::new(e),
+        })?;
         let mut image_checked = None;
         if let Some(image) = &spec.image {
             let options = VerifyOptions { now, record_version: false };
-            let full = verify(image, bundles, trust, &options, Arc::new(NoProgress))
-                .map_err(|e| PlanError::Image { scope: scope(), image: image.to_string(), source: Box::new(e) })?;
+            let full = verify(image, bundles, trust, &options, Arc::new(NoProgress)).map_err(|e| PlanError::Image {
+                scope: scope(),
+                image: image.to_string(),
+                source: Box::new(e),
+            })?;
             if !full.verified {
                 let mut failures: Vec<String> = full.failures().map(|c| format!("{}: {}", c.name, c.detail)).collect();
                 failures.extend(full.differences.iter().take(5).map(|d| format!("{} differs", d.path())));
-                return Err(PlanError::ImageMismatch { scope: scope(), image: image.to_string(), bundles: paths.clone(), failures: failures.join("; ") });
+                return Err(PlanError::ImageMismatch {
+                    scope: scope(),
+                    image: image.to_string(),
+                    bundles: paths.clone(),
+                    failures: failures.join("; "),
+                });
             }
             image_checked = Some(image.to_string());
         }
@@ -231,11 +258,10 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
             if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
                 continue;
             }
-            let digest = entry
-                .sha256
-                .as_deref()
-                .and_then(|hex| Sha256Digest::parse_hex(hex).ok())
-                .ok_or_else(|| PlanError::Digest { scope: scope(), bundle: paths[0].clone(), path: entry.path.clone() })?;
+            let digest =
+                entry.sha256.as_deref().and_then(|hex| Sha256Digest::parse_hex(hex).ok()).ok_or_else(|| {
+                    PlanError::Digest { scope: scope(), bundle: paths[0].clone(), path: entry.path.clone() }
+                })?;
             digests.insert(digest.0);
         }
         manifests.push(ManifestInfo {
@@ -250,7 +276,14 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
         });
     }
     let cgroup_id = cgroup_id(&spec.cgroup).map_err(|source| PlanError::Cgroup { scope: scope(), source })?;
-    Ok(ScopePlan { name: spec.name.clone(), cgroup: spec.cgroup.clone(), cgroup_id, mode: spec.mode, digests, manifests })
+    Ok(ScopePlan {
+        name: spec.name.clone(),
+        cgroup: spec.cgroup.clone(),
+        cgroup_id,
+        mode: spec.mode,
+        digests,
+        manifests,
+    })
 }
 
 /// Records each accepted version of `plan` in the trust store at `trust_dir` (rollback

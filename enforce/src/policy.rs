@@ -124,8 +124,13 @@ pub fn load(path: &Path) -> Result<Policy, PolicyError> {
 
 /// Checks policy text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
-    let file: PolicyFile = toml::from_str(text).map_err(|source| PolicyError::Parse { path: path.to_path_buf(), source })?;
-    let invalid = |field: String, reason: &str| PolicyError::Invalid { path: path.to_path_buf(), field, reason: reason.to_string() };
+    let file: PolicyFile =
+        toml::from_str(text).map_err(|source| PolicyError::Parse { path: path.to_path_buf(), source })?;
+    let invalid = |field: String, reason: &str| PolicyError::Invalid {
+        path: path.to_path_buf(),
+        field,
+        reason: reason.to_string(),
+    };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
 
@@ -177,9 +182,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         let image = match scope.image.as_deref() {
             None => None,
             Some(text) => {
-                let image: ImageRef = text
-                    .parse()
-                    .map_err(|_| invalid(at("image"), &format!("{text:?} is not oci:DIR[:TAG], docker-archive:FILE or dir:PATH")))?;
+                let image: ImageRef = text.parse().map_err(|_| {
+                    invalid(at("image"), &format!("{text:?} is not oci:DIR[:TAG], docker-archive:FILE or dir:PATH"))
+                })?;
                 Some(match image {
                     ImageRef::Oci { dir, tag } => ImageRef::Oci { dir: resolve(&dir), tag },
                     ImageRef::DockerArchive { file } => ImageRef::DockerArchive { file: resolve(&file) },

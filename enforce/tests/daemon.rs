@@ -55,7 +55,11 @@ impl Write for Output {
 impl Output {
     fn records(&self) -> Vec<serde_json::Value> {
         let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect()
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect()
     }
 }
 
@@ -118,7 +122,12 @@ fn reload_applies_a_valid_new_policy() {
     // The image gains a file; version 2 is signed; the policy now enforces it.
     let mut layer = testdata::tar::TarWriter::new();
     layer.file("bin/new", 0o755, b"new binary\n");
-    let v2_image = testdata::oci::write_layout(&s.dir.path().join("image2"), "latest", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap();
+    let v2_image = testdata::oci::write_layout(
+        &s.dir.path().join("image2"),
+        "latest",
+        &[testdata::oci::Layer::gzip(&layer.finish())],
+    )
+    .unwrap();
     let v2 = sign_now(&v2_image.reference(), "a", "web", 2, &s.dir.path().join("v2.json"));
     write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&v2], None));
     daemon.reload(SystemTime::now()).unwrap();
@@ -148,7 +157,12 @@ fn a_broken_new_policy_keeps_the_old_plan_and_logs_the_error() {
 
     let broken: [(&str, String); 3] = [
         ("not TOML", "trust = [unclosed".to_string()),
-        ("unknown field", std::fs::read_to_string(&s.policy).unwrap().replace("mode = \"audit\"", "mode = \"audit\"\nallow_all = true")),
+        (
+            "unknown field",
+            std::fs::read_to_string(&s.policy)
+                .unwrap()
+                .replace("mode = \"audit\"", "mode = \"audit\"\nallow_all = true"),
+        ),
         ("bundle signed by an untrusted key", {
             let unsigned = sign_now(&s.image, "c", "web", 5, &s.dir.path().join("c.json"));
             one_scope(&s.trust, &s.cgroup.path, "enforce", &[&unsigned], None)
@@ -161,7 +175,11 @@ fn a_broken_new_policy_keeps_the_old_plan_and_logs_the_error() {
         assert_eq!(daemon.kernel().applied.len(), 1, "{what}: something was applied");
         let last = out.records().last().unwrap().clone();
         assert_eq!(last["action"], "reload-failed", "{what}");
-        assert!(last["error"].as_str().unwrap().contains("policy.toml") || last["error"].as_str().unwrap().contains("scope \"web\""), "{what}: {last}");
+        assert!(
+            last["error"].as_str().unwrap().contains("policy.toml")
+                || last["error"].as_str().unwrap().contains("scope \"web\""),
+            "{what}: {last}"
+        );
         assert!(last["outcome"].as_str().unwrap().contains("old plan"), "{last}");
     }
 }

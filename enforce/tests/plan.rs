@@ -62,7 +62,10 @@ fn plan_holds_exactly_the_manifests_digests() {
     let scope = &plan.scopes[0];
     assert_eq!(scope.name, "web");
     assert_eq!(scope.mode, policy::Mode::Enforce);
-    assert_eq!(scope.digests, f.expected, "file + hardlink digests, deduplicated, without whited-out or overridden content");
+    assert_eq!(
+        scope.digests, f.expected,
+        "file + hardlink digests, deduplicated, without whited-out or overridden content"
+    );
     assert!(!scope.digests.contains(&digest(WHITED_OUT)) && !scope.digests.contains(&digest(OVERRIDDEN)));
     assert_eq!(scope.cgroup_id, std::fs::metadata(&f.cgroup.path).unwrap().ino());
     assert_eq!(scope.manifests[0].name, "web");
@@ -102,7 +105,10 @@ fn bundles_of_different_statements_add_up_and_cosignatures_pool() {
     assert_eq!(pooled.scopes[0].manifests[0].signers.len(), 2);
     assert_eq!(pooled.scopes[0].mode, policy::Mode::Audit);
     let text = one_scope(&trust2, &f.cgroup.path, "audit", &[&by_a], None);
-    assert!(plan::build(&policy::parse(&text, &f.dir.path().join("p3.toml")).unwrap(), SystemTime::now()).is_err(), "one key under a threshold of 2");
+    assert!(
+        plan::build(&policy::parse(&text, &f.dir.path().join("p3.toml")).unwrap(), SystemTime::now()).is_err(),
+        "one key under a threshold of 2"
+    );
 }
 
 #[test]
@@ -177,7 +183,8 @@ fn an_image_that_differs_from_its_manifest_refuses_the_plan() {
     let other_dir = f.dir.path().join("other");
     let mut layer = testdata::tar::TarWriter::new();
     layer.file("bin/tool", 0o755, b"not the signed tool\n");
-    let other = testdata::oci::write_layout(&other_dir, "latest", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap();
+    let other =
+        testdata::oci::write_layout(&other_dir, "latest", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap();
     let e = plan::build(&f.policy(&[&bundle], Some(&other.reference())), SystemTime::now()).unwrap_err();
     let text = enforce::daemon::chain(&e);
     assert!(matches!(e, PlanError::ImageMismatch { .. }), "{text}");

@@ -45,7 +45,10 @@ fn a_good_policy_resolves_relative_paths_against_its_directory() {
     assert_eq!(p.scopes.len(), 2);
     let web = &p.scopes[0];
     assert_eq!((web.name.as_str(), web.mode), ("web", Mode::Enforce));
-    assert_eq!(web.bundles, vec![PathBuf::from("/etc/imgsign/web.sigstore.json"), PathBuf::from("/abs/web-cosigned.json")]);
+    assert_eq!(
+        web.bundles,
+        vec![PathBuf::from("/etc/imgsign/web.sigstore.json"), PathBuf::from("/abs/web-cosigned.json")]
+    );
     assert_eq!(web.image.as_ref().unwrap().to_string(), "oci:/etc/imgsign/images/web:latest");
     assert_eq!(p.scopes[1].mode, Mode::Audit);
     assert!(p.scopes[1].image.is_none());
@@ -88,8 +91,16 @@ fn semantic_errors_name_the_scope_and_field() {
         (GOOD.replace("name = \"node\"", "name = \"web\""), "scope[1] (\"web\").name", "earlier scope"),
         (GOOD.replace("name = \"node\"", "name = \"no de\""), "scope[1] (\"no de\").name", "letters"),
         (GOOD.replace("name = \"node\"", "name = \"\""), "scope[1].name", "1 to 64"),
-        (GOOD.replace("cgroup = \"/sys/fs/cgroup\"\n", "cgroup = \"sys/fs/cgroup\"\n"), "scope[1] (\"node\").cgroup", "absolute"),
-        (GOOD.replace("cgroup = \"/sys/fs/cgroup\"\n", "cgroup = \"/sys/fs/cgroup/web\"\n"), "scope[1] (\"node\").cgroup", "earlier scope"),
+        (
+            GOOD.replace("cgroup = \"/sys/fs/cgroup\"\n", "cgroup = \"sys/fs/cgroup\"\n"),
+            "scope[1] (\"node\").cgroup",
+            "absolute",
+        ),
+        (
+            GOOD.replace("cgroup = \"/sys/fs/cgroup\"\n", "cgroup = \"/sys/fs/cgroup/web\"\n"),
+            "scope[1] (\"node\").cgroup",
+            "earlier scope",
+        ),
         (GOOD.replace("bundles = [\"host.json\"]", "bundles = []"), "scope[1] (\"node\").bundles", "empty"),
         (GOOD.replace("oci:images/web:latest", "registry.example/web"), "scope[0] (\"web\").image", "oci:DIR"),
         (GOOD.replace("pin_dir = \"/sys/fs/bpf/imgsign-test\"", "pin_dir = \"bpf\""), "pin_dir", "absolute"),

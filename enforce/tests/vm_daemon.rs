@@ -129,7 +129,8 @@ fn vm_daemon_enforces_a_signed_policy_and_reports_denials() {
     assert!(!runs(&unlisted, &lab.cgroup.path), "the unlisted binary ran");
 
     daemon.pump_events(Duration::from_secs(2)).unwrap();
-    let denied: Vec<_> = out.records().into_iter().filter(|r| r["record"] == "event" && r["verdict"] == "denied").collect();
+    let denied: Vec<_> =
+        out.records().into_iter().filter(|r| r["record"] == "event" && r["verdict"] == "denied").collect();
     assert!(!denied.is_empty(), "no denial event: {:?}", out.records());
     let event = &denied[0];
     assert_eq!(event["scope"], "web");
@@ -209,7 +210,10 @@ fn vm_daemon_enforcement_outlives_the_daemon_until_detached() {
     let status = enforce::bpf::status(&lab.pin_dir).unwrap();
     assert!(status.pinned);
     assert_eq!(status.scopes.len(), 1);
-    assert_eq!((status.scopes[0].cgroup_id, status.scopes[0].mode, status.scopes[0].digests), (cgroup_id, enforce::Mode::Enforce, 1));
+    assert_eq!(
+        (status.scopes[0].cgroup_id, status.scopes[0].mode, status.scopes[0].digests),
+        (cgroup_id, enforce::Mode::Enforce, 1)
+    );
 
     // A new daemon takes over; its first plan (audit now) replaces what it found.
     fs::write(&policy, one_scope(&lab.trust, &lab.cgroup.path, "audit", &[&bundle], None)).unwrap();
@@ -219,7 +223,11 @@ fn vm_daemon_enforcement_outlives_the_daemon_until_detached() {
     let mut daemon = Daemon::start(&policy, kernel, Box::new(out.clone()), SystemTime::now()).expect("start again");
     assert!(runs(&unlisted, &lab.cgroup.path), "audit mode denied");
     daemon.pump_events(Duration::from_secs(2)).unwrap();
-    assert!(out.records().iter().any(|r| r["record"] == "event" && r["verdict"] == "audited" && r["scope"] == "web"), "{:?}", out.records());
+    assert!(
+        out.records().iter().any(|r| r["record"] == "event" && r["verdict"] == "audited" && r["scope"] == "web"),
+        "{:?}",
+        out.records()
+    );
     assert_eq!(enforce::bpf::status(&lab.pin_dir).unwrap().scopes[0].mode, enforce::Mode::Audit);
 
     // Back to enforce, then detach: once unpinned and released, nothing is enforced.

@@ -39,9 +39,9 @@ impl Drop for TempFile {
 
 /// Creates `.NAME.tmp-XXXX` next to `dest` with exactly `mode`, writes `contents` and fsyncs it.
 fn write_temp(dest: &Path, contents: &[u8], mode: u32) -> Result<TempFile, KeyError> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| io_err("cannot write", dest, io::Error::new(io::ErrorKind::InvalidInput, "path has no file name")))?;
+    let name = dest.file_name().ok_or_else(|| {
+        io_err("cannot write", dest, io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))
+    })?;
     let dir = parent_dir(dest);
     let mut attempts = 0;
     let (file, tmp) = loop {

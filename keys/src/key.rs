@@ -125,9 +125,11 @@ impl KeyError {
 }
 
 fn read_to_string(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    fs::read_to_string(path)
-        .map(Zeroizing::new)
-        .map_err(|source| KeyError::Io { action: "cannot read", path: path.to_path_buf(), source })
+    fs::read_to_string(path).map(Zeroizing::new).map_err(|source| KeyError::Io {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The id of a public key: lowercase hex SHA-256 of its SubjectPublicKeyInfo DER encoding.
@@ -220,9 +222,8 @@ impl PublicKey {
 
     /// The raw 32-byte key (RFC 8032 encoding); rejects a point that does not decode.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey {
-            source: pkcs8::spki::Error::KeyMalformed,
-        })?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .map_err(|_| KeyError::InvalidPublicKey { source: pkcs8::spki::Error::KeyMalformed })?;
         Ok(PublicKey { key })
     }
 
@@ -234,17 +235,12 @@ impl PublicKey {
 
     /// The SPKI `PUBLIC KEY` PEM, LF line endings, ending in a newline.
     pub fn to_pem(&self) -> String {
-        self.key
-            .to_public_key_pem(LineEnding::LF)
-            .expect("encoding an Ed25519 SubjectPublicKeyInfo cannot fail")
+        self.key.to_public_key_pem(LineEnding::LF).expect("encoding an Ed25519 SubjectPublicKeyInfo cannot fail")
     }
 
     /// The SPKI DER encoding.
     pub fn to_der(&self) -> Vec<u8> {
-        self.key
-            .to_public_key_der()
-            .expect("encoding an Ed25519 SubjectPublicKeyInfo cannot fail")
-            .into_vec()
+        self.key.to_public_key_der().expect("encoding an Ed25519 SubjectPublicKeyInfo cannot fail").into_vec()
     }
 
     /// The raw 32-byte key.
@@ -393,9 +389,7 @@ impl SigningKey {
                     pkcs8::Error::EncryptedPrivateKey(
                         pkcs8::pkcs5::Error::DecryptFailed | pkcs8::pkcs5::Error::EncryptFailed,
                     )
-                    | pkcs8::Error::Asn1(_) => {
-                        KeyError::WrongPassphrase { source }
-                    }
+                    | pkcs8::Error::Asn1(_) => KeyError::WrongPassphrase { source },
                     source => KeyError::UnsupportedEncryption { source },
                 })?;
                 // A wrong passphrase passes the CBC padding check about once in 256 tries; the
@@ -454,7 +448,8 @@ impl LockedKey {
 
     /// Decrypts the key; errors name the file.
     pub fn unlock(&self) -> Result<SigningKey, KeyError> {
-        SigningKey::from_pem(&self.pem, self.passphrase.as_ref().map(|p| p.as_slice())).map_err(|e| e.in_file(&self.path))
+        SigningKey::from_pem(&self.pem, self.passphrase.as_ref().map(|p| p.as_slice()))
+            .map_err(|e| e.in_file(&self.path))
     }
 }
 
@@ -603,8 +598,14 @@ mod tests {
         let salt = [1u8; 16];
         let scrypt = |n: u64, r: u16, p: u16| {
             encrypted_pem_with_kdf(
-                pbes2::ScryptParams { salt: &salt, cost_parameter: n, block_size: r, parallelization: p, key_length: None }
-                    .into(),
+                pbes2::ScryptParams {
+                    salt: &salt,
+                    cost_parameter: n,
+                    block_size: r,
+                    parallelization: p,
+                    key_length: None,
+                }
+                .into(),
             )
         };
         // 2^24 * 8 * 128 bytes = 16 GiB: refused at once instead of allocating.
@@ -652,14 +653,13 @@ mod tests {
     #[test]
     fn key_id_is_sha256_of_spki_der_and_stable() {
         // RFC 8032 test vector 1.
-        let seed: [u8; 32] =
-            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap().try_into().unwrap();
+        let seed: [u8; 32] = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let key = SigningKey::from_seed(&seed);
         let public = key.public_key();
-        assert_eq!(
-            hex::encode(public.to_bytes()),
-            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-        );
+        assert_eq!(hex::encode(public.to_bytes()), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
         let der = public.to_der();
         // SPKI for Ed25519 is a fixed 12-byte prefix then the raw key.
         assert_eq!(hex::encode(&der[..12]), "302a300506032b6570032100");
@@ -803,7 +803,9 @@ mod tests {
         let key = SigningKey::load(&enc, Some(b"open sesame")).unwrap();
         let err = SigningKey::load(&enc, Some(b"nope")).unwrap_err();
         assert!(err.to_string().contains("enc.pem"), "{err}");
-        assert!(matches!(err, KeyError::InFile { ref source, .. } if matches!(**source, KeyError::WrongPassphrase { .. })));
+        assert!(
+            matches!(err, KeyError::InFile { ref source, .. } if matches!(**source, KeyError::WrongPassphrase { .. }))
+        );
         let pubfile = dir.path().join("enc.pub");
         let out = Command::new("openssl")
             .args(["pkey", "-in"])

@@ -18,7 +18,10 @@ pub mod passphrase;
 pub mod trust;
 
 pub use fsutil::{replace_file, write_new_file};
-pub use key::{check_keypair_absent, keypair_paths, write_keypair, Kdf, KeyError, KeyId, KeyPairFiles, LockedKey, PublicKey, SigningKey};
+pub use key::{
+    check_keypair_absent, keypair_paths, write_keypair, Kdf, KeyError, KeyId, KeyPairFiles, LockedKey, PublicKey,
+    SigningKey,
+};
 pub use passphrase::{read_passphrase, read_passphrase_with_prompt, PassphraseSource, DEFAULT_PASSPHRASE_ENV};
 pub use trust::{TrustError, TrustStore};
 pub use zeroize::Zeroizing;

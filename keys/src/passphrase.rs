@@ -39,7 +39,12 @@ impl PassphraseSource {
     /// one is given (not both); else [`DEFAULT_PASSPHRASE_ENV`] if it is set; else a prompt if
     /// standard input is a terminal; else [`KeyError::NoPassphraseSource`].
     pub fn choose(env_var: Option<&str>, file: Option<&Path>) -> Result<Self, KeyError> {
-        Self::choose_with(env_var, file, std::env::var_os(DEFAULT_PASSPHRASE_ENV).is_some(), std::io::stdin().is_terminal())
+        Self::choose_with(
+            env_var,
+            file,
+            std::env::var_os(DEFAULT_PASSPHRASE_ENV).is_some(),
+            std::io::stdin().is_terminal(),
+        )
     }
 
     /// [`PassphraseSource::choose`] with the environment facts passed in (for tests).
@@ -163,7 +168,10 @@ mod tests {
     #[test]
     fn choosing_a_source() {
         let f = Path::new("/p");
-        assert_eq!(PassphraseSource::choose_with(Some("V"), None, true, true).unwrap(), PassphraseSource::Env("V".into()));
+        assert_eq!(
+            PassphraseSource::choose_with(Some("V"), None, true, true).unwrap(),
+            PassphraseSource::Env("V".into())
+        );
         assert_eq!(PassphraseSource::choose_with(None, Some(f), true, true).unwrap(), PassphraseSource::File(f.into()));
         assert!(matches!(
             PassphraseSource::choose_with(Some("V"), Some(f), false, false),

@@ -149,9 +149,11 @@ fn parse_revoked(path: &Path, text: &str) -> Result<BTreeSet<KeyId>, TrustError>
         if content.is_empty() {
             continue;
         }
-        let id = content
-            .parse::<KeyId>()
-            .map_err(|source| TrustError::RevokedLine { path: path.to_path_buf(), line: i + 1, source })?;
+        let id = content.parse::<KeyId>().map_err(|source| TrustError::RevokedLine {
+            path: path.to_path_buf(),
+            line: i + 1,
+            source,
+        })?;
         ids.insert(id);
     }
     Ok(ids)
@@ -534,7 +536,8 @@ mod tests {
         let text = fs::read_to_string(&revoked).unwrap();
         assert_eq!(text.matches(a.key_id().as_str()).count(), 1, "revoking twice writes once: {text}");
         let extra = SigningKey::generate().public_key().key_id();
-        fs::write(&revoked, format!("{text}\n# retired\n  {}  # laptop stolen\n", extra.as_str().to_uppercase())).unwrap();
+        fs::write(&revoked, format!("{text}\n# retired\n  {}  # laptop stolen\n", extra.as_str().to_uppercase()))
+            .unwrap();
         let mut store = TrustStore::open(store.dir()).unwrap();
         assert!(store.is_revoked(&a.key_id()));
         assert!(store.is_revoked(&extra));
@@ -599,7 +602,10 @@ mod tests {
         // Two handles: a stale one never lowers what the other recorded.
         reopened.record_version("registry.example/app", 9).unwrap();
         store.record_version("other", 2).unwrap();
-        assert!(matches!(store.record_version("registry.example/app", 8), Err(TrustError::Rollback { recorded: 9, .. })));
+        assert!(matches!(
+            store.record_version("registry.example/app", 8),
+            Err(TrustError::Rollback { recorded: 9, .. })
+        ));
         let fresh = TrustStore::open(store.dir()).unwrap();
         assert_eq!(fresh.highest_version("registry.example/app"), Some(9));
         assert_eq!(fresh.highest_version("other"), Some(2));

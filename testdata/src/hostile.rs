@@ -149,7 +149,8 @@ impl HostileLayer {
             // can tell.
             let path = written.blob_path(&layer_digest);
             let mut bytes = std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
-            let at = find(&bytes, b"original").ok_or_else(|| FixtureError::Check("content not found in layer".into()))?;
+            let at =
+                find(&bytes, b"original").ok_or_else(|| FixtureError::Check("content not found in layer".into()))?;
             bytes[at] = b'O';
             std::fs::write(&path, &bytes).map_err(io_err(format!("writing {}", path.display())))?;
         }

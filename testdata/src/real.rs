@@ -86,8 +86,10 @@ impl RealImage {
     /// The OCI image manifest bytes, as umoci wrote them (found through `index.json`).
     pub fn oci_manifest_bytes(&self) -> Result<Vec<u8>, FixtureError> {
         let index_path = self.oci_dir.join("index.json");
-        let index: serde_json::Value = serde_json::from_slice(&fs::read(&index_path).map_err(io_err(format!("reading {}", index_path.display())))?)
-            .map_err(|e| FixtureError::Check(format!("{}: {e}", index_path.display())))?;
+        let index: serde_json::Value = serde_json::from_slice(
+            &fs::read(&index_path).map_err(io_err(format!("reading {}", index_path.display())))?,
+        )
+        .map_err(|e| FixtureError::Check(format!("{}: {e}", index_path.display())))?;
         let digest = index["manifests"]
             .as_array()
             .and_then(|m| m.iter().find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == TAG))
@@ -117,7 +119,18 @@ impl RealImage {
             run("umoci", args).map(drop)
         };
         let repack = |comment: &str| {
-            run("umoci", ["repack", "--refresh-bundle", "--history.comment", comment, "--image", &image, &bundle.display().to_string()])
+            run(
+                "umoci",
+                [
+                    "repack",
+                    "--refresh-bundle",
+                    "--history.comment",
+                    comment,
+                    "--image",
+                    &image,
+                    &bundle.display().to_string(),
+                ],
+            )
         };
 
         run("umoci", ["init", "--layout", &oci_dir.display().to_string()])?;
@@ -132,7 +145,8 @@ impl RealImage {
         symlink(paths::SYMLINK_TARGET, at(&rootfs, paths::SYMLINK)).map_err(io_err("creating the symlink"))?;
         write(&rootfs, paths::SETUID, b"#!/bin/sh\nexec /bin/busybox id\n", 0o4755)?;
         write(&rootfs, paths::HARDLINK_TARGET, b"imgsign-test\n", 0o644)?;
-        fs::hard_link(at(&rootfs, paths::HARDLINK_TARGET), at(&rootfs, paths::HARDLINK)).map_err(io_err("creating the hardlink"))?;
+        fs::hard_link(at(&rootfs, paths::HARDLINK_TARGET), at(&rootfs, paths::HARDLINK))
+            .map_err(io_err("creating the hardlink"))?;
         write(&rootfs, paths::WHITED_OUT, b"deleted in layer 2\n", 0o644)?;
         write(&rootfs, paths::PLAIN_FILE, b"NAME=imgsign-test\nID=imgsign\n", 0o644)?;
         write(&rootfs, "/opt/app/old.txt", b"hidden by the opaque directory\n", 0o644)?;
@@ -151,9 +165,23 @@ impl RealImage {
         tar.dir("opt/app", 0o755)
             .whiteout("opt/app/.wh..wh..opq")
             .add(Entry::file(rel(paths::OPAQUE_NEW), 0o644, b"written after the opaque marker\n"))
-            .add(Entry::file(rel(paths::CAPABILITY_FILE), 0o755, b"#!/bin/sh\nexec /bin/busybox nc -l -p 80\n").with_pax("SCHILY.xattr.security.capability", CAPABILITY));
+            .add(
+                Entry::file(rel(paths::CAPABILITY_FILE), 0o755, b"#!/bin/sh\nexec /bin/busybox nc -l -p 80\n")
+                    .with_pax("SCHILY.xattr.security.capability", CAPABILITY),
+            );
         fs::write(&layer3, tar.finish()).map_err(io_err(format!("writing {}", layer3.display())))?;
-        run("umoci", ["raw", "add-layer", "--history.comment", "layer 3: opaque directory", "--image", &image, &layer3.display().to_string()])?;
+        run(
+            "umoci",
+            [
+                "raw",
+                "add-layer",
+                "--history.comment",
+                "layer 3: opaque directory",
+                "--image",
+                &image,
+                &layer3.display().to_string(),
+            ],
+        )?;
         fs::remove_file(&layer3).map_err(io_err("removing the layer 3 tar"))?;
         fs::remove_dir_all(&bundle).map_err(io_err("removing the build bundle"))?;
         run("umoci", ["gc", "--layout", &oci_dir.display().to_string()])?;
@@ -227,14 +255,14 @@ impl RealImage {
 
 /// Copies a tree with `cp -a` (ownership, modes, hardlinks and symlinks kept).
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), FixtureError> {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .map_err(io_err("running cp -a"))?;
+    let status =
+        std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().map_err(io_err("running cp -a"))?;
     if !status.success() {
-        return Err(FixtureError::Command { command: format!("cp -a {} {}", from.display(), to.display()), status: status.to_string(), stderr: String::new() });
+        return Err(FixtureError::Command {
+            command: format!("cp -a {} {}", from.display(), to.display()),
+            status: status.to_string(),
+            stderr: String::new(),
+        });
     }
     Ok(())
 }

@@ -203,7 +203,17 @@ pub fn pax_records(records: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn header(path: &[u8], typeflag: u8, mode: u32, uid: u64, gid: u64, mtime: u64, size: u64, link: &[u8], dev: (u32, u32)) -> [u8; BLOCK] {
+fn header(
+    path: &[u8],
+    typeflag: u8,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+    size: u64,
+    link: &[u8],
+    dev: (u32, u32),
+) -> [u8; BLOCK] {
     let mut h = [0u8; BLOCK];
     let name = &path[..path.len().min(100)];
     h[..name.len()].copy_from_slice(name);
@@ -279,7 +289,8 @@ mod gnu_tar {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("t.tar");
         std::fs::write(&file, w.finish()).unwrap();
-        let out = std::process::Command::new("tar").arg("-tvf").arg(&file).output().expect("GNU tar (Debian package `tar`)");
+        let out =
+            std::process::Command::new("tar").arg("-tvf").arg(&file).output().expect("GNU tar (Debian package `tar`)");
         std::fs::remove_dir_all(&dir).unwrap();
         let listing = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -42,10 +42,7 @@ where
         .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()
         .join(" ");
-    let output = Command::new(exe)
-        .args(&args)
-        .output()
-        .map_err(crate::io_err(format!("starting `{command}`")))?;
+    let output = Command::new(exe).args(&args).output().map_err(crate::io_err(format!("starting `{command}`")))?;
     if !output.status.success() {
         return Err(FixtureError::Command {
             command,

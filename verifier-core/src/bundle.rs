@@ -76,7 +76,8 @@ impl Bundle {
             return Err(BundleError::TooLarge(bytes.len()));
         }
         let value: Value = serde_json::from_slice(bytes).map_err(BundleError::Json)?;
-        let object = value.as_object().ok_or_else(|| BundleError::NotBundle("top level is not a JSON object".into()))?;
+        let object =
+            value.as_object().ok_or_else(|| BundleError::NotBundle("top level is not a JSON object".into()))?;
         let media_type = object
             .get("mediaType")
             .and_then(Value::as_str)

@@ -24,9 +24,7 @@ impl Sha256Digest {
 
     /// Parses `sha256:<64 lowercase hex>`.
     pub fn parse_oci(s: &str) -> Result<Self, DigestError> {
-        let hex_part = s
-            .strip_prefix("sha256:")
-            .ok_or_else(|| DigestError::Algorithm(s.to_string()))?;
+        let hex_part = s.strip_prefix("sha256:").ok_or_else(|| DigestError::Algorithm(s.to_string()))?;
         Self::parse_hex(hex_part).map_err(|_| DigestError::Malformed(s.to_string()))
     }
 

@@ -215,7 +215,13 @@ impl FileTree {
         })
     }
 
-    fn apply_whiteout(&mut self, layer: usize, header: &EntryHeader, parent: &[u8], base: &[u8]) -> Result<(), LayerError> {
+    fn apply_whiteout(
+        &mut self,
+        layer: usize,
+        header: &EntryHeader,
+        parent: &[u8],
+        base: &[u8],
+    ) -> Result<(), LayerError> {
         if base == OPAQUE_MARKER {
             // Hide everything below the directory that came from lower layers.
             self.remove_children(parent, layer);

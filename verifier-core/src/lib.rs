@@ -1,15 +1,15 @@
 //! The verification core of imgsign: reads images from their sources, applies layers the way a
 //! runtime would, builds the per-file manifest, and signs or verifies it as a Sigstore bundle.
 
+pub mod bundle;
 pub mod digest;
+pub mod dsse;
 pub mod layer;
 pub mod manifest;
 pub mod progress;
+pub mod sign;
 pub mod source;
+pub mod statement;
 pub mod stream;
 pub mod tar;
-pub mod bundle;
-pub mod dsse;
-pub mod sign;
-pub mod statement;
 pub mod verify;

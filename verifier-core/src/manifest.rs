@@ -228,7 +228,10 @@ mod tests {
 
     #[test]
     fn rejects_unknown_fields_and_bad_modes() {
-        assert!(serde_json::from_str::<FileEntry>(r#"{"path":"/a","type":"dir","mode":"0755","uid":0,"gid":0,"evil":1}"#).is_err());
+        assert!(serde_json::from_str::<FileEntry>(
+            r#"{"path":"/a","type":"dir","mode":"0755","uid":0,"gid":0,"evil":1}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<FileEntry>(r#"{"path":"/a","type":"dir","mode":"99","uid":0,"gid":0}"#).is_err());
     }
 
@@ -239,7 +242,9 @@ mod tests {
         let diffs = compare(&expected, &actual);
         assert_eq!(diffs.len(), 3);
         assert_eq!(diffs[0], Difference::Missing { path: "/a".into() });
-        assert!(matches!(&diffs[1], Difference::Changed { path, fields } if path == "/c" && fields[0].field == "sha256"));
+        assert!(
+            matches!(&diffs[1], Difference::Changed { path, fields } if path == "/c" && fields[0].field == "sha256")
+        );
         assert_eq!(diffs[2], Difference::Extra { path: "/d".into() });
     }
 }

@@ -60,7 +60,8 @@ pub struct Prepared {
 pub fn prepare(image: &ImageRef, options: &SignOptions, progress: Arc<dyn Progress>) -> Result<Prepared, SignError> {
     let scanned = scan(image, progress).map_err(|source| SignError::Source { image: image.to_string(), source })?;
     let name = options.name.clone().unwrap_or_else(|| scanned.identity.default_name.clone());
-    let statement = Statement::new(&scanned.identity, scanned.files, name, options.version, options.now + options.expires_in);
+    let statement =
+        Statement::new(&scanned.identity, scanned.files, name, options.version, options.now + options.expires_in);
     Ok(Prepared { statement, identity: scanned.identity })
 }
 
@@ -71,7 +72,12 @@ impl Prepared {
         let payload = self.statement.to_bytes();
         let bundles = keys
             .iter()
-            .map(|key| Bundle::new(Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &[*key]), key.public_key().key_id().to_string()))
+            .map(|key| {
+                Bundle::new(
+                    Envelope::sign(IN_TOTO_PAYLOAD_TYPE, &payload, &[*key]),
+                    key.public_key().key_id().to_string(),
+                )
+            })
             .collect();
         Ok(Signed { bundles, statement: self.statement, identity: self.identity })
     }

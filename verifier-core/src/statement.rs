@@ -92,11 +92,15 @@ pub fn file_list_digest(files: &[FileEntry]) -> Sha256Digest {
 
 impl Statement {
     /// Builds the statement for a scanned image.
-    pub fn new(identity: &ImageIdentity, files: Vec<FileEntry>, name: String, version: u64, expires: SystemTime) -> Self {
-        let subject_digest = identity
-            .manifest_digest
-            .or(identity.config_digest)
-            .unwrap_or_else(|| file_list_digest(&files));
+    pub fn new(
+        identity: &ImageIdentity,
+        files: Vec<FileEntry>,
+        name: String,
+        version: u64,
+        expires: SystemTime,
+    ) -> Self {
+        let subject_digest =
+            identity.manifest_digest.or(identity.config_digest).unwrap_or_else(|| file_list_digest(&files));
         let kind = match identity.kind {
             SourceKind::Oci => "oci",
             SourceKind::DockerArchive => "docker-archive",
@@ -104,7 +108,10 @@ impl Statement {
         };
         Statement {
             statement_type: STATEMENT_TYPE.into(),
-            subject: vec![Subject { name: name.clone(), digest: BTreeMap::from([("sha256".into(), subject_digest.hex())]) }],
+            subject: vec![Subject {
+                name: name.clone(),
+                digest: BTreeMap::from([("sha256".into(), subject_digest.hex())]),
+            }],
             predicate_type: PREDICATE_TYPE.into(),
             predicate: FileManifestPredicate {
                 name,

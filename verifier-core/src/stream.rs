@@ -4,8 +4,8 @@
 //! it gets a core to itself while the other core hashes (diff_id and per-file digests).
 
 use crate::digest::{HashingReader, Sha256Digest};
-use sha2::{Digest as _, Sha256};
 use crate::progress::Progress;
+use sha2::{Digest as _, Sha256};
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;

@@ -231,7 +231,8 @@ impl<R: Read> TarReader<R> {
                 if is_ustar && &block[508..512] == b"tar\0" && prefix.len() > 130 {
                     return Err(TarError::BadHeader {
                         offset,
-                        reason: "ustar prefix runs into the star header's time fields (readers disagree on the path)".into(),
+                        reason: "ustar prefix runs into the star header's time fields (readers disagree on the path)"
+                            .into(),
                     });
                 }
                 if prefix.is_empty() {
@@ -434,7 +435,10 @@ fn parse_numeric(field: &[u8], offset: u64, name: &str) -> Result<u64, TarError>
     let mut value: u64 = 0;
     for &b in text {
         if !(b'0'..=b'7').contains(&b) {
-            return Err(TarError::BadHeader { offset, reason: format!("{name} field is not octal: {:?}", String::from_utf8_lossy(field)) });
+            return Err(TarError::BadHeader {
+                offset,
+                reason: format!("{name} field is not octal: {:?}", String::from_utf8_lossy(field)),
+            });
         }
         value = value
             .checked_mul(8)

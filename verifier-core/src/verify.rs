@@ -130,7 +130,11 @@ pub fn verify(
     report.files_in_image = scanned.files.len();
     report.differences = compare(&predicate.files, &scanned.files);
     let n = report.differences.len();
-    report.check("files", n == 0, if n == 0 { format!("all {} files match", scanned.files.len()) } else { format!("{n} path(s) differ") });
+    report.check(
+        "files",
+        n == 0,
+        if n == 0 { format!("all {} files match", scanned.files.len()) } else { format!("{n} path(s) differ") },
+    );
 
     if report.verified && options.record_version {
         trust.record_version(&predicate.name, predicate.version).map_err(VerifyError::Trust)?;
@@ -143,7 +147,11 @@ pub fn verify(
 /// statement. For callers that act on the signed manifest itself (the enforcer hands its digests
 /// to the kernel). Nothing is recorded in the trust store. Any failed check is
 /// [`VerifyError::Rejected`], carrying the report.
-pub fn verify_statement(bundles: &[Bundle], trust: &TrustStore, now: SystemTime) -> Result<(Statement, VerifyReport), VerifyError> {
+pub fn verify_statement(
+    bundles: &[Bundle],
+    trust: &TrustStore,
+    now: SystemTime,
+) -> Result<(Statement, VerifyReport), VerifyError> {
     let mut report = VerifyReport::new(String::new(), trust.threshold());
     match check_signed(bundles, trust, now, &mut report)? {
         Some(statement) if report.verified => Ok((statement, report)),
@@ -154,12 +162,20 @@ pub fn verify_statement(bundles: &[Bundle], trust: &TrustStore, now: SystemTime)
 /// Steps 1 and 2 of verification, recorded in `report`: signatures, then the signed statement's
 /// expiry and rollback. Returns the statement once the signatures met the threshold and it
 /// parsed (expiry or rollback may still have failed: `report.verified` tells).
-fn check_signed(bundles: &[Bundle], trust: &TrustStore, now: SystemTime, report: &mut VerifyReport) -> Result<Option<Statement>, VerifyError> {
+fn check_signed(
+    bundles: &[Bundle],
+    trust: &TrustStore,
+    now: SystemTime,
+    report: &mut VerifyReport,
+) -> Result<Option<Statement>, VerifyError> {
     let first = bundles.first().ok_or(VerifyError::NoBundles)?;
 
     // 1. Signatures. Nothing in the payload is looked at before this passes.
     let envelope = &first.dsse_envelope;
-    if bundles.iter().any(|b| b.dsse_envelope.payload != envelope.payload || b.dsse_envelope.payload_type != envelope.payload_type) {
+    if bundles
+        .iter()
+        .any(|b| b.dsse_envelope.payload != envelope.payload || b.dsse_envelope.payload_type != envelope.payload_type)
+    {
         report.check("signatures", false, "the bundles carry different statements");
         return Ok(None);
     }
@@ -200,14 +216,37 @@ fn check_signed(bundles: &[Bundle], trust: &TrustStore, now: SystemTime, report:
 
     let expires = statement.expires_at().expect("checked by parse");
     let expired = now > expires;
-    report.check("expiry", !expired, if expired { format!("expired at {}", predicate.expires) } else { format!("valid until {}", predicate.expires) });
+    report.check(
+        "expiry",
+        !expired,
+        if expired {
+            format!("expired at {}", predicate.expires)
+        } else {
+            format!("valid until {}", predicate.expires)
+        },
+    );
 
     match trust.highest_version(&predicate.name) {
         Some(highest) if predicate.version < highest => {
-            report.check("rollback", false, format!("version {} is older than version {highest} already accepted for {:?}", predicate.version, predicate.name));
+            report.check(
+                "rollback",
+                false,
+                format!(
+                    "version {} is older than version {highest} already accepted for {:?}",
+                    predicate.version, predicate.name
+                ),
+            );
         }
         highest => {
-            report.check("rollback", true, format!("version {} (highest accepted so far: {})", predicate.version, highest.map_or("none".into(), |h| h.to_string())));
+            report.check(
+                "rollback",
+                true,
+                format!(
+                    "version {} (highest accepted so far: {})",
+                    predicate.version,
+                    highest.map_or("none".into(), |h| h.to_string())
+                ),
+            );
         }
     }
     Ok(Some(statement))
@@ -225,13 +264,18 @@ fn count_signers(bundles: &[Bundle], trust: &TrustStore) -> Result<(BTreeSet<Key
             let signature = envelope.signature_bytes(index)?;
             let key = trust.trusted_keys().iter().find(|k| k.verify(&message, &signature));
             match key {
-                Some(key) if trust.is_revoked(&key.key_id()) => notes.push(format!("signature by revoked key {} ignored", key.key_id())),
+                Some(key) if trust.is_revoked(&key.key_id()) => {
+                    notes.push(format!("signature by revoked key {} ignored", key.key_id()))
+                }
                 Some(key) => {
                     if !signers.insert(key.key_id()) {
                         notes.push(format!("repeated signature by key {} counted once", key.key_id()));
                     }
                 }
-                None => notes.push(format!("signature {index} (key hint {:?}) matches no trusted key", envelope.signatures[index].keyid)),
+                None => notes.push(format!(
+                    "signature {index} (key hint {:?}) matches no trusted key",
+                    envelope.signatures[index].keyid
+                )),
             }
         }
     }

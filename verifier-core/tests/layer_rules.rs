@@ -74,7 +74,8 @@ fn paths(entries: &[FileEntry]) -> Vec<&str> {
 
 #[test]
 fn whiteouts_hide_lower_layers_only() {
-    let lower = Tar::default().dir("etc").file("etc/a", "1").file("etc/b", "2").dir("etc/sub").file("etc/sub/c", "3").finish();
+    let lower =
+        Tar::default().dir("etc").file("etc/a", "1").file("etc/b", "2").dir("etc/sub").file("etc/sub/c", "3").finish();
     let upper = Tar::default().file("etc/.wh.a", "").file("etc/.wh.sub", "").file("etc/new", "4").finish();
     let files = apply(&[lower, upper]).unwrap();
     assert_eq!(paths(&files), ["/etc", "/etc/b", "/etc/new"]);
@@ -82,7 +83,8 @@ fn whiteouts_hide_lower_layers_only() {
 
 #[test]
 fn opaque_directory_hides_lower_children_but_keeps_its_own_layer() {
-    let lower = Tar::default().dir("d").file("d/old", "1").dir("d/deep").file("d/deep/x", "2").file("keep", "k").finish();
+    let lower =
+        Tar::default().dir("d").file("d/old", "1").dir("d/deep").file("d/deep/x", "2").file("keep", "k").finish();
     let upper = Tar::default().dir("d").file("d/fresh", "3").file("d/.wh..wh..opq", "").finish();
     let files = apply(&[lower, upper]).unwrap();
     assert_eq!(paths(&files), ["/d", "/d/fresh", "/keep"]);
@@ -111,7 +113,14 @@ fn later_layers_override_and_hardlinks_carry_content() {
 #[test]
 fn capability_xattr_is_signed_other_xattrs_are_not() {
     let layer = Tar::default()
-        .entry("ping", b'0', b"x", "", 0o755, &[("SCHILY.xattr.security.capability", "caps"), ("SCHILY.xattr.user.note", "n")])
+        .entry(
+            "ping",
+            b'0',
+            b"x",
+            "",
+            0o755,
+            &[("SCHILY.xattr.security.capability", "caps"), ("SCHILY.xattr.user.note", "n")],
+        )
         .finish();
     let files = apply(&[layer]).unwrap();
     assert_eq!(files[0].xattrs.keys().collect::<Vec<_>>(), ["security.capability"]);
@@ -163,7 +172,10 @@ fn refuses_truncation_anywhere() {
     // Inside content, inside a header, and at a header boundary without the end marker.
     for cut in [700, 2560 + 100, 3072, 3584] {
         let err = apply(&[whole[..cut].to_vec()]).unwrap_err();
-        assert!(matches!(err, LayerError::Tar(TarError::Truncated { .. } | TarError::MissingEnd { .. })), "cut {cut}: {err}");
+        assert!(
+            matches!(err, LayerError::Tar(TarError::Truncated { .. } | TarError::MissingEnd { .. })),
+            "cut {cut}: {err}"
+        );
     }
     apply(&[whole]).unwrap();
 }

@@ -224,9 +224,6 @@ mod tests {
 
     #[test]
     fn short_event_is_an_error() {
-        assert!(matches!(
-            Event::parse(&[0; 10]),
-            Err(EnforcerError::Event { len: 10 })
-        ));
+        assert!(matches!(Event::parse(&[0; 10]), Err(EnforcerError::Event { len: 10 })));
     }
 }

@@ -87,11 +87,8 @@ pub const HOOK_FILE_MPROTECT: &str = "file_mprotect";
 /// the workspace keep compiling; a variant of its own is to come with them.
 pub const HOOK_FILE_MPROTECT_RAW: u8 = 3;
 
-const PROGRAMS: [(&str, &str); 3] = [
-    ("enf_bprm_check", HOOK_BPRM_CHECK),
-    ("enf_mmap_file", HOOK_MMAP_FILE),
-    ("enf_file_mprotect", HOOK_FILE_MPROTECT),
-];
+const PROGRAMS: [(&str, &str); 3] =
+    [("enf_bprm_check", HOOK_BPRM_CHECK), ("enf_mmap_file", HOOK_MMAP_FILE), ("enf_file_mprotect", HOOK_FILE_MPROTECT)];
 /// The programs that invalidate the per-inode digest cache: attached before
 /// [`PROGRAMS`] (which fill and use it) and detached after them. The
 /// `inode_setattr` hook has two argument lists across kernels: one of the
@@ -108,14 +105,7 @@ const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
 const CACHE_MAP: &str = "enf_inode_cache";
 /// Every map, by the name it is pinned under.
-const MAPS: [&str; 6] = [
-    SCOPES_MAP,
-    SETS_MAP,
-    ALLOWED_MAP,
-    EVENTS_MAP,
-    STATS_MAP,
-    CACHE_MAP,
-];
+const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, CACHE_MAP];
 const STAT_EVENTS_DROPPED: u32 = 0;
 const STAT_CACHE_HITS: u32 = 1;
 const STAT_CACHE_FILLS: u32 = 2;
@@ -131,10 +121,7 @@ pub enum EnforcerError {
     #[error("cannot load the enforcer BPF object")]
     Object(#[source] EbpfError),
     #[error("BPF object has no {kind} named {name}")]
-    Missing {
-        kind: &'static str,
-        name: &'static str,
-    },
+    Missing { kind: &'static str, name: &'static str },
     #[error("program {program} is not an LSM program")]
     ProgramType {
         program: &'static str,
@@ -229,7 +216,6 @@ pub struct Scope {
     pub report_allowed: bool,
 }
 
-
 /// Mirror of `struct enf_scope` in `enforcer.bpf.c`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -262,11 +248,7 @@ unsafe impl Pod for RawDigestKey {}
 
 impl RawDigestKey {
     fn new(set_id: u32, digest: Digest) -> Self {
-        Self {
-            set_id,
-            pad: 0,
-            digest,
-        }
+        Self { set_id, pad: 0, digest }
     }
 }
 
@@ -305,10 +287,7 @@ impl Enforcer {
         if Self::is_pinned(dir) {
             return Self::open_pinned(dir);
         }
-        fs::create_dir_all(dir).map_err(|source| EnforcerError::PinDir {
-            path: dir.into(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| EnforcerError::PinDir { path: dir.into(), source })?;
         let result = Self::load(Some(dir));
         if result.is_err() {
             // Leave no half-pinned enforcer behind.
@@ -319,9 +298,7 @@ impl Enforcer {
 
     /// Whether `dir` holds the pinned links of an enforcer.
     pub fn is_pinned(dir: &Path) -> bool {
-        PROGRAMS
-            .iter()
-            .all(|(program, _)| dir.join(link_pin_name(program)).exists())
+        PROGRAMS.iter().all(|(program, _)| dir.join(link_pin_name(program)).exists())
     }
 
     /// Opens the enforcer pinned under `dir` (by [`Enforcer::attach_pinned`],
@@ -358,10 +335,7 @@ impl Enforcer {
         let links = PROGRAMS
             .iter()
             .map(|(program, _)| link_pin_name(program))
-            .chain([
-                link_pin_name(FILE_OPEN_PROGRAM.0),
-                link_pin_name(SETATTR_PIN),
-            ]);
+            .chain([link_pin_name(FILE_OPEN_PROGRAM.0), link_pin_name(SETATTR_PIN)]);
         for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
             let path = dir.join(name);
             match fs::remove_file(&path) {
@@ -380,26 +354,14 @@ impl Enforcer {
         if let Some(dir) = pin_dir {
             // Maps first: once a link is pinned, its maps must be findable.
             for name in MAPS {
-                let map = ebpf
-                    .map(name)
-                    .ok_or(EnforcerError::Missing { kind: "map", name })?;
+                let map = ebpf.map(name).ok_or(EnforcerError::Missing { kind: "map", name })?;
                 let path = dir.join(name);
-                map.pin(&path).map_err(|source| EnforcerError::Pin {
-                    path,
-                    source: Box::new(source),
-                })?;
+                map.pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
             }
         }
         // Cache invalidation first: nothing may fill the cache before every
         // content change is seen.
-        attach_one(
-            &mut ebpf,
-            &btf,
-            FILE_OPEN_PROGRAM.0,
-            FILE_OPEN_PROGRAM.1,
-            FILE_OPEN_PROGRAM.0,
-            pin_dir,
-        )?;
+        attach_one(&mut ebpf, &btf, FILE_OPEN_PROGRAM.0, FILE_OPEN_PROGRAM.1, FILE_OPEN_PROGRAM.0, pin_dir)?;
         let mut setattr_error = None;
         for program in SETATTR_PROGRAMS {
             match attach_one(&mut ebpf, &btf, program, SETATTR_HOOK, SETATTR_PIN, pin_dir) {
@@ -421,17 +383,9 @@ impl Enforcer {
         for (program, hook) in PROGRAMS {
             attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
         }
-        let mut take = |name: &'static str| {
-            ebpf.take_map(name)
-                .ok_or(EnforcerError::Missing { kind: "map", name })
-        };
-        let (scopes, sets, allowed, stats, events) = (
-            take(SCOPES_MAP)?,
-            take(SETS_MAP)?,
-            take(ALLOWED_MAP)?,
-            take(STATS_MAP)?,
-            take(EVENTS_MAP)?,
-        );
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::Missing { kind: "map", name });
+        let (scopes, sets, allowed, stats, events) =
+            (take(SCOPES_MAP)?, take(SETS_MAP)?, take(ALLOWED_MAP)?, take(STATS_MAP)?, take(EVENTS_MAP)?);
         Self::from_maps(Some(ebpf), scopes, sets, allowed, stats, events)
     }
 
@@ -508,20 +462,8 @@ impl Enforcer {
 
     /// Makes the cgroup `cgroup_id` a scope with digest set `scope_id`,
     /// reporting denials and audit findings only.
-    pub fn add_scope(
-        &mut self,
-        cgroup_id: u64,
-        scope_id: u32,
-        mode: Mode,
-    ) -> Result<(), EnforcerError> {
-        self.set_scope(
-            cgroup_id,
-            Scope {
-                id: scope_id,
-                mode,
-                report_allowed: false,
-            },
-        )
+    pub fn add_scope(&mut self, cgroup_id: u64, scope_id: u32, mode: Mode) -> Result<(), EnforcerError> {
+        self.set_scope(cgroup_id, Scope { id: scope_id, mode, report_allowed: false })
     }
 
     /// Makes the cgroup `cgroup_id` a scope, or changes its settings.
@@ -529,11 +471,7 @@ impl Enforcer {
         let raw = RawScope {
             scope_id: scope.id,
             mode: scope.mode.to_raw(),
-            flags: if scope.report_allowed {
-                FLAG_REPORT_ALLOWED
-            } else {
-                0
-            },
+            flags: if scope.report_allowed { FLAG_REPORT_ALLOWED } else { 0 },
             pad: 0,
         };
         let mut map = self.scopes()?;
@@ -551,11 +489,7 @@ impl Enforcer {
 
     /// Adds `digests` to the digest set of scope `scope_id` (creating the set
     /// if the scope has none yet).
-    pub fn allow_digests(
-        &mut self,
-        scope_id: u32,
-        digests: &[Digest],
-    ) -> Result<(), EnforcerError> {
+    pub fn allow_digests(&mut self, scope_id: u32, digests: &[Digest]) -> Result<(), EnforcerError> {
         match self.current_set(scope_id)? {
             Some(set_id) => self.fill_set(set_id, digests),
             None => self.replace_digests(scope_id, digests),
@@ -564,11 +498,7 @@ impl Enforcer {
 
     /// Makes `digests` the whole digest set of scope `scope_id`, atomically:
     /// a decision racing with the call sees the old set or the new one.
-    pub fn replace_digests(
-        &mut self,
-        scope_id: u32,
-        digests: &[Digest],
-    ) -> Result<(), EnforcerError> {
+    pub fn replace_digests(&mut self, scope_id: u32, digests: &[Digest]) -> Result<(), EnforcerError> {
         let old = self.current_set(scope_id)?;
         let new = self.next_set_id;
         self.next_set_id = self.next_set_id.wrapping_add(1).max(1);
@@ -588,11 +518,7 @@ impl Enforcer {
     /// Removes `digests` from the digest set of scope `scope_id`; digests not
     /// in the set are ignored. A set left empty is forgotten (as by
     /// [`Enforcer::remove_digest_set`]).
-    pub fn revoke_digests(
-        &mut self,
-        scope_id: u32,
-        digests: &[Digest],
-    ) -> Result<(), EnforcerError> {
+    pub fn revoke_digests(&mut self, scope_id: u32, digests: &[Digest]) -> Result<(), EnforcerError> {
         let Some(set_id) = self.current_set(scope_id)? else {
             return Ok(());
         };
@@ -603,12 +529,7 @@ impl Enforcer {
                 match map.remove(&RawDigestKey::new(set_id, *digest)) {
                     Ok(()) => removed += 1,
                     Err(e) if is_absent(&e) => {}
-                    Err(source) => {
-                        return Err(EnforcerError::Map {
-                            name: ALLOWED_MAP,
-                            source,
-                        })
-                    }
+                    Err(source) => return Err(EnforcerError::Map { name: ALLOWED_MAP, source }),
                 }
             }
         }
@@ -638,10 +559,7 @@ impl Enforcer {
         match sets.get(&scope_id, 0) {
             Ok(set_id) => Ok(Some(set_id)),
             Err(e) if is_absent(&e) => Ok(None),
-            Err(source) => Err(EnforcerError::Map {
-                name: SETS_MAP,
-                source,
-            }),
+            Err(source) => Err(EnforcerError::Map { name: SETS_MAP, source }),
         }
     }
 
@@ -654,10 +572,7 @@ impl Enforcer {
                 Ok(()) => added += 1,
                 Err(e) if is_errno(&e, EEXIST) => {}
                 Err(source) => {
-                    result = Err(EnforcerError::Map {
-                        name: ALLOWED_MAP,
-                        source,
-                    });
+                    result = Err(EnforcerError::Map { name: ALLOWED_MAP, source });
                     break;
                 }
             }
@@ -714,11 +629,7 @@ impl Enforcer {
 
     /// Like [`Enforcer::poll_decisions`], the core fields only.
     pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<Event>, EnforcerError> {
-        Ok(self
-            .poll_decisions(timeout)?
-            .into_iter()
-            .map(|d| d.event)
-            .collect())
+        Ok(self.poll_decisions(timeout)?.into_iter().map(|d| d.event).collect())
     }
 
     /// How many events the kernel dropped because the ring buffer was full.
@@ -768,20 +679,10 @@ fn attach_one(
 ) -> Result<(), EnforcerError> {
     let lsm: &mut Lsm = ebpf
         .program_mut(program)
-        .ok_or(EnforcerError::Missing {
-            kind: "program",
-            name: program,
-        })?
+        .ok_or(EnforcerError::Missing { kind: "program", name: program })?
         .try_into()
-        .map_err(|source| EnforcerError::ProgramType {
-            program,
-            source: Box::new(source),
-        })?;
-    lsm.load(hook, btf).map_err(|source| EnforcerError::Load {
-        program,
-        hook,
-        source: Box::new(source),
-    })?;
+        .map_err(|source| EnforcerError::ProgramType { program, source: Box::new(source) })?;
+    lsm.load(hook, btf).map_err(|source| EnforcerError::Load { program, hook, source: Box::new(source) })?;
     let link = lsm.attach().map_err(|source| EnforcerError::Attach {
         program,
         hook,
@@ -789,18 +690,10 @@ fn attach_one(
         source: Box::new(source),
     })?;
     if let Some(dir) = pin_dir {
-        let link = lsm.take_link(link).map_err(|source| EnforcerError::Load {
-            program,
-            hook,
-            source: Box::new(source),
-        })?;
+        let link =
+            lsm.take_link(link).map_err(|source| EnforcerError::Load { program, hook, source: Box::new(source) })?;
         let path = dir.join(link_pin_name(pin));
-        FdLink::from(link)
-            .pin(&path)
-            .map_err(|source| EnforcerError::Pin {
-                path,
-                source: Box::new(source),
-            })?;
+        FdLink::from(link).pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
     }
     Ok(())
 }
@@ -812,10 +705,7 @@ impl Drop for Enforcer {
     fn drop(&mut self) {
         if let Some(ebpf) = self._ebpf.as_mut() {
             for (program, _) in PROGRAMS {
-                if let Some(lsm) = ebpf
-                    .program_mut(program)
-                    .and_then(|p| <&mut Lsm>::try_from(p).ok())
-                {
+                if let Some(lsm) = ebpf.program_mut(program).and_then(|p| <&mut Lsm>::try_from(p).ok()) {
                     let _ = lsm.unload();
                 }
             }

@@ -34,14 +34,8 @@ pub mod sys {
     pub const MAP_FAILED: *mut c_void = !0usize as *mut c_void;
 
     extern "C" {
-        pub fn mmap(
-            addr: *mut c_void,
-            len: usize,
-            prot: c_int,
-            flags: c_int,
-            fd: c_int,
-            offset: c_long,
-        ) -> *mut c_void;
+        pub fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, offset: c_long)
+            -> *mut c_void;
         pub fn munmap(addr: *mut c_void, len: usize) -> c_int;
         pub fn mprotect(addr: *mut c_void, len: usize, prot: c_int) -> c_int;
         pub fn memfd_create(name: *const std::ffi::c_char, flags: std::ffi::c_uint) -> c_int;
@@ -98,8 +92,7 @@ pub struct Cgroup {
 impl Cgroup {
     pub fn new(name: &str) -> Self {
         let path = Path::new(CGROUP_ROOT).join(format!("imgsign-{name}-{}", std::process::id()));
-        fs::create_dir(&path)
-            .unwrap_or_else(|e| panic!("create cgroup {} (cgroup2 mounted?): {e}", path.display()));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("create cgroup {} (cgroup2 mounted?): {e}", path.display()));
         let id = enforcer::cgroup_id(&path).expect("stat cgroup");
         Cgroup { path, id }
     }
@@ -113,10 +106,7 @@ impl Cgroup {
     }
 
     pub fn procs(&self) -> File {
-        OpenOptions::new()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))
-            .expect("open cgroup.procs")
+        OpenOptions::new().write(true).open(self.path.join("cgroup.procs")).expect("open cgroup.procs")
     }
 }
 
@@ -158,11 +148,7 @@ pub fn run_true(path: &Path, cgroup: Option<&Cgroup>) -> io::Result<ExitStatus> 
 
 pub fn assert_runs(path: &Path, cgroup: Option<&Cgroup>, what: &str) {
     match run_true(path, cgroup) {
-        Ok(status) => assert!(
-            status.success(),
-            "{what}: {} ran but {status}",
-            path.display()
-        ),
+        Ok(status) => assert!(status.success(), "{what}: {} ran but {status}", path.display()),
         Err(e) => panic!("{what}: exec of {} failed: {e}", path.display()),
     }
 }
@@ -174,10 +160,7 @@ pub fn is_denial(e: &io::Error) -> bool {
 pub fn assert_denied(path: &Path, cgroup: &Cgroup, what: &str) {
     match run_true(path, Some(cgroup)) {
         Err(e) if is_denial(&e) => println!("{what}: denied {}: {e}", path.display()),
-        Err(e) => panic!(
-            "{what}: exec of {} failed, but not with EPERM/EACCES: {e}",
-            path.display()
-        ),
+        Err(e) => panic!("{what}: exec of {} failed, but not with EPERM/EACCES: {e}", path.display()),
         Ok(status) => panic!("{what}: {} was not denied (ran: {status})", path.display()),
     }
 }
@@ -257,9 +240,7 @@ impl From<Decision> for Seen {
 
 /// Decisions reported within a short time, all of them.
 pub fn drain_events(enf: &mut Enforcer) -> Vec<Seen> {
-    let mut all = enf
-        .poll_decisions(Duration::from_secs(2))
-        .expect("read events");
+    let mut all = enf.poll_decisions(Duration::from_secs(2)).expect("read events");
     // Let stragglers from the same exec (its mappings) arrive too.
     std::thread::sleep(Duration::from_millis(50));
     while let Some(decision) = enf.next_decision().expect("read event") {
@@ -270,9 +251,7 @@ pub fn drain_events(enf: &mut Enforcer) -> Vec<Seen> {
 
 /// The inode number of the test process's namespace `kind` ("pid", "mnt").
 pub fn ns_inode(kind: &str) -> u32 {
-    let ino = fs::metadata(format!("/proc/self/ns/{kind}"))
-        .expect("stat namespace")
-        .ino();
+    let ino = fs::metadata(format!("/proc/self/ns/{kind}")).expect("stat namespace").ino();
     u32::try_from(ino).expect("namespace inodes fit in 32 bits")
 }
 

@@ -94,7 +94,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let reload = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()).context("installing the SIGHUP handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing the SIGHUP handler")?;
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).context("installing the SIGTERM/SIGINT handlers")?;
     }
@@ -121,9 +122,17 @@ fn print_status(status: &bpf::Status, policy: &policy::Policy) {
         println!("not enforcing: nothing is pinned under {}", status.pin_dir.display());
         return;
     }
-    let names: Vec<(u64, &str)> =
-        policy.scopes.iter().filter_map(|s| enforce::cgroup::cgroup_id(&s.cgroup).ok().map(|id| (id, s.name.as_str()))).collect();
-    println!("enforcing from {}: {} scope(s), {} event(s) dropped", status.pin_dir.display(), status.scopes.len(), status.dropped_events);
+    let names: Vec<(u64, &str)> = policy
+        .scopes
+        .iter()
+        .filter_map(|s| enforce::cgroup::cgroup_id(&s.cgroup).ok().map(|id| (id, s.name.as_str())))
+        .collect();
+    println!(
+        "enforcing from {}: {} scope(s), {} event(s) dropped",
+        status.pin_dir.display(),
+        status.scopes.len(),
+        status.dropped_events
+    );
     for scope in &status.scopes {
         let name = names.iter().find(|(id, _)| *id == scope.cgroup_id).map_or("(not in this policy)", |(_, n)| n);
         println!("  scope {name}: cgroup id {}, mode {}, {} digest(s)", scope.cgroup_id, scope.mode, scope.digests);
@@ -151,7 +160,14 @@ fn check(policy: &policy::Policy, json: bool) -> anyhow::Result<ExitCode> {
 fn print_plan(plan: &Plan, policy: &policy::Policy) {
     println!("policy {} (trust store {})", plan.policy.display(), policy.trust.display());
     for scope in &plan.scopes {
-        println!("scope {}: cgroup {} (id {}), mode {}, {} allowed digest(s)", scope.name, scope.cgroup.display(), scope.cgroup_id, scope.mode, scope.digests.len());
+        println!(
+            "scope {}: cgroup {} (id {}), mode {}, {} allowed digest(s)",
+            scope.name,
+            scope.cgroup.display(),
+            scope.cgroup_id,
+            scope.mode,
+            scope.digests.len()
+        );
         for m in &scope.manifests {
             let bundles: Vec<String> = m.bundles.iter().map(|b| b.display().to_string()).collect();
             println!(

@@ -52,14 +52,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Passphrases are read (and prompted for) here; the slow decryption runs on its own thread
     // while the image is scanned, since the scan does not need the keys.
     let locked = args.keys.iter().map(|path| LockedKey::read(path, &source)).collect::<Result<Vec<_>, _>>()?;
-    let unlocking = std::thread::spawn(move || locked.iter().map(LockedKey::unlock).collect::<Result<Vec<SigningKey>, _>>());
-    let options = SignOptions { name: args.name, version: args.version, expires_in: args.expires, now: SystemTime::now() };
+    let unlocking =
+        std::thread::spawn(move || locked.iter().map(LockedKey::unlock).collect::<Result<Vec<SigningKey>, _>>());
+    let options =
+        SignOptions { name: args.name, version: args.version, expires_in: args.expires, now: SystemTime::now() };
     let prepared = prepare(&image, &options, output::progress());
     let keys = unlocking.join().map_err(|_| anyhow::anyhow!("key decryption thread panicked"))??;
     let key_refs: Vec<&SigningKey> = keys.iter().collect();
     let signed = prepared?.sign(&key_refs)?;
     for (out, bundle) in args.outs.iter().zip(&signed.bundles) {
-        keys::replace_file(out, &bundle.to_json(), 0o644).with_context(|| format!("writing bundle {}", out.display()))?;
+        keys::replace_file(out, &bundle.to_json(), 0o644)
+            .with_context(|| format!("writing bundle {}", out.display()))?;
     }
     let outs: Vec<String> = args.outs.iter().map(|p| p.display().to_string()).collect();
     let predicate = &signed.statement.predicate;

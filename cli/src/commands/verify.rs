@@ -63,7 +63,8 @@ fn print_human(report: &VerifyReport) {
             Difference::Missing { path } => println!("  missing  {path}"),
             Difference::Extra { path } => println!("  extra    {path}"),
             Difference::Changed { path, fields } => {
-                let what: Vec<String> = fields.iter().map(|f| format!("{}: {} -> {}", f.field, f.expected, f.actual)).collect();
+                let what: Vec<String> =
+                    fields.iter().map(|f| format!("{}: {} -> {}", f.field, f.expected, f.actual)).collect();
                 println!("  changed  {path} ({})", what.join(", "));
             }
         }

@@ -66,7 +66,8 @@ pub fn keys() -> &'static [Key; 3] {
         let dir = scratch_root().join("keys");
         fs::create_dir_all(&dir).unwrap();
         ["a", "b", "c"].map(|name| {
-            let files = testdata::keys::write_test_keypair(&dir.join(name), name, PASS.as_bytes()).expect("test key pair");
+            let files =
+                testdata::keys::write_test_keypair(&dir.join(name), name, PASS.as_bytes()).expect("test key pair");
             Key { private: files.private_key, public: files.public_key, id: files.key_id.to_string() }
         })
     })
@@ -95,14 +96,25 @@ impl Run {
     /// Asserts the exit code, returning self for more checks.
     #[track_caller]
     pub fn code(&self, expected: i32) -> &Self {
-        assert_eq!(self.code, Some(expected), "expected exit {expected}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code,
+            Some(expected),
+            "expected exit {expected}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
     /// Asserts that stdout or stderr contains `needle`.
     #[track_caller]
     pub fn says(&self, needle: &str) -> &Self {
-        assert!(self.all().contains(needle), "expected output to contain {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.all().contains(needle),
+            "expected output to contain {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 

@@ -39,8 +39,13 @@ pub fn write_image(dir: &Path) -> (Written, BTreeSet<[u8; 32]>) {
         .file("bin/gone", 0o755, WHITED_OUT)
         .file("bin/changed", 0o755, OVERRIDDEN);
     let mut top = TarWriter::new();
-    top.dir("bin", 0o755).whiteout("bin/.wh.gone").file("bin/changed", 0o755, OVERRIDE).dir("etc", 0o755).file("etc/layer2", 0o644, LAYER2);
-    let written = write_layout(dir, "latest", &[Layer::gzip(&base.finish()), Layer::gzip(&top.finish())]).expect("write image");
+    top.dir("bin", 0o755).whiteout("bin/.wh.gone").file("bin/changed", 0o755, OVERRIDE).dir("etc", 0o755).file(
+        "etc/layer2",
+        0o644,
+        LAYER2,
+    );
+    let written =
+        write_layout(dir, "latest", &[Layer::gzip(&base.finish()), Layer::gzip(&top.finish())]).expect("write image");
     let expected = [TOOL, OTHER, LAYER2, OVERRIDE].iter().map(|c| digest(c)).collect();
     (written, expected)
 }
@@ -54,7 +59,15 @@ pub fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// Signs `image` as `name` version `version`, valid for `valid` from `signed_at`; returns the
 /// bundle file written at `out`.
-pub fn sign_to(image: &str, keys: &[&str], name: &str, version: u64, signed_at: SystemTime, valid: Duration, out: &Path) -> PathBuf {
+pub fn sign_to(
+    image: &str,
+    keys: &[&str],
+    name: &str,
+    version: u64,
+    signed_at: SystemTime,
+    valid: Duration,
+    out: &Path,
+) -> PathBuf {
     let image: ImageRef = image.parse().unwrap();
     let keys: Vec<keys::SigningKey> = keys.iter().map(|k| testdata::keys::test_key(k)).collect();
     let refs: Vec<&keys::SigningKey> = keys.iter().collect();

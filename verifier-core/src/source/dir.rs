@@ -62,7 +62,8 @@ impl Walker {
             .map_err(io_err(dir))?;
         children.sort();
         for (name, path) in children {
-            let name = String::from_utf8(name).map_err(|_| SourceError::Layout { path: path.clone(), reason: "file name is not UTF-8".into() })?;
+            let name = String::from_utf8(name)
+                .map_err(|_| SourceError::Layout { path: path.clone(), reason: "file name is not UTF-8".into() })?;
             let image_path = format!("{prefix}/{name}");
             let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
             let entry = self.entry(&path, &image_path, &meta)?;
@@ -96,10 +97,9 @@ impl Walker {
         } else if ft.is_symlink() {
             entry.kind = FileType::Symlink;
             let target = fs::read_link(path).map_err(|source| SourceError::Io { path: path.to_path_buf(), source })?;
-            entry.link_target = Some(
-                String::from_utf8(target.as_os_str().as_bytes().to_vec())
-                    .map_err(|_| SourceError::Layout { path: path.to_path_buf(), reason: "symlink target is not UTF-8".into() })?,
-            );
+            entry.link_target = Some(String::from_utf8(target.as_os_str().as_bytes().to_vec()).map_err(|_| {
+                SourceError::Layout { path: path.to_path_buf(), reason: "symlink target is not UTF-8".into() }
+            })?);
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
             let (digest, size) = match self.digests.get(&key) {
@@ -134,7 +134,10 @@ impl Walker {
         let mut file = File::from(fd);
         let opened = file.metadata().map_err(io_err)?;
         if opened.ino() != listed.ino() || opened.dev() != listed.dev() {
-            return Err(SourceError::Layout { path: path.to_path_buf(), reason: "file was replaced while it was being read".into() });
+            return Err(SourceError::Layout {
+                path: path.to_path_buf(),
+                reason: "file was replaced while it was being read".into(),
+            });
         }
         let mut hasher = Sha256::new();
         let mut size = 0u64;

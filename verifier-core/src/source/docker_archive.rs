@@ -63,7 +63,11 @@ pub(super) fn open(file: &Path) -> Result<(ImageIdentity, Vec<LayerBlob>), Sourc
     if diff_ids.len() != manifest.layers.len() {
         return Err(SourceError::Layout {
             path: file.to_path_buf(),
-            reason: format!("manifest.json lists {} layers but the config has {} diff_ids", manifest.layers.len(), diff_ids.len()),
+            reason: format!(
+                "manifest.json lists {} layers but the config has {} diff_ids",
+                manifest.layers.len(),
+                diff_ids.len()
+            ),
         });
     }
     let mut layers = Vec::new();

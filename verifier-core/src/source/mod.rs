@@ -204,14 +204,20 @@ fn apply_layers(
         let applied = tree.apply_layer(index, &mut tar, &mut |_| {});
         // The blob's digest decides whether what was just read can be trusted, so it is checked
         // first: damage shows up as a digest mismatch, not as whatever the damage broke.
-        let summary = tar.into_inner().finish().map_err(|source| SourceError::Io { path: label.clone().into(), source })?;
+        let summary =
+            tar.into_inner().finish().map_err(|source| SourceError::Io { path: label.clone().into(), source })?;
         check_blob(index, &layer, &summary)?;
         let diff_id = match summary.decoded {
             Ok((diff_id, _)) => diff_id,
             Err(source) => return Err(SourceError::Decompress { index, digest: label, source }),
         };
         if layer.expected_diff_id != diff_id {
-            return Err(SourceError::DiffIdMismatch { index, digest: label, expected: layer.expected_diff_id, actual: diff_id });
+            return Err(SourceError::DiffIdMismatch {
+                index,
+                digest: label,
+                expected: layer.expected_diff_id,
+                actual: diff_id,
+            });
         }
         applied.map_err(|source| SourceError::Layer { index, digest: label.clone(), source })?;
         identity.layers.push(LayerDigests { digest: summary.blob_digest.oci(), diff_id: diff_id.oci() });
@@ -228,7 +234,11 @@ fn apply_layers(
 fn check_blob(index: usize, layer: &LayerBlob, summary: &crate::stream::BlobSummary) -> Result<(), SourceError> {
     if let Some(size) = layer.size {
         if size != summary.blob_size {
-            return Err(SourceError::SizeMismatch { what: format!("layer {index} ({})", layer.label), expected: size, actual: summary.blob_size });
+            return Err(SourceError::SizeMismatch {
+                what: format!("layer {index} ({})", layer.label),
+                expected: size,
+                actual: summary.blob_size,
+            });
         }
     }
     if let Some(expected) = layer.expected_digest {
@@ -284,7 +294,10 @@ pub(crate) struct RootFs {
 impl ImageConfig {
     pub fn diff_ids(&self, what: &str) -> Result<Vec<Sha256Digest>, SourceError> {
         if self.rootfs.kind != "layers" {
-            return Err(SourceError::Layout { path: what.into(), reason: format!("rootfs type {:?} is not \"layers\"", self.rootfs.kind) });
+            return Err(SourceError::Layout {
+                path: what.into(),
+                reason: format!("rootfs type {:?} is not \"layers\"", self.rootfs.kind),
+            });
         }
         self.rootfs.diff_ids.iter().map(|d| parse_digest(what, d)).collect()
     }
@@ -301,9 +314,15 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        assert_eq!("oci:/x/y:latest".parse::<ImageRef>().unwrap(), ImageRef::Oci { dir: "/x/y".into(), tag: Some("latest".into()) });
+        assert_eq!(
+            "oci:/x/y:latest".parse::<ImageRef>().unwrap(),
+            ImageRef::Oci { dir: "/x/y".into(), tag: Some("latest".into()) }
+        );
         assert_eq!("oci:/x/y".parse::<ImageRef>().unwrap(), ImageRef::Oci { dir: "/x/y".into(), tag: None });
-        assert_eq!("docker-archive:a.tar".parse::<ImageRef>().unwrap(), ImageRef::DockerArchive { file: "a.tar".into() });
+        assert_eq!(
+            "docker-archive:a.tar".parse::<ImageRef>().unwrap(),
+            ImageRef::DockerArchive { file: "a.tar".into() }
+        );
         assert_eq!("dir:/usr/bin".parse::<ImageRef>().unwrap(), ImageRef::Dir { path: "/usr/bin".into() });
         assert!("docker://x".parse::<ImageRef>().is_err());
         assert!("oci:".parse::<ImageRef>().is_err());

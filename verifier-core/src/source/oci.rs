@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const INDEX_TYPES: &[&str] = &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
-const MANIFEST_TYPES: &[&str] = &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
+const INDEX_TYPES: &[&str] =
+    &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
+const MANIFEST_TYPES: &[&str] =
+    &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 const LAYER_TYPES: &[&str] = &[
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -52,7 +54,10 @@ struct Manifest {
 pub(super) fn open(dir: &Path, tag: Option<&str>) -> Result<(ImageIdentity, Vec<LayerBlob>), SourceError> {
     let layout_file = dir.join("oci-layout");
     if !layout_file.is_file() {
-        return Err(SourceError::Layout { path: dir.to_path_buf(), reason: "not an OCI image layout (no oci-layout file)".into() });
+        return Err(SourceError::Layout {
+            path: dir.to_path_buf(),
+            reason: "not an OCI image layout (no oci-layout file)".into(),
+        });
     }
     let index_path = dir.join("index.json");
     let index: Index = parse_json(&index_path.display().to_string(), &read_small(&index_path)?)?;
@@ -62,18 +67,25 @@ pub(super) fn open(dir: &Path, tag: Option<&str>) -> Result<(ImageIdentity, Vec<
     let mut size = chosen.size;
     // Follow one level of image index to the linux/amd64 manifest.
     if INDEX_TYPES.contains(&media_type.as_str()) {
-        let nested: Index = parse_json("nested image index", &read_blob(dir, &descriptor_digest, size, "image index")?)?;
+        let nested: Index =
+            parse_json("nested image index", &read_blob(dir, &descriptor_digest, size, "image index")?)?;
         let platform = nested
             .manifests
             .iter()
             .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
-            .ok_or_else(|| SourceError::Layout { path: index_path.clone(), reason: "image index has no linux/amd64 manifest".into() })?;
+            .ok_or_else(|| SourceError::Layout {
+                path: index_path.clone(),
+                reason: "image index has no linux/amd64 manifest".into(),
+            })?;
         descriptor_digest = parse_digest("image index", &platform.digest)?;
         media_type = platform.media_type.clone();
         size = platform.size;
     }
     if !MANIFEST_TYPES.contains(&media_type.as_str()) {
-        return Err(SourceError::Layout { path: index_path, reason: format!("unsupported manifest media type {media_type:?}") });
+        return Err(SourceError::Layout {
+            path: index_path,
+            reason: format!("unsupported manifest media type {media_type:?}"),
+        });
     }
     let manifest_bytes = read_blob(dir, &descriptor_digest, size, "image manifest")?;
     let manifest: Manifest = parse_json(&format!("image manifest {descriptor_digest}"), &manifest_bytes)?;
@@ -84,7 +96,11 @@ pub(super) fn open(dir: &Path, tag: Option<&str>) -> Result<(ImageIdentity, Vec<
     if diff_ids.len() != manifest.layers.len() {
         return Err(SourceError::Layout {
             path: blob_path(dir, &descriptor_digest),
-            reason: format!("manifest lists {} layers but the config has {} diff_ids", manifest.layers.len(), diff_ids.len()),
+            reason: format!(
+                "manifest lists {} layers but the config has {} diff_ids",
+                manifest.layers.len(),
+                diff_ids.len()
+            ),
         });
     }
     let mut layers = Vec::new();
@@ -100,7 +116,8 @@ pub(super) fn open(dir: &Path, tag: Option<&str>) -> Result<(ImageIdentity, Vec<
         layers.push(LayerBlob {
             label: digest.oci(),
             open: Some(Box::new(move || {
-                let file = std::fs::File::open(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+                let file =
+                    std::fs::File::open(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
                 Ok(Box::new(file) as Box<dyn std::io::Read + Send>)
             })),
             size: Some(layer.size),
@@ -118,12 +135,20 @@ pub(super) fn open(dir: &Path, tag: Option<&str>) -> Result<(ImageIdentity, Vec<
     Ok((identity, layers))
 }
 
-fn choose<'a>(manifests: &'a [Descriptor], tag: Option<&str>, index_path: &Path) -> Result<&'a Descriptor, SourceError> {
+fn choose<'a>(
+    manifests: &'a [Descriptor],
+    tag: Option<&str>,
+    index_path: &Path,
+) -> Result<&'a Descriptor, SourceError> {
     let tags = || manifests.iter().filter_map(|m| m.annotations.get(REF_NAME).cloned()).collect::<Vec<_>>().join(", ");
     match tag {
-        Some(tag) => manifests.iter().find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag)).ok_or_else(|| {
-            SourceError::Layout { path: index_path.to_path_buf(), reason: format!("no image tagged {tag:?} (tags: {})", tags()) }
-        }),
+        Some(tag) => manifests
+            .iter()
+            .find(|m| m.annotations.get(REF_NAME).map(String::as_str) == Some(tag))
+            .ok_or_else(|| SourceError::Layout {
+                path: index_path.to_path_buf(),
+                reason: format!("no image tagged {tag:?} (tags: {})", tags()),
+            }),
         None => match manifests {
             [only] => Ok(only),
             [] => Err(SourceError::Layout { path: index_path.to_path_buf(), reason: "index lists no images".into() }),

@@ -40,10 +40,7 @@ pub fn run(kernel: DemoKernel, timeout: u64) -> Result<bool> {
         inject_panic: false,
         inject_hang: false,
         binaries: vec![imgsign],
-        scripts: vec![Script {
-            name: DEMO_TEST.to_string(),
-            text: DEMO_SCRIPT.to_string(),
-        }],
+        scripts: vec![Script { name: DEMO_TEST.to_string(), text: DEMO_SCRIPT.to_string() }],
     };
     let image = initramfs::build(&kernel, &plan, &work)?;
     let boot = vm::Boot {
@@ -74,13 +71,7 @@ fn build_imgsign() -> Result<PathBuf> {
     eprintln!("lab demo: building imgsign (release)");
     let out = Command::new(cargo)
         .current_dir(super::workspace_root())
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "imgsign",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["build", "--release", "--package", "imgsign", "--message-format=json-render-diagnostics"])
         .stderr(Stdio::inherit())
         .output()
         .context("run cargo build")?;
@@ -91,9 +82,7 @@ fn build_imgsign() -> Result<PathBuf> {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        let is_bin = msg["target"]["kind"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "bin"));
+        let is_bin = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin"));
         if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "imgsign" && is_bin {
             if let Some(exe) = msg["executable"].as_str() {
                 return Ok(PathBuf::from(exe));
@@ -106,8 +95,7 @@ fn build_imgsign() -> Result<PathBuf> {
 /// Prints the demo script's output (its lines in the console, de-indented);
 /// other console lines in between (kernel messages) are marked as such.
 fn print_narrative(console_log: &std::path::Path) -> Result<()> {
-    let text = std::fs::read_to_string(console_log)
-        .with_context(|| format!("read {}", console_log.display()))?;
+    let text = std::fs::read_to_string(console_log).with_context(|| format!("read {}", console_log.display()))?;
     let bold = std::io::stdout().is_terminal();
     let start = format!("LAB-TEST-START {DEMO_TEST} ");
     let end = format!("LAB-TEST {DEMO_TEST} ");

@@ -68,28 +68,14 @@ pub fn build(kernel: &Kernel, plan: &Plan, work: &Path) -> Result<PathBuf> {
     if tree.exists() {
         fs::remove_dir_all(&tree).with_context(|| format!("remove {}", tree.display()))?;
     }
-    for dir in [
-        "bin",
-        "sbin",
-        "usr/bin",
-        "usr/sbin",
-        "dev",
-        "proc",
-        "sys",
-        "tmp",
-        "run",
-        "root",
-        "lab/bin",
-        "lab/modules",
-    ] {
+    for dir in
+        ["bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "root", "lab/bin", "lab/modules"]
+    {
         fs::create_dir_all(tree.join(dir))?;
     }
     // Best effort: the kernel's built-in initramfs already has /dev/console;
     // a node here only helps a kernel built without one.
-    let _ = Command::new("mknod")
-        .arg(tree.join("dev/console"))
-        .args(["c", "5", "1"])
-        .status();
+    let _ = Command::new("mknod").arg(tree.join("dev/console")).args(["c", "5", "1"]).status();
 
     if !Path::new(BUSYBOX).exists() {
         bail!("{BUSYBOX} missing: apt-get install busybox-static");
@@ -149,10 +135,7 @@ pub fn build(kernel: &Kernel, plan: &Plan, work: &Path) -> Result<PathBuf> {
         tree.display(),
         image.display()
     );
-    let status = Command::new("bash")
-        .args(["-c", &script])
-        .status()
-        .context("run cpio")?;
+    let status = Command::new("bash").args(["-c", &script]).status().context("run cpio")?;
     if !status.success() {
         bail!("packing the initramfs failed (needs cpio, gzip)");
     }
@@ -255,11 +238,7 @@ fn modinfo_depends(module: &[u8]) -> Vec<String> {
         .map(|at| {
             let rest = &module[at + needle.len()..];
             let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-            String::from_utf8_lossy(&rest[..end])
-                .split(',')
-                .filter(|d| !d.is_empty())
-                .map(str::to_string)
-                .collect()
+            String::from_utf8_lossy(&rest[..end]).split(',').filter(|d| !d.is_empty()).map(str::to_string).collect()
         })
         .unwrap_or_default()
 }
@@ -284,11 +263,7 @@ fn decompress(src: &Path) -> Result<Vec<u8>> {
     let Some(tool) = tool else {
         return fs::read(src).with_context(|| format!("read {}", src.display()));
     };
-    let out = Command::new(tool)
-        .arg("-dc")
-        .arg(src)
-        .output()
-        .with_context(|| format!("run {tool}"))?;
+    let out = Command::new(tool).arg("-dc").arg(src).output().with_context(|| format!("run {tool}"))?;
     if !out.status.success() {
         bail!("{tool} -dc {} failed", src.display());
     }
@@ -300,13 +275,13 @@ fn init_script(plan: &Plan, modules: &[String]) -> String {
     let mut s = String::from(INIT_PRELUDE);
     s.push_str("modfail=0\n");
     for module in modules {
-        let _ = writeln!(
-            s,
-            "insmod /lab/modules/{module} || {{ echo \"insmod {module} failed\"; modfail=1; }}"
-        );
+        let _ = writeln!(s, "insmod /lab/modules/{module} || {{ echo \"insmod {module} failed\"; modfail=1; }}");
     }
     let _ = writeln!(s, "lab_test {MODULES_TEST} sh -c \"exit $modfail\"");
-    let _ = writeln!(s, "lab_test {BPF_LSM_TEST} sh -c 'cat /sys/kernel/security/lsm; echo; grep -qw bpf /sys/kernel/security/lsm'");
+    let _ = writeln!(
+        s,
+        "lab_test {BPF_LSM_TEST} sh -c 'cat /sys/kernel/security/lsm; echo; grep -qw bpf /sys/kernel/security/lsm'"
+    );
     if plan.inject_panic {
         s.push_str("echo 'LAB-INJECT panic: crashing the kernel via sysrq'\necho 1 > /proc/sys/kernel/sysrq\necho c > /proc/sysrq-trigger\n");
     }
@@ -326,10 +301,7 @@ fn init_script(plan: &Plan, modules: &[String]) -> String {
         let _ = writeln!(s, "lab_test {0} sh /lab/{0}.sh", script.name);
     }
     if plan.inject_failure {
-        let _ = writeln!(
-            s,
-            "lab_test {INJECTED_TEST} sh -c 'echo deliberately failing test; exit 1'"
-        );
+        let _ = writeln!(s, "lab_test {INJECTED_TEST} sh -c 'echo deliberately failing test; exit 1'");
     }
     s.push_str(INIT_EPILOGUE);
     s

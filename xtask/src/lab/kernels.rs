@@ -25,19 +25,11 @@ pub struct KernelSpec {
     pub suffix: &'static str,
 }
 
-pub const DEBIAN_12: KernelSpec = KernelSpec {
-    label: "6.1",
-    suite: "bookworm",
-    prefix: "linux-image-6.1.0-",
-    suffix: "-cloud-amd64-unsigned",
-};
+pub const DEBIAN_12: KernelSpec =
+    KernelSpec { label: "6.1", suite: "bookworm", prefix: "linux-image-6.1.0-", suffix: "-cloud-amd64-unsigned" };
 
-pub const DEBIAN_13: KernelSpec = KernelSpec {
-    label: "6.12",
-    suite: "trixie",
-    prefix: "linux-image-6.12.",
-    suffix: "+deb13-cloud-amd64-unsigned",
-};
+pub const DEBIAN_13: KernelSpec =
+    KernelSpec { label: "6.12", suite: "trixie", prefix: "linux-image-6.12.", suffix: "+deb13-cloud-amd64-unsigned" };
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const COMPLETE: &str = ".imgsign-complete";
@@ -68,10 +60,7 @@ pub fn fetch(spec: &'static KernelSpec, cache: &Path, refresh: bool) -> Result<K
     }
 
     let apt = PrivateApt::new(spec.suite, &cache.join("apt").join(spec.suite))?;
-    eprintln!(
-        "lab: resolving the newest {} kernel in {}",
-        spec.label, spec.suite
-    );
+    eprintln!("lab: resolving the newest {} kernel in {}", spec.label, spec.suite);
     apt.update()?;
     let (name, version) = apt.newest(spec)?;
     let package = format!("{name}_{version}");
@@ -85,10 +74,7 @@ pub fn fetch(spec: &'static KernelSpec, cache: &Path, refresh: bool) -> Result<K
         let deb = only_deb(&download)?;
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
-        run(
-            Command::new("dpkg").arg("-x").arg(&deb).arg(&dir),
-            "dpkg -x",
-        )?;
+        run(Command::new("dpkg").arg("-x").arg(&deb).arg(&dir), "dpkg -x")?;
         fs::write(dir.join(COMPLETE), "")?;
         let _ = fs::remove_dir_all(&download);
     }
@@ -103,33 +89,18 @@ fn open(spec: &'static KernelSpec, package: &str, dir: &Path) -> Result<Kernel> 
         .map(|p| dir.join(p))
         .find(|p| p.is_dir())
         .with_context(|| format!("no lib/modules in {}", dir.display()))?;
-    let release = vmlinuz
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .trim_start_matches("vmlinuz-")
-        .to_string();
-    Ok(Kernel {
-        spec,
-        package: package.to_string(),
-        vmlinuz,
-        modules: modules.join(release),
-    })
+    let release = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
+    Ok(Kernel { spec, package: package.to_string(), vmlinuz, modules: modules.join(release) })
 }
 
 fn first_entry(dir: &Path, prefix: &str) -> Result<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
         .collect();
     found.sort();
-    found
-        .pop()
-        .with_context(|| format!("no {prefix}* in {}", dir.display()))
+    found.pop().with_context(|| format!("no {prefix}* in {}", dir.display()))
 }
 
 fn only_deb(dir: &Path) -> Result<PathBuf> {
@@ -144,24 +115,16 @@ struct PrivateApt {
 impl PrivateApt {
     fn new(suite: &str, root: &Path) -> Result<Self> {
         let (mirror, security) = host_mirrors()?;
-        for dir in [
-            "etc/sources.list.d",
-            "etc/preferences.d",
-            "state/lists/partial",
-            "cache/archives/partial",
-        ] {
+        for dir in ["etc/sources.list.d", "etc/preferences.d", "state/lists/partial", "cache/archives/partial"] {
             fs::create_dir_all(root.join(dir))?;
         }
         let opts = format!("[signed-by={KEYRING}]");
-        let mut list =
-            format!("deb {opts} {mirror} {suite} main\ndeb {opts} {mirror} {suite}-updates main\n");
+        let mut list = format!("deb {opts} {mirror} {suite} main\ndeb {opts} {mirror} {suite}-updates main\n");
         if let Some(security) = security {
             list.push_str(&format!("deb {opts} {security} {suite}-security main\n"));
         }
         fs::write(root.join("etc/sources.list"), list)?;
-        Ok(Self {
-            root: root.to_path_buf(),
-        })
+        Ok(Self { root: root.to_path_buf() })
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -187,18 +150,12 @@ impl PrivateApt {
     }
 
     fn update(&self) -> Result<()> {
-        run(
-            self.command("apt-get").args(["-q", "update"]),
-            "apt-get update (private lists)",
-        )
+        run(self.command("apt-get").args(["-q", "update"]), "apt-get update (private lists)")
     }
 
     /// The newest package matching `spec`: (name, version).
     fn newest(&self, spec: &KernelSpec) -> Result<(String, String)> {
-        let out = output(
-            self.command("apt-cache").args(["pkgnames", spec.prefix]),
-            "apt-cache pkgnames",
-        )?;
+        let out = output(self.command("apt-cache").args(["pkgnames", spec.prefix]), "apt-cache pkgnames")?;
         let mut names: Vec<&str> = out
             .lines()
             .filter(|n| {
@@ -208,16 +165,9 @@ impl PrivateApt {
             })
             .collect();
         names.sort_by_key(|n| version_key(n));
-        let name = names.last().with_context(|| {
-            format!(
-                "no {}*{} package in {}",
-                spec.prefix, spec.suffix, spec.suite
-            )
-        })?;
-        let policy = output(
-            self.command("apt-cache").args(["policy", name]),
-            "apt-cache policy",
-        )?;
+        let name =
+            names.last().with_context(|| format!("no {}*{} package in {}", spec.prefix, spec.suffix, spec.suite))?;
+        let policy = output(self.command("apt-cache").args(["policy", name]), "apt-cache policy")?;
         let version = policy
             .lines()
             .find_map(|l| l.trim().strip_prefix("Candidate:"))
@@ -228,20 +178,13 @@ impl PrivateApt {
     }
 
     fn download(&self, what: &str, into: &Path) -> Result<()> {
-        run(
-            self.command("apt-get")
-                .args(["-q", "download", what])
-                .current_dir(into),
-            "apt-get download",
-        )
+        run(self.command("apt-get").args(["-q", "download", what]).current_dir(into), "apt-get download")
     }
 }
 
 /// Numeric parts of a package name, for ordering versions.
 fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit())
-        .filter_map(|s| s.parse().ok())
-        .collect()
+    name.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect()
 }
 
 /// The Debian mirror (and security mirror) the host's apt uses, or
@@ -275,16 +218,10 @@ fn host_mirrors() -> Result<(String, Option<String>)> {
         }
     }
     let ending = |suffix: &str| {
-        uris.iter()
-            .find(|u| u.trim_end_matches('/').ends_with(suffix))
-            .map(|u| u.trim_end_matches('/').to_string())
+        uris.iter().find(|u| u.trim_end_matches('/').ends_with(suffix)).map(|u| u.trim_end_matches('/').to_string())
     };
-    let mirror = std::env::var("IMGSIGN_LAB_MIRROR")
-        .ok()
-        .or_else(|| ending("/debian"));
-    let security = std::env::var("IMGSIGN_LAB_SECURITY_MIRROR")
-        .ok()
-        .or_else(|| ending("/debian-security"));
+    let mirror = std::env::var("IMGSIGN_LAB_MIRROR").ok().or_else(|| ending("/debian"));
+    let security = std::env::var("IMGSIGN_LAB_SECURITY_MIRROR").ok().or_else(|| ending("/debian-security"));
     match mirror {
         Some(m) => Ok((m, security)),
         None => bail!("no Debian mirror in the host's apt sources; set IMGSIGN_LAB_MIRROR"),
@@ -292,9 +229,7 @@ fn host_mirrors() -> Result<(String, Option<String>)> {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: cannot start"))?;
+    let out = cmd.output().with_context(|| format!("{what}: cannot start"))?;
     if !out.status.success() {
         bail!(
             "{what} failed ({}):\n{}{}",
@@ -307,15 +242,9 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 }
 
 fn output(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: cannot start"))?;
+    let out = cmd.output().with_context(|| format!("{what}: cannot start"))?;
     if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -326,10 +255,7 @@ mod tests {
 
     #[test]
     fn newer_abi_sorts_last() {
-        let mut v = [
-            "linux-image-6.1.0-9-cloud-amd64-unsigned",
-            "linux-image-6.1.0-41-cloud-amd64-unsigned",
-        ];
+        let mut v = ["linux-image-6.1.0-9-cloud-amd64-unsigned", "linux-image-6.1.0-41-cloud-amd64-unsigned"];
         v.sort_by_key(|n| version_key(n));
         assert_eq!(v[1], "linux-image-6.1.0-41-cloud-amd64-unsigned");
     }

@@ -138,18 +138,13 @@ fn cache_dir() -> Result<PathBuf> {
 
 /// The workspace root (xtask's parent directory).
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
 
 /// Where per-run artifacts (initramfs, console logs) go:
 /// `$IMGSIGN_LAB_WORK` or `target/lab`.
 fn work_dir() -> PathBuf {
-    std::env::var_os("IMGSIGN_LAB_WORK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/lab"))
+    std::env::var_os("IMGSIGN_LAB_WORK").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/lab"))
 }
 
 fn run(args: &RunArgs) -> Result<bool> {
@@ -192,14 +187,8 @@ fn run(args: &RunArgs) -> Result<bool> {
         boots.iter().map(vm::run).collect::<Result<Vec<_>>>()?
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = boots
-                .iter()
-                .map(|b| scope.spawn(move || vm::run(b)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("boot thread panicked"))
-                .collect::<Result<Vec<_>>>()
+            let handles: Vec<_> = boots.iter().map(|b| scope.spawn(move || vm::run(b))).collect();
+            handles.into_iter().map(|h| h.join().expect("boot thread panicked")).collect::<Result<Vec<_>>>()
         })?
     };
     let timing = report::Timing {

@@ -62,10 +62,7 @@ pub fn print(outcomes: &[Outcome], timing: &Timing, json: bool) -> bool {
         let verdict = if o.passed() { "PASS" } else { "FAIL" };
         let _ = writeln!(text, "lab {} ({}): {verdict}", o.label, o.package);
         for t in &o.tests {
-            let took = t
-                .duration
-                .map(|d| format!(" ({:.2} s)", d.as_secs_f64()))
-                .unwrap_or_default();
+            let took = t.duration.map(|d| format!(" ({:.2} s)", d.as_secs_f64())).unwrap_or_default();
             match &t.verdict {
                 Verdict::Pass => writeln!(text, "  PASS     {}{took}", t.name),
                 Verdict::Fail(why) => writeln!(text, "  FAIL     {}{took}: {why}", t.name),
@@ -100,22 +97,11 @@ pub fn print(outcomes: &[Outcome], timing: &Timing, json: bool) -> bool {
         timing.fetch.as_secs_f64(),
         timing.build.as_secs_f64(),
         timing.boots.as_secs_f64(),
-        if timing.concurrent {
-            "concurrent"
-        } else {
-            "sequential"
-        },
+        if timing.concurrent { "concurrent" } else { "sequential" },
         timing.total.as_secs_f64()
     );
-    let overheads: Vec<String> = outcomes
-        .iter()
-        .map(|o| format!("{} {}", o.label, fmt_opt(o.overhead())))
-        .collect();
-    let _ = writeln!(
-        text,
-        "lab overhead (boot + shutdown, excluding tests): {}",
-        overheads.join(", ")
-    );
+    let overheads: Vec<String> = outcomes.iter().map(|o| format!("{} {}", o.label, fmt_opt(o.overhead()))).collect();
+    let _ = writeln!(text, "lab overhead (boot + shutdown, excluding tests): {}", overheads.join(", "));
     let _ = writeln!(text, "LAB {}", if pass { "PASS" } else { "FAIL" });
     let all = outcomes.iter().flat_map(|o| &o.tests);
     let passed = all.clone().filter(|t| t.verdict == Verdict::Pass).count();
@@ -131,10 +117,7 @@ pub fn print(outcomes: &[Outcome], timing: &Timing, json: bool) -> bool {
             concurrent: timing.concurrent,
             kernels: outcomes.iter().map(json_kernel).collect(),
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
     } else {
         print!("{text}");
     }
@@ -161,18 +144,12 @@ fn json_kernel(o: &Outcome) -> JsonKernel<'_> {
                     Verdict::Fail(why) => ("fail", Some(why.as_str())),
                     Verdict::NotRun => ("not-run", None),
                 };
-                JsonTest {
-                    name: &t.name,
-                    verdict,
-                    reason,
-                    secs: t.duration.map(secs),
-                }
+                JsonTest { name: &t.name, verdict, reason, secs: t.duration.map(secs) }
             })
             .collect(),
     }
 }
 
 fn fmt_opt(d: Option<Duration>) -> String {
-    d.map(|d| format!("{:.1} s", d.as_secs_f64()))
-        .unwrap_or_else(|| "n/a".into())
+    d.map(|d| format!("{:.1} s", d.as_secs_f64())).unwrap_or_else(|| "n/a".into())
 }

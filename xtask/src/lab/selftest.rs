@@ -22,30 +22,19 @@ const CASES: &[Case] = &[
     Case {
         name: "injected failing test fails the lab",
         args: &["--inject-failure"],
-        expect: &[
-            "FAIL     lab_injected_failure",
-            "PASS     vm_smoke_denies_exec_by_digest",
-            "LAB FAIL",
-        ],
+        expect: &["FAIL     lab_injected_failure", "PASS     vm_smoke_denies_exec_by_digest", "LAB FAIL"],
         limit: Duration::from_secs(240),
     },
     Case {
         name: "kernel panic fails the lab",
         args: &["--inject-panic", "--timeout", "120"],
-        expect: &[
-            "BOOT FAILED: kernel panicked",
-            "NOT RUN  vm_smoke_denies_exec_by_digest",
-            "LAB FAIL",
-        ],
+        expect: &["BOOT FAILED: kernel panicked", "NOT RUN  vm_smoke_denies_exec_by_digest", "LAB FAIL"],
         limit: Duration::from_secs(180),
     },
     Case {
         name: "hung VM fails the lab at the time limit",
         args: &["--inject-hang", "--timeout", "20"],
-        expect: &[
-            "BOOT FAILED: no LAB-RESULT within the 20 s limit",
-            "LAB FAIL",
-        ],
+        expect: &["BOOT FAILED: no LAB-RESULT within the 20 s limit", "LAB FAIL"],
         limit: Duration::from_secs(80),
     },
 ];
@@ -70,11 +59,7 @@ pub fn run(kernel: KernelChoice) -> Result<bool> {
             .output()
             .with_context(|| format!("run {}", exe.display()))?;
         let took = started.elapsed();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let mut problems = Vec::new();
         if out.status.success() {
             problems.push("the lab exited 0".to_string());
@@ -85,26 +70,15 @@ pub fn run(kernel: KernelChoice) -> Result<bool> {
             }
         }
         if took > case.limit {
-            problems.push(format!(
-                "took {:.0} s, limit {} s",
-                took.as_secs_f64(),
-                case.limit.as_secs()
-            ));
+            problems.push(format!("took {:.0} s, limit {} s", took.as_secs_f64(), case.limit.as_secs()));
         }
         if problems.is_empty() {
             passed += 1;
-            println!(
-                "LAB-SELFTEST {} PASS ({:.1} s)",
-                case.name,
-                took.as_secs_f64()
-            );
+            println!("LAB-SELFTEST {} PASS ({:.1} s)", case.name, took.as_secs_f64());
         } else {
             ok = false;
             println!("LAB-SELFTEST {} FAIL: {}", case.name, problems.join("; "));
-            println!(
-                "---- output of lab {} ----\n{text}----",
-                case.args.join(" ")
-            );
+            println!("---- output of lab {} ----\n{text}----", case.args.join(" "));
         }
     }
     println!("LAB-SELFTEST {}", if ok { "PASS" } else { "FAIL" });

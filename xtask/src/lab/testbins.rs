@@ -29,23 +29,12 @@ pub struct Suite {
 pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args([
-        "test",
-        "--release",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ]);
+    cmd.current_dir(root).args(["test", "--release", "--no-run", "--message-format=json-render-diagnostics"]);
     for package in PACKAGES {
         cmd.args(["--package", package]);
     }
-    eprintln!(
-        "lab: building in-VM test binaries ({})",
-        PACKAGES.join(", ")
-    );
-    let out = cmd
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("run cargo test --no-run")?;
+    eprintln!("lab: building in-VM test binaries ({})", PACKAGES.join(", "));
+    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("run cargo test --no-run")?;
     if !out.status.success() {
         bail!("building the test binaries failed ({})", out.status);
     }
@@ -58,13 +47,10 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str())
-        else {
+        let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) else {
             continue;
         };
-        let is_test = msg["target"]["kind"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        let is_test = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
         if !is_test || !name.starts_with("vm_") {
             continue;
         }
@@ -74,17 +60,11 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
             .filter(|t| t.starts_with("vm_") && filter.is_none_or(|f| t.contains(f)))
             .collect();
         if !tests.is_empty() {
-            suites.push(Suite {
-                target: name.to_string(),
-                executable,
-                tests,
-            });
+            suites.push(Suite { target: name.to_string(), executable, tests });
         }
     }
     if suites.iter().all(|s| s.tests.is_empty()) {
-        bail!(
-            "no vm_* tests found (filter {filter:?}); the lab refuses to pass with nothing to run"
-        );
+        bail!("no vm_* tests found (filter {filter:?}); the lab refuses to pass with nothing to run");
     }
     Ok(suites)
 }

@@ -87,28 +87,15 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
     let qemu = std::env::var("IMGSIGN_LAB_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
     let accel = std::env::var("IMGSIGN_LAB_ACCEL").unwrap_or_else(|_| "tcg".into());
     let cpu = if accel == "tcg" { "max" } else { "host" };
-    let append =
-        format!("console=ttyS0 lsm={LSM} panic=-1 oops=panic quiet loglevel=4 rdinit=/init");
+    let append = format!("console=ttyS0 lsm={LSM} panic=-1 oops=panic quiet loglevel=4 rdinit=/init");
     let started = Instant::now();
     let mut child = Command::new(&qemu)
         .args(["-accel", &accel, "-cpu", cpu, "-smp", "1", "-m", "1G"])
         // Extra QEMU arguments, split on whitespace: e.g. `-icount
         // shift=0,sleep=off` makes guest time count instructions, so timings
         // taken in the guest (benchmarks) do not depend on the host's load.
-        .args(
-            std::env::var("IMGSIGN_LAB_QEMU_ARGS")
-                .unwrap_or_default()
-                .split_whitespace(),
-        )
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
+        .args(std::env::var("IMGSIGN_LAB_QEMU_ARGS").unwrap_or_default().split_whitespace())
+        .args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"])
         .arg("-kernel")
         .arg(&boot.kernel.vmlinuz)
         .arg("-initrd")
@@ -119,25 +106,15 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("start {qemu} (apt-get install qemu-system-x86)"))?;
-    eprintln!(
-        "lab {label}: booting {} (time limit {} s)",
-        boot.kernel.package,
-        boot.timeout.as_secs()
-    );
+    eprintln!("lab {label}: booting {} (time limit {} s)", boot.kernel.package, boot.timeout.as_secs());
 
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut buf = Vec::new();
-        while reader
-            .read_until(b'\n', &mut buf)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {
-            let line = String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\r', '\n'])
-                .to_string();
+        while reader.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
             if tx.send((Instant::now(), line)).is_err() {
                 break;
             }
@@ -186,18 +163,12 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
         Some(format!(
             "no LAB-RESULT within the {} s limit: VM hung, killed{}",
             boot.timeout.as_secs(),
-            parser
-                .panic
-                .as_ref()
-                .map(|p| format!(" (after: {p})"))
-                .unwrap_or_default()
+            parser.panic.as_ref().map(|p| format!(" (after: {p})")).unwrap_or_default()
         ))
     } else if let Some(panic) = &parser.panic {
         Some(format!("kernel panicked: {panic}"))
     } else if parser.result.is_none() {
-        Some(format!(
-            "VM exited ({status}) without the LAB-RESULT marker"
-        ))
+        Some(format!("VM exited ({status}) without the LAB-RESULT marker"))
     } else if !status.success() {
         Some(format!("qemu exited with {status}"))
     } else {
@@ -290,39 +261,19 @@ impl Parser {
             .expected
             .iter()
             .map(|name| {
-                let start = self
-                    .started
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, t)| *t);
+                let start = self.started.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
                 let Some((_, verdict, end)) = self.ended.iter().find(|(n, _, _)| n == name) else {
-                    return TestResult {
-                        name: name.clone(),
-                        verdict: Verdict::NotRun,
-                        duration: None,
-                    };
+                    return TestResult { name: name.clone(), verdict: Verdict::NotRun, duration: None };
                 };
                 let mut verdict = verdict.clone();
-                let output = self
-                    .output
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, o)| o.as_slice())
-                    .unwrap_or(&[]);
+                let output = self.output.iter().find(|(n, _)| n == name).map(|(_, o)| o.as_slice()).unwrap_or(&[]);
                 if verdict == Verdict::Pass
                     && name.starts_with("vm_")
-                    && !output
-                        .iter()
-                        .any(|l| l.starts_with("test result: ok. 1 passed"))
+                    && !output.iter().any(|l| l.starts_with("test result: ok. 1 passed"))
                 {
-                    verdict =
-                        Verdict::Fail("exit 0 but libtest did not report 1 passed test".into());
+                    verdict = Verdict::Fail("exit 0 but libtest did not report 1 passed test".into());
                 }
-                TestResult {
-                    name: name.clone(),
-                    verdict,
-                    duration: start.map(|s| *end - s),
-                }
+                TestResult { name: name.clone(), verdict, duration: start.map(|s| *end - s) }
             })
             .collect();
         for (name, _, _) in &self.ended {
@@ -363,35 +314,29 @@ mod tests {
 
     #[test]
     fn missing_test_is_not_run() {
-        let p = parse(&["vm_a", "vm_b"], "LAB-TEST-START vm_a\n    test result: ok. 1 passed\nLAB-TEST vm_a PASS\nLAB-RESULT PASS");
+        let p = parse(
+            &["vm_a", "vm_b"],
+            "LAB-TEST-START vm_a\n    test result: ok. 1 passed\nLAB-TEST vm_a PASS\nLAB-RESULT PASS",
+        );
         assert_eq!(p.results()[1].verdict, Verdict::NotRun);
     }
 
     #[test]
     fn libtest_running_nothing_fails() {
-        let p = parse(
-            &["vm_a"],
-            "LAB-TEST-START vm_a\n    test result: ok. 0 passed\nLAB-TEST vm_a PASS",
-        );
+        let p = parse(&["vm_a"], "LAB-TEST-START vm_a\n    test result: ok. 0 passed\nLAB-TEST vm_a PASS");
         assert!(matches!(p.results()[0].verdict, Verdict::Fail(_)));
     }
 
     #[test]
     fn indented_output_cannot_forge_markers() {
-        let p = parse(
-            &["vm_a"],
-            "LAB-TEST-START vm_a\n    LAB-TEST vm_a PASS\n    LAB-RESULT PASS\n",
-        );
+        let p = parse(&["vm_a"], "LAB-TEST-START vm_a\n    LAB-TEST vm_a PASS\n    LAB-RESULT PASS\n");
         assert_eq!(p.result, None);
         assert_eq!(p.results()[0].verdict, Verdict::NotRun);
     }
 
     #[test]
     fn panic_is_noticed() {
-        let p = parse(
-            &["vm_a"],
-            "[ 2.5] Kernel panic - not syncing: sysrq triggered crash",
-        );
+        let p = parse(&["vm_a"], "[ 2.5] Kernel panic - not syncing: sysrq triggered crash");
         assert!(p.panic.is_some());
     }
 }
