@@ -170,7 +170,7 @@ impl FileTree {
     fn insert(&mut self, path: Vec<u8>, node: Node) {
         let replaces_dir = self.nodes.get(&path).is_some_and(|old| old.kind == FileType::Dir);
         if replaces_dir && node.kind != FileType::Dir {
-            self.remove_subtree(&path, usize::MAX);
+            self.remove_children(&path, usize::MAX);
         }
         self.nodes.insert(path, node);
     }
@@ -235,7 +235,7 @@ impl FileTree {
             return Err(LayerError::UnsupportedWhiteout { path: header.path_lossy(), offset: header.offset });
         }
         let target = join(parent, name);
-        self.remove_subtree(&target, layer);
+        self.remove_children(&target, layer);
         // A directory this layer already wrote into stays (as the runtime leaves it): only what
         // lower layers put below it is hidden.
         let prefix = join(&target, b"");
@@ -290,10 +290,6 @@ impl FileTree {
         for key in doomed {
             self.nodes.remove(&key);
         }
-    }
-
-    fn remove_subtree(&mut self, path: &[u8], layer: usize) {
-        self.remove_children(path, layer);
     }
 
     /// The manifest entries, sorted by path bytes.

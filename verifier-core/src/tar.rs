@@ -134,7 +134,7 @@ impl<R: Read> TarReader<R> {
         loop {
             let header_offset = self.offset;
             let mut block = [0u8; BLOCK];
-            let got = self.read_full(&mut block, "a header")?;
+            let got = self.read_full(&mut block)?;
             if got == 0 {
                 return Err(TarError::MissingEnd { offset: self.offset });
             }
@@ -148,7 +148,7 @@ impl<R: Read> TarReader<R> {
                 // rejects it and `tar --ignore-zeros` reads the entries behind it, so entries
                 // hidden there would run without being in the manifest.
                 let mut second = [0u8; BLOCK];
-                let got = self.read_full(&mut second, "the end-of-archive marker")?;
+                let got = self.read_full(&mut second)?;
                 if second[..got].iter().any(|&b| b != 0) {
                     return Err(TarError::BadHeader {
                         offset: header_offset,
@@ -346,7 +346,7 @@ impl<R: Read> TarReader<R> {
         }
         while self.padding > 0 {
             let want = self.padding.min(scratch.len() as u64) as usize;
-            let got = self.read_full(&mut scratch[..want], "padding")?;
+            let got = self.read_full(&mut scratch[..want])?;
             if got < want {
                 return Err(TarError::Truncated { what: "padding", offset: self.offset });
             }
@@ -358,7 +358,7 @@ impl<R: Read> TarReader<R> {
     fn read_meta(&mut self, size: u64) -> Result<Vec<u8>, TarError> {
         let total = (size + pad(size)) as usize;
         let mut data = vec![0u8; total];
-        if self.read_full(&mut data, "an extended header")? < total {
+        if self.read_full(&mut data)? < total {
             return Err(TarError::Truncated { what: "an extended header", offset: self.offset });
         }
         data.truncate(size as usize);
@@ -366,7 +366,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Fills `buf` unless the stream ends; returns how much was read.
-    fn read_full(&mut self, buf: &mut [u8], _what: &'static str) -> Result<usize, TarError> {
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, TarError> {
         let mut filled = 0;
         while filled < buf.len() {
             match self.inner.read(&mut buf[filled..]) {
