@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use verifier_core::bundle::{Bundle, BundleError};
-use verifier_core::digest::Sha256Digest;
 use verifier_core::manifest::FileType;
 use verifier_core::progress::NoProgress;
 use verifier_core::verify::{verify, verify_statement, VerifyError, VerifyOptions};
@@ -258,10 +257,11 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
             if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
                 continue;
             }
-            let digest =
-                entry.sha256.as_deref().and_then(|hex| Sha256Digest::parse_hex(hex).ok()).ok_or_else(|| {
-                    PlanError::Digest { scope: scope(), bundle: paths[0].clone(), path: entry.path.clone() }
-                })?;
+            let digest = entry.sha256.ok_or_else(|| PlanError::Digest {
+                scope: scope(),
+                bundle: paths[0].clone(),
+                path: entry.path.clone(),
+            })?;
             digests.insert(digest.0);
         }
         manifests.push(ManifestInfo {

@@ -3,9 +3,9 @@
 //! is written only as an `ENCRYPTED PRIVATE KEY` PKCS#8 PEM (PBES2 with scrypt or PBKDF2-SHA256,
 //! and AES-256-CBC), the format OpenSSL reads and writes; unencrypted `PRIVATE KEY` PEMs are
 //! accepted on input. Secret material is zeroized on drop. [`KeyError`] is the error type of this
-//! module, of [`crate::passphrase`] and of [`crate::fsutil`].
+//! module, of [`crate::passphrase`] and of [`atomic_file`].
 
-use crate::fsutil::write_new_file;
+use atomic_file::{write_new_file, AtomicFileError};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, KeypairBytes};
 use ed25519_dalek::Signature;
 use pkcs8::der::pem::LineEnding;
@@ -120,6 +120,15 @@ impl KeyError {
             // I/O errors already name the file.
             e @ (KeyError::Io { .. } | KeyError::Exists { .. } | KeyError::InFile { .. }) => e,
             e => KeyError::InFile { path: path.to_path_buf(), source: Box::new(e) },
+        }
+    }
+}
+
+impl From<AtomicFileError> for KeyError {
+    fn from(err: AtomicFileError) -> Self {
+        match err {
+            AtomicFileError::Io { action, path, source } => KeyError::Io { action, path, source },
+            AtomicFileError::Exists { path } => KeyError::Exists { path },
         }
     }
 }
@@ -263,6 +272,36 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// Starts checking a signature over a message fed in pieces ([`StreamingVerifier::update`]),
+    /// as strictly as [`PublicKey::verify`]: `None` for a malformed signature, a small-order `R`
+    /// or a weak key, which can never verify.
+    pub fn verify_streaming(&self, signature: &[u8]) -> Option<StreamingVerifier> {
+        let sig = Signature::from_slice(signature).ok()?;
+        let r = curve25519_dalek::edwards::CompressedEdwardsY(sig.r_bytes().to_owned()).decompress()?;
+        if r.is_small_order() || self.key.is_weak() {
+            return None;
+        }
+        self.key.verify_stream(&sig).ok().map(|inner| StreamingVerifier { inner })
+    }
+}
+
+/// A signature check over a message read in pieces; see [`PublicKey::verify_streaming`].
+pub struct StreamingVerifier {
+    inner: ed25519_dalek::StreamVerifier,
+}
+
+impl StreamingVerifier {
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.inner.update(chunk);
+    }
+
+    /// True if the message fed so far is exactly the one signed.
+    pub fn finish(self) -> bool {
+        self.inner.finalize_and_verify().is_ok()
+    }
+}
+
 /// Key derivation for encrypted private keys (PBES2). Every choice uses AES-256-CBC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kdf {
@@ -316,6 +355,37 @@ impl SigningKey {
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         use ed25519_dalek::Signer;
         self.key.sign(message).to_bytes().to_vec()
+    }
+
+    /// The Ed25519 signature of a message too large to hold in memory (pure Ed25519, the same
+    /// signature [`SigningKey::sign`] gives for the same bytes). Ed25519 hashes the message twice, so
+    /// `feed` is called exactly twice and must write the same bytes into the sink each time (a file
+    /// read from the start twice); an error from `feed` is returned as is.
+    pub fn sign_streaming<F>(&self, feed: F) -> std::io::Result<[u8; 64]>
+    where
+        F: FnMut(&mut dyn FnMut(&[u8])) -> std::io::Result<()>,
+    {
+        use ed25519_dalek::hazmat::{raw_sign_byupdate, ExpandedSecretKey};
+        use sha2::Sha512;
+        let feed = std::cell::RefCell::new(feed);
+        let failure: std::cell::RefCell<Option<std::io::Error>> = std::cell::RefCell::new(None);
+        let expanded = ExpandedSecretKey::from(&self.key.to_bytes());
+        let signed = raw_sign_byupdate::<Sha512, _>(
+            &expanded,
+            |hasher| {
+                let mut sink = |chunk: &[u8]| hasher.update(chunk);
+                (feed.borrow_mut())(&mut sink).map_err(|e| {
+                    *failure.borrow_mut() = Some(e);
+                    ed25519_dalek::SignatureError::new()
+                })
+            },
+            &self.key.verifying_key(),
+        );
+        match (signed, failure.into_inner()) {
+            (_, Some(err)) => Err(err),
+            (Ok(signature), None) => Ok(signature.to_bytes()),
+            (Err(err), None) => Err(std::io::Error::other(err)),
+        }
     }
 
     /// PKCS#8 v1 DER (no embedded public key: the widest-read form).
@@ -525,7 +595,7 @@ pub fn write_keypair(prefix: &Path, key: &SigningKey, passphrase: &[u8], kdf: Kd
     write_new_file(&private_key, pem.as_bytes(), 0o600)?;
     if let Err(e) = write_new_file(&public_key, public.to_pem().as_bytes(), 0o644) {
         let _ = fs::remove_file(&private_key);
-        return Err(e);
+        return Err(e.into());
     }
     Ok(KeyPairFiles { key_id: public.key_id(), private_key, public_key })
 }
@@ -533,6 +603,30 @@ pub fn write_keypair(prefix: &Path, key: &SigningKey, passphrase: &[u8], kdf: Kd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_sign_and_verify_agree_with_the_one_shot_forms() {
+        let key = SigningKey::from_seed(&[7; 32]);
+        let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let streamed = key
+            .sign_streaming(|sink| {
+                message.chunks(4096).for_each(|c| sink(c));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(streamed.to_vec(), key.sign(&message));
+        let public = key.public_key();
+        let mut verifier = public.verify_streaming(&streamed).unwrap();
+        message.chunks(777).for_each(|c| verifier.update(c));
+        assert!(verifier.finish());
+        let mut tampered = public.verify_streaming(&streamed).unwrap();
+        tampered.update(&message[1..]);
+        assert!(!tampered.finish());
+        assert!(public.verify_streaming(&[0; 64]).is_none(), "small-order R (identity) is refused up front");
+        assert!(public.verify_streaming(&streamed[..63]).is_none());
+        let err = key.sign_streaming(|_| Err(std::io::Error::other("disk gone"))).unwrap_err();
+        assert_eq!(err.to_string(), "disk gone");
+    }
     use std::process::Command;
 
     const PASS: &[u8] = b"correct horse battery staple";

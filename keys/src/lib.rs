@@ -12,12 +12,11 @@
 //! - [`TrustStore`]: the directory of trusted keys, revoked ids, signature threshold and rollback
 //!   state. Its layout is documented in the [`trust`] module.
 
-pub mod fsutil;
 pub mod key;
 pub mod passphrase;
 pub mod trust;
 
-pub use fsutil::{replace_file, write_new_file};
+pub use atomic_file::{replace_file, write_new_file, AtomicFile, AtomicFileError};
 pub use key::{
     check_keypair_absent, keypair_paths, write_keypair, Kdf, KeyError, KeyId, KeyPairFiles, LockedKey, PublicKey,
     SigningKey,

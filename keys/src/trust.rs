@@ -22,8 +22,8 @@
 //! new key files), under the lock, re-reading the file first so concurrent writers do not lose
 //! each other's updates. Errors are [`TrustError`]s and name the file at fault.
 
-use crate::fsutil::{replace_file, write_new_file};
 use crate::key::{KeyError, KeyId, PublicKey};
+use atomic_file::{replace_file, write_new_file};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -255,14 +255,15 @@ impl TrustStore {
             return Err(TrustError::AlreadyInitialized { path: dir.to_path_buf() });
         }
         let policy = Policy { threshold, extra: Default::default() };
-        write_new_file(&policy_path, &to_json_bytes(&policy), 0o644)?;
+        write_new_file(&policy_path, &to_json_bytes(&policy), 0o644).map_err(KeyError::from)?;
         let revoked_path = dir.join("revoked");
         if fs::symlink_metadata(&revoked_path).is_err() {
-            write_new_file(&revoked_path, b"# Revoked key ids (SHA-256 of the SPKI DER), one per line.\n", 0o644)?;
+            write_new_file(&revoked_path, b"# Revoked key ids (SHA-256 of the SPKI DER), one per line.\n", 0o644)
+                .map_err(KeyError::from)?;
         }
         let state_path = dir.join("state.json");
         if fs::symlink_metadata(&state_path).is_err() {
-            write_new_file(&state_path, &to_json_bytes(&State::default()), 0o644)?;
+            write_new_file(&state_path, &to_json_bytes(&State::default()), 0o644).map_err(KeyError::from)?;
         }
         // keys/ last: its presence is what makes the directory a trust store.
         fs::create_dir(&keys_dir).map_err(|e| match e.kind() {
@@ -356,7 +357,7 @@ impl TrustStore {
             Some(r) if version == r => Ok(()),
             _ => {
                 state.versions.insert(image_name.to_string(), version);
-                replace_file(&path, &to_json_bytes(&state), 0o644)?;
+                replace_file(&path, &to_json_bytes(&state), 0o644).map_err(KeyError::from)?;
                 Ok(())
             }
         };
@@ -378,7 +379,7 @@ impl TrustStore {
             return Ok(id);
         }
         let path = self.dir.join("keys").join(format!("{id}.pub"));
-        match write_new_file(&path, key.to_pem().as_bytes(), 0o644) {
+        match write_new_file(&path, key.to_pem().as_bytes(), 0o644).map_err(KeyError::from) {
             Ok(()) => {}
             // Another writer got there first; fine if it holds the same key.
             Err(KeyError::Exists { .. }) => {
@@ -408,7 +409,7 @@ impl TrustStore {
             }
             text.push_str(id.as_str());
             text.push('\n');
-            replace_file(&path, text.as_bytes(), 0o644)?;
+            replace_file(&path, text.as_bytes(), 0o644).map_err(KeyError::from)?;
         }
         self.revoked.insert(id.clone());
         Ok(())
@@ -423,7 +424,7 @@ impl TrustStore {
         let path = self.dir.join("policy.json");
         let mut policy = read_policy(&path)?;
         policy.threshold = n;
-        replace_file(&path, &to_json_bytes(&policy), 0o644)?;
+        replace_file(&path, &to_json_bytes(&policy), 0o644).map_err(KeyError::from)?;
         self.policy = policy;
         Ok(())
     }

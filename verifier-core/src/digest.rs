@@ -60,6 +60,35 @@ impl serde::Serialize for Sha256Digest {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Sha256Digest {
+    /// Reads the OCI form (`sha256:<hex>`), the one [`serde::Serialize`] writes.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse_oci(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde for an optional digest written as bare lowercase hex (the in-toto `digest.sha256` and
+/// manifest `sha256` form): `#[serde(with = "crate::digest::bare_hex_opt")]`.
+pub mod bare_hex_opt {
+    use super::Sha256Digest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(digest: &Option<Sha256Digest>, s: S) -> Result<S::Ok, S::Error> {
+        match digest {
+            Some(d) => s.serialize_str(&d.hex()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Sha256Digest>, D::Error> {
+        match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+            Some(text) => Sha256Digest::parse_hex(&text).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 impl fmt::Debug for Sha256Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

@@ -309,7 +309,7 @@ impl FileTree {
                 uid: node.uid,
                 gid: node.gid,
                 size: node.size,
-                sha256: node.sha256.map(hex::encode),
+                sha256: node.sha256.map(crate::digest::Sha256Digest),
                 link_target: node.link_target.as_deref().map(text).transpose()?,
                 dev_major: node.dev.map(|d| d.0),
                 dev_minor: node.dev.map(|d| d.1),

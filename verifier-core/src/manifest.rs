@@ -5,6 +5,7 @@
 //! The same tree always serialises to the same bytes: entries are sorted, optional fields are
 //! omitted when absent, and maps are ordered.
 
+use crate::digest::Sha256Digest;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,9 +41,9 @@ pub struct FileEntry {
     /// Content size, for files and hardlinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
-    /// Lowercase hex SHA-256 of the content, for files and hardlinks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    /// SHA-256 of the content, for files and hardlinks (written as bare lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::digest::bare_hex_opt")]
+    pub sha256: Option<Sha256Digest>,
     /// Target of a symlink (as stored) or of a hardlink (an absolute image path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
@@ -79,7 +80,8 @@ impl FileEntry {
         cmp("uid", self.uid.to_string(), actual.uid.to_string());
         cmp("gid", self.gid.to_string(), actual.gid.to_string());
         cmp("size", optn(self.size), optn(actual.size));
-        cmp("sha256", opt(&self.sha256), opt(&actual.sha256));
+        let digest = |v: &Option<Sha256Digest>| v.map_or("-".into(), |d| d.hex());
+        cmp("sha256", digest(&self.sha256), digest(&actual.sha256));
         cmp("linkTarget", opt(&self.link_target), opt(&actual.link_target));
         cmp("devMajor", optn(self.dev_major.map(u64::from)), optn(actual.dev_major.map(u64::from)));
         cmp("devMinor", optn(self.dev_minor.map(u64::from)), optn(actual.dev_minor.map(u64::from)));
@@ -202,7 +204,7 @@ mod octal_mode {
 mod tests {
     use super::*;
 
-    fn file(path: &str, sha: &str) -> FileEntry {
+    fn file(path: &str, sha: u8) -> FileEntry {
         FileEntry {
             path: path.into(),
             kind: FileType::File,
@@ -210,7 +212,7 @@ mod tests {
             uid: 0,
             gid: 0,
             size: Some(3),
-            sha256: Some(sha.into()),
+            sha256: Some(Sha256Digest([sha; 32])),
             link_target: None,
             dev_major: None,
             dev_minor: None,
@@ -220,10 +222,13 @@ mod tests {
 
     #[test]
     fn serialises_mode_as_octal_and_omits_absent_fields() {
-        let json = serde_json::to_string(&file("/a", "00")).unwrap();
-        assert_eq!(json, r#"{"path":"/a","type":"file","mode":"4755","uid":0,"gid":0,"size":3,"sha256":"00"}"#);
+        let json = serde_json::to_string(&file("/a", 0)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"path":"/a","type":"file","mode":"4755","uid":0,"gid":0,"size":3,"sha256":"0000000000000000000000000000000000000000000000000000000000000000"}"#
+        );
         let back: FileEntry = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, file("/a", "00"));
+        assert_eq!(back, file("/a", 0));
     }
 
     #[test]
@@ -237,8 +242,8 @@ mod tests {
 
     #[test]
     fn compare_lists_missing_extra_and_changed() {
-        let expected = vec![file("/a", "1"), file("/b", "2"), file("/c", "3")];
-        let actual = vec![file("/b", "2"), file("/c", "4"), file("/d", "5")];
+        let expected = vec![file("/a", 1), file("/b", 2), file("/c", 3)];
+        let actual = vec![file("/b", 2), file("/c", 4), file("/d", 5)];
         let diffs = compare(&expected, &actual);
         assert_eq!(diffs.len(), 3);
         assert_eq!(diffs[0], Difference::Missing { path: "/a".into() });

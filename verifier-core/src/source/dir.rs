@@ -4,6 +4,7 @@
 //! a file (the first path) and hardlinks to it, the way a tar layer records them.
 
 use super::{ImageIdentity, ScannedImage, SourceError, SourceKind};
+use crate::digest::Sha256Digest;
 use crate::manifest::{FileEntry, FileType, SIGNED_XATTRS};
 use crate::progress::Progress;
 use base64::Engine as _;
@@ -45,7 +46,7 @@ struct Walker {
     /// Entries with the (device, inode) of multiply-linked files.
     files: Vec<(FileEntry, Option<(u64, u64)>)>,
     /// Content of multiply-linked inodes already hashed.
-    digests: HashMap<(u64, u64), (String, u64)>,
+    digests: HashMap<(u64, u64), (Sha256Digest, u64)>,
     buffer: Vec<u8>,
     progress: Arc<dyn Progress>,
 }
@@ -127,7 +128,7 @@ impl Walker {
         Ok(entry)
     }
 
-    fn hash(&mut self, path: &Path, listed: &Metadata) -> Result<(String, u64), SourceError> {
+    fn hash(&mut self, path: &Path, listed: &Metadata) -> Result<(Sha256Digest, u64), SourceError> {
         let io_err = |source: std::io::Error| SourceError::Io { path: path.to_path_buf(), source };
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| io_err(e.into()))?;
@@ -150,7 +151,7 @@ impl Walker {
             size += n as u64;
             self.progress.advance(n as u64);
         }
-        Ok((hex::encode(hasher.finalize()), size))
+        Ok((Sha256Digest(hasher.finalize().into()), size))
     }
 }
 
