@@ -9,13 +9,19 @@
 //! symlink) is at the destination, so an existing file is never overwritten. Dropping an
 //! uncommitted file removes the temporary name. [`replace_file`] and [`write_new_file`] are the
 //! one-shot forms.
+//!
+//! Neither commit writes through a symlink at the destination: `rename` replaces the link itself,
+//! and the hard link refuses it. A failure of the final directory fsync is reported although the
+//! file is then in place (it may not survive a crash).
 
 use rand_core::{OsRng, RngCore};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Errors from writing a file atomically. Each names the destination; the OS error is the source.
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicFileError {
     /// An I/O step failed; `action` says which ("cannot write", "cannot replace", ...).
@@ -37,6 +43,10 @@ impl AtomicFileError {
     }
 }
 
+/// How much of the destination's name the temporary name repeats: `.` + this + `.tmp-` and 16 hex
+/// digits stay under NAME_MAX.
+const MAX_NAME_IN_TEMP: usize = 200;
+
 /// A file being written under a temporary name next to its destination.
 pub struct AtomicFile {
     dest: PathBuf,
@@ -52,6 +62,8 @@ impl AtomicFile {
             AtomicFileError::io("cannot write", dest, io::Error::new(io::ErrorKind::InvalidInput, "no file name"))
         })?;
         let dir = parent_dir(dest);
+        // Keep the temporary name within NAME_MAX (255 bytes) however long the destination's is.
+        let name = std::ffi::OsStr::from_bytes(&name.as_bytes()[..name.len().min(MAX_NAME_IN_TEMP)]);
         let mut attempts = 0;
         loop {
             let mut temp_name = std::ffi::OsString::from(".");
@@ -242,6 +254,88 @@ mod tests {
         whole.commit().unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new content");
         assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o640);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    // Hostile cases: what is at the destination, or around it, is not what the caller expects.
+
+    #[test]
+    fn commit_new_refuses_a_symlink_to_an_existing_file_and_leaves_its_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        fs::write(&target, b"precious").unwrap();
+        let link = dir.path().join("out.key");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut file = AtomicFile::create(&link, 0o600).unwrap();
+        file.write_all(b"attacker-chosen destination").unwrap();
+        let err = file.commit_new().unwrap_err();
+        assert!(matches!(err, AtomicFileError::Exists { .. }), "{err:?}");
+        assert!(err.to_string().contains(&link.display().to_string()), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(entries(dir.path()), vec!["out.key", "victim"], "no temporary file left");
+    }
+
+    #[test]
+    fn commit_replaces_a_symlink_itself_never_writes_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        fs::write(&target, b"precious").unwrap();
+        let link = dir.path().join("state.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        replace_file(&link, b"new state", 0o644).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        let meta = fs::symlink_metadata(&link).unwrap();
+        assert!(meta.file_type().is_file(), "the link was replaced by a regular file");
+        assert_eq!(fs::read(&link).unwrap(), b"new state");
+    }
+
+    #[test]
+    fn commit_new_refuses_a_dangling_symlink_into_a_missing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("k.pub");
+        std::os::unix::fs::symlink(dir.path().join("made-by-us/k.pub"), &link).unwrap();
+        let err = write_new_file(&link, b"public", 0o644).unwrap_err();
+        assert!(matches!(err, AtomicFileError::Exists { .. }), "{err:?}");
+        assert!(!dir.path().join("made-by-us").exists());
+        assert_eq!(entries(dir.path()), vec!["k.pub"]);
+    }
+
+    #[test]
+    fn destination_directory_vanishing_before_commit_is_an_error_naming_the_file() {
+        for new in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let sub = dir.path().join("sub");
+            fs::create_dir(&sub).unwrap();
+            let dest = sub.join("bundle.json");
+            let mut file = AtomicFile::create(&dest, 0o644).unwrap();
+            file.write_all(b"content").unwrap();
+            fs::remove_dir_all(&sub).unwrap();
+            let err = if new { file.commit_new() } else { file.commit() }.unwrap_err();
+            assert!(matches!(err, AtomicFileError::Io { .. }), "commit_new {new}: {err:?}");
+            assert!(err.to_string().contains(&dest.display().to_string()), "{err}");
+            assert!(!sub.exists(), "commit_new {new}: nothing recreated");
+        }
+    }
+
+    #[test]
+    fn mode_is_exact_whatever_the_umask() {
+        // The test process's umask (022 or stricter) would clear the group and other write bits.
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode) in [("shared", 0o666), ("exec", 0o775), ("private", 0o600)] {
+            let p = dir.path().join(name);
+            write_new_file(&p, b"x", mode).unwrap();
+            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, mode, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_destination_name_near_name_max_still_gets_a_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n".repeat(250));
+        write_new_file(&p, b"long", 0o644).unwrap();
+        replace_file(&p, b"longer", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"longer");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
