@@ -1,11 +1,11 @@
-//! Ed25519 keys and their encodings. A [`PublicKey`] is read and written as an SPKI `PUBLIC KEY`
-//! PEM and is named by its [`KeyId`], the lowercase hex SHA-256 of its SPKI DER. A [`SigningKey`]
-//! is written only as an `ENCRYPTED PRIVATE KEY` PKCS#8 PEM (PBES2 with scrypt or PBKDF2-SHA256,
-//! and AES-256-CBC), the format OpenSSL reads and writes; unencrypted `PRIVATE KEY` PEMs are
-//! accepted on input. Secret material is zeroized on drop. [`KeyError`] is the error type of this
-//! module, of [`crate::passphrase`] and of [`atomic_file`].
+//! Ed25519 keys and their encodings, in memory. A [`PublicKey`] is read and written as an SPKI
+//! `PUBLIC KEY` PEM and is named by its [`KeyId`], the lowercase hex SHA-256 of its SPKI DER. A
+//! [`SigningKey`] is written only as an `ENCRYPTED PRIVATE KEY` PKCS#8 PEM (PBES2 with scrypt or
+//! PBKDF2-SHA256, and AES-256-CBC), the format OpenSSL reads and writes; unencrypted `PRIVATE KEY`
+//! PEMs are accepted on input. Secret material is zeroized on drop. Files holding keys are
+//! [`crate::key_file`]'s concern; this module does no I/O, and [`KeyError`] says only what is wrong
+//! with key material.
 
-use atomic_file::{write_new_file, AtomicFileError};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, KeypairBytes};
 use ed25519_dalek::Signature;
 use pkcs8::der::pem::LineEnding;
@@ -14,35 +14,14 @@ use pkcs8::{EncodePrivateKey, EncryptedPrivateKeyInfo};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use zeroize::{Zeroize, Zeroizing};
 
-/// Errors from keys, passphrases and careful file writes. Messages name the file at fault; the
-/// underlying cause is in the `#[source]` chain.
+/// What is wrong with a key, a key id or a private key's encryption. Carries no path: the caller
+/// that read the key from a file wraps it ([`crate::KeyFileError::Key`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// A file could not be read, created or written.
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The destination already exists; it was left untouched.
-    #[error("refusing to overwrite existing file {}", path.display())]
-    Exists { path: PathBuf },
-    /// A problem with the key held in a file.
-    #[error("cannot use key file {}", path.display())]
-    InFile {
-        path: PathBuf,
-        #[source]
-        source: Box<KeyError>,
-    },
     /// Not an Ed25519 SPKI public key.
     #[error("not an Ed25519 public key (expected a PEM \"PUBLIC KEY\" block holding an Ed25519 SubjectPublicKeyInfo)")]
     InvalidPublicKey {
@@ -79,6 +58,9 @@ pub enum KeyError {
     /// The encrypted key asks for a key derivation too costly to run (a hostile or broken file).
     #[error("the encrypted private key's key derivation is too expensive ({0}); refusing to run it")]
     KdfTooExpensive(String),
+    /// Encrypting with an empty passphrase was asked for; private keys are always encrypted.
+    #[error("the passphrase is empty; private keys are always encrypted")]
+    EmptyPassphrase,
     /// Encoding or encrypting a private key failed.
     #[error("cannot encode the private key")]
     Encode {
@@ -91,54 +73,6 @@ pub enum KeyError {
     /// Not a key id.
     #[error("invalid key id {value:?}: expected 64 hex digits (SHA-256 of the public key's SPKI DER)")]
     InvalidKeyId { value: String },
-    /// The environment variable meant to hold the passphrase is not set.
-    #[error("environment variable {var} is not set (it should hold the passphrase)")]
-    PassphraseEnvUnset { var: String },
-    /// The passphrase is empty; keys are always encrypted.
-    #[error("the passphrase from {origin} is empty")]
-    EmptyPassphrase { origin: String },
-    /// Reading the passphrase from the terminal failed.
-    #[error("cannot read the passphrase from the terminal")]
-    Prompt {
-        #[source]
-        source: io::Error,
-    },
-    /// The two passphrases typed differ.
-    #[error("the passphrases do not match")]
-    PassphraseMismatch,
-    /// No passphrase source was given and there is no terminal to prompt on.
-    #[error("no passphrase given: use --passphrase-env VAR, --passphrase-file FILE or set {var}, or run on a terminal to be prompted")]
-    NoPassphraseSource { var: &'static str },
-    /// More than one passphrase source was given.
-    #[error("give only one passphrase source")]
-    ConflictingPassphraseSources,
-}
-
-impl KeyError {
-    fn in_file(self, path: &Path) -> KeyError {
-        match self {
-            // I/O errors already name the file.
-            e @ (KeyError::Io { .. } | KeyError::Exists { .. } | KeyError::InFile { .. }) => e,
-            e => KeyError::InFile { path: path.to_path_buf(), source: Box::new(e) },
-        }
-    }
-}
-
-impl From<AtomicFileError> for KeyError {
-    fn from(err: AtomicFileError) -> Self {
-        match err {
-            AtomicFileError::Io { action, path, source } => KeyError::Io { action, path, source },
-            AtomicFileError::Exists { path } => KeyError::Exists { path },
-        }
-    }
-}
-
-fn read_to_string(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    fs::read_to_string(path).map(Zeroizing::new).map_err(|source| KeyError::Io {
-        action: "cannot read",
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// The id of a public key: lowercase hex SHA-256 of its SubjectPublicKeyInfo DER encoding.
@@ -234,12 +168,6 @@ impl PublicKey {
         let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
             .map_err(|_| KeyError::InvalidPublicKey { source: pkcs8::spki::Error::KeyMalformed })?;
         Ok(PublicKey { key })
-    }
-
-    /// Reads an SPKI PEM file; errors name the file.
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let pem = read_to_string(path)?;
-        PublicKey::from_pem(&pem).map_err(|e| e.in_file(path))
     }
 
     /// The SPKI `PUBLIC KEY` PEM, LF line endings, ending in a newline.
@@ -405,7 +333,7 @@ impl SigningKey {
     /// Like [`SigningKey::to_encrypted_pem`] with a chosen key derivation.
     pub fn to_encrypted_pem_with(&self, passphrase: &[u8], kdf: Kdf) -> Result<String, KeyError> {
         if passphrase.is_empty() {
-            return Err(KeyError::EmptyPassphrase { origin: "the caller".into() });
+            return Err(KeyError::EmptyPassphrase);
         }
         let mut salt = [0u8; 16];
         let mut iv = [0u8; 16];
@@ -481,46 +409,6 @@ impl SigningKey {
     pub fn pem_is_encrypted(pem: &str) -> bool {
         pem.trim_start().starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     }
-
-    /// Reads a private key file; errors name the file.
-    pub fn load(path: &Path, passphrase: Option<&[u8]>) -> Result<Self, KeyError> {
-        let pem = read_to_string(path)?;
-        SigningKey::from_pem(&pem, passphrase).map_err(|e| e.in_file(path))
-    }
-
-    /// Reads a private key file, asking `source` for the passphrase only if the key is encrypted.
-    pub fn load_with_source(path: &Path, source: &crate::PassphraseSource) -> Result<Self, KeyError> {
-        LockedKey::read(path, source)?.unlock()
-    }
-}
-
-/// A private key file read, with its passphrase if it needs one, but not decrypted yet: the
-/// decryption (a deliberately slow KDF) can then run on another thread while other work goes on,
-/// and any prompt has already happened on the caller's thread.
-pub struct LockedKey {
-    path: PathBuf,
-    pem: Zeroizing<String>,
-    passphrase: Option<Zeroizing<Vec<u8>>>,
-}
-
-impl LockedKey {
-    /// Reads the key file and, only if it is encrypted, the passphrase from `source`.
-    pub fn read(path: &Path, source: &crate::PassphraseSource) -> Result<Self, KeyError> {
-        let pem = read_to_string(path)?;
-        let passphrase = if SigningKey::pem_is_encrypted(&pem) {
-            let prompt = format!("Passphrase for {}: ", path.display());
-            Some(crate::passphrase::read_passphrase_with_prompt(source, false, &prompt)?)
-        } else {
-            None
-        };
-        Ok(LockedKey { path: path.to_path_buf(), pem, passphrase })
-    }
-
-    /// Decrypts the key; errors name the file.
-    pub fn unlock(&self) -> Result<SigningKey, KeyError> {
-        SigningKey::from_pem(&self.pem, self.passphrase.as_ref().map(|p| p.as_slice()))
-            .map_err(|e| e.in_file(&self.path))
-    }
 }
 
 /// Most memory scrypt may use when decrypting a key (OpenSSL's default limit is 32 MiB).
@@ -551,55 +439,6 @@ fn check_kdf_cost(info: &EncryptedPrivateKeyInfo<'_>) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// The files written by [`write_keypair`].
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct KeyPairFiles {
-    pub key_id: KeyId,
-    /// `PREFIX.key`, mode 0600, encrypted PKCS#8 PEM.
-    pub private_key: PathBuf,
-    /// `PREFIX.pub`, mode 0644, SPKI PEM.
-    pub public_key: PathBuf,
-}
-
-fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// The paths [`write_keypair`] writes for `prefix`: `(PREFIX.key, PREFIX.pub)`.
-pub fn keypair_paths(prefix: &Path) -> (PathBuf, PathBuf) {
-    (with_suffix(prefix, ".key"), with_suffix(prefix, ".pub"))
-}
-
-/// Fails with [`KeyError::Exists`] if `PREFIX.key` or `PREFIX.pub` exists (even as a dangling
-/// symlink). [`write_keypair`] checks this itself; call it to fail before asking for a passphrase.
-pub fn check_keypair_absent(prefix: &Path) -> Result<(), KeyError> {
-    let (private_key, public_key) = keypair_paths(prefix);
-    for p in [private_key, public_key] {
-        if fs::symlink_metadata(&p).is_ok() {
-            return Err(KeyError::Exists { path: p });
-        }
-    }
-    Ok(())
-}
-
-/// Writes `PREFIX.key` (encrypted with `passphrase` and `kdf`, mode 0600) and `PREFIX.pub` (mode
-/// 0644). Neither may exist beforehand; both are checked before either is written, and if writing
-/// the public key fails the private key just written is removed again.
-pub fn write_keypair(prefix: &Path, key: &SigningKey, passphrase: &[u8], kdf: Kdf) -> Result<KeyPairFiles, KeyError> {
-    let (private_key, public_key) = keypair_paths(prefix);
-    check_keypair_absent(prefix)?;
-    let pem = Zeroizing::new(key.to_encrypted_pem_with(passphrase, kdf)?);
-    let public = key.public_key();
-    write_new_file(&private_key, pem.as_bytes(), 0o600)?;
-    if let Err(e) = write_new_file(&public_key, public.to_pem().as_bytes(), 0o644) {
-        let _ = fs::remove_file(&private_key);
-        return Err(e.into());
-    }
-    Ok(KeyPairFiles { key_id: public.key_id(), private_key, public_key })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,13 +466,7 @@ mod tests {
         let err = key.sign_streaming(|_| Err(std::io::Error::other("disk gone"))).unwrap_err();
         assert_eq!(err.to_string(), "disk gone");
     }
-    use std::process::Command;
-
     const PASS: &[u8] = b"correct horse battery staple";
-
-    fn have_openssl() -> bool {
-        Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false)
-    }
 
     #[test]
     fn encrypted_pem_round_trip_default_kdf() {
@@ -674,7 +507,7 @@ mod tests {
     #[test]
     fn empty_passphrase_refused_for_encryption() {
         let key = SigningKey::generate();
-        assert!(matches!(key.to_encrypted_pem(b""), Err(KeyError::EmptyPassphrase { .. })));
+        assert!(matches!(key.to_encrypted_pem(b""), Err(KeyError::EmptyPassphrase)));
     }
 
     /// An `ENCRYPTED PRIVATE KEY` PEM with the given KDF and junk ciphertext.
@@ -786,139 +619,5 @@ mod tests {
         assert_eq!(json, format!("\"{id}\""));
         assert_eq!(serde_json::from_str::<KeyId>(&json).unwrap(), id);
         assert!(serde_json::from_str::<KeyId>("\"nothex\"").is_err());
-    }
-
-    #[test]
-    fn public_key_load_names_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("bad.pub");
-        fs::write(&p, "not a key").unwrap();
-        let err = PublicKey::load(&p).unwrap_err();
-        assert!(err.to_string().contains(&p.display().to_string()), "{err}");
-        let missing = dir.path().join("missing.pub");
-        let err = PublicKey::load(&missing).unwrap_err();
-        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn write_keypair_writes_both_and_refuses_existing() {
-        let dir = tempfile::tempdir().unwrap();
-        let prefix = dir.path().join("k");
-        let key = SigningKey::generate();
-        let files = write_keypair(&prefix, &key, PASS, Kdf::INSECURE_FOR_TESTS).unwrap();
-        assert_eq!(files.key_id, key.public_key().key_id());
-        assert_eq!(PublicKey::load(&files.public_key).unwrap(), key.public_key());
-        assert_eq!(SigningKey::load(&files.private_key, Some(PASS)).unwrap().public_key(), key.public_key());
-        let before = fs::read(&files.private_key).unwrap();
-        let err = write_keypair(&prefix, &SigningKey::generate(), PASS, Kdf::INSECURE_FOR_TESTS).unwrap_err();
-        assert!(matches!(err, KeyError::Exists { .. }));
-        assert_eq!(fs::read(&files.private_key).unwrap(), before);
-
-        // Only the .pub exists: nothing is written at all.
-        let prefix2 = dir.path().join("j");
-        fs::write(dir.path().join("j.pub"), "x").unwrap();
-        assert!(write_keypair(&prefix2, &key, PASS, Kdf::INSECURE_FOR_TESTS).is_err());
-        assert!(!dir.path().join("j.key").exists());
-    }
-
-    #[test]
-    fn load_with_source_asks_only_for_encrypted_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate();
-        let plain = dir.path().join("plain.key");
-        fs::write(&plain, key.to_unencrypted_pem().unwrap().as_bytes()).unwrap();
-        let unset = crate::PassphraseSource::Env("IMGSIGN_KEYS_TEST_NEVER_SET".into());
-        // The (unusable) source is not consulted for an unencrypted key.
-        assert_eq!(SigningKey::load_with_source(&plain, &unset).unwrap().public_key(), key.public_key());
-
-        let files = write_keypair(&dir.path().join("enc"), &key, PASS, Kdf::INSECURE_FOR_TESTS).unwrap();
-        let err = SigningKey::load_with_source(&files.private_key, &unset).unwrap_err();
-        assert!(matches!(err, KeyError::PassphraseEnvUnset { .. }), "{err:?}");
-        let pass_file = dir.path().join("pass");
-        fs::write(&pass_file, [PASS, b"\n"].concat()).unwrap();
-        let source = crate::PassphraseSource::File(pass_file.clone());
-        assert_eq!(SigningKey::load_with_source(&files.private_key, &source).unwrap().public_key(), key.public_key());
-        fs::write(&pass_file, b"wrong\n").unwrap();
-        let err = SigningKey::load_with_source(&files.private_key, &source).unwrap_err();
-        assert!(err.to_string().contains(&files.private_key.display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn openssl_reads_encrypted_key_and_public_key() {
-        if !have_openssl() {
-            eprintln!("openssl CLI not found; interop not tested");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate();
-        for (name, kdf) in [("scrypt", Kdf::default()), ("pbkdf2", Kdf::Pbkdf2Sha256 { iterations: 10_000 })] {
-            let files = write_keypair(&dir.path().join(name), &key, PASS, kdf).unwrap();
-            let out = Command::new("openssl")
-                .args(["pkey", "-in"])
-                .arg(&files.private_key)
-                .args(["-passin", "pass:correct horse battery staple", "-pubout"])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-            assert_eq!(String::from_utf8(out.stdout).unwrap(), key.public_key().to_pem(), "{name}");
-            let out = Command::new("openssl")
-                .args(["pkey", "-in"])
-                .arg(&files.private_key)
-                .args(["-passin", "pass:wrong", "-noout"])
-                .output()
-                .unwrap();
-            assert!(!out.status.success(), "{name}: openssl accepted a wrong passphrase");
-            let out = Command::new("openssl")
-                .args(["pkey", "-pubin", "-in"])
-                .arg(&files.public_key)
-                .args(["-text", "-noout"])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let text = String::from_utf8(out.stdout).unwrap();
-            assert!(text.contains("ED25519 Public-Key"), "{text}");
-        }
-    }
-
-    #[test]
-    fn reads_openssl_generated_keys() {
-        if !have_openssl() {
-            eprintln!("openssl CLI not found; interop not tested");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let enc = dir.path().join("enc.pem");
-        let out = Command::new("openssl")
-            .args(["genpkey", "-algorithm", "ed25519", "-aes-256-cbc", "-pass", "pass:open sesame", "-out"])
-            .arg(&enc)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let key = SigningKey::load(&enc, Some(b"open sesame")).unwrap();
-        let err = SigningKey::load(&enc, Some(b"nope")).unwrap_err();
-        assert!(err.to_string().contains("enc.pem"), "{err}");
-        assert!(
-            matches!(err, KeyError::InFile { ref source, .. } if matches!(**source, KeyError::WrongPassphrase { .. }))
-        );
-        let pubfile = dir.path().join("enc.pub");
-        let out = Command::new("openssl")
-            .args(["pkey", "-in"])
-            .arg(&enc)
-            .args(["-passin", "pass:open sesame", "-pubout", "-out"])
-            .arg(&pubfile)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let public = PublicKey::load(&pubfile).unwrap();
-        assert_eq!(public, key.public_key());
-        // The key id matches a digest computed by openssl over the DER.
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("openssl pkey -pubin -in '{}' -outform DER | openssl dgst -sha256 -r", pubfile.display()))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let digest = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(digest.split_whitespace().next().unwrap(), public.key_id().as_str());
     }
 }

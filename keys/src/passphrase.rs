@@ -1,14 +1,49 @@
 //! Where a private key's passphrase comes from: an environment variable, a file, or a prompt on the
 //! controlling terminal. There is deliberately no way to pass the passphrase itself as a
 //! command-line argument (it would show in `ps` and shell history). Passphrases are returned in
-//! [`Zeroizing`] buffers and must not be empty. Errors are [`KeyError`]s.
+//! [`Zeroizing`] buffers and must not be empty. Errors are [`PassphraseError`]s; this module knows
+//! nothing about keys.
 
-use crate::key::KeyError;
 use std::fmt;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use zeroize::{Zeroize, Zeroizing};
+
+/// Errors from choosing a passphrase source or reading a passphrase from it. Messages name the
+/// source at fault (the variable, the file); the underlying cause is in the `#[source]` chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PassphraseError {
+    /// The environment variable meant to hold the passphrase is not set.
+    #[error("environment variable {var} is not set (it should hold the passphrase)")]
+    EnvUnset { var: String },
+    /// The passphrase file could not be read.
+    #[error("cannot read passphrase file {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The passphrase is empty; keys are always encrypted.
+    #[error("the passphrase from {origin} is empty")]
+    Empty { origin: String },
+    /// Reading the passphrase from the terminal failed.
+    #[error("cannot read the passphrase from the terminal")]
+    Prompt {
+        #[source]
+        source: io::Error,
+    },
+    /// The two passphrases typed differ.
+    #[error("the passphrases do not match")]
+    Mismatch,
+    /// No passphrase source was given and there is no terminal to prompt on.
+    #[error("no passphrase given: use --passphrase-env VAR, --passphrase-file FILE or set {var}, or run on a terminal to be prompted")]
+    NoSource { var: &'static str },
+    /// More than one passphrase source was given.
+    #[error("give only one passphrase source")]
+    ConflictingSources,
+}
 
 /// The environment variable used when no passphrase source is named.
 pub const DEFAULT_PASSPHRASE_ENV: &str = "IMGSIGN_PASSPHRASE";
@@ -37,8 +72,8 @@ impl fmt::Display for PassphraseSource {
 impl PassphraseSource {
     /// Chooses the source the way `imgsign` commands do: the named environment variable or file if
     /// one is given (not both); else [`DEFAULT_PASSPHRASE_ENV`] if it is set; else a prompt if
-    /// standard input is a terminal; else [`KeyError::NoPassphraseSource`].
-    pub fn choose(env_var: Option<&str>, file: Option<&Path>) -> Result<Self, KeyError> {
+    /// standard input is a terminal; else [`PassphraseError::NoSource`].
+    pub fn choose(env_var: Option<&str>, file: Option<&Path>) -> Result<Self, PassphraseError> {
         Self::choose_with(
             env_var,
             file,
@@ -53,14 +88,14 @@ impl PassphraseSource {
         file: Option<&Path>,
         default_env_set: bool,
         interactive: bool,
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, PassphraseError> {
         match (env_var, file) {
-            (Some(_), Some(_)) => Err(KeyError::ConflictingPassphraseSources),
+            (Some(_), Some(_)) => Err(PassphraseError::ConflictingSources),
             (Some(var), None) => Ok(PassphraseSource::Env(var.to_string())),
             (None, Some(path)) => Ok(PassphraseSource::File(path.to_path_buf())),
             (None, None) if default_env_set => Ok(PassphraseSource::Env(DEFAULT_PASSPHRASE_ENV.to_string())),
             (None, None) if interactive => Ok(PassphraseSource::Prompt),
-            (None, None) => Err(KeyError::NoPassphraseSource { var: DEFAULT_PASSPHRASE_ENV }),
+            (None, None) => Err(PassphraseError::NoSource { var: DEFAULT_PASSPHRASE_ENV }),
         }
     }
 }
@@ -68,7 +103,7 @@ impl PassphraseSource {
 /// Reads a passphrase from `source`. With `confirm`, a prompt asks twice and the answers must
 /// match (use it when creating a key). A file's contents lose one trailing `\n` (or `\r\n`).
 /// An empty passphrase is an error.
-pub fn read_passphrase(source: &PassphraseSource, confirm: bool) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+pub fn read_passphrase(source: &PassphraseSource, confirm: bool) -> Result<Zeroizing<Vec<u8>>, PassphraseError> {
     read_passphrase_with_prompt(source, confirm, "Passphrase: ")
 }
 
@@ -78,18 +113,16 @@ pub fn read_passphrase_with_prompt(
     source: &PassphraseSource,
     confirm: bool,
     prompt_text: &str,
-) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+) -> Result<Zeroizing<Vec<u8>>, PassphraseError> {
     let pass = match source {
         PassphraseSource::Env(var) => match std::env::var_os(var) {
             Some(v) => Zeroizing::new(v.into_vec()),
-            None => return Err(KeyError::PassphraseEnvUnset { var: var.clone() }),
+            None => return Err(PassphraseError::EnvUnset { var: var.clone() }),
         },
         PassphraseSource::File(path) => {
-            let mut data = Zeroizing::new(std::fs::read(path).map_err(|source| KeyError::Io {
-                action: "cannot read passphrase file",
-                path: path.clone(),
-                source,
-            })?);
+            let mut data = Zeroizing::new(
+                std::fs::read(path).map_err(|source| PassphraseError::ReadFile { path: path.clone(), source })?,
+            );
             if data.last() == Some(&b'\n') {
                 data.pop();
                 if data.last() == Some(&b'\r') {
@@ -103,21 +136,21 @@ pub fn read_passphrase_with_prompt(
             if confirm {
                 let second = prompt("Confirm passphrase: ")?;
                 if *first != *second {
-                    return Err(KeyError::PassphraseMismatch);
+                    return Err(PassphraseError::Mismatch);
                 }
             }
             first
         }
     };
     if pass.is_empty() {
-        return Err(KeyError::EmptyPassphrase { origin: source.to_string() });
+        return Err(PassphraseError::Empty { origin: source.to_string() });
     }
     Ok(pass)
 }
 
-fn prompt(text: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+fn prompt(text: &str) -> Result<Zeroizing<Vec<u8>>, PassphraseError> {
     // rpassword opens /dev/tty itself, so this works even when stdin/stdout are redirected.
-    let mut s = rpassword::prompt_password(text).map_err(|source| KeyError::Prompt { source })?;
+    let mut s = rpassword::prompt_password(text).map_err(|source| PassphraseError::Prompt { source })?;
     let bytes = Zeroizing::new(s.as_bytes().to_vec());
     s.zeroize();
     Ok(bytes)
@@ -140,7 +173,7 @@ mod tests {
         assert_eq!(&read_passphrase(&PassphraseSource::File(p.clone()), false).unwrap()[..], b" spaced ");
         std::fs::write(&p, b"\n").unwrap();
         let err = read_passphrase(&PassphraseSource::File(p.clone()), false).unwrap_err();
-        assert!(matches!(err, KeyError::EmptyPassphrase { .. }), "{err:?}");
+        assert!(matches!(err, PassphraseError::Empty { .. }), "{err:?}");
         assert!(err.to_string().contains(&p.display().to_string()), "{err}");
         let missing = dir.path().join("missing");
         let err = read_passphrase(&PassphraseSource::File(missing.clone()), false).unwrap_err();
@@ -152,7 +185,7 @@ mod tests {
         // A variable name unique to this test: tests run in parallel threads.
         let var = "IMGSIGN_KEYS_TEST_PASSPHRASE_ENV_SOURCE";
         let err = read_passphrase(&PassphraseSource::Env(var.into()), false).unwrap_err();
-        assert!(matches!(err, KeyError::PassphraseEnvUnset { .. }), "{err:?}");
+        assert!(matches!(err, PassphraseError::EnvUnset { .. }), "{err:?}");
         assert!(err.to_string().contains(var));
         std::env::set_var(var, "from env\n");
         let got = read_passphrase(&PassphraseSource::Env(var.into()), true).unwrap();
@@ -160,7 +193,7 @@ mod tests {
         std::env::set_var(var, "");
         assert!(matches!(
             read_passphrase(&PassphraseSource::Env(var.into()), false),
-            Err(KeyError::EmptyPassphrase { .. })
+            Err(PassphraseError::Empty { .. })
         ));
         std::env::remove_var(var);
     }
@@ -175,7 +208,7 @@ mod tests {
         assert_eq!(PassphraseSource::choose_with(None, Some(f), true, true).unwrap(), PassphraseSource::File(f.into()));
         assert!(matches!(
             PassphraseSource::choose_with(Some("V"), Some(f), false, false),
-            Err(KeyError::ConflictingPassphraseSources)
+            Err(PassphraseError::ConflictingSources)
         ));
         assert_eq!(
             PassphraseSource::choose_with(None, None, true, true).unwrap(),
@@ -184,7 +217,7 @@ mod tests {
         assert_eq!(PassphraseSource::choose_with(None, None, false, true).unwrap(), PassphraseSource::Prompt);
         assert!(matches!(
             PassphraseSource::choose_with(None, None, false, false),
-            Err(KeyError::NoPassphraseSource { .. })
+            Err(PassphraseError::NoSource { .. })
         ));
     }
 }

@@ -23,17 +23,19 @@
 //! each other's updates. Errors are [`TrustError`]s and name the file at fault.
 
 use crate::key::{KeyError, KeyId, PublicKey};
-use atomic_file::{replace_file, write_new_file};
+use atomic_file::{replace_file, write_new_file, AtomicFileError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Errors from reading or changing a trust store.
+/// Errors from reading or changing a trust store. Messages name the file at fault; the underlying
+/// cause (I/O, a key that does not parse, JSON) is in the `#[source]` chain.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustError {
+    /// A file or directory of the store could not be read, listed, created or locked.
     #[error("{action} {}", path.display())]
     Io {
         action: &'static str,
@@ -41,18 +43,23 @@ pub enum TrustError {
         #[source]
         source: io::Error,
     },
+    /// The directory has no `keys/` subdirectory.
     #[error("{} is not a trust store (no keys/ directory); create one with `imgsign trust init`", path.display())]
     NotATrustStore { path: PathBuf },
+    /// `init` found a store (or part of one) already there.
     #[error("{} already holds a trust store", path.display())]
     AlreadyInitialized { path: PathBuf },
+    /// A file in `keys/` (or one being added) does not hold an Ed25519 public key.
     #[error("invalid trusted key file {}", path.display())]
     Key {
         path: PathBuf,
         #[source]
         source: KeyError,
     },
+    /// A file in `keys/` is named for one key id and holds another key.
     #[error("trusted key file {} is named for key id {named} but holds key {actual}", path.display())]
     KeyIdMismatch { path: PathBuf, named: String, actual: KeyId },
+    /// A line of `revoked` is not a key id.
     #[error("{}:{line}: not a key id", path.display())]
     RevokedLine {
         path: PathBuf,
@@ -60,30 +67,38 @@ pub enum TrustError {
         #[source]
         source: KeyError,
     },
+    /// `policy.json` is not valid JSON of the expected shape.
     #[error("invalid policy file {}", path.display())]
     Policy {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    /// `policy.json` asks for a threshold of 0.
     #[error("invalid policy file {}: threshold must be at least 1", path.display())]
     PolicyThreshold { path: PathBuf },
+    /// `state.json` is not valid JSON of the expected shape.
     #[error("invalid rollback state file {}", path.display())]
     State {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    /// A threshold of 0 was asked for.
     #[error("threshold must be at least 1 (got {0})")]
     InvalidThreshold(usize),
+    /// A version was recorded for an empty image name.
     #[error("image name must not be empty")]
     EmptyImageName,
+    /// A version lower than the one recorded was offered: a replayed older manifest.
     #[error("refusing to lower the recorded version of {image:?} from {recorded} to {attempted} (rollback)")]
     Rollback { image: String, recorded: u64, attempted: u64 },
+    /// The key to be trusted is listed in `revoked`.
     #[error("key {id} is revoked in {}; remove it from there first", path.display())]
     KeyRevoked { id: KeyId, path: PathBuf },
+    /// Writing a file of the store failed; the error names the file.
     #[error(transparent)]
-    File(#[from] KeyError),
+    Write(#[from] AtomicFileError),
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TrustError {
@@ -255,15 +270,14 @@ impl TrustStore {
             return Err(TrustError::AlreadyInitialized { path: dir.to_path_buf() });
         }
         let policy = Policy { threshold, extra: Default::default() };
-        write_new_file(&policy_path, &to_json_bytes(&policy), 0o644).map_err(KeyError::from)?;
+        write_new_file(&policy_path, &to_json_bytes(&policy), 0o644)?;
         let revoked_path = dir.join("revoked");
         if fs::symlink_metadata(&revoked_path).is_err() {
-            write_new_file(&revoked_path, b"# Revoked key ids (SHA-256 of the SPKI DER), one per line.\n", 0o644)
-                .map_err(KeyError::from)?;
+            write_new_file(&revoked_path, b"# Revoked key ids (SHA-256 of the SPKI DER), one per line.\n", 0o644)?;
         }
         let state_path = dir.join("state.json");
         if fs::symlink_metadata(&state_path).is_err() {
-            write_new_file(&state_path, &to_json_bytes(&State::default()), 0o644).map_err(KeyError::from)?;
+            write_new_file(&state_path, &to_json_bytes(&State::default()), 0o644)?;
         }
         // keys/ last: its presence is what makes the directory a trust store.
         fs::create_dir(&keys_dir).map_err(|e| match e.kind() {
@@ -357,7 +371,7 @@ impl TrustStore {
             Some(r) if version == r => Ok(()),
             _ => {
                 state.versions.insert(image_name.to_string(), version);
-                replace_file(&path, &to_json_bytes(&state), 0o644).map_err(KeyError::from)?;
+                replace_file(&path, &to_json_bytes(&state), 0o644)?;
                 Ok(())
             }
         };
@@ -379,10 +393,10 @@ impl TrustStore {
             return Ok(id);
         }
         let path = self.dir.join("keys").join(format!("{id}.pub"));
-        match write_new_file(&path, key.to_pem().as_bytes(), 0o644).map_err(KeyError::from) {
+        match write_new_file(&path, key.to_pem().as_bytes(), 0o644) {
             Ok(()) => {}
             // Another writer got there first; fine if it holds the same key.
-            Err(KeyError::Exists { .. }) => {
+            Err(AtomicFileError::Exists { .. }) => {
                 let pem = fs::read_to_string(&path).map_err(io_err("cannot read", &path))?;
                 let existing =
                     PublicKey::from_pem(&pem).map_err(|source| TrustError::Key { path: path.clone(), source })?;
@@ -409,7 +423,7 @@ impl TrustStore {
             }
             text.push_str(id.as_str());
             text.push('\n');
-            replace_file(&path, text.as_bytes(), 0o644).map_err(KeyError::from)?;
+            replace_file(&path, text.as_bytes(), 0o644)?;
         }
         self.revoked.insert(id.clone());
         Ok(())
@@ -424,7 +438,7 @@ impl TrustStore {
         let path = self.dir.join("policy.json");
         let mut policy = read_policy(&path)?;
         policy.threshold = n;
-        replace_file(&path, &to_json_bytes(&policy), 0o644).map_err(KeyError::from)?;
+        replace_file(&path, &to_json_bytes(&policy), 0o644)?;
         self.policy = policy;
         Ok(())
     }
