@@ -207,12 +207,8 @@ fn the_in_root_writer_stays_inside_despite_escaping_symlinks() {
     let w = InRoot::open(&root).unwrap();
     let owner = Owner { uid: 0, gid: 0 };
     let outside = scene.outside_abs();
-    let via = [
-        "abs".to_string(),
-        "rel".to_string(),
-        format!("magic{outside}"),
-        format!("abs/../../../../../../..{outside}"),
-    ];
+    let via =
+        ["abs".to_string(), "rel".to_string(), format!("magic{outside}"), format!("abs/../../../../../../..{outside}")];
     for dir in &via {
         let p = |name: &str| format!("{dir}/{name}");
         // Each either fails or lands inside the root; none may touch `outside`.
@@ -227,12 +223,21 @@ fn the_in_root_writer_stays_inside_despite_escaping_symlinks() {
         let _ = w.remove(p("sub/passwd").as_bytes(), false);
         let _ = w.remove(p("sub").as_bytes(), true);
         if let Ok(fd) = w.open_dir(dir.as_bytes()) {
-            let _ = verifier_core::image::inroot::set_metadata(&fd, Owner { uid: 4242, gid: 4242 }, 0o777, &BTreeMap::new());
+            let _ = verifier_core::image::inroot::set_metadata(
+                &fd,
+                Owner { uid: 4242, gid: 4242 },
+                0o777,
+                &BTreeMap::new(),
+            );
         }
         // A host file linked into the root would be readable (and writable) from inside.
         if w.hardlink(b"stolen", p("canary").as_bytes()).is_ok() {
             let ino = fs::metadata(root.join("stolen")).unwrap().ino();
-            assert_ne!(ino, fs::metadata(scene.outside().join("canary")).unwrap().ino(), "linked a host file in via {dir}");
+            assert_ne!(
+                ino,
+                fs::metadata(scene.outside().join("canary")).unwrap().ino(),
+                "linked a host file in via {dir}"
+            );
             fs::remove_file(root.join("stolen")).unwrap();
         }
     }
