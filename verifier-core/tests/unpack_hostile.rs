@@ -247,3 +247,61 @@ fn the_in_root_writer_stays_inside_despite_escaping_symlinks() {
     assert_eq!(before, scene.snapshot(), "the in-root writer changed something outside its root");
     assert_eq!(fs::read_link(root.join("abs")).unwrap(), scene.outside());
 }
+
+#[test]
+fn a_refusing_write_check_aborts_the_unpack_and_removes_what_was_written() {
+    let scene = Scene::new();
+    let mut l0 = TarWriter::new();
+    l0.dir("bin", 0o755).file("bin/ok", 0o755, b"signed").file("bin/zz-unsigned", 0o4755, b"not signed");
+    let reference: ImageRef = scene.image(&[&l0]).parse().unwrap();
+    let signed = testdata::sha256_hex(b"signed");
+    let mut seen = Vec::new();
+    let check = |w: &verifier_core::image::Written<'_>| {
+        seen.push(String::from_utf8_lossy(w.path).into_owned());
+        match w.content {
+            Some(c) if hex::encode(c.sha256) != signed => Err("content not in the signed manifest".to_string()),
+            _ => Ok(()),
+        }
+    };
+    let options = UnpackOptions { check: Some(Box::new(check)), ..Default::default() };
+    let err = unpack(&reference, &scene.dest(), options, Arc::new(NoProgress)).unwrap_err();
+    let text = verifier_core::verify::error_chain(&err);
+    assert!(text.contains("bin/zz-unsigned") && text.contains("content not in the signed manifest"), "{text}");
+    assert!(!scene.dest().exists(), "a refused unpack left its destination");
+    assert_eq!(seen, ["bin", "bin/ok", "bin/zz-unsigned"], "every node is checked as it is written");
+}
+
+#[test]
+fn unpack_needs_a_new_destination_and_a_layered_image() {
+    let scene = Scene::new();
+    let mut l0 = TarWriter::new();
+    l0.file("a", 0o644, b"a");
+    let reference: ImageRef = scene.image(&[&l0]).parse().unwrap();
+    fs::create_dir(scene.dest()).unwrap();
+    fs::write(scene.dest().join("mine"), b"not the unpacker's").unwrap();
+    let err = unpack(&reference, &scene.dest(), UnpackOptions::default(), Arc::new(NoProgress)).unwrap_err();
+    assert!(err.to_string().contains("cannot unpack into"), "{err}");
+    assert_eq!(
+        fs::read(scene.dest().join("mine")).unwrap(),
+        b"not the unpacker's",
+        "an existing directory is left alone"
+    );
+    let dir = ImageRef::Dir { path: scene.outside() };
+    let err = unpack(&dir, &scene.tmp.path().join("d2"), UnpackOptions::default(), Arc::new(NoProgress)).unwrap_err();
+    assert!(err.to_string().contains("not made of layers"), "{err}");
+}
+
+#[test]
+fn devices_and_fifos_are_only_metadata_unless_asked_for() {
+    let scene = Scene::new();
+    let mut l0 = TarWriter::new();
+    l0.dir("dev", 0o755)
+        .add(testdata::tar::Entry::char_device("dev/mem", 0o666, 1, 1))
+        .add(testdata::tar::Entry::fifo("dev/pipe", 0o600));
+    let reference: ImageRef = scene.image(&[&l0]).parse().unwrap();
+    let unpacked = unpack(&reference, &scene.dest(), UnpackOptions::default(), Arc::new(NoProgress)).unwrap();
+    let kinds: Vec<_> = unpacked.files.iter().map(|f| (f.path.as_str(), f.kind)).collect();
+    use verifier_core::manifest::FileType;
+    assert_eq!(kinds, [("/dev", FileType::Dir), ("/dev/mem", FileType::Char), ("/dev/pipe", FileType::Fifo)]);
+    assert_eq!(fs::read_dir(scene.dest().join("dev")).unwrap().count(), 0, "device nodes were created");
+}
