@@ -80,6 +80,8 @@ pub struct UnpackedImage {
 }
 
 /// Unpacks the image `image` names into `dest`, which must not exist yet (its parent must).
+/// `dest` itself is created mode 0700 and left so: while the tree is written, and until the
+/// caller decides, no other user can reach the setuid files inside it.
 pub fn unpack(
     image: &crate::image::source::ImageRef,
     dest: &Path,

@@ -137,11 +137,11 @@ impl Walker {
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
             let (digest, size) = match self.digests.get(&key) {
-                Some(known) => known.clone(),
+                Some(known) => *known,
                 None => {
                     let hashed = self.hash(path, meta)?;
                     if meta.nlink() > 1 {
-                        self.digests.insert(key, hashed.clone());
+                        self.digests.insert(key, hashed);
                     }
                     hashed
                 }
