@@ -26,7 +26,7 @@ pub enum SpecialKind {
     Fifo,
 }
 
-/// Owner and permission bits to set on a node.
+/// The owner to give a node (image uids and gids, checked to fit a `uid_t` when set).
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {
     pub uid: u64,

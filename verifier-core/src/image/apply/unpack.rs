@@ -61,6 +61,7 @@ pub struct Written<'a> {
 /// Refuses a written node with a reason; the unpack stops and removes what it wrote.
 pub type WriteCheck<'a> = dyn FnMut(&Written<'_>) -> Result<(), String> + 'a;
 
+/// How to unpack. The default creates no device nodes or fifos and checks nothing.
 #[derive(Default)]
 pub struct UnpackOptions<'a> {
     /// Create device nodes and fifos (otherwise they are only in the manifest).
