@@ -233,3 +233,14 @@ fn long_names_and_link_targets() {
     l0.hardlink("opt/hard", &file);
     same_as_umoci("long-names", &[l0]);
 }
+
+#[test]
+fn opaque_directory_keeps_a_lower_subdirectory_its_own_layer_wrote_into() {
+    // The layer writes d/sub/new below a directory of the lower layer, then makes d opaque:
+    // d/sub stays (it holds this layer's file), d/sub/old goes.
+    let mut l0 = layer();
+    l0.dir("d", 0o755).dir("d/sub", 0o750).file("d/sub/old", 0o644, b"old").file("d/gone", 0o644, b"g");
+    let mut l1 = layer();
+    l1.file("d/sub/new", 0o644, b"new").whiteout("d/.wh..wh..opq");
+    same_as_umoci("opaque-kept-subdir", &[l0, l1]);
+}
