@@ -186,7 +186,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
                     invalid(at("image"), &format!("{text:?} is not oci:DIR[:TAG], docker-archive:FILE or dir:PATH"))
                 })?;
                 Some(match image {
-                    ImageRef::Oci { dir, tag } => ImageRef::Oci { dir: resolve(&dir), tag },
+                    ImageRef::Oci { dir, tag, platform } => ImageRef::Oci { dir: resolve(&dir), tag, platform },
                     ImageRef::DockerArchive { file } => ImageRef::DockerArchive { file: resolve(&file) },
                     ImageRef::Dir { path } => ImageRef::Dir { path: resolve(&path) },
                 })

@@ -8,21 +8,34 @@
 use libfuzzer_sys::fuzz_target;
 use std::io::{Cursor, Read};
 use std::sync::Arc;
-use verifier_core::layer::FileTree;
+use verifier_core::image::apply::hash::HashApplier;
+use verifier_core::image::stream::LayerStream;
+use verifier_core::image::tar::TarReader;
+use verifier_core::image::tree::{FileTree, Hashed};
 use verifier_core::progress::NoProgress;
-use verifier_core::stream::LayerStream;
-use verifier_core::tar::TarReader;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
-fn apply<R: Read>(tree: &mut FileTree, layer: usize, reader: R) -> bool {
-    let mut tar = TarReader::new(reader);
-    let mut bytes = 0u64;
-    let mut on_bytes = |n: u64| bytes += n;
-    match tree.apply_layer(layer, &mut tar, &mut on_bytes) {
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn apply<R: Read>(tree: &mut FileTree<Hashed>, layer: usize, reader: R) -> bool {
+    let mut tar = TarReader::new(Counting { inner: reader, bytes: 0 });
+    match tree.apply_layer(layer, &mut tar, &mut HashApplier::new()) {
         Ok(stats) => {
-            assert!(stats.content_bytes <= bytes, "stats count more bytes than were reported");
+            assert!(stats.content_bytes <= tar.into_inner().bytes, "stats count more bytes than were read");
             true
         }
         Err(_) => false,

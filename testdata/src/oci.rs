@@ -67,27 +67,111 @@ pub fn blob_path(dir: &Path, digest: &str) -> PathBuf {
 
 /// Writes an OCI layout at `dir` (created) holding one image, tagged `tag`, with `layers`.
 pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer]) -> Result<Written, FixtureError> {
+    let image = write_image(dir, layers, ("linux", "amd64"))?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.manifest_digest,
+            "size": image.manifest_size,
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }],
+    });
+    write_layout_files(dir, &index)?;
+    Ok(Written {
+        dir: dir.to_path_buf(),
+        tag: tag.to_string(),
+        manifest_digest: image.manifest_digest,
+        config_digest: image.config_digest,
+        layer_digests: image.layer_digests,
+    })
+}
+
+/// One image of a multi-platform index: its platform as `OS/ARCH[/VARIANT]` and its layers.
+pub struct PlatformImage<'a> {
+    pub platform: &'a str,
+    pub layers: &'a [Layer],
+}
+
+/// Writes an OCI layout at `dir` whose tag `tag` names an image index listing one manifest per
+/// platform (each with its own config). Returns each platform's written image, in order.
+pub fn write_platform_index(dir: &Path, tag: &str, images: &[PlatformImage<'_>]) -> Result<Vec<Written>, FixtureError> {
+    let mut descriptors = Vec::new();
+    let mut written = Vec::new();
+    for image in images {
+        let parts: Vec<&str> = image.platform.split('/').collect();
+        let (os, arch) = (parts[0], parts[1]);
+        let blobs = write_image(dir, image.layers, (os, arch))?;
+        let mut platform = json!({ "os": os, "architecture": arch });
+        if let Some(variant) = parts.get(2) {
+            platform["variant"] = json!(variant);
+        }
+        descriptors.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": blobs.manifest_digest,
+            "size": blobs.manifest_size,
+            "platform": platform,
+        }));
+        written.push(Written {
+            dir: dir.to_path_buf(),
+            tag: tag.to_string(),
+            manifest_digest: blobs.manifest_digest,
+            config_digest: blobs.config_digest,
+            layer_digests: blobs.layer_digests,
+        });
+    }
+    let nested = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": descriptors,
+    }))
+    .expect("json");
+    let nested_digest = write_blob(dir, &nested)?;
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": nested_digest,
+            "size": nested.len(),
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }],
+    });
+    write_layout_files(dir, &index)?;
+    Ok(written)
+}
+
+/// Blobs of one image written under `dir`.
+struct ImageBlobs {
+    manifest_digest: String,
+    manifest_size: usize,
+    config_digest: String,
+    layer_digests: Vec<String>,
+}
+
+fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String, FixtureError> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(io_err(format!("creating {}", blobs.display())))?;
-    let write_blob = |bytes: &[u8]| -> Result<String, FixtureError> {
-        let digest = oci_digest(bytes);
-        let path = blob_path(dir, &digest);
-        std::fs::write(&path, bytes).map_err(io_err(format!("writing {}", path.display())))?;
-        Ok(digest)
-    };
+    let digest = oci_digest(bytes);
+    let path = blob_path(dir, &digest);
+    std::fs::write(&path, bytes).map_err(io_err(format!("writing {}", path.display())))?;
+    Ok(digest)
+}
+
+/// Writes the config, layers and manifest of one image.
+fn write_image(dir: &Path, layers: &[Layer], (os, arch): (&str, &str)) -> Result<ImageBlobs, FixtureError> {
     let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
+        "architecture": arch,
+        "os": os,
         "config": {},
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>() },
         "history": [],
     });
     let config_bytes = serde_json::to_vec(&config).expect("json");
-    let config_digest = write_blob(&config_bytes)?;
+    let config_digest = write_blob(dir, &config_bytes)?;
     let mut layer_digests = Vec::new();
     let mut descriptors = Vec::new();
     for layer in layers {
-        let digest = write_blob(&layer.blob)?;
+        let digest = write_blob(dir, &layer.blob)?;
         descriptors.push(json!({ "mediaType": layer.media_type, "digest": digest, "size": layer.blob.len() }));
         layer_digests.push(digest);
     }
@@ -98,21 +182,15 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer]) -> Result<Written, 
         "layers": descriptors,
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("json");
-    let manifest_digest = write_blob(&manifest_bytes)?;
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_bytes.len(),
-            "annotations": { "org.opencontainers.image.ref.name": tag },
-        }],
-    });
+    let manifest_digest = write_blob(dir, &manifest_bytes)?;
+    Ok(ImageBlobs { manifest_digest, manifest_size: manifest_bytes.len(), config_digest, layer_digests })
+}
+
+fn write_layout_files(dir: &Path, index: &serde_json::Value) -> Result<(), FixtureError> {
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).map_err(io_err(format!("writing {}", path.display())))
     };
     write("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    write("index.json", &serde_json::to_vec(&index).expect("json"))?;
-    Ok(Written { dir: dir.to_path_buf(), tag: tag.to_string(), manifest_digest, config_digest, layer_digests })
+    write("index.json", &serde_json::to_vec(index).expect("json"))
 }

@@ -4,12 +4,12 @@
 pub mod bundle;
 pub mod digest;
 pub mod dsse;
-pub mod layer;
+pub mod image;
 pub mod manifest;
 pub mod progress;
 pub mod sign;
-pub mod source;
 pub mod statement;
-pub mod stream;
-pub mod tar;
 pub mod verify;
+
+/// `crate::source` as sign, verify and the CLI name it; the image layer lives in [`image`].
+pub use image::source;

@@ -1,8 +1,16 @@
-//! The OCI layer rules, and the applier's refusals, on hand-made tar streams.
+//! The OCI layer rules, and the applier's refusals, on hand-made tar streams. Every case runs
+//! through both appliers: the hashing one and the unpacking one (which must also leave on disk
+//! exactly the tree its manifest describes, and nothing when it fails).
 
-use verifier_core::layer::{FileTree, LayerError};
+use std::sync::Arc;
+use verifier_core::image::apply::hash::HashApplier;
+use verifier_core::image::apply::unpack::{UnpackApplier, UnpackOptions};
+use verifier_core::image::inroot::InRoot;
+use verifier_core::image::tar::{TarError, TarReader};
+use verifier_core::image::tree::{FileTree, LayerError};
 use verifier_core::manifest::{FileEntry, FileType};
-use verifier_core::tar::{TarError, TarReader};
+use verifier_core::progress::NoProgress;
+use verifier_core::source::{scan, ImageRef};
 
 /// Builds ustar archives; `pax` adds a PAX header before the entry.
 #[derive(Default)]
@@ -60,13 +68,49 @@ impl Tar {
     }
 }
 
-fn apply(layers: &[Vec<u8>]) -> Result<Vec<FileEntry>, LayerError> {
+fn hash(layers: &[Vec<u8>]) -> Result<Vec<FileEntry>, LayerError> {
     let mut tree = FileTree::new();
+    let mut applier = HashApplier::new();
     for (i, layer) in layers.iter().enumerate() {
-        tree.apply_layer(i, &mut TarReader::new(layer.as_slice()), &mut |_| {})?;
+        tree.apply_layer(i, &mut TarReader::new(layer.as_slice()), &mut applier)?;
     }
     tree.into_manifest()
 }
+
+/// Unpacks into `root` (created empty); the manifest of what was written.
+fn unpack_into(root: &std::path::Path, layers: &[Vec<u8>]) -> Result<Vec<FileEntry>, LayerError> {
+    std::fs::create_dir(root).unwrap();
+    let options = UnpackOptions { create_devices: true, ..Default::default() };
+    let mut applier = UnpackApplier::new(InRoot::open(root).unwrap(), options);
+    let mut tree = FileTree::new();
+    for (i, layer) in layers.iter().enumerate() {
+        tree.apply_layer(i, &mut TarReader::new(layer.as_slice()), &mut applier)?;
+    }
+    applier.finish(&tree).unwrap();
+    tree.into_manifest()
+}
+
+/// Both appliers: they must agree on the manifest or on the error, and the unpacked tree, read
+/// back as a `dir:` image, must be the manifest.
+fn apply(layers: &[Vec<u8>]) -> Result<Vec<FileEntry>, LayerError> {
+    let hashed = hash(layers);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let unpacked = unpack_into(&root, layers);
+    match (&hashed, &unpacked) {
+        (Ok(h), Ok(u)) => {
+            assert_eq!(h, u, "the appliers disagree on the manifest");
+            let on_disk = scan(&ImageRef::Dir { path: root.clone() }, Arc::new(NoProgress)).unwrap();
+            assert_eq!(&on_disk.files, u, "the unpacked tree is not what its manifest says");
+        }
+        (Err(h), Err(u)) => assert_eq!(h.to_string(), u.to_string(), "the appliers fail differently"),
+        _ => panic!("one applier failed, the other did not: hash {hashed:?}, unpack {unpacked:?}"),
+    }
+    hashed
+}
+
+/// `security.capability` permitting CAP_NET_BIND_SERVICE (as text: the PAX value is raw bytes).
+const CAPABILITY: &str = "\u{1}\0\0\u{2}\0\u{4}\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
 fn paths(entries: &[FileEntry]) -> Vec<&str> {
     entries.iter().map(|e| e.path.as_str()).collect()
@@ -119,7 +163,8 @@ fn capability_xattr_is_signed_other_xattrs_are_not() {
             b"x",
             "",
             0o755,
-            &[("SCHILY.xattr.security.capability", "caps"), ("SCHILY.xattr.user.note", "n")],
+            // A well-formed VFS_CAP_REVISION_2 value: the kernel refuses to set a malformed one.
+            &[("SCHILY.xattr.security.capability", CAPABILITY), ("SCHILY.xattr.user.note", "n")],
         )
         .finish();
     let files = apply(&[layer]).unwrap();

@@ -13,6 +13,9 @@ use verifier_core::source::ImageRef;
 pub struct Args {
     /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH.
     pub image: String,
+    /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: verifier_core::image::Platform,
     /// Private key file (repeat for several signers).
     #[arg(long = "key", required = true)]
     pub keys: Vec<PathBuf>,
@@ -40,7 +43,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let image: ImageRef = args.image.parse()?;
+    let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
     if args.outs.len() != args.keys.len() {
         anyhow::bail!(
             "give one --out per --key ({} keys, {} outputs): each signer's bundle holds one signature, as Sigstore bundles must",

@@ -19,6 +19,9 @@ const MAX_LISTED: usize = 50;
 pub struct Args {
     /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH.
     pub image: String,
+    /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: verifier_core::image::Platform,
     /// Bundle file (repeat to pool signatures from several bundles of the same statement).
     #[arg(long = "bundle", required = true)]
     pub bundles: Vec<PathBuf>,
@@ -34,7 +37,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let image: ImageRef = args.image.parse()?;
+    let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
     let mut trust = TrustStore::open(&args.trust)?;
     let bundles = args
         .bundles

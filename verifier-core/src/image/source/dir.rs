@@ -3,7 +3,7 @@
 //! path swapped for a symlink during the walk is caught. Files sharing an inode are recorded as
 //! a file (the first path) and hardlinks to it, the way a tar layer records them.
 
-use super::{ImageIdentity, ScannedImage, SourceError, SourceKind};
+use super::{ImageContent, ImageIdentity, ImageSource, LayerDescriptor, ScannedImage, SourceError, SourceKind};
 use crate::digest::Sha256Digest;
 use crate::manifest::{FileEntry, FileType, SIGNED_XATTRS};
 use crate::progress::Progress;
@@ -18,7 +18,47 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub(super) fn scan(root: &Path, progress: Arc<dyn Progress>) -> Result<ScannedImage, SourceError> {
+/// A directory tree as an image: no layers, no digests but the per-file ones.
+pub(super) struct DirSource {
+    path: PathBuf,
+    identity: ImageIdentity,
+}
+
+impl DirSource {
+    pub(super) fn open(path: &Path) -> Result<Self, SourceError> {
+        let identity = ImageIdentity {
+            kind: SourceKind::Dir,
+            default_name: super::basename(path),
+            manifest_digest: None,
+            config_digest: None,
+            layers: Vec::new(),
+        };
+        Ok(Self { path: path.to_path_buf(), identity })
+    }
+}
+
+impl ImageSource for DirSource {
+    fn identity(&self) -> &ImageIdentity {
+        &self.identity
+    }
+
+    fn content(&self) -> ImageContent<'_> {
+        ImageContent::Directory(&self.path)
+    }
+
+    fn open_layer(&self, layer: &LayerDescriptor) -> Result<Box<dyn Read + Send>, SourceError> {
+        Err(SourceError::Layout {
+            path: self.path.clone(),
+            reason: format!("a dir: source has no layer {}", layer.label),
+        })
+    }
+}
+
+pub(super) fn scan(
+    root: &Path,
+    identity: ImageIdentity,
+    progress: Arc<dyn Progress>,
+) -> Result<ScannedImage, SourceError> {
     let meta = fs::symlink_metadata(root).map_err(|source| SourceError::Io { path: root.to_path_buf(), source })?;
     if !meta.is_dir() {
         return Err(SourceError::Layout { path: root.to_path_buf(), reason: "not a directory".into() });
@@ -32,13 +72,6 @@ pub(super) fn scan(root: &Path, progress: Arc<dyn Progress>) -> Result<ScannedIm
     let inodes: Vec<Option<(u64, u64)>> = listed.iter().map(|(_, inode)| *inode).collect();
     let mut files: Vec<FileEntry> = listed.into_iter().map(|(entry, _)| entry).collect();
     crate::manifest::canonicalize_hardlinks(&mut files, &inodes);
-    let identity = ImageIdentity {
-        kind: SourceKind::Dir,
-        default_name: super::basename(root),
-        manifest_digest: None,
-        config_digest: None,
-        layers: Vec::new(),
-    };
     Ok(ScannedImage { identity, files })
 }
 
@@ -104,11 +137,11 @@ impl Walker {
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
             let (digest, size) = match self.digests.get(&key) {
-                Some(known) => known.clone(),
+                Some(known) => *known,
                 None => {
                     let hashed = self.hash(path, meta)?;
                     if meta.nlink() > 1 {
-                        self.digests.insert(key, hashed.clone());
+                        self.digests.insert(key, hashed);
                     }
                     hashed
                 }

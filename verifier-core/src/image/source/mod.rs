@@ -1,18 +1,23 @@
 //! Image sources, named the way skopeo names them: `oci:DIR[:TAG]`, `docker-archive:FILE` and
-//! `dir:PATH`. Each yields the image's identity (digests that a signature binds to) and its
-//! flattened per-file manifest. Every blob is checked against the digest that names it: a layer
-//! is only trusted once its stream ended with the right blob digest and diff_id.
+//! `dir:PATH`, each behind [`ImageSource`]: the image's identity (the digests a signature binds
+//! to), its layers (each with the blob digest, size and diff_id it must have) and a way to open a
+//! layer's blob. [`open`] is the one place a reference becomes a source; a registry or a local
+//! store is one more implementation and one more arm there. [`scan`] and the unpacker are generic
+//! over the trait: a layer is only trusted once its stream ended with the right blob digest and
+//! diff_id, and JSON documents are only parsed once their size and digest are checked.
 
 mod dir;
 mod docker_archive;
 mod oci;
 
 use crate::digest::{DigestError, Sha256Digest};
-use crate::layer::{FileTree, LayerError};
+use crate::image::apply::hash::HashApplier;
+use crate::image::platform::Platform;
+use crate::image::stream::{BlobSummary, LayerStream};
+use crate::image::tar::TarReader;
+use crate::image::tree::{Applier, FileTree, LayerError};
 use crate::manifest::FileEntry;
 use crate::progress::Progress;
-use crate::stream::LayerStream;
-use crate::tar::TarReader;
 use serde::Serialize;
 use std::fmt;
 use std::io::{self, Read};
@@ -81,12 +86,23 @@ impl SourceError {
     }
 }
 
-/// Where an image comes from.
+/// Where an image comes from. An OCI layout may hold an index of several platforms: `platform`
+/// chooses among them (linux/amd64 unless [`ImageRef::with_platform`] says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
-    Oci { dir: PathBuf, tag: Option<String> },
+    Oci { dir: PathBuf, tag: Option<String>, platform: Platform },
     DockerArchive { file: PathBuf },
     Dir { path: PathBuf },
+}
+
+impl ImageRef {
+    /// The same reference, choosing `platform` where the source holds several (OCI indexes).
+    pub fn with_platform(self, platform: Platform) -> Self {
+        match self {
+            ImageRef::Oci { dir, tag, .. } => ImageRef::Oci { dir, tag, platform },
+            other => other,
+        }
+    }
 }
 
 impl std::str::FromStr for ImageRef {
@@ -107,7 +123,7 @@ impl std::str::FromStr for ImageRef {
                     }
                     _ => (rest, None),
                 };
-                Ok(ImageRef::Oci { dir: dir.into(), tag })
+                Ok(ImageRef::Oci { dir: dir.into(), tag, platform: Platform::default() })
             }
             "docker-archive" => Ok(ImageRef::DockerArchive { file: rest.into() }),
             "dir" => Ok(ImageRef::Dir { path: rest.into() }),
@@ -119,8 +135,8 @@ impl std::str::FromStr for ImageRef {
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ImageRef::Oci { dir, tag: Some(tag) } => write!(f, "oci:{}:{tag}", dir.display()),
-            ImageRef::Oci { dir, tag: None } => write!(f, "oci:{}", dir.display()),
+            ImageRef::Oci { dir, tag: Some(tag), .. } => write!(f, "oci:{}:{tag}", dir.display()),
+            ImageRef::Oci { dir, tag: None, .. } => write!(f, "oci:{}", dir.display()),
             ImageRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
             ImageRef::Dir { path } => write!(f, "dir:{}", path.display()),
         }
@@ -163,75 +179,110 @@ pub struct ScannedImage {
     pub files: Vec<FileEntry>,
 }
 
-/// One layer to stream: raw blob bytes plus what must be true of them.
-pub(crate) struct LayerBlob {
+/// One layer as the image describes it: what its blob must be and what it must decompress to.
+#[derive(Debug, Clone)]
+pub struct LayerDescriptor {
     /// How the layer is named in messages (its descriptor digest, or its archive member).
     pub label: String,
-    pub open: Option<Box<dyn FnOnce() -> Result<Box<dyn Read + Send>, SourceError>>>,
+    /// The blob's digest, when the image names it (a docker-archive `<id>/layer.tar` does not).
+    pub digest: Option<Sha256Digest>,
+    /// The blob's size, when known before reading it.
     pub size: Option<u64>,
-    pub expected_digest: Option<Sha256Digest>,
-    pub expected_diff_id: Sha256Digest,
+    /// The digest of the uncompressed tar (the config's diff_id).
+    pub diff_id: Sha256Digest,
+}
+
+/// What an image is made of.
+pub enum ImageContent<'a> {
+    /// Layer blobs, applied in order.
+    Layers(&'a [LayerDescriptor]),
+    /// A plain directory tree (`dir:`), read as it is.
+    Directory(&'a Path),
+}
+
+/// An image, opened: identity, layers, blobs. Implementations check everything they parse
+/// (size caps, digests, media types) before they return it; layer blobs are checked by the
+/// caller as they stream (see [`read_layers`]).
+pub trait ImageSource: Send + Sync {
+    /// The digests a signature binds to (`layers` is filled in as layers are read and checked).
+    fn identity(&self) -> &ImageIdentity;
+    /// The image's layers, or its directory.
+    fn content(&self) -> ImageContent<'_>;
+    /// Opens the raw blob of one of [`ImageContent::Layers`] (compressed as stored).
+    fn open_layer(&self, layer: &LayerDescriptor) -> Result<Box<dyn Read + Send>, SourceError>;
+}
+
+/// Opens the image a reference names.
+pub fn open(image: &ImageRef) -> Result<Box<dyn ImageSource>, SourceError> {
+    Ok(match image {
+        ImageRef::Oci { dir, tag, platform } => Box::new(oci::OciLayout::open(dir, tag.as_deref(), platform)?),
+        ImageRef::DockerArchive { file } => Box::new(docker_archive::DockerArchive::open(file)?),
+        ImageRef::Dir { path } => Box::new(dir::DirSource::open(path)?),
+    })
 }
 
 /// Reads an image and computes its manifest.
 pub fn scan(image: &ImageRef, progress: Arc<dyn Progress>) -> Result<ScannedImage, SourceError> {
-    match image {
-        ImageRef::Oci { dir, tag } => {
-            let (identity, layers) = oci::open(dir, tag.as_deref())?;
-            apply_layers(identity, layers, progress)
+    scan_source(open(image)?.as_ref(), progress)
+}
+
+/// Computes the manifest of an opened image (the hashing applier over its layers).
+pub fn scan_source(source: &dyn ImageSource, progress: Arc<dyn Progress>) -> Result<ScannedImage, SourceError> {
+    match source.content() {
+        ImageContent::Directory(path) => dir::scan(path, source.identity().clone(), progress),
+        ImageContent::Layers(_) => {
+            let mut tree = FileTree::new();
+            let identity = read_layers(source, &mut tree, &mut HashApplier::new(), progress)?;
+            Ok(ScannedImage { identity, files: flatten(tree)? })
         }
-        ImageRef::DockerArchive { file } => {
-            let (identity, layers) = docker_archive::open(file)?;
-            apply_layers(identity, layers, progress)
-        }
-        ImageRef::Dir { path } => dir::scan(path, progress),
     }
 }
 
-fn apply_layers(
-    mut identity: ImageIdentity,
-    layers: Vec<LayerBlob>,
+/// The sorted manifest of a tree every layer was applied to.
+pub(crate) fn flatten<C: crate::image::tree::LeafContent>(tree: FileTree<C>) -> Result<Vec<FileEntry>, SourceError> {
+    tree.into_manifest().map_err(|source| SourceError::Layer { index: 0, digest: "flattened tree".into(), source })
+}
+
+/// Streams every layer of `source` through the layer rules into `tree`, with `applier` doing
+/// what it does with each change, and checks each blob's digest, size and diff_id. Returns the
+/// identity with the layer digests as read.
+pub fn read_layers<A: Applier>(
+    source: &dyn ImageSource,
+    tree: &mut FileTree<A::Content>,
+    applier: &mut A,
     progress: Arc<dyn Progress>,
-) -> Result<ScannedImage, SourceError> {
+) -> Result<ImageIdentity, SourceError> {
+    let mut identity = source.identity().clone();
+    let ImageContent::Layers(layers) = source.content() else {
+        return Err(SourceError::Layout { path: identity.default_name.into(), reason: "not a layered image".into() });
+    };
     let total: u64 = layers.iter().filter_map(|l| l.size).sum();
     progress.begin("reading layers", Some(total).filter(|&t| t > 0));
-    let mut tree = FileTree::new();
-    for (index, mut layer) in layers.into_iter().enumerate() {
+    for (index, layer) in layers.iter().enumerate() {
         let label = layer.label.clone();
-        let open = layer.open.take().expect("each layer is opened once");
-        let raw = open()?;
+        let raw = source.open_layer(layer)?;
         let mut tar = TarReader::new(LayerStream::spawn(raw, progress.clone()));
-        let applied = tree.apply_layer(index, &mut tar, &mut |_| {});
+        let applied = tree.apply_layer(index, &mut tar, applier);
         // The blob's digest decides whether what was just read can be trusted, so it is checked
         // first: damage shows up as a digest mismatch, not as whatever the damage broke.
         let summary =
             tar.into_inner().finish().map_err(|source| SourceError::Io { path: label.clone().into(), source })?;
-        check_blob(index, &layer, &summary)?;
+        check_blob(index, layer, &summary)?;
         let diff_id = match summary.decoded {
             Ok((diff_id, _)) => diff_id,
             Err(source) => return Err(SourceError::Decompress { index, digest: label, source }),
         };
-        if layer.expected_diff_id != diff_id {
-            return Err(SourceError::DiffIdMismatch {
-                index,
-                digest: label,
-                expected: layer.expected_diff_id,
-                actual: diff_id,
-            });
+        if layer.diff_id != diff_id {
+            return Err(SourceError::DiffIdMismatch { index, digest: label, expected: layer.diff_id, actual: diff_id });
         }
         applied.map_err(|source| SourceError::Layer { index, digest: label.clone(), source })?;
         identity.layers.push(LayerDigests { digest: summary.blob_digest.oci(), diff_id: diff_id.oci() });
     }
     progress.end();
-    let files = tree.into_manifest().map_err(|source| SourceError::Layer {
-        index: 0,
-        digest: "flattened tree".into(),
-        source,
-    })?;
-    Ok(ScannedImage { identity, files })
+    Ok(identity)
 }
 
-fn check_blob(index: usize, layer: &LayerBlob, summary: &crate::stream::BlobSummary) -> Result<(), SourceError> {
+fn check_blob(index: usize, layer: &LayerDescriptor, summary: &BlobSummary) -> Result<(), SourceError> {
     if let Some(size) = layer.size {
         if size != summary.blob_size {
             return Err(SourceError::SizeMismatch {
@@ -241,7 +292,7 @@ fn check_blob(index: usize, layer: &LayerBlob, summary: &crate::stream::BlobSumm
             });
         }
     }
-    if let Some(expected) = layer.expected_digest {
+    if let Some(expected) = layer.digest {
         if expected != summary.blob_digest {
             return Err(SourceError::DigestMismatch {
                 what: format!("layer {index} ({})", layer.label),
@@ -278,29 +329,19 @@ pub(crate) fn parse_digest(what: &str, s: &str) -> Result<Sha256Digest, SourceEr
     Sha256Digest::parse_oci(s).map_err(|source| SourceError::Digest { what: what.to_string(), source })
 }
 
-/// The image config fields imgsign relies on.
-#[derive(serde::Deserialize)]
-pub(crate) struct ImageConfig {
-    pub rootfs: RootFs,
-}
-
-#[derive(serde::Deserialize)]
-pub(crate) struct RootFs {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub diff_ids: Vec<String>,
-}
-
-impl ImageConfig {
-    pub fn diff_ids(&self, what: &str) -> Result<Vec<Sha256Digest>, SourceError> {
-        if self.rootfs.kind != "layers" {
-            return Err(SourceError::Layout {
-                path: what.into(),
-                reason: format!("rootfs type {:?} is not \"layers\"", self.rootfs.kind),
-            });
-        }
-        self.rootfs.diff_ids.iter().map(|d| parse_digest(what, d)).collect()
+/// The diff_ids of an image config (`rootfs.type` must be `layers`), each a sha256 digest.
+pub(crate) fn diff_ids(
+    config: &oci_spec::image::ImageConfiguration,
+    what: &str,
+) -> Result<Vec<Sha256Digest>, SourceError> {
+    let rootfs = config.rootfs();
+    if rootfs.typ() != "layers" {
+        return Err(SourceError::Layout {
+            path: what.into(),
+            reason: format!("rootfs type {:?} is not \"layers\"", rootfs.typ()),
+        });
     }
+    rootfs.diff_ids().iter().map(|d| parse_digest(what, d)).collect()
 }
 
 pub(crate) fn basename(path: &Path) -> String {
@@ -316,9 +357,12 @@ mod tests {
     fn parses_references() {
         assert_eq!(
             "oci:/x/y:latest".parse::<ImageRef>().unwrap(),
-            ImageRef::Oci { dir: "/x/y".into(), tag: Some("latest".into()) }
+            ImageRef::Oci { dir: "/x/y".into(), tag: Some("latest".into()), platform: Platform::default() }
         );
-        assert_eq!("oci:/x/y".parse::<ImageRef>().unwrap(), ImageRef::Oci { dir: "/x/y".into(), tag: None });
+        assert_eq!(
+            "oci:/x/y".parse::<ImageRef>().unwrap(),
+            ImageRef::Oci { dir: "/x/y".into(), tag: None, platform: Platform::default() }
+        );
         assert_eq!(
             "docker-archive:a.tar".parse::<ImageRef>().unwrap(),
             ImageRef::DockerArchive { file: "a.tar".into() }

@@ -3,9 +3,13 @@
 //! an archive, so the image is identified by its config digest (the image id), which is checked
 //! against the config's file name, and each layer by the config's diff_ids.
 
-use super::{parse_json, read_small_from, ImageConfig, ImageIdentity, LayerBlob, SourceError, SourceKind};
+use super::{
+    diff_ids, parse_json, read_small_from, ImageContent, ImageIdentity, ImageSource, LayerDescriptor, SourceError,
+    SourceKind,
+};
 use crate::digest::Sha256Digest;
-use crate::tar::{EntryKind, TarReader};
+use crate::image::tar::{EntryKind, TarReader};
+use oci_spec::image::ImageConfiguration;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,7 +32,43 @@ struct Member {
     size: u64,
 }
 
-pub(super) fn open(file: &Path) -> Result<(ImageIdentity, Vec<LayerBlob>), SourceError> {
+/// A docker archive, its members indexed.
+pub(super) struct DockerArchive {
+    file: PathBuf,
+    identity: ImageIdentity,
+    layers: Vec<LayerDescriptor>,
+    /// Where each layer's member lies, by layer label (its member name).
+    members: HashMap<String, Member>,
+}
+
+impl ImageSource for DockerArchive {
+    fn identity(&self) -> &ImageIdentity {
+        &self.identity
+    }
+
+    fn content(&self) -> ImageContent<'_> {
+        ImageContent::Layers(&self.layers)
+    }
+
+    fn open_layer(&self, layer: &LayerDescriptor) -> Result<Box<dyn Read + Send>, SourceError> {
+        let member = self.members.get(&layer.label).copied().ok_or_else(|| SourceError::Layout {
+            path: self.file.clone(),
+            reason: format!("archive has no member {:?}", layer.label),
+        })?;
+        open_member(&self.file, member)
+    }
+}
+
+impl DockerArchive {
+    pub(super) fn open(file: &Path) -> Result<Self, SourceError> {
+        let (identity, layers, members) = open(file)?;
+        Ok(Self { file: file.to_path_buf(), identity, layers, members })
+    }
+}
+
+type Opened = (ImageIdentity, Vec<LayerDescriptor>, HashMap<String, Member>);
+
+fn open(file: &Path) -> Result<Opened, SourceError> {
     let members = index_members(file)?;
     let get = |name: &str| -> Result<Member, SourceError> {
         members.get(name.trim_start_matches("./")).copied().ok_or_else(|| SourceError::Layout {
@@ -58,8 +98,9 @@ pub(super) fn open(file: &Path) -> Result<(ImageIdentity, Vec<LayerBlob>), Sourc
             });
         }
     }
-    let config: ImageConfig = parse_json(&format!("{}: config {}", file.display(), manifest.config), &config_bytes)?;
-    let diff_ids = config.diff_ids(&format!("{}: config", file.display()))?;
+    let config: ImageConfiguration =
+        parse_json(&format!("{}: config {}", file.display(), manifest.config), &config_bytes)?;
+    let diff_ids = diff_ids(&config, &format!("{}: config", file.display()))?;
     if diff_ids.len() != manifest.layers.len() {
         return Err(SourceError::Layout {
             path: file.to_path_buf(),
@@ -71,15 +112,15 @@ pub(super) fn open(file: &Path) -> Result<(ImageIdentity, Vec<LayerBlob>), Sourc
         });
     }
     let mut layers = Vec::new();
+    let mut layer_members = HashMap::new();
     for (name, diff_id) in manifest.layers.iter().zip(diff_ids) {
         let member = get(name)?;
-        let path = file.to_path_buf();
-        layers.push(LayerBlob {
+        layer_members.insert(name.clone(), member);
+        layers.push(LayerDescriptor {
             label: name.clone(),
-            open: Some(Box::new(move || open_member(&path, member))),
+            digest: digest_in_name(name),
             size: Some(member.size),
-            expected_digest: digest_in_name(name),
-            expected_diff_id: diff_id,
+            diff_id,
         });
     }
     let default_name = manifest
@@ -98,7 +139,7 @@ pub(super) fn open(file: &Path) -> Result<(ImageIdentity, Vec<LayerBlob>), Sourc
         config_digest: Some(config_digest),
         layers: Vec::new(),
     };
-    Ok((identity, layers))
+    Ok((identity, layers, layer_members))
 }
 
 /// Lists the regular-file members of the archive and where their content starts.
