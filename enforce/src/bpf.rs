@@ -210,19 +210,18 @@ impl Kernel for BpfKernel {
 
     fn events(&mut self, timeout: Duration) -> Result<Vec<Event>, KernelError> {
         self.run_all(reap(&self.loaded, Instant::now()))?;
-        let decisions = self.enforcer.poll_decisions(timeout).map_err(|e| failed("reading events", e))?;
-        Ok(decisions.into_iter().map(convert).collect())
+        let events = self.enforcer.poll_events(timeout).map_err(|e| failed("reading events", e))?;
+        Ok(events.into_iter().map(convert).collect())
     }
 }
 
 /// A decision of the kernel programs in the daemon's terms.
-pub fn convert(d: enforcer::Decision) -> Event {
-    let e = d.event;
+pub fn convert(e: enforcer::Event) -> Event {
     Event {
         hook: match e.hook {
             enforcer::Hook::BprmCheck => Hook::Exec,
             enforcer::Hook::MmapFile => Hook::Mmap,
-            enforcer::Hook::Unknown(3) => Hook::Mprotect,
+            enforcer::Hook::FileMprotect => Hook::Mprotect,
             enforcer::Hook::Unknown(_) => Hook::Unknown,
         },
         verdict: match e.verdict {
@@ -232,17 +231,17 @@ pub fn convert(d: enforcer::Decision) -> Event {
             enforcer::Verdict::Unknown(_) => Verdict::Unknown,
         },
         mode: e.mode.map(mode_of),
-        boot_time_ns: Some(d.time_ns),
-        scope_cgroup_id: d.scope_cgroup_id,
+        boot_time_ns: Some(e.time_ns),
+        scope_cgroup_id: e.scope_cgroup_id,
         scope: None,
         cgroup_id: e.cgroup_id,
         cgroup: None,
         host_pid: e.host_pid,
         ns_pid: e.ns_pid,
-        pid_ns: Some(d.pid_ns.into()),
-        mnt_ns: Some(d.mnt_ns.into()),
+        pid_ns: Some(e.pid_ns.into()),
+        mnt_ns: Some(e.mnt_ns.into()),
         comm: e.comm,
-        path: d.path.map(|p| p.to_string_lossy().into_owned()),
+        path: e.path.map(|p| p.to_string_lossy().into_owned()),
         sha256: e.digest.map(hex::encode),
     }
 }
@@ -447,19 +446,17 @@ mod tests {
 
     #[test]
     fn decisions_become_events_with_the_whole_fingerprint() {
-        let decision = enforcer::Decision {
-            event: enforcer::Event {
-                cgroup_id: 1235,
-                host_pid: 99,
-                ns_pid: 1,
-                scope_id: 7,
-                mode: Some(enforcer::Mode::Enforce),
-                hook: enforcer::Hook::MmapFile,
-                verdict: enforcer::Verdict::Deny,
-                hash_ret: 4,
-                comm: "ld.so".into(),
-                digest: Some([0xab; 32]),
-            },
+        let decision = enforcer::Event {
+            cgroup_id: 1235,
+            host_pid: 99,
+            ns_pid: 1,
+            scope_id: 7,
+            mode: Some(enforcer::Mode::Enforce),
+            hook: enforcer::Hook::MmapFile,
+            verdict: enforcer::Verdict::Deny,
+            hash_ret: 4,
+            comm: "ld.so".into(),
+            digest: Some([0xab; 32]),
             time_ns: 5_000_000,
             scope_cgroup_id: 1234,
             pid_ns: 4026532000,
@@ -476,7 +473,7 @@ mod tests {
         assert_eq!(event.path.as_deref(), Some("/tmp/unlisted.so"));
         assert_eq!(event.sha256.as_deref(), Some(&*"ab".repeat(32)));
         let mut mprotect = decision;
-        mprotect.event.hook = enforcer::Hook::Unknown(3);
+        mprotect.hook = enforcer::Hook::FileMprotect;
         assert_eq!(convert(mprotect).hook, Hook::Mprotect);
     }
 }
