@@ -1,6 +1,6 @@
 //! The adapter from [`Kernel`] to `bpf_lsm::enforcer`: scopes keyed by cgroup id (a scope covers
 //! its cgroup's subtree), each with a scope id naming its digest set; decisions from the ring
-//! buffer. Digests are [`Sha256Digest`]s up to the enforcer call in [`BpfKernel::run`], the one
+//! buffer. Digests are [`Sha256Digest`]s up to the enforcer call in `BpfKernel::run`, the one
 //! place they become the kernel's byte form.
 //!
 //! Each cgroup keeps one scope id for the daemon's lifetime. A changed set is replaced with

@@ -7,7 +7,7 @@ mod support;
 
 use enforce::daemon::{Daemon, DaemonError, Notice, Notices};
 use enforce::kernel::{Event, Hook, Kernel, KernelError, Verdict};
-use enforce::source::PolicySource;
+use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
 use enforce::{DesiredScope, DesiredState, Mode};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -308,4 +308,45 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
 
 fn daemon_kernel(daemon: &mut Daemon<Recording>) -> &mut Recording {
     daemon.kernel_mut()
+}
+
+/// A scope source other than the policy file (as a control socket will be), with fixed scopes.
+struct Fixed(Vec<ScopeSpec>);
+
+impl ScopeSource for Fixed {
+    fn describe(&self) -> String {
+        "fixed scopes".into()
+    }
+    fn refresh(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    fn scopes(&self) -> Vec<ScopeSpec> {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn a_second_scope_source_adds_its_scopes_beside_the_policys() {
+    let Some(s) = setup("second-source") else { return };
+    let Some(sidecar) = TestCgroup::new("second-source-2") else { return };
+    let (mut daemon, out) = start(&s);
+    daemon.add_source(Box::new(Fixed(vec![ScopeSpec {
+        name: "sidecar".into(),
+        cgroup: sidecar.path.clone(),
+        mode: Mode::Enforce,
+        bundles: vec![s.dir.path().join("v1.json")],
+        image: None,
+    }])));
+    daemon.rebuild(SystemTime::now(), "reloaded").unwrap();
+    let desired = daemon.kernel().applied.last().unwrap().clone();
+    assert_eq!(desired.scopes.len(), 2, "{desired:?}");
+    let names: Vec<&str> = daemon.plan().scopes.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "sidecar"]);
+    let sidecar_id = enforce::cgroup::cgroup_id(&sidecar.path).unwrap();
+    assert_eq!(desired.scope(sidecar_id).unwrap().mode, Mode::Enforce);
+    // Both scopes draw from the same statement: verified once, one set shared by both.
+    let sets: Vec<_> = desired.scopes.values().map(|s| s.digests.clone()).collect();
+    assert!(Arc::ptr_eq(&sets[0], &sets[1]), "the digest set is shared");
+    assert!(daemon.cache_stats().0 >= 1, "(hits, misses) = {:?}", daemon.cache_stats());
+    assert_eq!(out.records().last().unwrap()["scopes"][1]["name"], "sidecar");
 }
