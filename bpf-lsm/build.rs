@@ -1,4 +1,6 @@
-//! Compiles the C BPF programs in `src/bpf/*.bpf.c` with clang into `OUT_DIR`.
+//! Compiles the C BPF programs in `src/bpf/*.bpf.c` with clang into `OUT_DIR`, and generates the
+//! enforcer's ABI for both sides from `src/bpf/abi.h` (see [`abi`]): `abi.rs` (Rust constants,
+//! `#[repr(C)]` structs and layout asserts) and `abi_layout.h` (the C side's `_Static_assert`s).
 //!
 //! `vmlinux.h` is generated from the build machine's BTF with bpftool; the
 //! objects use CO-RE relocations, so they load on other kernels too.
@@ -10,12 +12,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 
+#[path = "build/abi.rs"]
+mod abi;
+
 const PACKAGES: &str = "clang-19 libbpf-dev bpftool";
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let src_dir = Path::new("src/bpf");
     println!("cargo:rerun-if-changed=src/bpf");
+    println!("cargo:rerun-if-changed=build");
     for var in ["CLANG", "BPFTOOL", "IMGSIGN_VMLINUX_BTF"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -27,6 +33,15 @@ fn main() {
     }
 
     let btf = env::var("IMGSIGN_VMLINUX_BTF").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
+    let abi_h = src_dir.join("abi.h");
+    let text = fs::read_to_string(&abi_h).unwrap_or_else(|e| fail(&format!("read {}: {e}", abi_h.display())));
+    let parsed = abi::parse(&text).unwrap_or_else(|e| fail(&format!("{}: {e}", abi_h.display())));
+    let write = |name: &str, text: String| {
+        fs::write(out_dir.join(name), text).unwrap_or_else(|e| fail(&format!("write {name}: {e}")))
+    };
+    write("abi.rs", abi::rust(&parsed));
+    write("abi_layout.h", abi::c_layout(&parsed));
+
     let vmlinux_h = out_dir.join("vmlinux.h");
     let header =
         run_capture(Command::new(&bpftool).args(["btf", "dump", "file", &btf, "format", "c"]), "bpftool btf dump");
@@ -46,6 +61,8 @@ fn main() {
                 .args(["-target", "bpf", "-mcpu=v3", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall"])
                 .arg("-I")
                 .arg(&out_dir)
+                .arg("-I")
+                .arg(src_dir)
                 .arg("-c")
                 .arg(&source)
                 .arg("-o")

@@ -30,8 +30,8 @@ fn vm_enforcer_enforce_allows_listed_content_under_any_name_and_denies_the_rest(
     assert_runs(&unlisted, Some(&cgroup), "before attach");
 
     let mut enf = attach();
-    enf.allow_digests(1, &[listed_digest]).expect("allow");
-    enf.add_scope(cgroup.id, 1, Mode::Enforce).expect("add scope");
+    enf.replace_digests(1, &[listed_digest]).expect("allow");
+    enf.set_scope(cgroup.id, scope(1, Mode::Enforce)).expect("add scope");
 
     assert_runs(&listed, Some(&cgroup), "listed binary");
     assert_runs(&renamed, Some(&cgroup), "copy of the listed binary under another name");
@@ -55,8 +55,8 @@ fn vm_enforcer_audit_allows_unlisted_and_reports_it() {
     let cgroup = Cgroup::new("audit");
 
     let mut enf = attach();
-    enf.allow_digests(7, &[listed_digest]).expect("allow");
-    enf.add_scope(cgroup.id, 7, Mode::Audit).expect("add scope");
+    enf.replace_digests(7, &[listed_digest]).expect("allow");
+    enf.set_scope(cgroup.id, scope(7, Mode::Audit)).expect("add scope");
 
     assert_runs(&listed, Some(&cgroup), "listed binary, audit");
     let quiet = drain_events(&mut enf);
@@ -114,7 +114,7 @@ fn vm_enforcer_denial_is_reported_with_cgroup_and_digest() {
     let cgroup = Cgroup::new("event");
 
     let mut enf = attach();
-    enf.add_scope(cgroup.id, 3, Mode::Enforce).expect("add scope");
+    enf.set_scope(cgroup.id, scope(3, Mode::Enforce)).expect("add scope");
     assert_denied(&unlisted, &cgroup, "unlisted binary, empty set");
 
     let events = drain_events(&mut enf);
@@ -139,8 +139,8 @@ fn vm_enforcer_listed_binary_modified_after_loading_is_denied() {
     let cgroup = Cgroup::new("modified");
 
     let mut enf = attach();
-    enf.allow_digests(2, &[listed_digest]).expect("allow");
-    enf.add_scope(cgroup.id, 2, Mode::Enforce).expect("add scope");
+    enf.replace_digests(2, &[listed_digest]).expect("allow");
+    enf.set_scope(cgroup.id, scope(2, Mode::Enforce)).expect("add scope");
     assert_runs(&listed, Some(&cgroup), "listed binary before the change");
 
     // Same inode, same path, new bytes.
@@ -168,7 +168,7 @@ fn vm_enforcer_tasks_outside_scopes_are_untouched() {
     let sibling = Cgroup::new("outside-sibling");
 
     let mut enf = attach();
-    enf.add_scope(scoped.id, 4, Mode::Enforce).expect("add scope");
+    enf.set_scope(scoped.id, scope(4, Mode::Enforce)).expect("add scope");
 
     // Enforcement is live ...
     assert_denied(&unlisted, &scoped, "unlisted binary in the scope");
@@ -191,8 +191,8 @@ fn vm_enforcer_scope_covers_its_cgroup_subtree() {
     let inner = top.child("inner");
 
     let mut enf = attach();
-    enf.allow_digests(6, &[listed_digest]).expect("allow");
-    enf.add_scope(top.id, 6, Mode::Enforce).expect("add scope");
+    enf.replace_digests(6, &[listed_digest]).expect("allow");
+    enf.set_scope(top.id, scope(6, Mode::Enforce)).expect("add scope");
 
     // A task two levels below the scope's cgroup is in the scope: moving
     // into a child cgroup does not escape enforcement.
@@ -208,7 +208,7 @@ fn vm_enforcer_scope_covers_its_cgroup_subtree() {
     assert_eq!(denial.scope_id, 6);
 
     // The nearest scope wins: an audit scope inside the enforcing one.
-    enf.add_scope(inner.id, 16, Mode::Audit).expect("add inner scope");
+    enf.set_scope(inner.id, scope(16, Mode::Audit)).expect("add inner scope");
     assert_runs(&unlisted, Some(&inner), "unlisted binary in the inner audit scope");
     assert_denied(&unlisted, &nested, "unlisted binary still denied beside it");
     let events = drain_events(&mut enf);
@@ -234,9 +234,9 @@ fn vm_enforcer_executable_mapping_of_unlisted_file_is_denied() {
     let audited = Cgroup::new("mmap-audit");
 
     let mut enf = attach();
-    enf.allow_digests(5, &[runner_digest, listed_lib_digest]).expect("allow");
-    enf.add_scope(enforced.id, 5, Mode::Enforce).expect("add scope");
-    enf.add_scope(audited.id, 5, Mode::Audit).expect("add scope");
+    enf.replace_digests(5, &[runner_digest, listed_lib_digest]).expect("allow");
+    enf.set_scope(enforced.id, scope(5, Mode::Enforce)).expect("add scope");
+    enf.set_scope(audited.id, scope(5, Mode::Audit)).expect("add scope");
 
     let ok = mmap_exec_in(&enforced, &listed_lib, &runner).expect("mmap of a listed file");
     assert!(ok.success());
@@ -290,8 +290,8 @@ fn vm_enforcer_event_carries_the_namespaced_pid() {
     let cgroup = Cgroup::new("pidns");
 
     let mut enf = attach();
-    enf.allow_digests(8, &[listed_digest]).expect("allow");
-    enf.add_scope(cgroup.id, 8, Mode::Audit).expect("add scope");
+    enf.replace_digests(8, &[listed_digest]).expect("allow");
+    enf.set_scope(cgroup.id, scope(8, Mode::Audit)).expect("add scope");
 
     // busybox unshare forks into a new pid namespace, where the child that
     // execs the unlisted binary is pid 1.
@@ -354,7 +354,7 @@ fn vm_enforcer_memfd_exec_is_judged_by_content() {
     assert!(run_memfd(&unlisted, &cgroup).expect("memfd exec").success());
 
     let mut enf = attach();
-    enf.allow_digests(11, &[listed_digest]).expect("allow");
+    enf.replace_digests(11, &[listed_digest]).expect("allow");
     enf.set_scope(cgroup.id, Scope { id: 11, mode: Mode::Enforce, report_allowed: true }).expect("add scope");
 
     match run_memfd(&unlisted, &cgroup) {
@@ -368,7 +368,7 @@ fn vm_enforcer_memfd_exec_is_judged_by_content() {
     let events = drain_events(&mut enf);
     println!("events: {events:?}");
     let memfd_path =
-        |e: &Seen| e.path.as_ref().is_some_and(|p| p.to_string_lossy().starts_with("/memfd:imgsign-payload"));
+        |e: &Event| e.path.as_ref().is_some_and(|p| p.to_string_lossy().starts_with("/memfd:imgsign-payload"));
     assert!(
         events.iter().any(|e| e.hook == Hook::BprmCheck
             && e.verdict == Verdict::Deny
@@ -400,7 +400,7 @@ fn vm_enforcer_digest_set_replacement_never_denies_a_listed_binary() {
 
     let mut enf = attach();
     enf.replace_digests(12, &[listed_digest]).expect("first set");
-    enf.add_scope(cgroup.id, 12, Mode::Enforce).expect("add scope");
+    enf.set_scope(cgroup.id, scope(12, Mode::Enforce)).expect("add scope");
 
     // One thread execs the listed binary in a loop while this one replaces
     // the scope's set over and over with sets that all hold it (plus filler,
@@ -433,8 +433,8 @@ fn vm_enforcer_digest_set_replacement_never_denies_a_listed_binary() {
             enf.replace_digests(scope_id, &set).expect("replace");
         } else {
             let fresh = 1000 + replacements;
-            enf.allow_digests(fresh, &set).expect("fill fresh scope id");
-            enf.add_scope(cgroup.id, fresh, Mode::Enforce).expect("switch");
+            enf.replace_digests(fresh, &set).expect("fill fresh scope id");
+            enf.set_scope(cgroup.id, scope(fresh, Mode::Enforce)).expect("switch");
             enf.revoke_digests(scope_id, &current).expect("revoke old");
             scope_id = fresh;
         }
@@ -475,8 +475,8 @@ fn vm_enforcer_rewrite_race_never_runs_unlisted_content() {
     let cgroup = Cgroup::new("race");
 
     let mut enf = attach();
-    enf.allow_digests(13, &[sha256(&listed)]).expect("allow");
-    enf.add_scope(cgroup.id, 13, Mode::Enforce).expect("add scope");
+    enf.replace_digests(13, &[sha256(&listed)]).expect("allow");
+    enf.set_scope(cgroup.id, scope(13, Mode::Enforce)).expect("add scope");
 
     // The writer flips the file between the two contents, in place
     // (truncate + write, refused with ETXTBSY while it runs) and by
@@ -550,8 +550,8 @@ fn vm_enforcer_scripts_need_a_listed_script_and_a_listed_interpreter() {
     let cgroup = Cgroup::new("script");
 
     let mut enf = attach();
-    enf.allow_digests(14, &[interp_digest, listed_digest, bad_interp_digest]).expect("allow");
-    enf.add_scope(cgroup.id, 14, Mode::Enforce).expect("add scope");
+    enf.replace_digests(14, &[interp_digest, listed_digest, bad_interp_digest]).expect("allow");
+    enf.set_scope(cgroup.id, scope(14, Mode::Enforce)).expect("add scope");
 
     let run = |path: &Path| {
         let mut cmd = Command::new(path);
@@ -623,8 +623,8 @@ fn vm_enforcer_loader_and_preload_tricks_are_denied_at_the_mapping() {
     let cgroup = Cgroup::new("ldso");
 
     let mut enf = attach();
-    enf.allow_digests(15, &listed_digests).expect("allow");
-    enf.add_scope(cgroup.id, 15, Mode::Enforce).expect("add scope");
+    enf.replace_digests(15, &listed_digests).expect("allow");
+    enf.set_scope(cgroup.id, scope(15, Mode::Enforce)).expect("add scope");
 
     let run = |exe: &Path, args: &[&std::ffi::OsStr], preload: Option<&Path>| {
         let mut cmd = Command::new(exe);
@@ -698,8 +698,8 @@ fn helper_pinned_daemon() {
     let cgroup_id: u64 = std::env::var("IMGSIGN_ENF_CGROUP").unwrap().parse().unwrap();
     let digest: Digest = hex::decode(std::env::var("IMGSIGN_ENF_DIGEST").unwrap()).unwrap().try_into().unwrap();
     let mut enf = Enforcer::attach_pinned(Path::new(&dir)).expect("attach pinned");
-    enf.allow_digests(21, &[digest]).expect("allow");
-    enf.add_scope(cgroup_id, 21, Mode::Enforce).expect("add scope");
+    enf.replace_digests(21, &[digest]).expect("allow");
+    enf.set_scope(cgroup_id, scope(21, Mode::Enforce)).expect("add scope");
     println!("{READY}");
     io::stdout().flush().unwrap();
     loop {
@@ -829,9 +829,9 @@ fn vm_enforcer_mprotect_cannot_make_a_file_mapping_executable() {
     assert!(mprotect_exec_in(&enforced, &listed, read_only, &runner).expect("mprotect before attach").success());
 
     let mut enf = attach();
-    enf.allow_digests(17, &[runner_digest, listed_digest]).expect("allow");
-    enf.add_scope(enforced.id, 17, Mode::Enforce).expect("add scope");
-    enf.add_scope(audited.id, 17, Mode::Audit).expect("add scope");
+    enf.replace_digests(17, &[runner_digest, listed_digest]).expect("allow");
+    enf.set_scope(enforced.id, scope(17, Mode::Enforce)).expect("add scope");
+    enf.set_scope(audited.id, scope(17, Mode::Audit)).expect("add scope");
 
     // Mapped readable only, so never checked: mprotect may not add exec,
     // even for content that happens to be listed.
@@ -850,7 +850,7 @@ fn vm_enforcer_mprotect_cannot_make_a_file_mapping_executable() {
 
     let events = drain_events(&mut enf);
     println!("events: {events:?}");
-    let mprotect = Hook::Unknown(enforcer::HOOK_FILE_MPROTECT_RAW);
+    let mprotect = Hook::FileMprotect;
     assert!(
         events.iter().any(|e| e.hook == mprotect && e.verdict == Verdict::Deny && e.cgroup_id == enforced.id),
         "no mprotect denial event: {events:?}"
@@ -873,9 +873,9 @@ fn vm_enforcer_events_tell_apart_containers_sharing_a_namespaced_pid() {
     let two = Cgroup::new("twin-two");
 
     let mut enf = attach();
-    enf.allow_digests(18, &[listed_digest]).expect("allow");
-    enf.add_scope(one.id, 18, Mode::Audit).expect("add scope");
-    enf.add_scope(two.id, 18, Mode::Audit).expect("add scope");
+    enf.replace_digests(18, &[listed_digest]).expect("allow");
+    enf.set_scope(one.id, scope(18, Mode::Audit)).expect("add scope");
+    enf.set_scope(two.id, scope(18, Mode::Audit)).expect("add scope");
 
     // In each "container", pid 1 of a pid namespace of its own runs the
     // unlisted binary; both live at once (a dead namespace's inode number

@@ -115,10 +115,10 @@ fn vm_enforcer_bench_exec_latency() {
         bare.extend(exec_times(&small, RUNS, none));
         big_bare.extend(exec_times(&big, 3, none));
         let mut enf = attach();
-        enf.allow_digests(30, &[small_digest, big_digest]).expect("allow");
+        enf.replace_digests(30, &[small_digest, big_digest]).expect("allow");
         std::thread::sleep(Duration::from_millis(200));
         unscoped.extend(exec_times(&small, RUNS, none));
-        enf.add_scope(cgroup.id, 30, Mode::Enforce).expect("add scope");
+        enf.set_scope(cgroup.id, scope(30, Mode::Enforce)).expect("add scope");
         cold.extend(exec_times(&small, RUNS, invalidate));
         let _ = exec_times(&small, 1, none); // fills the cache
         let hits = enf.cache_hits().unwrap();

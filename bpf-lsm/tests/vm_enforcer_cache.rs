@@ -31,8 +31,8 @@ impl CacheCase {
         let bytes = fs::read(&path).unwrap();
         let cgroup = Cgroup::new(name);
         let mut enf = attach();
-        enf.allow_digests(scope_id, &[digest, runner_digest]).expect("allow");
-        enf.add_scope(cgroup.id, scope_id, Mode::Enforce).expect("add scope");
+        enf.replace_digests(scope_id, &[digest, runner_digest]).expect("allow");
+        enf.set_scope(cgroup.id, scope(scope_id, Mode::Enforce)).expect("add scope");
         // The runner's own entry is filled now, so that later fill counts
         // are about the file under test only.
         assert_runs(&runner, Some(&cgroup), "runner");

@@ -1,6 +1,7 @@
 //! The adapter from [`Kernel`] to `bpf_lsm::enforcer`: scopes keyed by cgroup id (a scope covers
 //! its cgroup's subtree), each with a scope id naming its digest set; decisions from the ring
-//! buffer.
+//! buffer. Digests are [`Sha256Digest`]s up to the enforcer call in `BpfKernel::run`, the one
+//! place they become the kernel's byte form.
 //!
 //! Each cgroup keeps one scope id for the daemon's lifetime. A changed set is replaced with
 //! `Enforcer::replace_digests`, which fills a fresh set, repoints the scope in one map update and
@@ -13,18 +14,19 @@
 //!
 //! The programs and maps are pinned under the policy's `pin_dir`, so enforcement outlives the
 //! daemon (a crash or SIGKILL included); a new daemon takes over what is pinned there, and what
-//! was in force stays in force until its first plan is applied. The digests of the sets it finds
+//! was in force stays in force until its first desired state is applied. The digests of the sets it finds
 //! are not read back: each of those sets is replaced whole by that first apply. [`status`] reads
 //! what is pinned, [`detach`] unpins it.
 
+use crate::desired::{DesiredState, DigestSet};
 use crate::kernel::{Event, Hook, Kernel, KernelError, Verdict};
-use crate::{Mode, Plan};
+use crate::Mode;
 use bpf_lsm::enforcer::{self, Enforcer, EnforcerError, Scope};
-use bpf_lsm::Digest;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use verifier_core::digest::Sha256Digest;
 
 /// How long the digest set of a removed scope stays in the kernel, for decisions that read the
 /// scope entry before the removal and are still hashing.
@@ -34,7 +36,7 @@ pub const GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Make these digests the whole set of a scope id, atomically.
-    Replace { scope_id: u32, digests: Vec<Digest> },
+    Replace { scope_id: u32, digests: Vec<Sha256Digest> },
     /// Point a cgroup at a scope id (and set its mode), in one map update.
     SetScope { cgroup_id: u64, scope_id: u32, mode: Mode },
     /// Stop enforcing a cgroup.
@@ -51,7 +53,7 @@ pub struct Loaded {
     /// cgroup id -> (scope id, mode).
     pub scopes: BTreeMap<u64, (u32, Mode)>,
     /// scope id -> digests.
-    pub sets: BTreeMap<u32, BTreeSet<Digest>>,
+    pub sets: BTreeMap<u32, DigestSet>,
     /// Sets no cgroup points at, and since when.
     pub retired: Vec<(u32, Instant)>,
     /// Scope ids found in force when taking over a pinned enforcer, whose digests were not read:
@@ -96,22 +98,22 @@ impl Loaded {
         }
     }
 
-    fn set(&self, scope_id: u32) -> BTreeSet<Digest> {
+    fn set(&self, scope_id: u32) -> DigestSet {
         self.sets.get(&scope_id).cloned().unwrap_or_default()
     }
 }
 
-/// The steps that take the kernel from `loaded` to `plan`: every changed or new set replaced
+/// The steps that take the kernel from `loaded` to `desired`: every changed or new set replaced
 /// (new scopes get a fresh scope id), then the cgroups' scope entries set (new scopes, mode
-/// changes), then removals of scopes no longer in the plan and the retirement of their sets
+/// changes), then removals of scopes no longer desired and the retirement of their sets
 /// (forgotten later by [`reap`]). An unchanged scope costs nothing.
-pub fn transition(loaded: &Loaded, plan: &Plan) -> Vec<Op> {
+pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
     let mut replaces = Vec::new();
     let mut switches = Vec::new();
     let mut removals = Vec::new();
     let mut next_id = loaded.next_id.max(1);
-    for scope in &plan.scopes {
-        let (id, mode) = match loaded.scopes.get(&scope.cgroup_id) {
+    for (&cgroup_id, scope) in &desired.scopes {
+        let (id, mode) = match loaded.scopes.get(&cgroup_id) {
             Some(&current) => current,
             None => {
                 let id = next_id;
@@ -119,17 +121,17 @@ pub fn transition(loaded: &Loaded, plan: &Plan) -> Vec<Op> {
                 (id, scope.mode)
             }
         };
-        let is_new = !loaded.scopes.contains_key(&scope.cgroup_id);
-        if is_new || loaded.unknown.contains(&id) || loaded.set(id) != scope.digests {
+        let is_new = !loaded.scopes.contains_key(&cgroup_id);
+        if is_new || loaded.unknown.contains(&id) || loaded.set(id) != *scope.digests {
             replaces.push(Op::Replace { scope_id: id, digests: scope.digests.iter().copied().collect() });
         }
         if is_new || mode != scope.mode {
-            switches.push(Op::SetScope { cgroup_id: scope.cgroup_id, scope_id: id, mode: scope.mode });
+            switches.push(Op::SetScope { cgroup_id, scope_id: id, mode: scope.mode });
         }
     }
     let mut retires = Vec::new();
     for (&cgroup_id, &(id, _)) in &loaded.scopes {
-        if plan.scope_by_cgroup_id(cgroup_id).is_none() {
+        if desired.scope(cgroup_id).is_none() {
             removals.push(Op::RemoveScope { cgroup_id });
             retires.push(Op::Retire { scope_id: id });
         }
@@ -161,7 +163,7 @@ impl BpfKernel {
             let mut what = format!("loading, attaching and pinning the BPF-LSM programs under {}", pin_dir.display());
             // Some kernels list `bpf` as an active LSM yet refuse every LSM program with EPERM
             // before the verifier runs (seen on this project's development VMs).
-            if crate::daemon::chain(&e).contains("Operation not permitted") {
+            if crate::verified::error_chain(&e).contains("Operation not permitted") {
                 what.push_str(
                     " (the kernel refused an LSM program although `bpf` is an active LSM: a lockdown or \
                      kernel policy forbids BPF-LSM programs here; the kernel lab runs them in Debian's kernels)",
@@ -183,7 +185,10 @@ impl BpfKernel {
 
     fn run(&mut self, op: &Op) -> Result<(), EnforcerError> {
         match op {
-            Op::Replace { scope_id, digests } => self.enforcer.replace_digests(*scope_id, digests),
+            Op::Replace { scope_id, digests } => {
+                let bytes: Vec<bpf_lsm::Digest> = digests.iter().map(|d| d.0).collect();
+                self.enforcer.replace_digests(*scope_id, &bytes)
+            }
             Op::SetScope { cgroup_id, scope_id, mode } => self
                 .enforcer
                 .set_scope(*cgroup_id, Scope { id: *scope_id, mode: kernel_mode(*mode), report_allowed: false }),
@@ -203,26 +208,25 @@ impl BpfKernel {
 }
 
 impl Kernel for BpfKernel {
-    fn apply(&mut self, plan: &Plan) -> Result<(), KernelError> {
+    fn apply(&mut self, desired: &DesiredState) -> Result<(), KernelError> {
         self.run_all(reap(&self.loaded, Instant::now()))?;
-        self.run_all(transition(&self.loaded, plan))
+        self.run_all(transition(&self.loaded, desired))
     }
 
     fn events(&mut self, timeout: Duration) -> Result<Vec<Event>, KernelError> {
         self.run_all(reap(&self.loaded, Instant::now()))?;
-        let decisions = self.enforcer.poll_decisions(timeout).map_err(|e| failed("reading events", e))?;
-        Ok(decisions.into_iter().map(convert).collect())
+        let events = self.enforcer.poll_events(timeout).map_err(|e| failed("reading events", e))?;
+        Ok(events.into_iter().map(convert).collect())
     }
 }
 
 /// A decision of the kernel programs in the daemon's terms.
-pub fn convert(d: enforcer::Decision) -> Event {
-    let e = d.event;
+pub fn convert(e: enforcer::Event) -> Event {
     Event {
         hook: match e.hook {
             enforcer::Hook::BprmCheck => Hook::Exec,
             enforcer::Hook::MmapFile => Hook::Mmap,
-            enforcer::Hook::Unknown(3) => Hook::Mprotect,
+            enforcer::Hook::FileMprotect => Hook::Mprotect,
             enforcer::Hook::Unknown(_) => Hook::Unknown,
         },
         verdict: match e.verdict {
@@ -232,18 +236,18 @@ pub fn convert(d: enforcer::Decision) -> Event {
             enforcer::Verdict::Unknown(_) => Verdict::Unknown,
         },
         mode: e.mode.map(mode_of),
-        boot_time_ns: Some(d.time_ns),
-        scope_cgroup_id: d.scope_cgroup_id,
+        boot_time_ns: Some(e.time_ns),
+        scope_cgroup_id: e.scope_cgroup_id,
         scope: None,
         cgroup_id: e.cgroup_id,
         cgroup: None,
         host_pid: e.host_pid,
         ns_pid: e.ns_pid,
-        pid_ns: Some(d.pid_ns.into()),
-        mnt_ns: Some(d.mnt_ns.into()),
+        pid_ns: Some(e.pid_ns.into()),
+        mnt_ns: Some(e.mnt_ns.into()),
         comm: e.comm,
-        path: d.path.map(|p| p.to_string_lossy().into_owned()),
-        sha256: e.digest.map(hex::encode),
+        path: e.path.map(|p| p.to_string_lossy().into_owned()),
+        sha256: e.digest.map(Sha256Digest),
     }
 }
 
@@ -319,49 +323,45 @@ pub fn detach(pin_dir: &Path) -> Result<bool, KernelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::ScopePlan;
-    use std::path::PathBuf;
+    use crate::desired::DesiredScope;
+    use std::sync::Arc;
 
-    fn scope(cgroup_id: u64, mode: Mode, digests: &[u8]) -> ScopePlan {
-        ScopePlan {
-            name: format!("s{cgroup_id}"),
-            cgroup: PathBuf::from(format!("/sys/fs/cgroup/s{cgroup_id}")),
-            cgroup_id,
-            mode,
-            digests: digests.iter().map(|&b| [b; 32]).collect(),
-            manifests: Vec::new(),
-        }
+    fn d(b: u8) -> Sha256Digest {
+        Sha256Digest([b; 32])
     }
 
-    fn plan(scopes: Vec<ScopePlan>) -> Plan {
-        Plan { policy: "/p.toml".into(), pin_dir: "/sys/fs/bpf/imgsign".into(), scopes, versions: BTreeMap::new() }
+    fn scope(cgroup_id: u64, mode: Mode, digests: &[u8]) -> (u64, DesiredScope) {
+        (cgroup_id, DesiredScope { mode, digests: Arc::new(digests.iter().map(|&b| d(b)).collect()) })
+    }
+
+    fn plan(scopes: Vec<(u64, DesiredScope)>) -> DesiredState {
+        DesiredState { scopes: scopes.into_iter().collect() }
     }
 
     /// Applies `plan` to `loaded` the way the kernel would (after the grace period of whatever
     /// the last apply retired), checking after every op that each cgroup points at a complete
     /// set, the old one or the new one, and at the end that the kernel holds the plan.
-    fn apply(loaded: &mut Loaded, plan: &Plan) -> Vec<Op> {
+    fn apply(loaded: &mut Loaded, plan: &DesiredState) -> Vec<Op> {
         let t0 = Instant::now();
         for op in reap(loaded, t0 + GRACE) {
             loaded.record(&op, t0);
         }
-        let before: BTreeMap<u64, BTreeSet<Digest>> =
-            loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
+        let before: BTreeMap<u64, DigestSet> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
         let ops = transition(loaded, plan);
         for op in &ops {
             loaded.record(op, t0);
             for (&cgroup, &(id, _)) in &loaded.scopes {
                 let now = loaded.set(id);
-                let new = plan.scope_by_cgroup_id(cgroup).map(|s| &s.digests);
+                let new = plan.scope(cgroup).map(|s| &*s.digests);
                 assert!(
                     Some(&now) == before.get(&cgroup) || Some(&now) == new,
                     "after {op:?} cgroup {cgroup} sees a set that is neither the old nor the new one"
                 );
             }
         }
-        for s in &plan.scopes {
-            let (id, mode) = loaded.scopes[&s.cgroup_id];
-            assert_eq!((loaded.set(id), mode), (s.digests.clone(), s.mode));
+        for (cgroup_id, s) in &plan.scopes {
+            let (id, mode) = loaded.scopes[cgroup_id];
+            assert_eq!((loaded.set(id), mode), ((*s.digests).clone(), s.mode));
         }
         assert_eq!(loaded.scopes.len(), plan.scopes.len(), "scopes not in the plan are gone");
         assert!(reap(loaded, t0 + GRACE / 2).is_empty(), "nothing is forgotten before the grace period");
@@ -406,8 +406,8 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Replace { scope_id: id(10), digests: vec![[2; 32], [5; 32]] },
-                Op::Replace { scope_id: id(13), digests: vec![[6; 32]] },
+                Op::Replace { scope_id: id(10), digests: vec![d(2), d(5)] },
+                Op::Replace { scope_id: id(13), digests: vec![d(6)] },
                 Op::SetScope { cgroup_id: 12, scope_id: id(12), mode: Mode::Enforce },
                 Op::SetScope { cgroup_id: 13, scope_id: id(13), mode: Mode::Enforce },
             ]
@@ -423,7 +423,7 @@ mod tests {
         let gone = loaded.scopes[&10].0;
         let ops = apply(&mut loaded, &plan(vec![scope(11, Mode::Enforce, &[2])]));
         assert_eq!(ops, vec![Op::RemoveScope { cgroup_id: 10 }, Op::Retire { scope_id: gone }]);
-        assert_eq!(loaded.set(gone), [[1; 32]].into(), "kept for decisions in flight");
+        assert_eq!(loaded.set(gone), [d(1)].into(), "kept for decisions in flight");
         assert_eq!(reap(&loaded, Instant::now() + GRACE), vec![Op::Forget { scope_id: gone }]);
     }
 
@@ -447,19 +447,17 @@ mod tests {
 
     #[test]
     fn decisions_become_events_with_the_whole_fingerprint() {
-        let decision = enforcer::Decision {
-            event: enforcer::Event {
-                cgroup_id: 1235,
-                host_pid: 99,
-                ns_pid: 1,
-                scope_id: 7,
-                mode: Some(enforcer::Mode::Enforce),
-                hook: enforcer::Hook::MmapFile,
-                verdict: enforcer::Verdict::Deny,
-                hash_ret: 4,
-                comm: "ld.so".into(),
-                digest: Some([0xab; 32]),
-            },
+        let decision = enforcer::Event {
+            cgroup_id: 1235,
+            host_pid: 99,
+            ns_pid: 1,
+            scope_id: 7,
+            mode: Some(enforcer::Mode::Enforce),
+            hook: enforcer::Hook::MmapFile,
+            verdict: enforcer::Verdict::Deny,
+            hash_ret: 4,
+            comm: "ld.so".into(),
+            digest: Some([0xab; 32]),
             time_ns: 5_000_000,
             scope_cgroup_id: 1234,
             pid_ns: 4026532000,
@@ -474,9 +472,9 @@ mod tests {
             (Some(4026532000), Some(4026532001), Some(5_000_000))
         );
         assert_eq!(event.path.as_deref(), Some("/tmp/unlisted.so"));
-        assert_eq!(event.sha256.as_deref(), Some(&*"ab".repeat(32)));
+        assert_eq!(event.sha256, Some(Sha256Digest([0xab; 32])));
         let mut mprotect = decision;
-        mprotect.event.hook = enforcer::Hook::Unknown(3);
+        mprotect.hook = enforcer::Hook::FileMprotect;
         assert_eq!(convert(mprotect).hook, Hook::Mprotect);
     }
 }

@@ -138,7 +138,6 @@ mod tests {
     #[test]
     fn host_kernel_verdict_agrees_with_the_files() {
         let found = check(Path::new("/sys/fs/bpf/imgsign"));
-        eprintln!("host kernel: lsms {:?}, missing {:?}", found.lsms, found.missing);
         let lsm_list = std::fs::read_to_string(LSM_LIST);
         match &lsm_list {
             Err(e) if e.kind() == ErrorKind::NotFound => assert!(found.missing.contains(&Missing::Securityfs)),

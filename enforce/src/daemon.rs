@@ -1,19 +1,23 @@
-//! The node daemon's loop, independent of any real kernel: build and apply the plan, stream
-//! events as JSON lines, and on a reload request build the new plan completely before applying
-//! it. A policy that fails to load or verify leaves the old plan in force, and the failure is
-//! logged (a JSON record in the output, a line on stderr). Once a plan is applied its versions
-//! are recorded in the trust store, so an older manifest cannot come back with a later reload.
+//! The node daemon's loop, independent of any real kernel: assemble the plan from the scope
+//! sources, apply its desired state, stream events as JSON lines, and on a reload request build
+//! the new plan completely before applying it. A source that fails to refresh or a plan that
+//! fails to verify leaves the old plan in force; the failure is recorded in the output and
+//! handed to the caller's [`Notices`] (the daemon itself prints nothing). Once a plan is applied
+//! its versions are recorded in the trust store, so an older manifest cannot come back with a
+//! later reload.
 //!
-//! Signals are the caller's business: the loop polls two flags (reload, stop) that a signal
-//! handler sets.
+//! Signals are the caller's business ([`crate::node::Node`] installs them): the loop polls two
+//! flags (reload, stop) that a signal handler sets.
 
+use crate::desired::DesiredState;
 use crate::kernel::{Event, Kernel, KernelError};
 use crate::plan::{self, Plan, PlanError};
-use crate::policy::{self, PolicyError};
+use crate::source::{PolicySource, ScopeSource, SourceError};
+use crate::verified::StatementCache;
 use serde::Serialize;
 use serde_json::json;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +30,7 @@ pub const POLL: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Policy(#[from] PolicyError),
+    Source(#[from] SourceError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error("applying the plan to the kernel")]
@@ -35,35 +39,66 @@ pub enum DaemonError {
     Output(#[source] std::io::Error),
 }
 
-/// The running daemon: the policy it reads, the kernel it drives, the plan in force.
+/// Something the operator should hear about, besides the JSON records: the caller decides
+/// where it goes (the CLI prints it on stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The plan is in force, but something around it failed.
+    Warning(String),
+    /// A reload, an apply or an event read failed; `outcome` says what is in force now.
+    Failure { action: String, error: String, outcome: String },
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Warning(text) => write!(f, "warning: {text}"),
+            Notice::Failure { action, error, outcome } => write!(f, "{action}: {error}; {outcome}"),
+        }
+    }
+}
+
+/// Where [`Notice`]s go.
+pub type Notices = Box<dyn FnMut(Notice) + Send>;
+
+/// The running daemon: its scope sources, the kernel it drives, the plan in force.
 pub struct Daemon<K: Kernel> {
-    policy_path: PathBuf,
+    policy: PolicySource,
+    /// Sources besides the policy file (none yet; a control socket is meant to be one).
+    sources: Vec<Box<dyn ScopeSource + Send>>,
+    cache: StatementCache,
+    /// The trust store of the plan in force (where its versions are recorded).
     trust: PathBuf,
     kernel: K,
     plan: Plan,
     out: Box<dyn Write + Send>,
+    notices: Notices,
     /// Cgroup directories found for cgroup ids seen in events.
     cgroup_paths: std::collections::HashMap<u64, Option<PathBuf>>,
 }
 
 impl<K: Kernel> Daemon<K> {
-    /// Loads the policy, builds the plan as of `now` and applies it. Any failure here is fatal:
-    /// there is no earlier plan to keep.
+    /// Builds the plan from the policy's scopes as of `now` and applies it. Any failure here is
+    /// fatal: there is no earlier plan to keep.
     pub fn start(
-        policy_path: &Path,
+        policy: PolicySource,
         mut kernel: K,
         out: Box<dyn Write + Send>,
+        notices: Notices,
         now: SystemTime,
     ) -> Result<Self, DaemonError> {
-        let policy = policy::load(policy_path)?;
-        let plan = plan::build(&policy, now)?;
-        kernel.apply(&plan).map_err(DaemonError::Kernel)?;
+        let mut cache = StatementCache::default();
+        let plan = plan::assemble(policy.policy(), &policy.scopes(), &mut cache, now)?;
+        kernel.apply(&plan.desired()).map_err(DaemonError::Kernel)?;
         let mut daemon = Daemon {
-            policy_path: policy.path,
-            trust: policy.trust,
+            trust: policy.policy().trust.clone(),
+            policy,
+            sources: Vec::new(),
+            cache,
             kernel,
             plan,
             out,
+            notices,
             cgroup_paths: Default::default(),
         };
         daemon.after_apply("started")?;
@@ -75,6 +110,11 @@ impl<K: Kernel> Daemon<K> {
         &self.plan
     }
 
+    /// The policy file as last read.
+    pub fn policy(&self) -> &PolicySource {
+        &self.policy
+    }
+
     pub fn kernel(&self) -> &K {
         &self.kernel
     }
@@ -83,24 +123,47 @@ impl<K: Kernel> Daemon<K> {
         &mut self.kernel
     }
 
-    /// Re-reads the policy and, when it builds, applies the new plan. On failure the old plan
-    /// stays in force (re-applied if the kernel refused the new one half way) and the error is
-    /// logged; it is returned too, for callers that want it.
+    /// How many statements were taken from the verification cache, and how many verified.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.cache.stats()
+    }
+
+    /// Adds a scope source beside the policy file; its scopes count from the next rebuild.
+    pub fn add_source(&mut self, source: Box<dyn ScopeSource + Send>) {
+        self.sources.push(source);
+    }
+
+    /// Re-reads every source (SIGHUP) and rebuilds: see [`Daemon::rebuild`]. A source that fails
+    /// to refresh keeps the old plan in force; the error is logged and returned.
     pub fn reload(&mut self, now: SystemTime) -> Result<(), DaemonError> {
-        let built = policy::load(&self.policy_path).map_err(DaemonError::from).and_then(|p| {
-            let plan = plan::build(&p, now)?;
-            Ok((p, plan))
-        });
-        let (policy, plan) = match built {
-            Ok(ok) => ok,
+        let refreshed = std::iter::once(&mut self.policy as &mut dyn ScopeSource)
+            .chain(self.sources.iter_mut().map(|s| s.as_mut() as &mut dyn ScopeSource))
+            .try_for_each(|s| s.refresh());
+        if let Err(e) = refreshed {
+            let e = DaemonError::Source(e);
+            self.log_failure("reload-failed", &e, "the old plan stays in force")?;
+            return Err(e);
+        }
+        self.rebuild(now, "reloaded")
+    }
+
+    /// Builds the plan from what the sources want now and, when it verifies, applies it. On
+    /// failure the old plan stays in force (re-applied if the kernel refused the new one half
+    /// way) and the error is logged; it is returned too, for callers that want it.
+    pub fn rebuild(&mut self, now: SystemTime, action: &str) -> Result<(), DaemonError> {
+        let mut specs = self.policy.scopes();
+        specs.extend(self.sources.iter().flat_map(|s| s.scopes()));
+        let plan = match plan::assemble(self.policy.policy(), &specs, &mut self.cache, now) {
+            Ok(plan) => plan,
             Err(e) => {
+                let e = DaemonError::Plan(e);
                 self.log_failure("reload-failed", &e, "the old plan stays in force")?;
                 return Err(e);
             }
         };
-        if let Err(e) = self.kernel.apply(&plan) {
+        if let Err(e) = self.kernel.apply(&plan.desired()) {
             let e = DaemonError::Kernel(e);
-            let restored = self.kernel.apply(&self.plan);
+            let restored = self.kernel.apply(&self.plan.desired());
             let kept = match &restored {
                 Ok(()) => "the old plan was re-applied and stays in force".to_string(),
                 Err(again) => format!("re-applying the old plan failed too: {}", chain(again)),
@@ -109,8 +172,13 @@ impl<K: Kernel> Daemon<K> {
             return Err(e);
         }
         self.plan = plan;
-        self.trust = policy.trust;
-        self.after_apply("reloaded")
+        self.trust = self.policy.policy().trust.clone();
+        self.after_apply(action)
+    }
+
+    /// The desired state in force (what the kernel was last given successfully).
+    pub fn desired(&self) -> DesiredState {
+        self.plan.desired()
     }
 
     /// Waits up to `timeout` for events and writes each as a JSON line; returns how many.
@@ -162,7 +230,7 @@ impl<K: Kernel> Daemon<K> {
         if let Err(e) = plan::record_versions(&self.plan, &self.trust) {
             let text =
                 format!("the plan is in force but its versions were not recorded in the trust store: {}", chain(&e));
-            eprintln!("imgsign enforce: warning: {text}");
+            (self.notices)(Notice::Warning(text.clone()));
             note = Some(text);
         }
         let scopes: Vec<_> = self
@@ -171,7 +239,7 @@ impl<K: Kernel> Daemon<K> {
             .iter()
             .map(|s| json!({"name": s.name, "cgroupId": s.cgroup_id, "mode": s.mode, "digests": s.digests.len()}))
             .collect();
-        let mut record = json!({"record": "plan", "action": action, "time": now_rfc3339(), "policy": self.policy_path, "scopes": scopes});
+        let mut record = json!({"record": "plan", "action": action, "time": now_rfc3339(), "policy": self.policy.policy().path, "scopes": scopes});
         if let Some(note) = note {
             record["warning"] = note.into();
         }
@@ -180,8 +248,8 @@ impl<K: Kernel> Daemon<K> {
 
     fn log_failure(&mut self, action: &str, error: &DaemonError, outcome: &str) -> Result<(), DaemonError> {
         let text = chain(error);
-        eprintln!("imgsign enforce: {action}: {text}; {outcome}");
-        self.write(&json!({"record": "plan", "action": action, "time": now_rfc3339(), "policy": self.policy_path, "error": text, "outcome": outcome}))
+        (self.notices)(Notice::Failure { action: action.into(), error: text.clone(), outcome: outcome.into() });
+        self.write(&json!({"record": "plan", "action": action, "time": now_rfc3339(), "policy": self.policy.policy().path, "error": text, "outcome": outcome}))
     }
 
     fn write(&mut self, record: &impl Serialize) -> Result<(), DaemonError> {
@@ -205,4 +273,4 @@ fn now_rfc3339() -> String {
 }
 
 /// An error and its sources on one line.
-pub use verifier_core::verify::error_chain as chain;
+pub use crate::verified::error_chain as chain;

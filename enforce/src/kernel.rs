@@ -1,11 +1,13 @@
-//! The kernel side as the daemon sees it: apply a plan, read decision events. The real
-//! implementation loads and drives the BPF-LSM programs of `bpf-lsm`; tests use a recording one,
-//! so the daemon's logic runs on any host.
+//! The kernel port: make a desired state the one in force, read decision events. It takes
+//! nothing but [`DesiredState`] (per cgroup id, a mode and a digest set): no bundles, manifests
+//! or names. The real implementation ([`crate::bpf::BpfKernel`]) drives the BPF-LSM programs of
+//! `bpf-lsm`; tests use a recording one, so the daemon's logic runs on any host.
 
+use crate::desired::DesiredState;
 use crate::policy::Mode;
-use crate::Plan;
 use serde::Serialize;
 use std::time::Duration;
+use verifier_core::digest::Sha256Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -22,10 +24,10 @@ pub enum KernelError {
 
 /// The kernel programs, as the daemon drives them.
 pub trait Kernel {
-    /// Makes `plan` the one in force: scopes in the plan are added or have their digest set and
+    /// Makes `desired` the state in force: its scopes are added or have their digest set and
     /// mode replaced, each atomically (no moment where a scope has an empty or a mixed set);
-    /// scopes not in the plan are removed. On error, what was in force before may still be.
-    fn apply(&mut self, plan: &Plan) -> Result<(), KernelError>;
+    /// scopes not in it are removed. On error, what was in force before may still be.
+    fn apply(&mut self, desired: &DesiredState) -> Result<(), KernelError>;
 
     /// Decision events that arrived, waiting at most `timeout` for the first.
     fn events(&mut self, timeout: Duration) -> Result<Vec<Event>, KernelError>;
@@ -94,7 +96,10 @@ pub struct Event {
     pub comm: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Lowercase hex SHA-256 of the content, when the kernel computed it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    /// SHA-256 of the content, when the kernel computed it (lowercase hex in JSON).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "verifier_core::digest::bare_hex_opt::serialize"
+    )]
+    pub sha256: Option<Sha256Digest>,
 }

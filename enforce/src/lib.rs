@@ -1,24 +1,31 @@
 //! The user-space half of `imgsign enforce`, the node enforcer.
 //!
-//! A policy file ([`policy`]) names a trust store and scopes: each scope is a cgroup (a container,
-//! or a subtree / the whole node), a mode (enforce or audit) and the signed manifests whose files
-//! may run there. [`plan::build`] verifies every bundle against the trust store (signatures,
-//! threshold, revocation, expiry, rollback), optionally checks the image itself, resolves each
-//! cgroup to its id ([`cgroup`]) and yields a [`plan::Plan`]: per scope, the cgroup id, the mode
-//! and the set of allowed SHA-256 digests. Nothing unverified ever reaches the kernel: one bad
-//! bundle refuses the whole plan.
+//! The path of a policy to the kernel, one way: scope sources ([`source`]; the policy file,
+//! [`policy`], is the first) say which scopes they want (a cgroup, a mode, the signed manifests
+//! whose files may run there); [`plan`] verifies them all against the trust store (through
+//! [`verified`], the one module that calls verifier-core's verification, cached per statement),
+//! resolves each cgroup to its id ([`cgroup`]) and yields a [`plan::Plan`]; its
+//! [`desired::DesiredState`] (per cgroup id, a mode and a digest set, nothing else) is all the
+//! kernel port ([`kernel::Kernel`]) is given; [`bpf`] adapts that port to `bpf-lsm`'s enforcer.
+//! Nothing unverified ever reaches the kernel: one bad bundle refuses the whole plan.
 //!
-//! The kernel side is behind the [`kernel::Kernel`] trait, so the [`daemon`] logic (apply, reload
-//! on SIGHUP keeping the old plan on failure, event streaming) runs on any host with a recording
-//! implementation. [`capability`] tells whether the running kernel can do BPF-LSM at all.
+//! [`daemon`] is the loop (apply, reload keeping the old plan on failure, event streaming), tested
+//! with a recording kernel; [`node`] is the façade the CLI calls (preflight with [`capability`],
+//! open or take over the pinned programs, signals, status, detach). Nothing here prints:
+//! warnings and failures are values ([`daemon::Notice`]) the caller shows.
 
 pub mod bpf;
 pub mod capability;
 pub mod cgroup;
 pub mod daemon;
+pub mod desired;
 pub mod kernel;
+pub mod node;
 pub mod plan;
 pub mod policy;
+pub mod source;
+pub mod verified;
 
+pub use desired::{DesiredScope, DesiredState};
 pub use plan::Plan;
 pub use policy::{Mode, Policy};

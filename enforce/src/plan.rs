@@ -1,8 +1,10 @@
-//! From a policy to a plan the kernel can take: every bundle verified against the trust store
-//! (signatures, threshold, revocation, expiry, rollback), each image checked when the policy
-//! names one, each cgroup resolved to its id, and per scope the set of SHA-256 digests allowed to
-//! run. One failure refuses the whole plan, naming the scope and the bundle: nothing unverified
-//! ever reaches the kernel.
+//! From scope specs to a verified plan: every bundle verified against the trust store
+//! (signatures, threshold, revocation, expiry, rollback; through [`crate::verified`], cached per
+//! statement), each image checked when a scope names one, each cgroup resolved to its id, and
+//! per scope the set of SHA-256 digests allowed to run. One failure refuses the whole plan,
+//! naming the scope and the bundle: nothing unverified ever reaches the kernel. The kernel is
+//! given only [`Plan::desired`]; the rest of the plan (names, manifests, versions) is for
+//! reports and for the rollback record.
 //!
 //! A scope's bundles that carry the same statement pool their signatures (as `imgsign verify
 //! --bundle a --bundle b` does); bundles of different statements each must verify on their own,
@@ -10,17 +12,16 @@
 //! version only: an older one next to a newer one is a replay.
 
 use crate::cgroup::{cgroup_id, CgroupError};
-use crate::policy::{Mode, Policy, ScopeSpec};
-use keys::{TrustError, TrustStore};
+use crate::desired::{DesiredScope, DesiredState, DigestSet};
+use crate::policy::{Mode, Policy};
+use crate::source::ScopeSpec;
+use crate::verified::{self, BundleFile, StatementCache, Trust, VerifiedError};
+use keys::TrustError;
 use serde::{Serialize, Serializer};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
-use verifier_core::bundle::{Bundle, BundleError};
-use verifier_core::manifest::FileType;
-use verifier_core::progress::NoProgress;
-use verifier_core::verify::{verify, verify_statement, VerifyError, VerifyOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -42,14 +43,14 @@ pub enum PlanError {
         scope: String,
         bundle: PathBuf,
         #[source]
-        source: BundleError,
+        source: VerifiedError,
     },
     #[error("scope {scope:?}: bundle {} refused", list(.bundles))]
     Refused {
         scope: String,
         bundles: Vec<PathBuf>,
         #[source]
-        source: Box<VerifyError>,
+        source: Box<VerifiedError>,
     },
     #[error("scope {scope:?}: bundle {bundle}: {name:?} version {version} is older than version {newer} used by scope {newer_scope:?} of the same plan (replay)")]
     Rollback { scope: String, bundle: PathBuf, name: String, version: u64, newer: u64, newer_scope: String },
@@ -62,7 +63,7 @@ pub enum PlanError {
         scope: String,
         image: String,
         #[source]
-        source: Box<VerifyError>,
+        source: Box<VerifiedError>,
     },
     #[error("scope {scope:?}: bundle {bundle}: entry {path} has no valid sha256")]
     Digest { scope: String, bundle: PathBuf, path: String },
@@ -74,6 +75,13 @@ pub enum PlanError {
     },
     #[error("scopes {first:?} and {second:?} resolve to the same cgroup (id {id})")]
     SameCgroup { first: String, second: String, id: u64 },
+    #[error("scope {scope:?}: bundle {bundle}")]
+    Unexpected {
+        scope: String,
+        bundle: PathBuf,
+        #[source]
+        source: Box<VerifiedError>,
+    },
 }
 
 impl PlanError {
@@ -88,7 +96,7 @@ fn list(paths: &[PathBuf]) -> String {
     paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + ")
 }
 
-/// What the kernel is given.
+/// A verified plan: what the node enforces, with what it was verified from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
@@ -99,7 +107,7 @@ pub struct Plan {
     pub versions: BTreeMap<String, u64>,
 }
 
-/// One scope, ready for the kernel.
+/// One verified scope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScopePlan {
@@ -107,9 +115,10 @@ pub struct ScopePlan {
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
     pub mode: Mode,
-    /// Every `file` and `hardlink` digest of the scope's signed manifests, once each.
+    /// Every `file` and `hardlink` digest of the scope's signed manifests, once each (shared with
+    /// the verified statement when the scope has one).
     #[serde(serialize_with = "hex_digests")]
-    pub digests: BTreeSet<[u8; 32]>,
+    pub digests: Arc<DigestSet>,
     pub manifests: Vec<ManifestInfo>,
 }
 
@@ -129,8 +138,8 @@ pub struct ManifestInfo {
     pub image: Option<String>,
 }
 
-fn hex_digests<S: Serializer>(digests: &BTreeSet<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(digests.iter().map(hex::encode))
+fn hex_digests<S: Serializer>(digests: &Arc<DigestSet>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(digests.iter().map(|d| d.hex()))
 }
 
 impl Plan {
@@ -143,16 +152,39 @@ impl Plan {
     pub fn earliest_expiry(&self) -> Option<&str> {
         self.scopes.iter().flat_map(|s| &s.manifests).map(|m| m.expires.as_str()).min()
     }
+
+    /// What the kernel is given: per cgroup id, the mode and the digest set.
+    pub fn desired(&self) -> DesiredState {
+        let scopes = self
+            .scopes
+            .iter()
+            .map(|s| (s.cgroup_id, DesiredScope { mode: s.mode, digests: s.digests.clone() }))
+            .collect();
+        DesiredState { scopes }
+    }
 }
 
-/// Verifies everything the policy names and builds the plan, as of `now`.
+/// Verifies everything the policy names and builds the plan, as of `now` (nothing cached).
 pub fn build(policy: &Policy, now: SystemTime) -> Result<Plan, PlanError> {
-    let mut trust = TrustStore::open(&policy.trust)
-        .map_err(|e| PlanError::Trust { path: policy.trust.clone(), source: Box::new(e) })?;
+    assemble(policy, &policy.scopes, &mut StatementCache::default(), now)
+}
+
+/// Verifies `specs` (the scopes of every source) against the trust store `policy` names and
+/// builds the plan, as of `now`; statements verified before with the same trust store state
+/// come from `cache`.
+pub fn assemble(
+    policy: &Policy,
+    specs: &[ScopeSpec],
+    cache: &mut StatementCache,
+    now: SystemTime,
+) -> Result<Plan, PlanError> {
+    let mut trust =
+        Trust::open(&policy.trust).map_err(|e| PlanError::Trust { path: policy.trust.clone(), source: Box::new(e) })?;
     let mut scopes = Vec::new();
-    for spec in &policy.scopes {
-        scopes.push(build_scope(spec, &mut trust, now)?);
+    for spec in specs {
+        scopes.push(build_scope(spec, &mut trust, cache, now)?);
     }
+    cache.finish_plan();
 
     // One version per image name within the plan.
     let mut versions: BTreeMap<String, (u64, &str)> = BTreeMap::new();
@@ -188,33 +220,22 @@ pub fn build(policy: &Policy, now: SystemTime) -> Result<Plan, PlanError> {
     Ok(Plan { policy: policy.path.clone(), pin_dir: policy.pin_dir.clone(), scopes, versions })
 }
 
-fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Result<ScopePlan, PlanError> {
+fn build_scope(
+    spec: &ScopeSpec,
+    trust: &mut Trust,
+    cache: &mut StatementCache,
+    now: SystemTime,
+) -> Result<ScopePlan, PlanError> {
     let scope = || spec.name.clone();
-    // Group the bundles by the statement they carry.
-    let mut groups: Vec<(Vec<PathBuf>, Vec<Bundle>)> = Vec::new();
+    let mut files = Vec::new();
     for path in &spec.bundles {
-        let bytes = std::fs::read(path).map_err(|source| PlanError::ReadBundle {
-            scope: scope(),
-            bundle: path.clone(),
-            source,
-        })?;
-        let bundle = Bundle::parse(&bytes).map_err(|source| PlanError::ParseBundle {
-            scope: scope(),
-            bundle: path.clone(),
-            source,
-        })?;
-        let same = |b: &Bundle| {
-            b.dsse_envelope.payload == bundle.dsse_envelope.payload
-                && b.dsse_envelope.payload_type == bundle.dsse_envelope.payload_type
-        };
-        match groups.iter_mut().find(|(_, bundles)| same(&bundles[0])) {
-            Some((paths, bundles)) => {
-                paths.push(path.clone());
-                bundles.push(bundle);
-            }
-            None => groups.push((vec![path.clone()], vec![bundle])),
-        }
+        files.push(BundleFile::read(path).map_err(|e| match e {
+            VerifiedError::Read(source) => PlanError::ReadBundle { scope: scope(), bundle: path.clone(), source },
+            e @ VerifiedError::Parse(_) => PlanError::ParseBundle { scope: scope(), bundle: path.clone(), source: e },
+            other => unexpected(scope(), path, other),
+        })?);
     }
+    let groups = verified::group_by_statement(files);
     if let Some(image) = &spec.image {
         if groups.len() != 1 {
             return Err(PlanError::ImageAmbiguous {
@@ -225,53 +246,51 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
         }
     }
 
-    let mut digests = BTreeSet::new();
+    let mut digests: Option<Arc<DigestSet>> = None;
     let mut manifests = Vec::new();
-    for (paths, bundles) in &groups {
-        let (statement, report) = verify_statement(bundles, trust, now).map_err(|e| PlanError::Refused {
-            scope: scope(),
-            bundles: paths.clone(),
-            source: Box::new(e),
+    for group in &groups {
+        let paths: Vec<PathBuf> = group.iter().map(|f| f.path.clone()).collect();
+        let statement = cache.verify(group, trust, now).map_err(|e| match e {
+            e @ VerifiedError::Refused(_) => {
+                PlanError::Refused { scope: scope(), bundles: paths.clone(), source: Box::new(e) }
+            }
+            VerifiedError::Digest { path } => PlanError::Digest { scope: scope(), bundle: paths[0].clone(), path },
+            other => unexpected(scope(), &paths[0], other),
         })?;
         let mut image_checked = None;
         if let Some(image) = &spec.image {
-            let options = VerifyOptions { now, record_version: false };
-            let full = verify(image, bundles, trust, &options, Arc::new(NoProgress)).map_err(|e| PlanError::Image {
-                scope: scope(),
-                image: image.to_string(),
-                source: Box::new(e),
+            let mismatch = verified::check_image(image, group, trust, now).map_err(|e| match e {
+                e @ VerifiedError::Image(_) => {
+                    PlanError::Image { scope: scope(), image: image.to_string(), source: Box::new(e) }
+                }
+                other => unexpected(scope(), &paths[0], other),
             })?;
-            if !full.verified {
-                let mut failures: Vec<String> = full.failures().map(|c| format!("{}: {}", c.name, c.detail)).collect();
-                failures.extend(full.differences.iter().take(5).map(|d| format!("{} differs", d.path())));
+            if let Some(failures) = mismatch {
                 return Err(PlanError::ImageMismatch {
                     scope: scope(),
                     image: image.to_string(),
                     bundles: paths.clone(),
-                    failures: failures.join("; "),
+                    failures,
                 });
             }
             image_checked = Some(image.to_string());
         }
-        for entry in &statement.predicate.files {
-            if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
-                continue;
+        // One statement: its set, shared. More: their union.
+        digests = Some(match digests.take() {
+            None => statement.digests.clone(),
+            Some(mut set) => {
+                Arc::make_mut(&mut set).extend(statement.digests.iter().copied());
+                set
             }
-            let digest = entry.sha256.ok_or_else(|| PlanError::Digest {
-                scope: scope(),
-                bundle: paths[0].clone(),
-                path: entry.path.clone(),
-            })?;
-            digests.insert(digest.0);
-        }
+        });
         manifests.push(ManifestInfo {
-            bundles: paths.clone(),
-            name: statement.predicate.name.clone(),
-            version: statement.predicate.version,
-            expires: statement.predicate.expires.clone(),
-            subject: report.subject.clone(),
-            signers: report.signers.clone(),
-            files: statement.predicate.files.len(),
+            bundles: paths,
+            name: statement.name.clone(),
+            version: statement.version,
+            expires: statement.expires.clone(),
+            subject: statement.subject.clone(),
+            signers: statement.signers.clone(),
+            files: statement.files,
             image: image_checked,
         });
     }
@@ -281,20 +300,20 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
         cgroup: spec.cgroup.clone(),
         cgroup_id,
         mode: spec.mode,
-        digests,
+        digests: digests.unwrap_or_default(),
         manifests,
     })
+}
+
+/// A verification step failed in a way its caller does not expect (kept as a refusal, naming
+/// the bundle, rather than a panic).
+fn unexpected(scope: String, bundle: &Path, error: VerifiedError) -> PlanError {
+    PlanError::Unexpected { scope, bundle: bundle.to_path_buf(), source: Box::new(error) }
 }
 
 /// Records each accepted version of `plan` in the trust store at `trust_dir` (rollback
 /// protection), once the plan is in force.
 pub fn record_versions(plan: &Plan, trust_dir: &Path) -> Result<(), PlanError> {
-    let trust_err = |e| PlanError::Trust { path: trust_dir.to_path_buf(), source: Box::new(e) };
-    let mut trust = TrustStore::open(trust_dir).map_err(trust_err)?;
-    for (name, version) in &plan.versions {
-        if trust.highest_version(name).is_none_or(|h| h < *version) {
-            trust.record_version(name, *version).map_err(trust_err)?;
-        }
-    }
-    Ok(())
+    verified::record_versions(&plan.versions, trust_dir)
+        .map_err(|e| PlanError::Trust { path: trust_dir.to_path_buf(), source: Box::new(e) })
 }

@@ -19,6 +19,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use verifier_core::source::ImageRef;
 
+pub use crate::source::ScopeSpec;
+
 /// Where programs and maps are pinned when the policy does not say.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/imgsign";
 
@@ -76,18 +78,6 @@ pub struct Policy {
     pub events: EventSink,
     pub pin_dir: PathBuf,
     pub scopes: Vec<ScopeSpec>,
-}
-
-/// One scope as the policy states it.
-#[derive(Debug, Clone)]
-pub struct ScopeSpec {
-    pub name: String,
-    pub cgroup: PathBuf,
-    pub mode: Mode,
-    /// Bundles carrying the same statement pool their signatures; different statements add
-    /// their files to the scope's set.
-    pub bundles: Vec<PathBuf>,
-    pub image: Option<ImageRef>,
 }
 
 #[derive(Deserialize)]

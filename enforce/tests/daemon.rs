@@ -5,9 +5,10 @@
 
 mod support;
 
-use enforce::daemon::{Daemon, DaemonError};
+use enforce::daemon::{Daemon, DaemonError, Notice, Notices};
 use enforce::kernel::{Event, Hook, Kernel, KernelError, Verdict};
-use enforce::{Mode, Plan};
+use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
+use enforce::{DesiredScope, DesiredState, Mode};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,21 +16,23 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use support::*;
+use verifier_core::digest::Sha256Digest;
 
-/// Records every plan applied; can be told to refuse the next apply; hands out queued events.
+/// Records every desired state applied; can be told to refuse the next apply; hands out queued
+/// events.
 #[derive(Default)]
 struct Recording {
-    applied: Vec<Plan>,
+    applied: Vec<DesiredState>,
     refuse_next: bool,
     events: VecDeque<Event>,
 }
 
 impl Kernel for Recording {
-    fn apply(&mut self, plan: &Plan) -> Result<(), KernelError> {
+    fn apply(&mut self, desired: &DesiredState) -> Result<(), KernelError> {
         if std::mem::take(&mut self.refuse_next) {
             return Err(KernelError::Failed { what: "map update refused".into(), source: "injected failure".into() });
         }
-        self.applied.push(plan.clone());
+        self.applied.push(desired.clone());
         Ok(())
     }
 
@@ -63,6 +66,26 @@ impl Output {
     }
 }
 
+/// Notices the daemon handed out (it prints nothing itself).
+#[derive(Clone, Default)]
+struct Heard(Arc<Mutex<Vec<Notice>>>);
+
+impl Heard {
+    fn sink(&self) -> Notices {
+        let heard = self.0.clone();
+        Box::new(move |n| heard.lock().unwrap().push(n))
+    }
+    fn all(&self) -> Vec<Notice> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The one scope of a one-scope desired state.
+fn only(desired: &DesiredState) -> &DesiredScope {
+    assert_eq!(desired.scopes.len(), 1, "{desired:?}");
+    desired.scopes.values().next().unwrap()
+}
+
 struct Setup {
     dir: tempfile::TempDir,
     cgroup: TestCgroup,
@@ -83,9 +106,15 @@ fn setup(name: &str) -> Option<Setup> {
 }
 
 fn start(s: &Setup) -> (Daemon<Recording>, Output) {
-    let out = Output::default();
-    let daemon = Daemon::start(&s.policy, Recording::default(), Box::new(out.clone()), SystemTime::now()).unwrap();
-    (daemon, out)
+    start_hearing(s).0
+}
+
+fn start_hearing(s: &Setup) -> ((Daemon<Recording>, Output), Heard) {
+    let (out, heard) = (Output::default(), Heard::default());
+    let policy = PolicySource::open(&s.policy).unwrap();
+    let daemon =
+        Daemon::start(policy, Recording::default(), Box::new(out.clone()), heard.sink(), SystemTime::now()).unwrap();
+    ((daemon, out), heard)
 }
 
 #[test]
@@ -93,8 +122,9 @@ fn start_applies_the_plan_and_records_its_versions() {
     let Some(s) = setup("start") else { return };
     let (daemon, out) = start(&s);
     assert_eq!(daemon.kernel().applied.len(), 1);
-    assert_eq!(daemon.kernel().applied[0].scopes[0].mode, Mode::Audit);
-    assert_eq!(daemon.kernel().applied[0].scopes[0].digests.len(), 4);
+    assert_eq!(only(&daemon.kernel().applied[0]).mode, Mode::Audit);
+    assert_eq!(only(&daemon.kernel().applied[0]).digests.len(), 4);
+    assert_eq!(daemon.kernel().applied[0].scopes.keys().next(), Some(&daemon.plan().scopes[0].cgroup_id));
     let records = out.records();
     assert_eq!(records[0]["record"], "plan");
     assert_eq!(records[0]["action"], "started");
@@ -108,7 +138,8 @@ fn a_refused_policy_at_start_applies_nothing() {
     let unsigned = sign_now(&s.image, "c", "web", 1, &s.dir.path().join("c.json"));
     write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&unsigned], None));
     let kernel = Recording::default();
-    match Daemon::start(&s.policy, kernel, Box::new(Output::default()), SystemTime::now()) {
+    let policy = PolicySource::open(&s.policy).unwrap();
+    match Daemon::start(policy, kernel, Box::new(Output::default()), Heard::default().sink(), SystemTime::now()) {
         Err(DaemonError::Plan(e)) => assert!(e.is_verification_failure(), "{e}"),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a daemon started on an unsigned bundle"),
@@ -133,9 +164,9 @@ fn reload_applies_a_valid_new_policy() {
     daemon.reload(SystemTime::now()).unwrap();
     let applied = &daemon.kernel().applied;
     assert_eq!(applied.len(), 2);
-    assert_eq!(applied[1].scopes[0].mode, Mode::Enforce);
-    assert_eq!(applied[1].scopes[0].digests, [digest(b"new binary\n")].into());
-    assert_eq!(daemon.plan(), &applied[1]);
+    assert_eq!(only(&applied[1]).mode, Mode::Enforce);
+    assert_eq!(*only(&applied[1]).digests, [digest(b"new binary\n")].into());
+    assert_eq!(daemon.plan().desired(), applied[1]);
     assert_eq!(out.records().last().unwrap()["action"], "reloaded");
     assert_eq!(keys::TrustStore::open(&s.trust).unwrap().highest_version("web"), Some(2));
 
@@ -143,7 +174,7 @@ fn reload_applies_a_valid_new_policy() {
     write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&s.dir.path().join("v1.json")], None));
     assert!(daemon.reload(SystemTime::now()).is_err());
     assert_eq!(daemon.kernel().applied.len(), 2);
-    assert_eq!(daemon.plan().scopes[0].digests, [digest(b"new binary\n")].into());
+    assert_eq!(*daemon.plan().scopes[0].digests, [digest(b"new binary\n")].into());
     let last = out.records().last().unwrap().clone();
     assert_eq!(last["action"], "reload-failed");
     assert!(last["error"].as_str().unwrap().contains("rollback"), "{last}");
@@ -152,7 +183,7 @@ fn reload_applies_a_valid_new_policy() {
 #[test]
 fn a_broken_new_policy_keeps_the_old_plan_and_logs_the_error() {
     let Some(s) = setup("reload-broken") else { return };
-    let (mut daemon, out) = start(&s);
+    let ((mut daemon, out), heard) = start_hearing(&s);
     let before = daemon.plan().clone();
 
     let broken: [(&str, String); 3] = [
@@ -181,6 +212,14 @@ fn a_broken_new_policy_keeps_the_old_plan_and_logs_the_error() {
             "{what}: {last}"
         );
         assert!(last["outcome"].as_str().unwrap().contains("old plan"), "{last}");
+        // The caller hears it too (the CLI prints it); the daemon printed nothing itself.
+        match heard.all().last() {
+            Some(Notice::Failure { action, error, .. }) => {
+                assert_eq!(action, "reload-failed");
+                assert_eq!(error, last["error"].as_str().unwrap());
+            }
+            other => panic!("{what}: no failure notice: {other:?}"),
+        }
     }
 }
 
@@ -194,7 +233,7 @@ fn a_kernel_refusing_the_new_plan_gets_the_old_one_back() {
     daemon_kernel(&mut daemon).refuse_next = true;
     assert!(matches!(daemon.reload(SystemTime::now()), Err(DaemonError::Kernel(_))));
     assert_eq!(daemon.plan(), &before);
-    assert_eq!(daemon.kernel().applied.last(), Some(&before), "the old plan was re-applied");
+    assert_eq!(daemon.kernel().applied.last(), Some(&before.desired()), "the old plan was re-applied");
     let last = out.records().last().unwrap().clone();
     assert_eq!(last["action"], "apply-failed");
     assert!(last["outcome"].as_str().unwrap().contains("re-applied"), "{last}");
@@ -222,7 +261,7 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
         mnt_ns: None,
         comm: "sh".into(),
         path: Some("/tmp/unlisted".into()),
-        sha256: Some(testdata::sha256_hex(b"unlisted")),
+        sha256: Some(Sha256Digest::of(b"unlisted")),
     };
     daemon_kernel(&mut daemon).events.push_back(event.clone());
     assert_eq!(daemon.pump_events(Duration::ZERO).unwrap(), 1);
@@ -269,4 +308,45 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
 
 fn daemon_kernel(daemon: &mut Daemon<Recording>) -> &mut Recording {
     daemon.kernel_mut()
+}
+
+/// A scope source other than the policy file (as a control socket will be), with fixed scopes.
+struct Fixed(Vec<ScopeSpec>);
+
+impl ScopeSource for Fixed {
+    fn describe(&self) -> String {
+        "fixed scopes".into()
+    }
+    fn refresh(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    fn scopes(&self) -> Vec<ScopeSpec> {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn a_second_scope_source_adds_its_scopes_beside_the_policys() {
+    let Some(s) = setup("second-source") else { return };
+    let Some(sidecar) = TestCgroup::new("second-source-2") else { return };
+    let (mut daemon, out) = start(&s);
+    daemon.add_source(Box::new(Fixed(vec![ScopeSpec {
+        name: "sidecar".into(),
+        cgroup: sidecar.path.clone(),
+        mode: Mode::Enforce,
+        bundles: vec![s.dir.path().join("v1.json")],
+        image: None,
+    }])));
+    daemon.rebuild(SystemTime::now(), "reloaded").unwrap();
+    let desired = daemon.kernel().applied.last().unwrap().clone();
+    assert_eq!(desired.scopes.len(), 2, "{desired:?}");
+    let names: Vec<&str> = daemon.plan().scopes.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "sidecar"]);
+    let sidecar_id = enforce::cgroup::cgroup_id(&sidecar.path).unwrap();
+    assert_eq!(desired.scope(sidecar_id).unwrap().mode, Mode::Enforce);
+    // Both scopes draw from the same statement: verified once, one set shared by both.
+    let sets: Vec<_> = desired.scopes.values().map(|s| s.digests.clone()).collect();
+    assert!(Arc::ptr_eq(&sets[0], &sets[1]), "the digest set is shared");
+    assert!(daemon.cache_stats().0 >= 1, "(hits, misses) = {:?}", daemon.cache_stats());
+    assert_eq!(out.records().last().unwrap()["scopes"][1]["name"], "sidecar");
 }

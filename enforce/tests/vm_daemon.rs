@@ -12,7 +12,8 @@
 mod support;
 
 use enforce::bpf::BpfKernel;
-use enforce::daemon::Daemon;
+use enforce::daemon::{Daemon, DaemonError};
+use enforce::source::PolicySource;
 use std::fs::{self, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt as _;
@@ -66,6 +67,13 @@ fn runs(path: &Path, cgroup: &Path) -> bool {
         Err(e) if matches!(e.raw_os_error(), Some(EPERM | EACCES)) || e.kind() == ErrorKind::PermissionDenied => false,
         Err(e) => panic!("exec of {} failed, but not with EPERM/EACCES: {e}", path.display()),
     }
+}
+
+/// Starts the daemon on `kernel` with the policy at `path`, notices dropped (the tests read the
+/// JSON records).
+fn start(path: &Path, kernel: BpfKernel, out: Box<dyn Write + Send>) -> Result<Daemon<BpfKernel>, DaemonError> {
+    let policy = PolicySource::open(path).expect("read the policy");
+    Daemon::start(policy, kernel, out, Box::new(|_| {}), SystemTime::now())
 }
 
 #[derive(Clone, Default)]
@@ -124,7 +132,7 @@ fn vm_daemon_enforces_a_signed_policy_and_reports_denials() {
 
     let out = Output::default();
     let kernel = BpfKernel::open(&lab.pin_dir).expect("attach the enforcer");
-    let mut daemon = Daemon::start(&policy, kernel, Box::new(out.clone()), SystemTime::now()).expect("start");
+    let mut daemon = start(&policy, kernel, Box::new(out.clone())).expect("start");
     assert!(runs(&listed, &lab.cgroup.path), "the listed binary is denied");
     assert!(!runs(&unlisted, &lab.cgroup.path), "the unlisted binary ran");
 
@@ -161,7 +169,7 @@ fn vm_daemon_reloads_under_a_loop_of_execs_without_spurious_denials() {
     let policy = write_policy(lab.dir.path(), &text_a);
 
     let kernel = BpfKernel::open(&lab.pin_dir).expect("attach the enforcer");
-    let mut daemon = Daemon::start(&policy, kernel, Box::new(Output::default()), SystemTime::now()).expect("start");
+    let mut daemon = start(&policy, kernel, Box::new(Output::default())).expect("start");
     assert!(!runs(&extra, &lab.cgroup.path), "extra ran under set a");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -203,7 +211,7 @@ fn vm_daemon_enforcement_outlives_the_daemon_until_detached() {
     assert!(!enforce::bpf::status(&lab.pin_dir).unwrap().pinned);
 
     let kernel = BpfKernel::open(&lab.pin_dir).expect("attach and pin");
-    let daemon = Daemon::start(&policy, kernel, Box::new(Output::default()), SystemTime::now()).expect("start");
+    let daemon = start(&policy, kernel, Box::new(Output::default())).expect("start");
     drop(daemon); // the daemon is gone (its process would have exited or been killed)
     assert!(!runs(&unlisted, &lab.cgroup.path), "enforcement ended with the daemon");
     assert!(runs(&listed, &lab.cgroup.path));
@@ -220,7 +228,7 @@ fn vm_daemon_enforcement_outlives_the_daemon_until_detached() {
     let out = Output::default();
     let kernel = BpfKernel::open(&lab.pin_dir).expect("take over");
     assert_eq!(kernel.loaded().scopes.len(), 1, "the scope in force was found");
-    let mut daemon = Daemon::start(&policy, kernel, Box::new(out.clone()), SystemTime::now()).expect("start again");
+    let mut daemon = start(&policy, kernel, Box::new(out.clone())).expect("start again");
     assert!(runs(&unlisted, &lab.cgroup.path), "audit mode denied");
     daemon.pump_events(Duration::from_secs(2)).unwrap();
     assert!(

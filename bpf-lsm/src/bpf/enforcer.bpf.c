@@ -8,11 +8,15 @@
 //   - enf_mmap_file on mmap_file: every mapping of a file with PROT_EXEC
 //     (the ELF loader's own mappings, ld.so's mappings of libraries,
 //     `ld.so /path/prog`, LD_PRELOAD, dlopen).
-// (Hooks in events: 1 bprm_check_security, 2 mmap_file, 3 file_mprotect.)
-// Both hash the file in the kernel with bpf_ima_file_hash(), which with no
-// IMA policy loaded computes the SHA-256 of the file's current content on
-// every call (no cache), so a file rewritten after its scope was loaded is
-// judged by its new bytes.
+// Both take the SHA-256 of the file's current content: from the per-inode
+// digest cache below when it is provably current, else from
+// bpf_ima_file_hash(), which with no IMA policy loaded hashes the file on
+// every call. A file rewritten after its scope was loaded is judged by its
+// new bytes.
+//
+// Every struct and constant user space shares with these programs (scope
+// entries, digest keys, events, modes, hooks, verdicts, stat slots) is in
+// abi.h; the Rust loader's side is generated from it by build.rs.
 //
 // Scope model: a scope is a cgroup v2 subtree, keyed in `enf_scopes` by the
 // cgroup id of its top (the directory's inode number). A task belongs to the
@@ -47,8 +51,8 @@
 // A third program, enf_file_mprotect (not sleepable, so it cannot hash),
 // refuses making a non-executable file mapping executable in a scope.
 //
-// The loader pins the links and every map under bpffs, so enforcement
-// outlives it (src/enforcer.rs).
+// The loader (src/enforcer/mod.rs) pins the links and every map under bpffs,
+// so enforcement outlives it.
 //
 // ---------------------------------------------------------------------------
 // Per-inode digest cache (what makes a warm exec cost no hash)
@@ -152,81 +156,17 @@
 #define S_IFMT 00170000
 #define S_IFREG 0100000
 #define BPF_LOCAL_STORAGE_GET_F_CREATE 1
-#define SHA256_LEN 32
-#define TASK_COMM_LEN 16
-#define IMA_HASH_ALGO_SHA256 4 /* enum hash_algo: HASH_ALGO_SHA256 */
-
-/* Scope modes (struct enf_scope.mode). */
-#define ENF_MODE_ENFORCE 0
-#define ENF_MODE_AUDIT 1
-
-/* Scope flags (struct enf_scope.flags). */
-#define ENF_FLAG_REPORT_ALLOWED 0x1
-
-/* Hooks (struct enf_event.hook). */
-#define ENF_HOOK_BPRM_CHECK 1
-#define ENF_HOOK_MMAP_FILE 2
-#define ENF_HOOK_FILE_MPROTECT 3
-
-/* Verdicts (struct enf_event.verdict). */
-#define ENF_VERDICT_ALLOW 0
-#define ENF_VERDICT_DENY 1
-#define ENF_VERDICT_AUDIT 2 /* unknown content, allowed because the scope audits */
-
-/* enf_stats slots. */
-#define ENF_STAT_EVENTS_DROPPED 0
-#define ENF_STAT_CACHE_HITS 1
-#define ENF_STAT_CACHE_FILLS 2
-#define ENF_STAT_MAX 4
 
 /* Deepest cgroup level searched for a scope (the root is level 0). */
 #define ENF_MAX_CGROUP_LEVEL 32
 /* Lookups of a digest while its scope's set is being replaced. */
 #define ENF_SET_ATTEMPTS 3
 
+/* Structs and constants shared with user space (modes, flags, hooks,
+ * verdicts, stat slots, enf_scope, enf_digest_key, enf_event). */
+#include "abi.h"
+
 char LICENSE[] SEC("license") = "GPL";
-
-/* Value of enf_scopes, keyed by cgroup id (__u64). 8 bytes. */
-struct enf_scope {
-	__u32 scope_id;
-	__u8 mode;
-	__u8 flags;
-	__u16 pad;
-};
-
-/* Key of enf_allowed. 40 bytes, no implicit padding. */
-struct enf_digest_key {
-	__u32 set_id;
-	__u32 pad;
-	__u8 digest[SHA256_LEN];
-};
-
-#define ENF_PATH_LEN 256
-
-/* One decision, as read by user space. 360 bytes, no implicit padding. */
-struct enf_event {
-	__u64 time_ns;         /* bpf_ktime_get_boot_ns() */
-	__u64 cgroup_id;       /* the task's own cgroup */
-	__u64 scope_cgroup_id; /* the cgroup whose scope decided */
-	__u32 host_tgid;       /* tgid in the initial pid namespace */
-	__u32 ns_tgid;         /* tgid in the task's own pid namespace */
-	__u32 pid_ns;          /* inode number of the task's pid namespace */
-	__u32 mnt_ns;          /* inode number of the task's mount namespace */
-	__u32 scope_id;
-	__u8 hook;             /* ENF_HOOK_* */
-	__u8 verdict;          /* ENF_VERDICT_* */
-	__u8 mode;             /* the scope's mode */
-	__u8 pad0;
-	__s32 hash_ret;        /* bpf_ima_file_hash(): 4 = SHA-256, < 0 = error */
-	__s32 path_len;        /* bpf_d_path(): length with the NUL, < 0 = error */
-	__u8 comm[TASK_COMM_LEN];
-	__u8 digest[SHA256_LEN]; /* zero unless hash_ret is 4 */
-	char path[ENF_PATH_LEN];
-};
-
-_Static_assert(sizeof(struct enf_scope) == 8, "enf_scope layout");
-_Static_assert(sizeof(struct enf_digest_key) == 40, "enf_digest_key layout");
-_Static_assert(sizeof(struct enf_event) == 360, "enf_event layout");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -266,7 +206,7 @@ struct enf_inode {
 	__u64 write_gen; /* bumped before every possible content change */
 	__u64 seq;       /* even: stable; odd: a fill is writing */
 	__u64 cached;    /* write_gen + 1 of the hashed content; 0: nothing */
-	__u8 digest[SHA256_LEN];
+	__u8 digest[ENF_SHA256_LEN];
 };
 
 struct {
@@ -326,14 +266,14 @@ static __always_inline struct enf_inode *cache_entry(struct inode *inode)
  * (argument, point 4). */
 static __always_inline int cache_use(struct enf_inode *c, struct inode *inode, __u8 *digest)
 {
-	__u8 copy[SHA256_LEN];
+	__u8 copy[ENF_SHA256_LEN];
 	__u64 s1, s2, cached;
 
 	s1 = read_once_full(&c->seq);
 	if (s1 & 1)
 		return 0;
 	cached = c->cached;
-	__builtin_memcpy(copy, c->digest, SHA256_LEN);
+	__builtin_memcpy(copy, c->digest, ENF_SHA256_LEN);
 	s2 = read_once_full(&c->seq);
 	if (s1 != s2 || !cached)
 		return 0;
@@ -341,7 +281,7 @@ static __always_inline int cache_use(struct enf_inode *c, struct inode *inode, _
 		return 0;
 	if (read_once_full(&c->write_gen) + 1 != cached)
 		return 0;
-	__builtin_memcpy(digest, copy, SHA256_LEN);
+	__builtin_memcpy(digest, copy, ENF_SHA256_LEN);
 	return 1;
 }
 
@@ -361,7 +301,7 @@ static __always_inline void cache_fill(struct enf_inode *c, struct inode *inode,
 		return;
 	if (__sync_val_compare_and_swap(&c->seq, s, s + 1) != s)
 		return; /* another fill is writing */
-	__builtin_memcpy(c->digest, digest, SHA256_LEN);
+	__builtin_memcpy(c->digest, digest, ENF_SHA256_LEN);
 	c->cached = g0 + 1;
 	__sync_fetch_and_add(&c->seq, 1);
 	count(ENF_STAT_CACHE_FILLS);
@@ -379,14 +319,14 @@ static __always_inline __s32 file_digest(struct file *file, __u8 *digest)
 	if (c) {
 		if (cache_use(c, inode, digest)) {
 			count(ENF_STAT_CACHE_HITS);
-			return IMA_HASH_ALGO_SHA256;
+			return ENF_HASH_ALGO_SHA256;
 		}
 		g0 = read_once_full(&c->write_gen);
 		if (has_writers(inode))
 			c = NULL; /* writers may exist: neither use nor fill */
 	}
-	ret = bpf_ima_file_hash(file, digest, SHA256_LEN);
-	if (c && ret == IMA_HASH_ALGO_SHA256)
+	ret = bpf_ima_file_hash(file, digest, ENF_SHA256_LEN);
+	if (c && ret == ENF_HASH_ALGO_SHA256)
 		cache_fill(c, inode, g0, digest);
 	return ret;
 }
@@ -459,7 +399,7 @@ static __always_inline void emit(struct file *file, __u8 hook, __u8 verdict,
 	ev->pad0 = 0;
 	ev->hash_ret = hash_ret;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-	__builtin_memcpy(ev->digest, digest, SHA256_LEN);
+	__builtin_memcpy(ev->digest, digest, ENF_SHA256_LEN);
 	if (file) {
 		/* f_path is const in newer kernels; bpf_d_path only reads it. */
 		ev->path_len = bpf_d_path((struct path *)&file->f_path, ev->path,
@@ -544,11 +484,11 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	cgroup_id = bpf_get_current_cgroup_id();
 
 	hash_ret = file_digest(file, key.digest);
-	if (hash_ret == IMA_HASH_ALGO_SHA256)
+	if (hash_ret == ENF_HASH_ALGO_SHA256)
 		known = allowed(&scope, &scope_cgroup_id, &key);
 	else
 		/* Unhashable, or hashed with another algorithm: unknown. */
-		__builtin_memset(key.digest, 0, SHA256_LEN);
+		__builtin_memset(key.digest, 0, ENF_SHA256_LEN);
 
 	if (known)
 		verdict = ENF_VERDICT_ALLOW;
@@ -599,7 +539,7 @@ SEC("lsm/file_mprotect")
 int BPF_PROG(enf_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
 	     unsigned long prot, int ret)
 {
-	__u8 digest[SHA256_LEN] = {};
+	__u8 digest[ENF_SHA256_LEN] = {};
 	struct enf_scope scope = {};
 	__u64 scope_cgroup_id = 0;
 	__u8 verdict;

@@ -24,14 +24,16 @@
 //!
 //! Scope model: a scope is a cgroup v2 subtree, named by the cgroup id of its
 //! top directory (its inode number, see [`cgroup_id`]) in
-//! [`Enforcer::add_scope`]. A task belongs to the scope of its nearest
+//! [`Enforcer::set_scope`]. A task belongs to the scope of its nearest
 //! ancestor cgroup, itself included, that was added (up to 32 levels deep);
 //! the root cgroup as a scope covers the whole node. A scope has a scope id,
 //! which names its digest set; several cgroups may share one.
 //!
 //! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
 //! id -> set id, a generation), `enf_allowed` ((set id, digest) -> 1),
-//! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events).
+//! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events,
+//! cache hits and fills). Their key and value structs and every constant
+//! shared with the C side come from `abi.h` through [`crate::abi`].
 //! [`Enforcer::replace_digests`] swaps a scope's whole set atomically: it
 //! fills a fresh set id, repoints `enf_sets` in one update, then deletes the
 //! old pairs; the kernel side re-reads the set id when a lookup misses, so a
@@ -41,7 +43,7 @@
 //! Events: denials and audit findings are always written; allowed decisions
 //! only for scopes with [`Scope::report_allowed`]. A full ring buffer drops
 //! the event ([`Enforcer::dropped_events`]) and never delays the exec.
-//! [`Enforcer::poll_decisions`] reads them by polling.
+//! [`Enforcer::poll_events`] reads them by polling.
 //!
 //! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
 //! six maps under a bpffs directory (`link_enf_bprm_check`,
@@ -54,8 +56,8 @@
 //!
 //! Not yet here: replacing the pinned programs by a newer build without a
 //! gap (today a pinned enforcer keeps its programs and map layouts until
-//! unpinned), caching the real inode under overlayfs, and the cgroup path in
-//! events.
+//! unpinned) and caching the real inode under overlayfs. (The cgroup path of
+//! an event is resolved in user space, by `enforce`.)
 
 use std::fs;
 use std::io;
@@ -68,24 +70,20 @@ use aya::pin::PinError;
 use aya::programs::links::FdLink;
 use aya::programs::{Lsm, ProgramError};
 use aya::sys::SyscallError;
-use aya::{Btf, BtfError, Ebpf, EbpfError, Pod};
+use aya::{Btf, BtfError, Ebpf, EbpfError};
 
+use crate::abi::{self, EnfDigestKey, EnfEvent, EnfScope};
 use crate::{kernel, objects, Digest};
 
 mod events;
-pub use events::{Decision, Event, Hook, Verdict, EVENT_LEN};
+pub use events::{Event, Hook, Verdict};
 
 /// The hook that sees every exec.
 pub const HOOK_BPRM_CHECK: &str = "bprm_check_security";
 /// The hook that sees every file mapping.
 pub const HOOK_MMAP_FILE: &str = "mmap_file";
-
 /// The hook that sees every change of a mapping's protection.
 pub const HOOK_FILE_MPROTECT: &str = "file_mprotect";
-/// The raw hook number of `file_mprotect` decisions: they parse as
-/// [`Hook::Unknown`]`(3)` for now, so that matches on [`Hook`] elsewhere in
-/// the workspace keep compiling; a variant of its own is to come with them.
-pub const HOOK_FILE_MPROTECT_RAW: u8 = 3;
 
 const PROGRAMS: [(&str, &str); 3] =
     [("enf_bprm_check", HOOK_BPRM_CHECK), ("enf_mmap_file", HOOK_MMAP_FILE), ("enf_file_mprotect", HOOK_FILE_MPROTECT)];
@@ -106,10 +104,6 @@ const STATS_MAP: &str = "enf_stats";
 const CACHE_MAP: &str = "enf_inode_cache";
 /// Every map, by the name it is pinned under.
 const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, CACHE_MAP];
-const STAT_EVENTS_DROPPED: u32 = 0;
-const STAT_CACHE_HITS: u32 = 1;
-const STAT_CACHE_FILLS: u32 = 2;
-const FLAG_REPORT_ALLOWED: u8 = 0x1;
 /// How long [`Enforcer::poll_decisions`] sleeps between looks at an empty buffer.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -175,7 +169,7 @@ pub enum EnforcerError {
         #[source]
         source: io::Error,
     },
-    #[error("malformed event of {len} bytes from {EVENTS_MAP} (expected {EVENT_LEN})")]
+    #[error("malformed event of {len} bytes from {EVENTS_MAP} (expected {})", size_of::<EnfEvent>())]
     Event { len: usize },
 }
 
@@ -191,15 +185,15 @@ pub enum Mode {
 impl Mode {
     fn to_raw(self) -> u8 {
         match self {
-            Mode::Enforce => 0,
-            Mode::Audit => 1,
+            Mode::Enforce => abi::ENF_MODE_ENFORCE,
+            Mode::Audit => abi::ENF_MODE_AUDIT,
         }
     }
 
     fn from_raw(raw: u8) -> Option<Self> {
         match raw {
-            0 => Some(Mode::Enforce),
-            1 => Some(Mode::Audit),
+            abi::ENF_MODE_ENFORCE => Some(Mode::Enforce),
+            abi::ENF_MODE_AUDIT => Some(Mode::Audit),
             _ => None,
         }
     }
@@ -208,7 +202,7 @@ impl Mode {
 /// How one cgroup is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scope {
-    /// Names the digest set ([`Enforcer::allow_digests`]).
+    /// Names the digest set ([`Enforcer::replace_digests`]).
     pub id: u32,
     /// Enforce or audit.
     pub mode: Mode,
@@ -216,40 +210,10 @@ pub struct Scope {
     pub report_allowed: bool,
 }
 
-/// Mirror of `struct enf_scope` in `enforcer.bpf.c`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawScope {
-    scope_id: u32,
-    mode: u8,
-    flags: u8,
-    pad: u16,
-}
-
-// SAFETY: `RawScope` is `repr(C)`, made only of integers with no padding
-// between or after fields (4 + 1 + 1 + 2 = 8 bytes, alignment 4), so every bit
-// pattern is a valid value, as `Pod` requires.
-unsafe impl Pod for RawScope {}
-
-/// Mirror of `struct enf_digest_key` in `enforcer.bpf.c`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct RawDigestKey {
-    set_id: u32,
-    pad: u32,
-    digest: Digest,
-}
-
-// SAFETY: `RawDigestKey` is `repr(C)`, made only of integers and a byte array
-// with no padding between or after fields (4 + 4 + 32 = 40 bytes, alignment
-// 4), so every bit pattern is a valid value, as `Pod` requires. `pad` is
-// always written as zero, so keys compare equal in the kernel's hash map.
-unsafe impl Pod for RawDigestKey {}
-
-impl RawDigestKey {
-    fn new(set_id: u32, digest: Digest) -> Self {
-        Self { set_id, pad: 0, digest }
-    }
+/// A key of `enf_allowed`; `pad` is always zero, so keys compare equal in
+/// the kernel's hash map.
+fn digest_key(set_id: u32, digest: Digest) -> EnfDigestKey {
+    EnfDigestKey { set_id, pad: 0, digest }
 }
 
 /// The enforcer's maps, and its programs when this value loaded them.
@@ -272,7 +236,7 @@ pub struct Enforcer {
 }
 
 impl Enforcer {
-    /// Loads the embedded object and attaches both programs, for as long as
+    /// Loads the embedded object and attaches its programs, for as long as
     /// the returned value lives.
     pub fn attach() -> Result<Self, EnforcerError> {
         Self::load(None)
@@ -444,7 +408,7 @@ impl Enforcer {
                 Scope {
                     id: raw.scope_id,
                     mode: Mode::from_raw(raw.mode).unwrap_or(Mode::Enforce),
-                    report_allowed: raw.flags & FLAG_REPORT_ALLOWED != 0,
+                    report_allowed: raw.flags & abi::ENF_FLAG_REPORT_ALLOWED != 0,
                 },
             ));
         }
@@ -460,18 +424,12 @@ impl Enforcer {
         })
     }
 
-    /// Makes the cgroup `cgroup_id` a scope with digest set `scope_id`,
-    /// reporting denials and audit findings only.
-    pub fn add_scope(&mut self, cgroup_id: u64, scope_id: u32, mode: Mode) -> Result<(), EnforcerError> {
-        self.set_scope(cgroup_id, Scope { id: scope_id, mode, report_allowed: false })
-    }
-
     /// Makes the cgroup `cgroup_id` a scope, or changes its settings.
     pub fn set_scope(&mut self, cgroup_id: u64, scope: Scope) -> Result<(), EnforcerError> {
-        let raw = RawScope {
+        let raw = EnfScope {
             scope_id: scope.id,
             mode: scope.mode.to_raw(),
-            flags: if scope.report_allowed { FLAG_REPORT_ALLOWED } else { 0 },
+            flags: if scope.report_allowed { abi::ENF_FLAG_REPORT_ALLOWED } else { 0 },
             pad: 0,
         };
         let mut map = self.scopes()?;
@@ -485,15 +443,6 @@ impl Enforcer {
     pub fn remove_scope(&mut self, cgroup_id: u64) -> Result<(), EnforcerError> {
         let mut map = self.scopes()?;
         ignore_absent(SCOPES_MAP, map.remove(&cgroup_id))
-    }
-
-    /// Adds `digests` to the digest set of scope `scope_id` (creating the set
-    /// if the scope has none yet).
-    pub fn allow_digests(&mut self, scope_id: u32, digests: &[Digest]) -> Result<(), EnforcerError> {
-        match self.current_set(scope_id)? {
-            Some(set_id) => self.fill_set(set_id, digests),
-            None => self.replace_digests(scope_id, digests),
-        }
     }
 
     /// Makes `digests` the whole digest set of scope `scope_id`, atomically:
@@ -526,7 +475,7 @@ impl Enforcer {
         {
             let mut map = self.allowed()?;
             for digest in digests {
-                match map.remove(&RawDigestKey::new(set_id, *digest)) {
+                match map.remove(&digest_key(set_id, *digest)) {
                     Ok(()) => removed += 1,
                     Err(e) if is_absent(&e) => {}
                     Err(source) => return Err(EnforcerError::Map { name: ALLOWED_MAP, source }),
@@ -568,7 +517,7 @@ impl Enforcer {
         let mut map = self.allowed()?;
         let mut result = Ok(());
         for digest in digests {
-            match map.insert(RawDigestKey::new(set_id, *digest), 1u8, BPF_NOEXIST) {
+            match map.insert(digest_key(set_id, *digest), 1u8, BPF_NOEXIST) {
                 Ok(()) => added += 1,
                 Err(e) if is_errno(&e, EEXIST) => {}
                 Err(source) => {
@@ -598,55 +547,45 @@ impl Enforcer {
         Ok(())
     }
 
-    /// The next decision already in the ring buffer, without waiting.
-    pub fn next_decision(&mut self) -> Result<Option<Decision>, EnforcerError> {
+    /// The next event already in the ring buffer, without waiting.
+    pub fn next_event(&mut self) -> Result<Option<Event>, EnforcerError> {
         match self.events.next() {
-            Some(item) => Decision::parse(&item).map(Some),
+            Some(item) => Event::read(&item).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Every decision in the ring buffer; if there is none, polls until one
+    /// Every event in the ring buffer; if there is none, polls until one
     /// arrives or `timeout` passes (then returns an empty list).
-    pub fn poll_decisions(&mut self, timeout: Duration) -> Result<Vec<Decision>, EnforcerError> {
+    pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<Event>, EnforcerError> {
         let deadline = Instant::now() + timeout;
-        let mut decisions = Vec::new();
+        let mut events = Vec::new();
         loop {
-            while let Some(decision) = self.next_decision()? {
-                decisions.push(decision);
+            while let Some(event) = self.next_event()? {
+                events.push(event);
             }
-            if !decisions.is_empty() || Instant::now() >= deadline {
-                return Ok(decisions);
+            if !events.is_empty() || Instant::now() >= deadline {
+                return Ok(events);
             }
             std::thread::sleep(POLL_INTERVAL);
         }
     }
 
-    /// The next event already in the ring buffer, without waiting.
-    pub fn next_event(&mut self) -> Result<Option<Event>, EnforcerError> {
-        Ok(self.next_decision()?.map(|d| d.event))
-    }
-
-    /// Like [`Enforcer::poll_decisions`], the core fields only.
-    pub fn poll_events(&mut self, timeout: Duration) -> Result<Vec<Event>, EnforcerError> {
-        Ok(self.poll_decisions(timeout)?.into_iter().map(|d| d.event).collect())
-    }
-
     /// How many events the kernel dropped because the ring buffer was full.
     pub fn dropped_events(&self) -> Result<u64, EnforcerError> {
         let stats: Array<&MapData, u64> = map_err(STATS_MAP, Array::try_from(&self.stats_map))?;
-        map_err(STATS_MAP, stats.get(&STAT_EVENTS_DROPPED, 0))
+        map_err(STATS_MAP, stats.get(&abi::ENF_STAT_EVENTS_DROPPED, 0))
     }
 
     /// How many decisions took the file's digest from the per-inode cache
     /// instead of hashing (since the programs were loaded).
     pub fn cache_hits(&self) -> Result<u64, EnforcerError> {
-        self.stat(STAT_CACHE_HITS)
+        self.stat(abi::ENF_STAT_CACHE_HITS)
     }
 
     /// How many hashes were stored in the per-inode cache.
     pub fn cache_fills(&self) -> Result<u64, EnforcerError> {
-        self.stat(STAT_CACHE_FILLS)
+        self.stat(abi::ENF_STAT_CACHE_FILLS)
     }
 
     fn stat(&self, slot: u32) -> Result<u64, EnforcerError> {
@@ -654,7 +593,7 @@ impl Enforcer {
         map_err(STATS_MAP, stats.get(&slot, 0))
     }
 
-    fn scopes(&mut self) -> Result<HashMap<&mut MapData, u64, RawScope>, EnforcerError> {
+    fn scopes(&mut self) -> Result<HashMap<&mut MapData, u64, EnfScope>, EnforcerError> {
         map_err(SCOPES_MAP, HashMap::try_from(&mut self.scopes_map))
     }
 
@@ -662,7 +601,7 @@ impl Enforcer {
         map_err(SETS_MAP, HashMap::try_from(&mut self.sets_map))
     }
 
-    fn allowed(&mut self) -> Result<HashMap<&mut MapData, RawDigestKey, u8>, EnforcerError> {
+    fn allowed(&mut self) -> Result<HashMap<&mut MapData, EnfDigestKey, u8>, EnforcerError> {
         map_err(ALLOWED_MAP, HashMap::try_from(&mut self.allowed_map))
     }
 }
@@ -770,11 +709,5 @@ mod tests {
             io_error: io::Error::from_raw_os_error(EEXIST),
         });
         assert!(!is_absent(&eexist) && is_errno(&eexist, EEXIST));
-    }
-
-    #[test]
-    fn raw_structs_have_the_c_sizes() {
-        assert_eq!(std::mem::size_of::<RawScope>(), 8);
-        assert_eq!(std::mem::size_of::<RawDigestKey>(), 40);
     }
 }

@@ -13,7 +13,7 @@ pub use std::path::{Path, PathBuf};
 pub use std::process::{Command, ExitStatus, Stdio};
 pub use std::time::Duration;
 
-pub use bpf_lsm::enforcer::{self, Decision, Enforcer, Hook, Mode, Scope, Verdict};
+pub use bpf_lsm::enforcer::{self, Enforcer, Event, Hook, Mode, Scope, Verdict};
 pub use bpf_lsm::Digest;
 pub use sha2::{Digest as _, Sha256};
 
@@ -197,62 +197,26 @@ pub fn mmap_exec_in(cgroup: &Cgroup, file: &Path, runner: &Path) -> io::Result<E
     cmd.status()
 }
 
-/// A reported decision with all its fields side by side.
-#[derive(Debug)]
-#[allow(dead_code)] // Debug output reads every field
-pub struct Seen {
-    pub cgroup_id: u64,
-    pub scope_cgroup_id: u64,
-    pub host_pid: u32,
-    pub ns_pid: u32,
-    pub pid_ns: u32,
-    pub mnt_ns: u32,
-    pub scope_id: u32,
-    pub mode: Option<Mode>,
-    pub hook: Hook,
-    pub verdict: Verdict,
-    pub comm: String,
-    pub digest: Option<Digest>,
-    pub path: Option<PathBuf>,
-    pub time_ns: u64,
-}
-
-impl From<Decision> for Seen {
-    fn from(d: Decision) -> Self {
-        Seen {
-            cgroup_id: d.event.cgroup_id,
-            scope_cgroup_id: d.scope_cgroup_id,
-            host_pid: d.event.host_pid,
-            ns_pid: d.event.ns_pid,
-            pid_ns: d.pid_ns,
-            mnt_ns: d.mnt_ns,
-            scope_id: d.event.scope_id,
-            mode: d.event.mode,
-            hook: d.event.hook,
-            verdict: d.event.verdict,
-            comm: d.event.comm,
-            digest: d.event.digest,
-            path: d.path,
-            time_ns: d.time_ns,
-        }
-    }
-}
-
 /// Decisions reported within a short time, all of them.
-pub fn drain_events(enf: &mut Enforcer) -> Vec<Seen> {
-    let mut all = enf.poll_decisions(Duration::from_secs(2)).expect("read events");
+pub fn drain_events(enf: &mut Enforcer) -> Vec<Event> {
+    let mut all = enf.poll_events(Duration::from_secs(2)).expect("read events");
     // Let stragglers from the same exec (its mappings) arrive too.
     std::thread::sleep(Duration::from_millis(50));
-    while let Some(decision) = enf.next_decision().expect("read event") {
-        all.push(decision);
+    while let Some(event) = enf.next_event().expect("read event") {
+        all.push(event);
     }
-    all.into_iter().map(Seen::from).collect()
+    all
 }
 
 /// The inode number of the test process's namespace `kind` ("pid", "mnt").
 pub fn ns_inode(kind: &str) -> u32 {
     let ino = fs::metadata(format!("/proc/self/ns/{kind}")).expect("stat namespace").ino();
     u32::try_from(ino).expect("namespace inodes fit in 32 bits")
+}
+
+/// A scope on digest set `id` that reports denials and audit findings only.
+pub fn scope(id: u32, mode: Mode) -> Scope {
+    Scope { id, mode, report_allowed: false }
 }
 
 pub fn attach() -> Enforcer {

@@ -1,24 +1,19 @@
-//! `imgsign enforce`: the node daemon. Checks the kernel, verifies every bundle of the policy and
-//! applies the plan, then streams decision events as JSON lines; SIGHUP reloads the policy (a
-//! failed reload keeps the old plan in force), SIGTERM/SIGINT stop the daemon and leave the
-//! programs pinned and enforcing. `--check` verifies and prints the plan without a kernel;
-//! `--status` and `--detach` read or unpin what is pinned under the policy's `pin_dir`. Exit 0 ok,
-//! 1 a bundle or image did not verify, 2 bad usage, unreadable input or a kernel that cannot
-//! enforce.
+//! `imgsign enforce`: the node daemon. Parses arguments, reads the policy once, calls
+//! `enforce::node` and prints what comes back. The daemon checks the kernel, verifies every
+//! bundle of the policy and applies the plan, then streams decision events as JSON lines; SIGHUP
+//! reloads the policy (a failed reload keeps the old plan in force), SIGTERM/SIGINT stop the
+//! daemon and leave the programs pinned and enforcing. `--check` verifies and prints the plan
+//! without a kernel; `--status` and `--detach` read or unpin what is pinned under the policy's
+//! `pin_dir`. Exit 0 ok, 1 a bundle or image did not verify, 2 bad usage, unreadable input or a
+//! kernel that cannot enforce.
 
 use crate::output;
-use anyhow::Context as _;
-use enforce::bpf::{self, BpfKernel};
-use enforce::capability;
-use enforce::daemon::{chain, Daemon};
-use enforce::kernel::KernelError;
-use enforce::plan::{self, Plan};
-use enforce::policy::{self, EventSink};
-use std::io::Write;
+use enforce::daemon::{chain, Notice};
+use enforce::node::{self, Node, NodeError, NodeStatus};
+use enforce::plan::Plan;
+use enforce::source::PolicySource;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 #[derive(clap::Args)]
@@ -41,92 +36,94 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = policy::load(&args.policy)?;
+    let source = PolicySource::open(&args.policy)?;
     if args.check {
-        return check(&policy, args.json);
-    }
-    if let Some(code) = kernel_missing(&policy.pin_dir) {
-        return Ok(code);
+        let plan = match node::check(&source, SystemTime::now()) {
+            Ok(plan) => plan,
+            Err(e) => return failed(e),
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print_plan(&plan, &source);
+        }
+        return Ok(output::EXIT_OK);
     }
     if args.status {
-        return match bpf::status(&policy.pin_dir) {
+        return match node::status(source.policy()) {
             Ok(status) if args.json => {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                println!("{}", serde_json::to_string_pretty(&status.status)?);
                 Ok(output::EXIT_OK)
             }
             Ok(status) => {
-                print_status(&status, &policy);
+                print_status(&status);
                 Ok(output::EXIT_OK)
             }
-            Err(e) => Ok(kernel_failed(&e)),
+            Err(e) => failed(e),
         };
     }
     if args.detach {
-        return match bpf::detach(&policy.pin_dir) {
+        let pin_dir = source.policy().pin_dir.clone();
+        return match node::detach(source.policy()) {
             Ok(true) => {
                 println!(
                     "unpinned the enforcer under {}: enforcement ends once no process holds it (stop a running daemon too; the kernel may take a moment)",
-                    policy.pin_dir.display()
+                    pin_dir.display()
                 );
                 Ok(output::EXIT_OK)
             }
             Ok(false) => {
-                println!("nothing was pinned under {}", policy.pin_dir.display());
+                println!("nothing was pinned under {}", pin_dir.display());
                 Ok(output::EXIT_OK)
             }
-            Err(e) => Ok(kernel_failed(&e)),
+            Err(e) => failed(e),
         };
     }
 
-    let kernel = match BpfKernel::open(&policy.pin_dir) {
-        Ok(kernel) => kernel,
-        Err(e) => return Ok(kernel_failed(&e)),
+    let notices = Box::new(|notice: Notice| eprintln!("imgsign enforce: {notice}"));
+    let mut node = match Node::start(source, Box::new(std::io::stdout()), notices) {
+        Ok(node) => node,
+        Err(e) => return failed(e),
     };
-    let out: Box<dyn Write + Send> = match &policy.events {
-        EventSink::Stdout => Box::new(std::io::stdout()),
-        EventSink::File(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening the event file {}", path.display()))?,
-        ),
-    };
-    let reload = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
-        .context("installing the SIGHUP handler")?;
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing the SIGTERM/SIGINT handlers")?;
-    }
-    let mut daemon = match Daemon::start(&args.policy, kernel, out, SystemTime::now()) {
-        Ok(daemon) => daemon,
-        Err(enforce::daemon::DaemonError::Plan(e)) if e.is_verification_failure() => {
-            output::print_error(&anyhow::Error::new(e));
-            return Ok(output::exit_failed());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    daemon.run(&reload, &stop)?;
+    node.run()?;
     eprintln!(
         "imgsign enforce: stopped; the programs stay pinned under {} and keep enforcing (imgsign enforce --detach ends it)",
-        policy.pin_dir.display()
+        node.pin_dir().display()
     );
     Ok(output::EXIT_OK)
 }
 
+/// The exit code and message of each failure: 1 when something did not verify; 2 with what to
+/// change when the kernel cannot enforce; 2 for everything else.
+fn failed(e: NodeError) -> anyhow::Result<ExitCode> {
+    match e {
+        e if e.is_verification_failure() => {
+            output::print_error(&anyhow::Error::new(e));
+            Ok(output::exit_failed())
+        }
+        NodeError::Unsupported { missing } => {
+            eprintln!("imgsign: error: this kernel cannot run the BPF-LSM enforcer:");
+            for missing in &missing {
+                eprintln!("  - {missing}");
+            }
+            Ok(output::exit_usage_or_input())
+        }
+        NodeError::Kernel(e) => {
+            eprintln!("imgsign: error: {}", chain(&e));
+            Ok(output::exit_usage_or_input())
+        }
+        other => Err(other.into()),
+    }
+}
+
 /// `--status` for humans: the scopes in force, named after the policy's scopes where their
 /// cgroups match.
-fn print_status(status: &bpf::Status, policy: &policy::Policy) {
+fn print_status(found: &NodeStatus) {
+    let status = &found.status;
     if !status.pinned {
         println!("not enforcing: nothing is pinned under {}", status.pin_dir.display());
         return;
     }
-    let names: Vec<(u64, &str)> = policy
-        .scopes
-        .iter()
-        .filter_map(|s| enforce::cgroup::cgroup_id(&s.cgroup).ok().map(|id| (id, s.name.as_str())))
-        .collect();
     println!(
         "enforcing from {}: {} scope(s), {} event(s) dropped",
         status.pin_dir.display(),
@@ -134,31 +131,14 @@ fn print_status(status: &bpf::Status, policy: &policy::Policy) {
         status.dropped_events
     );
     for scope in &status.scopes {
-        let name = names.iter().find(|(id, _)| *id == scope.cgroup_id).map_or("(not in this policy)", |(_, n)| n);
+        let name = found.name_of(scope.cgroup_id).unwrap_or("(not in this policy)");
         println!("  scope {name}: cgroup id {}, mode {}, {} digest(s)", scope.cgroup_id, scope.mode, scope.digests);
     }
 }
 
-/// `--check`: the plan, verified, printed; nothing loaded.
-fn check(policy: &policy::Policy, json: bool) -> anyhow::Result<ExitCode> {
-    let plan = match plan::build(policy, SystemTime::now()) {
-        Ok(plan) => plan,
-        Err(e) if e.is_verification_failure() => {
-            output::print_error(&anyhow::Error::new(e));
-            return Ok(output::exit_failed());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
-    } else {
-        print_plan(&plan, policy);
-    }
-    Ok(output::EXIT_OK)
-}
-
-fn print_plan(plan: &Plan, policy: &policy::Policy) {
-    println!("policy {} (trust store {})", plan.policy.display(), policy.trust.display());
+/// `--check` for humans: the plan, verified; nothing loaded.
+fn print_plan(plan: &Plan, source: &PolicySource) {
+    println!("policy {} (trust store {})", plan.policy.display(), source.policy().trust.display());
     for scope in &plan.scopes {
         println!(
             "scope {}: cgroup {} (id {}), mode {}, {} allowed digest(s)",
@@ -185,22 +165,4 @@ fn print_plan(plan: &Plan, policy: &policy::Policy) {
         }
     }
     println!("plan OK: {} scope(s) verified; nothing was loaded into the kernel (--check)", plan.scopes.len());
-}
-
-/// Exit 2 with what to change when this kernel cannot run the enforcer.
-fn kernel_missing(pin_dir: &std::path::Path) -> Option<ExitCode> {
-    let found = capability::check(pin_dir);
-    if found.ok() {
-        return None;
-    }
-    eprintln!("imgsign: error: this kernel cannot run the BPF-LSM enforcer:");
-    for missing in &found.missing {
-        eprintln!("  - {missing}");
-    }
-    Some(output::exit_usage_or_input())
-}
-
-fn kernel_failed(e: &KernelError) -> ExitCode {
-    eprintln!("imgsign: error: {}", chain(e));
-    output::exit_usage_or_input()
 }

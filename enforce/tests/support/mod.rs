@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use testdata::oci::{write_layout, Layer, Written};
 use testdata::tar::TarWriter;
+use verifier_core::digest::Sha256Digest;
 use verifier_core::progress::NoProgress;
 use verifier_core::sign::{sign, SignOptions};
 use verifier_core::source::ImageRef;
@@ -28,7 +29,7 @@ pub fn tempdir() -> tempfile::TempDir {
 /// Two layers: files (one content twice), a hardlink, a symlink, a whiteout, an override.
 /// Returns the layout and the digests the manifest must allow (computed from the contents, not
 /// from the manifest).
-pub fn write_image(dir: &Path) -> (Written, BTreeSet<[u8; 32]>) {
+pub fn write_image(dir: &Path) -> (Written, BTreeSet<Sha256Digest>) {
     let mut base = TarWriter::new();
     base.dir("bin", 0o755)
         .file("bin/tool", 0o755, TOOL)
@@ -50,11 +51,8 @@ pub fn write_image(dir: &Path) -> (Written, BTreeSet<[u8; 32]>) {
     (written, expected)
 }
 
-pub fn digest(bytes: &[u8]) -> [u8; 32] {
-    let hex = testdata::sha256_hex(bytes);
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex, &mut out).unwrap();
-    out
+pub fn digest(bytes: &[u8]) -> Sha256Digest {
+    Sha256Digest::parse_hex(&testdata::sha256_hex(bytes)).unwrap()
 }
 
 /// Signs `image` as `name` version `version`, valid for `valid` from `signed_at`; returns the

@@ -1,0 +1,32 @@
+//! The desired state: all the kernel is ever given. Per scope, keyed by the cgroup id the kernel
+//! programs see, a mode and a digest set; no names, bundles, manifests or versions (those stay in
+//! the verified [`crate::plan::Plan`] that produced it). A digest set is behind an `Arc`, so
+//! scopes that allow the same content (containers of one image, later) can share one set.
+
+use crate::policy::Mode;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use verifier_core::digest::Sha256Digest;
+
+/// The SHA-256 digests a scope allows to run.
+pub type DigestSet = BTreeSet<Sha256Digest>;
+
+/// What one cgroup subtree is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredScope {
+    pub mode: Mode,
+    pub digests: Arc<DigestSet>,
+}
+
+/// Every scope the kernel should enforce, by cgroup id; a cgroup not here is not a scope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub scopes: BTreeMap<u64, DesiredScope>,
+}
+
+impl DesiredState {
+    /// The scope of cgroup `cgroup_id`, if it is one.
+    pub fn scope(&self, cgroup_id: u64) -> Option<&DesiredScope> {
+        self.scopes.get(&cgroup_id)
+    }
+}

@@ -1,0 +1,242 @@
+//! The one place `enforce` calls verifier-core's verification and touches the trust store:
+//! reading bundle files, grouping them by the statement they carry, verifying a statement
+//! (signatures, threshold, revocation, expiry, rollback), comparing an image with its manifest,
+//! and recording accepted versions. Everything else in the crate sees the results as
+//! [`VerifiedStatement`]s; when verifier-core's API changes, this module is what changes.
+//!
+//! Verification is cached per statement ([`StatementCache`]): the key is the digest of the trust
+//! store's files (keys, revocations, threshold, versions seen) and of the bundle files of the
+//! statement (which hold its DSSE payload and signatures); a hit is used only while the statement
+//! has not expired. So an unchanged bundle is not verified again at every reload, and any change
+//! to what its verdict depends on (a key revoked, a version recorded, a signature added, time
+//! passing its expiry) verifies it afresh.
+
+use crate::desired::DigestSet;
+use keys::{TrustError, TrustStore};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+use verifier_core::bundle::{Bundle, BundleError};
+use verifier_core::digest::Sha256Digest;
+use verifier_core::manifest::FileType;
+use verifier_core::progress::NoProgress;
+use verifier_core::source::ImageRef;
+use verifier_core::verify::{verify, verify_statement, VerifyError, VerifyOptions};
+
+/// An error and its sources on one line.
+pub use verifier_core::verify::error_chain;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifiedError {
+    #[error("cannot read the bundle")]
+    Read(#[source] std::io::Error),
+    // The verifier-core errors are passed through as they are, so messages do not change.
+    #[error(transparent)]
+    Parse(BundleError),
+    #[error(transparent)]
+    Refused(Box<VerifyError>),
+    #[error("entry {path} has no valid sha256")]
+    Digest { path: String },
+    #[error(transparent)]
+    Image(Box<VerifyError>),
+}
+
+/// A statement whose bundles verified against the trust store, reduced to what enforcement and
+/// its reports need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedStatement {
+    pub name: String,
+    pub version: u64,
+    /// RFC 3339, as signed.
+    pub expires: String,
+    pub expires_at: SystemTime,
+    /// The image manifest digest the statement is about (`sha256:<hex>`).
+    pub subject: Option<String>,
+    /// Key ids of the distinct trusted signers.
+    pub signers: Vec<String>,
+    /// Entries in the signed manifest.
+    pub files: usize,
+    /// Every `file` and `hardlink` digest, once each.
+    pub digests: Arc<DigestSet>,
+}
+
+/// One bundle file, read and parsed.
+pub struct BundleFile {
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes (part of the cache key).
+    bytes_digest: Sha256Digest,
+    bundle: Bundle,
+}
+
+impl BundleFile {
+    pub fn read(path: &Path) -> Result<Self, VerifiedError> {
+        let bytes = std::fs::read(path).map_err(VerifiedError::Read)?;
+        let bundle = Bundle::parse(&bytes).map_err(VerifiedError::Parse)?;
+        Ok(BundleFile { path: path.to_path_buf(), bytes_digest: Sha256Digest::of(&bytes), bundle })
+    }
+
+    fn same_statement(&self, other: &BundleFile) -> bool {
+        let (a, b) = (&self.bundle.dsse_envelope, &other.bundle.dsse_envelope);
+        a.payload == b.payload && a.payload_type == b.payload_type
+    }
+}
+
+/// Bundles grouped by the statement they carry, in the order first seen: bundles of one
+/// statement pool their signatures (co-signers towards the threshold).
+pub fn group_by_statement(files: Vec<BundleFile>) -> Vec<Vec<BundleFile>> {
+    let mut groups: Vec<Vec<BundleFile>> = Vec::new();
+    for file in files {
+        match groups.iter_mut().find(|g| g[0].same_statement(&file)) {
+            Some(group) => group.push(file),
+            None => groups.push(vec![file]),
+        }
+    }
+    groups
+}
+
+/// The trust store as of one plan: opened once, with the digest of its files.
+pub struct Trust {
+    store: TrustStore,
+    state: Sha256Digest,
+}
+
+impl Trust {
+    pub fn open(dir: &Path) -> Result<Self, TrustError> {
+        let store = TrustStore::open(dir)?;
+        // An unreadable file leaves a state no cache entry matches: everything is verified.
+        let state = state_of(dir).unwrap_or_else(|_| Sha256Digest::of(format!("{:?}", SystemTime::now()).as_bytes()));
+        Ok(Trust { store, state })
+    }
+}
+
+/// The digest of every file below `dir` (relative names and contents, in name order).
+fn state_of(dir: &Path) -> std::io::Result<Sha256Digest> {
+    fn walk(dir: &Path, rel: &Path, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = rel.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(&entry.path(), &name, out)?;
+            } else if kind.is_file() {
+                let content = std::fs::read(entry.path())?;
+                out.extend_from_slice(format!("{}\0{}\0", name.display(), content.len()).as_bytes());
+                out.extend_from_slice(&content);
+            }
+        }
+        Ok(())
+    }
+    let mut all = Vec::new();
+    walk(dir, Path::new(""), &mut all)?;
+    Ok(Sha256Digest::of(&all))
+}
+
+/// Verified statements by (trust store state, bundle files). Entries not used by the last
+/// plan are dropped when the next one is done ([`StatementCache::finish_plan`]).
+#[derive(Default)]
+pub struct StatementCache {
+    entries: HashMap<Sha256Digest, Arc<VerifiedStatement>>,
+    used: HashMap<Sha256Digest, Arc<VerifiedStatement>>,
+    hits: u64,
+    misses: u64,
+}
+
+impl StatementCache {
+    /// Verifies the statement carried by `group` (one statement, one or more bundles) as of
+    /// `now`, or takes the verdict of an identical earlier call.
+    pub fn verify(
+        &mut self,
+        group: &[BundleFile],
+        trust: &Trust,
+        now: SystemTime,
+    ) -> Result<Arc<VerifiedStatement>, VerifiedError> {
+        let key = cache_key(group, trust);
+        if let Some(hit) = self.entries.get(&key).or_else(|| self.used.get(&key)).filter(|s| now <= s.expires_at) {
+            self.hits += 1;
+            let hit = hit.clone();
+            self.used.insert(key, hit.clone());
+            return Ok(hit);
+        }
+        self.misses += 1;
+        let statement = Arc::new(verify_group(group, trust, now)?);
+        self.used.insert(key, statement.clone());
+        Ok(statement)
+    }
+
+    /// Keeps only what the plan just built used.
+    pub fn finish_plan(&mut self) {
+        self.entries = std::mem::take(&mut self.used);
+    }
+
+    /// (hits, misses) since the cache was made.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}
+
+fn cache_key(group: &[BundleFile], trust: &Trust) -> Sha256Digest {
+    let mut files: Vec<[u8; 32]> = group.iter().map(|f| f.bytes_digest.0).collect();
+    files.sort();
+    let mut key = trust.state.0.to_vec();
+    for digest in files {
+        key.extend_from_slice(&digest);
+    }
+    Sha256Digest::of(&key)
+}
+
+fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<VerifiedStatement, VerifiedError> {
+    let bundles: Vec<Bundle> = group.iter().map(|f| f.bundle.clone()).collect();
+    let (statement, report) =
+        verify_statement(&bundles, &trust.store, now).map_err(|e| VerifiedError::Refused(Box::new(e)))?;
+    let mut digests = DigestSet::new();
+    for entry in &statement.predicate.files {
+        if matches!(entry.kind, FileType::File | FileType::Hardlink) {
+            digests.insert(entry.sha256.ok_or_else(|| VerifiedError::Digest { path: entry.path.clone() })?);
+        }
+    }
+    Ok(VerifiedStatement {
+        name: statement.predicate.name.clone(),
+        version: statement.predicate.version,
+        expires: statement.predicate.expires.clone(),
+        // verify_statement checked it parses; an unparsable one never reaches here.
+        expires_at: statement.expires_at().unwrap_or(SystemTime::UNIX_EPOCH),
+        subject: report.subject.clone(),
+        signers: report.signers.clone(),
+        files: statement.predicate.files.len(),
+        digests: Arc::new(digests),
+    })
+}
+
+/// Compares the files of `image` with the manifest of `group`'s statement as of `now`: `None`
+/// when every file matches, else what differs (never cached: the image on disk may change).
+pub fn check_image(
+    image: &ImageRef,
+    group: &[BundleFile],
+    trust: &mut Trust,
+    now: SystemTime,
+) -> Result<Option<String>, VerifiedError> {
+    let bundles: Vec<Bundle> = group.iter().map(|f| f.bundle.clone()).collect();
+    let options = VerifyOptions { now, record_version: false };
+    let report = verify(image, &bundles, &mut trust.store, &options, Arc::new(NoProgress))
+        .map_err(|e| VerifiedError::Image(Box::new(e)))?;
+    if report.verified {
+        return Ok(None);
+    }
+    let mut failures: Vec<String> = report.failures().map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    failures.extend(report.differences.iter().take(5).map(|d| format!("{} differs", d.path())));
+    Ok(Some(failures.join("; ")))
+}
+
+/// Records each accepted version in the trust store at `trust_dir` (rollback protection), where
+/// it is newer than the one remembered.
+pub fn record_versions(versions: &BTreeMap<String, u64>, trust_dir: &Path) -> Result<(), TrustError> {
+    let mut trust = TrustStore::open(trust_dir)?;
+    for (name, version) in versions {
+        if trust.highest_version(name).is_none_or(|h| h < *version) {
+            trust.record_version(name, *version)?;
+        }
+    }
+    Ok(())
+}
