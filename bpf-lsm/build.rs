@@ -7,6 +7,9 @@
 //! Environment overrides: `CLANG` (compiler), `BPFTOOL`, `IMGSIGN_VMLINUX_BTF`
 //! (a BTF file other than `/sys/kernel/btf/vmlinux`).
 
+// A build script talks to cargo on stdout (`cargo:` lines) and to the person building on stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};

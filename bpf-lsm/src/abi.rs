@@ -11,8 +11,11 @@ include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 // integer arrays, and build.rs refuses a layout with implicit padding (the size asserts above
 // prove none was added), so every bit pattern is a valid value and every byte is initialised,
 // as `Pod` requires.
+#[allow(unsafe_code)]
 unsafe impl aya::Pod for EnfScope {}
+#[allow(unsafe_code)]
 unsafe impl aya::Pod for EnfDigestKey {}
+#[allow(unsafe_code)]
 unsafe impl aya::Pod for EnfEvent {}
 
 impl EnfEvent {
@@ -25,7 +28,9 @@ impl EnfEvent {
         // SAFETY: `bytes` holds at least size_of::<Self>() readable bytes; `read_unaligned`
         // needs no alignment; `Self` is plain integers without padding, so any bytes are a
         // valid value (see the Pod impls above).
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+        #[allow(unsafe_code)]
+        let event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) };
+        Some(event)
     }
 }
 

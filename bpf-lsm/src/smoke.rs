@@ -79,6 +79,7 @@ struct RawSeen {
 // SAFETY: `RawSeen` is `repr(C)`, made only of integers and byte arrays with no
 // padding between or after fields (8 + 32 + 4 + 4 = 48 bytes), so every bit
 // pattern the kernel writes is a valid value, as `Pod` requires.
+#[allow(unsafe_code)]
 unsafe impl Pod for RawSeen {}
 
 /// The loaded and attached smoke program and its maps.

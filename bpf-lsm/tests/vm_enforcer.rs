@@ -9,6 +9,10 @@
 //! Each test creates its own cgroup, makes it a scope, and runs children
 //! that move themselves into it between fork and exec, so the exec itself is
 //! judged by the scope while the test process stays outside.
+// Test programs may print what they saw; the lab shows it (helpers too, not only #[test] fns).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+// The attacks these tests make need raw syscalls (mmap, truncate, setxattr, pre_exec), each in a commented unsafe block.
+#![allow(unsafe_code)]
 
 mod support;
 #[allow(unused_imports)]

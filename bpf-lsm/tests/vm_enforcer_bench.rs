@@ -2,6 +2,10 @@
 //! loaded but the task unscoped, enforced cold and with a warm digest cache, and under IMA
 //! measurement and appraisal (the peer); first exec of a 20 MB binary. Run by the kernel lab
 //! (`#[ignore]`d on the host); prints `BENCH` lines.
+// Test programs may print what they saw; the lab shows it (helpers too, not only #[test] fns).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+// The attacks these tests make need raw syscalls (mmap, truncate, setxattr, pre_exec), each in a commented unsafe block.
+#![allow(unsafe_code)]
 
 mod support;
 #[allow(unused_imports)]

@@ -3,6 +3,8 @@
 //! Every test needs root in a kernel with BPF-LSM active, so each is
 //! `#[ignore]`d on the host; `cargo xtask lab` boots Debian kernels under
 //! QEMU and runs them there with `--ignored --exact`.
+// Test programs may print what they saw; the lab shows it (helpers too, not only #[test] fns).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs;
 use std::io::ErrorKind;

@@ -14,6 +14,8 @@
 //! open or take over the pinned programs, signals, status, detach). Nothing here prints:
 //! warnings and failures are values ([`daemon::Notice`]) the caller shows.
 
+#![forbid(unsafe_code)]
+
 pub mod bpf;
 pub mod capability;
 pub mod cgroup;

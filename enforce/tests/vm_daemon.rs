@@ -8,6 +8,10 @@
 //! securityfs mounted and a static `/bin/busybox`, so each is `#[ignore]`d on the host. The kernel
 //! lab runs `vm_*` targets of the packages it lists (`xtask/src/lab/testbins.rs`); this one runs
 //! there once `enforce` is in that list.
+// Test programs may print what they saw; the lab shows it (helpers too, not only #[test] fns).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+// Unsafe only for `pre_exec`: the child joins the scope cgroup between fork and exec.
+#![allow(unsafe_code)]
 
 mod support;
 

@@ -449,7 +449,7 @@ mod tests {
         let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let streamed = key
             .sign_streaming(|sink| {
-                message.chunks(4096).for_each(|c| sink(c));
+                message.chunks(4096).for_each(&mut *sink);
                 Ok(())
             })
             .unwrap();

@@ -1,6 +1,8 @@
 //! Writes every hostile layer case as an OCI layout under DIR (one subdirectory per case), for
 //! trying imgsign by hand, and each bad layer blob alone as DIR/corpus/CASE.layer, for seeding a
 //! fuzz corpus: `cargo run -p testdata --example write_hostile -- DIR`.
+// A small program: printing is what it is for.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use testdata::hostile::HostileLayer;
 

@@ -237,7 +237,7 @@ fn refuses_data_behind_header_only_entries_and_bad_checksums() {
 #[test]
 fn same_layers_give_the_same_manifest_bytes() {
     let layer = Tar::default().file("z", "1").file("a", "2").dir("m").file("m/q", "3").finish();
-    let a = serde_json::to_vec(&apply(&[layer.clone()]).unwrap()).unwrap();
+    let a = serde_json::to_vec(&apply(std::slice::from_ref(&layer)).unwrap()).unwrap();
     let b = serde_json::to_vec(&apply(&[layer]).unwrap()).unwrap();
     assert_eq!(a, b);
     let files: Vec<FileEntry> = serde_json::from_slice(&a).unwrap();

@@ -1,6 +1,9 @@
 //! Helpers shared by the enforcer's in-VM test binaries: busybox copies, cgroups, running
 //! children inside a scope, events.
-
+// Test helpers may print what they saw (clippy allows it in #[test] functions, not in helpers).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+// The attacks these tests make need raw syscalls (mmap, truncate, setxattr, pre_exec), each in a commented unsafe block.
+#![allow(unsafe_code)]
 #![allow(dead_code, unused_imports)]
 
 pub use std::fs::{self, File, OpenOptions};

@@ -1,6 +1,7 @@
 //! Shared by the enforce tests: a small image written with testdata's tar/OCI writers, signed
 //! with test keys through verifier-core; trust stores; real cgroup v2 directories; policy files.
-
+// Test helpers may print what they saw (clippy allows it in #[test] functions, not in helpers).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 #![allow(dead_code)]
 
 use enforce::cgroup;
