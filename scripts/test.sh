@@ -7,7 +7,8 @@
 #   3. a short fuzz run of every cargo-fuzz target
 #   4. the kernel lab: in-VM tests on Debian 12 (6.1) and Debian 13 (6.12) kernels under QEMU,
 #      plus the lab's own tests (an injected failure and an injected panic must fail the run)
-#   0. `cargo fmt --all -- --check` (rustfmt.toml: max_width 120)
+#   0. `cargo fmt --all -- --check` (rustfmt.toml: max_width 120), then `cargo clippy -D warnings`
+#      with the workspace lints (unsafe forbidden outside bpf-lsm, libraries do not print)
 # Every stage runs even if an earlier one failed; the exit code is non-zero if any failed.
 # Usage: scripts/test.sh [--fast]   (--fast: stages 1-2 only, for a quick local loop)
 set -uo pipefail
@@ -33,6 +34,8 @@ stage() {
 }
 
 stage format cargo fmt --all -- --check
+# [workspace.lints] (no unsafe, no printing in libraries) and clippy's defaults, as errors.
+stage lint cargo clippy --workspace --all-targets --quiet -- -D warnings
 stage host-tests cargo test --workspace --quiet
 stage sigstore-interop bash tests/sigstore-interop/run.sh
 if [ "$fast" -eq 0 ]; then
