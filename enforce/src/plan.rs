@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
-use verifier_core::bundle::{Bundle, BundleError};
+use verifier_core::bundle::{BundleError, CheckedBundle};
 use verifier_core::manifest::FileType;
 use verifier_core::progress::NoProgress;
-use verifier_core::verify::{verify, verify_statement, VerifyError, VerifyOptions};
+use verifier_core::verify::{accept, verify, verify_statement, Accepted, VerifyError, VerifyOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -127,6 +127,9 @@ pub struct ManifestInfo {
     /// The image whose files were compared with the manifest, when the policy named one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// What recording this manifest as accepted writes (see [`record_versions`]).
+    #[serde(skip)]
+    pub accepted: Accepted,
 }
 
 fn hex_digests<S: Serializer>(digests: &BTreeSet<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
@@ -191,22 +194,13 @@ pub fn build(policy: &Policy, now: SystemTime) -> Result<Plan, PlanError> {
 fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Result<ScopePlan, PlanError> {
     let scope = || spec.name.clone();
     // Group the bundles by the statement they carry.
-    let mut groups: Vec<(Vec<PathBuf>, Vec<Bundle>)> = Vec::new();
+    let mut groups: Vec<(Vec<PathBuf>, Vec<CheckedBundle>)> = Vec::new();
     for path in &spec.bundles {
-        let bytes = std::fs::read(path).map_err(|source| PlanError::ReadBundle {
-            scope: scope(),
-            bundle: path.clone(),
-            source,
+        let bundle = CheckedBundle::read(path).map_err(|e| match e {
+            BundleError::Read { source, .. } => PlanError::ReadBundle { scope: scope(), bundle: path.clone(), source },
+            source => PlanError::ParseBundle { scope: scope(), bundle: path.clone(), source },
         })?;
-        let bundle = Bundle::parse(&bytes).map_err(|source| PlanError::ParseBundle {
-            scope: scope(),
-            bundle: path.clone(),
-            source,
-        })?;
-        let same = |b: &Bundle| {
-            b.dsse_envelope.payload == bundle.dsse_envelope.payload
-                && b.dsse_envelope.payload_type == bundle.dsse_envelope.payload_type
-        };
+        let same = |b: &CheckedBundle| b.payload().digest() == bundle.payload().digest();
         match groups.iter_mut().find(|(_, bundles)| same(&bundles[0])) {
             Some((paths, bundles)) => {
                 paths.push(path.clone());
@@ -228,7 +222,7 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
     let mut digests = BTreeSet::new();
     let mut manifests = Vec::new();
     for (paths, bundles) in &groups {
-        let (statement, report) = verify_statement(bundles, trust, now).map_err(|e| PlanError::Refused {
+        let statement = verify_statement(bundles, trust, now).map_err(|e| PlanError::Refused {
             scope: scope(),
             bundles: paths.clone(),
             source: Box::new(e),
@@ -253,26 +247,35 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
             }
             image_checked = Some(image.to_string());
         }
-        for entry in &statement.predicate.files {
-            if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
-                continue;
-            }
-            let digest = entry.sha256.ok_or_else(|| PlanError::Digest {
+        let mut missing = None;
+        statement
+            .for_each_file(&mut |entry| {
+                if matches!(entry.kind, FileType::File | FileType::Hardlink) {
+                    match entry.sha256 {
+                        Some(digest) => drop(digests.insert(digest.0)),
+                        None => missing = missing.take().or(Some(entry.path.to_string())),
+                    }
+                }
+            })
+            .map_err(|e| PlanError::Refused {
                 scope: scope(),
-                bundle: paths[0].clone(),
-                path: entry.path.clone(),
+                bundles: paths.clone(),
+                source: Box::new(VerifyError::Statement(e)),
             })?;
-            digests.insert(digest.0);
+        if let Some(path) = missing {
+            return Err(PlanError::Digest { scope: scope(), bundle: paths[0].clone(), path });
         }
+        let header = statement.header();
         manifests.push(ManifestInfo {
             bundles: paths.clone(),
-            name: statement.predicate.name.clone(),
-            version: statement.predicate.version,
-            expires: statement.predicate.expires.clone(),
-            subject: report.subject.clone(),
-            signers: report.signers.clone(),
-            files: statement.predicate.files.len(),
+            name: header.name.clone(),
+            version: header.version,
+            expires: header.expires.clone(),
+            subject: Some(statement.subject().oci()),
+            signers: statement.signers().map(ToString::to_string).collect(),
+            files: header.files,
             image: image_checked,
+            accepted: statement.accepted(),
         });
     }
     let cgroup_id = cgroup_id(&spec.cgroup).map_err(|source| PlanError::Cgroup { scope: scope(), source })?;
@@ -291,10 +294,6 @@ fn build_scope(spec: &ScopeSpec, trust: &mut TrustStore, now: SystemTime) -> Res
 pub fn record_versions(plan: &Plan, trust_dir: &Path) -> Result<(), PlanError> {
     let trust_err = |e| PlanError::Trust { path: trust_dir.to_path_buf(), source: Box::new(e) };
     let mut trust = TrustStore::open(trust_dir).map_err(trust_err)?;
-    for (name, version) in &plan.versions {
-        if trust.highest_version(name).is_none_or(|h| h < *version) {
-            trust.record_version(name, *version).map_err(trust_err)?;
-        }
-    }
-    Ok(())
+    let manifests = plan.scopes.iter().flat_map(|s| &s.manifests);
+    accept(&mut trust, manifests.map(|m| &m.accepted)).map_err(trust_err)
 }

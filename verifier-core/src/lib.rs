@@ -6,6 +6,7 @@ pub mod digest;
 pub mod dsse;
 pub mod layer;
 pub mod manifest;
+pub mod payload;
 pub mod progress;
 pub mod sign;
 pub mod source;

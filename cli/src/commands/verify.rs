@@ -7,7 +7,7 @@ use keys::TrustStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
-use verifier_core::bundle::Bundle;
+use verifier_core::bundle::CheckedBundle;
 use verifier_core::manifest::Difference;
 use verifier_core::source::ImageRef;
 use verifier_core::verify::{verify, VerifyOptions, VerifyReport};
@@ -39,10 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bundles = args
         .bundles
         .iter()
-        .map(|path| {
-            let bytes = std::fs::read(path).with_context(|| format!("reading bundle {}", path.display()))?;
-            Bundle::parse(&bytes).with_context(|| format!("bundle {}", path.display()))
-        })
+        .map(|path| CheckedBundle::read(path).with_context(|| format!("bundle {}", path.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let options = VerifyOptions { now: SystemTime::now(), record_version: !args.no_record };
     let report = verify(&image, &bundles, &mut trust, &options, output::progress())?;
@@ -79,7 +76,7 @@ fn print_human(report: &VerifyReport) {
             report.name.as_deref().unwrap_or(""),
             report.version.unwrap_or(0),
             report.files_in_image,
-            report.signers.join(", ")
+            report.signers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         );
     } else {
         println!("verification FAILED for {}", report.image);
