@@ -251,7 +251,9 @@ mod tests {
             "QR==".to_string(),                // non-canonical trailing bits
             "QQ==QUJD".to_string(),            // padding in the middle
             format!("{}QQ=={}", long, "QUJD"), // padding in the middle of a later block
-            format!("QQ=={long}"),             // padding at the end of the first block
+            format!("QQ=={long}"),             // padding at the start of the first block
+            // Padding closing a block exactly, more text after it: each block alone is valid.
+            format!("{}QQ==QUJD", "QUJD".repeat((DECODE_BLOCK - 4) / 4)),
             "QU JD".to_string(),               // not in the alphabet
             "QUJD=".to_string(),
         ];

@@ -425,3 +425,47 @@ impl<'de> Visitor<'de> for FilesSeed<'_> {
         Ok(count)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement_with(files: &str, extra_predicate: &str) -> String {
+        let digest = "00".repeat(32);
+        format!(
+            r#"{{"_type":"{STATEMENT_TYPE}","subject":[{{"name":"n","digest":{{"sha256":"{digest}"}}}}],"predicateType":"{PREDICATE_TYPE}","predicate":{{"name":"n","version":1,"expires":"2030-01-01T00:00:00Z","source":{{"kind":"dir"}},"files":[{files}]{extra_predicate}}}}}"#
+        )
+    }
+
+    fn dir(path: &str) -> String {
+        format!(r#"{{"path":"{path}","type":"dir","mode":"0755","uid":0,"gid":0}}"#)
+    }
+
+    #[test]
+    fn streams_entries_in_order_and_counts_them() {
+        let text = statement_with(&[dir("/a"), dir("/a/b"), dir("/b")].join(","), "");
+        let mut seen = Vec::new();
+        let header = StatementHeader::read(text.as_bytes(), &mut |e| seen.push(e.path.to_string())).unwrap();
+        assert_eq!(seen, ["/a", "/a/b", "/b"]);
+        assert_eq!(header.files, 3);
+        assert_eq!(Statement::parse(text.as_bytes()).unwrap().to_bytes(), text.as_bytes());
+    }
+
+    #[test]
+    fn refuses_unsorted_or_repeated_paths() {
+        for files in [[dir("/b"), dir("/a")], [dir("/a"), dir("/a")]] {
+            let text = statement_with(&files.join(","), "");
+            assert!(matches!(Statement::parse(text.as_bytes()), Err(StatementError::FileOrder)), "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_and_repeated_fields() {
+        for extra in [r#","evil":1"#, r#","files":[]"#, r#","name":"other""#] {
+            let text = statement_with(&dir("/a"), extra);
+            assert!(matches!(Statement::parse(text.as_bytes()), Err(StatementError::Json(_))), "{extra}");
+        }
+        let text = statement_with(&dir("/a"), "").replacen('{', r#"{"_type":"x","#, 1);
+        assert!(Statement::parse(text.as_bytes()).is_err());
+    }
+}

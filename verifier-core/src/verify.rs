@@ -488,3 +488,96 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::BundleSignature;
+    use crate::manifest::{compare, FileType};
+
+    fn entry(path: &str, sha: u8) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: FileType::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: Some(1),
+            sha256: Some(Sha256Digest([sha; 32])),
+            link_target: None,
+            dev_major: None,
+            dev_minor: None,
+            xattrs: Default::default(),
+        }
+    }
+
+    fn statement_payload(files: Vec<FileEntry>) -> Arc<Payload> {
+        let identity = ImageIdentity {
+            kind: crate::source::SourceKind::Dir,
+            default_name: "t".into(),
+            manifest_digest: None,
+            config_digest: None,
+            layers: vec![],
+        };
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
+        let statement = crate::statement::Statement::new(&identity, files, "t".into(), 1, at).unwrap();
+        Arc::new(Payload::from_bytes(&statement.to_bytes()).unwrap())
+    }
+
+    fn signed(key: &keys::SigningKey, payload: &Arc<Payload>) -> CheckedBundle {
+        let message = crate::dsse::pae(IN_TOTO_PAYLOAD_TYPE, &payload.to_vec().unwrap());
+        let id = key.public_key().key_id().to_string();
+        CheckedBundle::new(payload.clone(), id.clone(), vec![BundleSignature { sig: key.sign(&message), keyid: id }])
+    }
+
+    fn trust(dir: &std::path::Path, keys: &[&keys::SigningKey], threshold: usize) -> TrustStore {
+        let mut trust = TrustStore::init(dir, threshold).unwrap();
+        for key in keys {
+            trust.add_key(&key.public_key()).unwrap();
+        }
+        trust
+    }
+
+    #[test]
+    fn streamed_merge_reports_what_the_in_memory_compare_reports() {
+        let expected: Vec<FileEntry> =
+            ["/a", "/b", "/c", "/d/e", "/f"].iter().enumerate().map(|(i, p)| entry(p, i as u8)).collect();
+        let mut actual: Vec<FileEntry> =
+            ["/0", "/b", "/c", "/d", "/d/e", "/g", "/h"].iter().enumerate().map(|(i, p)| entry(p, i as u8)).collect();
+        actual[2].sha256 = expected[2].sha256;
+        let payload = statement_payload(expected.clone());
+        let key = keys::SigningKey::from_seed(&[1; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let statement = verify_signatures(&[signed(&key, &payload)], &trust(dir.path(), &[&key], 1)).unwrap();
+        assert_eq!(statement.compare_files(&actual).unwrap(), compare(&expected, &actual));
+        assert_eq!(statement.compare_files(&[]).unwrap(), compare(&expected, &[]));
+        assert!(statement.compare_files(&expected).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bundles_of_different_statements_are_not_pooled() {
+        let (a, b) = (keys::SigningKey::from_seed(&[1; 32]), keys::SigningKey::from_seed(&[2; 32]));
+        let dir = tempfile::tempdir().unwrap();
+        let trust = trust(dir.path(), &[&a, &b], 2);
+        let one = statement_payload(vec![entry("/a", 1)]);
+        let other = statement_payload(vec![entry("/a", 2)]);
+        let result = verify_signatures(&[signed(&a, &one), signed(&b, &other)], &trust);
+        assert!(matches!(result, Err(VerifyError::Signatures(SignatureError::DifferentStatements))));
+        // The same statement read twice (two payload files) pools.
+        let again = statement_payload(vec![entry("/a", 1)]);
+        let statement = verify_signatures(&[signed(&a, &one), signed(&b, &again)], &trust).unwrap();
+        assert_eq!(statement.signers().count(), 2);
+    }
+
+    #[test]
+    fn accept_only_raises_the_recorded_version() {
+        let key = keys::SigningKey::from_seed(&[1; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut trust = trust(dir.path(), &[&key], 1);
+        let statement = verify_signatures(&[signed(&key, &statement_payload(vec![]))], &trust).unwrap();
+        trust.record_version("t", 3).unwrap();
+        accept(&mut trust, [&statement.accepted()]).unwrap();
+        assert_eq!(trust.highest_version("t"), Some(3));
+        assert!(matches!(statement.check_rollback(&trust), Err(PolicyError::Rollback { highest: 3, .. })));
+    }
+}
