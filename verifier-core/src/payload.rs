@@ -39,7 +39,8 @@ impl Payload {
     /// Starts writing a payload.
     pub fn writer() -> Result<PayloadWriter, PayloadError> {
         let file = tempfile::tempfile().map_err(PayloadError::Io)?;
-        Ok(PayloadWriter { out: BufWriter::with_capacity(64 << 10, file), hasher: Sha256::new(), len: 0 })
+        let inner = HashingFile { file, hasher: Sha256::new(), len: 0 };
+        Ok(PayloadWriter { out: BufWriter::with_capacity(64 << 10, inner) })
     }
 
     /// A payload holding `bytes` (small payloads, tests).
@@ -115,19 +116,34 @@ impl Payload {
     }
 }
 
-/// Writes a [`Payload`], hashing as it goes.
+/// Writes a [`Payload`] (buffered: serde writes many small pieces), hashing as it goes.
 pub struct PayloadWriter {
-    out: BufWriter<File>,
+    out: BufWriter<HashingFile>,
+}
+
+/// The file behind the buffer, hashing whole buffers as they are written.
+struct HashingFile {
+    file: File,
     hasher: Sha256,
     len: u64,
 }
 
-impl Write for PayloadWriter {
+impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
+        let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Write for PayloadWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -137,8 +153,8 @@ impl Write for PayloadWriter {
 
 impl PayloadWriter {
     pub fn finish(self) -> Result<Payload, PayloadError> {
-        let file = self.out.into_inner().map_err(|e| PayloadError::Io(e.into_error()))?;
-        Ok(Payload { file, len: self.len, digest: Sha256Digest(self.hasher.finalize().into()) })
+        let inner = self.out.into_inner().map_err(|e| PayloadError::Io(e.into_error()))?;
+        Ok(Payload { file: inner.file, len: inner.len, digest: Sha256Digest(inner.hasher.finalize().into()) })
     }
 }
 
@@ -254,7 +270,7 @@ mod tests {
             format!("QQ=={long}"),             // padding at the start of the first block
             // Padding closing a block exactly, more text after it: each block alone is valid.
             format!("{}QQ==QUJD", "QUJD".repeat((DECODE_BLOCK - 4) / 4)),
-            "QU JD".to_string(),               // not in the alphabet
+            "QU JD".to_string(), // not in the alphabet
             "QUJD=".to_string(),
         ];
         for case in cases {
