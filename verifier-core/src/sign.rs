@@ -22,7 +22,7 @@ pub enum SignError {
     Source {
         image: String,
         #[source]
-        source: SourceError,
+        source: Box<SourceError>,
     },
     #[error("no signing key given")]
     NoKeys,
@@ -38,6 +38,8 @@ pub enum SignError {
     /// The statement could not be written to (or read back from) its temporary file.
     #[error("writing the statement")]
     Payload(#[source] PayloadError),
+    #[error("give one output per key ({keys} keys, {outs} outputs)")]
+    Outputs { keys: usize, outs: usize },
     /// A bundle could not be written (the error names the file).
     #[error("writing the bundles")]
     Write(#[source] BundleError),
@@ -82,7 +84,8 @@ pub struct Prepared {
 
 /// Scans `image` and writes its statement. Needs no key, so keys can be decrypted meanwhile.
 pub fn prepare(image: &ImageRef, options: &SignOptions, progress: Arc<dyn Progress>) -> Result<Prepared, SignError> {
-    let scanned = scan(image, progress).map_err(|source| SignError::Source { image: image.to_string(), source })?;
+    let scanned = scan(image, progress)
+        .map_err(|source| SignError::Source { image: image.to_string(), source: Box::new(source) })?;
     let name = options.name.clone().unwrap_or_else(|| scanned.identity.default_name.clone());
     let statement =
         Statement::new(&scanned.identity, scanned.files, name, options.version, options.now + options.expires_in)
@@ -131,6 +134,9 @@ impl Prepared {
     /// Signs with every key and writes each bundle to its path (same order), each replaced
     /// atomically. Returns the bundles.
     pub fn sign_to(&self, keys: &[&keys::SigningKey], outs: &[&Path]) -> Result<Vec<CheckedBundle>, SignError> {
+        if outs.len() != keys.len() {
+            return Err(SignError::Outputs { keys: keys.len(), outs: outs.len() });
+        }
         let bundles = self.sign(keys)?;
         for (bundle, out) in bundles.iter().zip(outs) {
             bundle.write_file(out).map_err(SignError::Write)?;

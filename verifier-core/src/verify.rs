@@ -50,7 +50,7 @@ pub enum VerifyError {
     Image {
         image: String,
         #[source]
-        source: SourceError,
+        source: Box<SourceError>,
     },
     /// Recording the accepted version in the trust store failed.
     #[error("recording the accepted version in the trust store")]
@@ -456,7 +456,7 @@ pub fn verify(
             report.check("image integrity", false, error_chain(&source));
             return Ok(report);
         }
-        Err(source) => return Err(VerifyError::Image { image: image.to_string(), source }),
+        Err(source) => return Err(VerifyError::Image { image: image.to_string(), source: Box::new(source) }),
     };
     report.check("image integrity", true, "every blob matched its digest");
     report.outcome("subject", statement.check_subject(&scanned.identity, &scanned.files));
