@@ -34,6 +34,13 @@ pub enum VerifyError {
     /// No bundle was given.
     #[error("no bundle given")]
     NoBundles,
+    /// Stage 1: a bundle file could not be read or is not an acceptable bundle.
+    #[error("bundle {}", .path.display())]
+    Bundle {
+        path: std::path::PathBuf,
+        #[source]
+        source: crate::bundle::BundleError,
+    },
     /// Stage 2: the signatures do not verify the statement (or the bundles carry different ones).
     #[error("signatures check failed")]
     Signatures(#[source] SignatureError),
@@ -139,6 +146,18 @@ impl Accepted {
     pub fn version(&self) -> u64 {
         self.version
     }
+}
+
+/// Stage 1: reads and checks every bundle file (see [`CheckedBundle::read`]), naming the first
+/// that fails.
+pub fn read_bundles(paths: &[impl AsRef<std::path::Path>]) -> Result<Vec<CheckedBundle>, VerifyError> {
+    paths
+        .iter()
+        .map(|path| {
+            let path = path.as_ref();
+            CheckedBundle::read(path).map_err(|source| VerifyError::Bundle { path: path.to_path_buf(), source })
+        })
+        .collect()
 }
 
 /// Stage 2: the bundles' signatures against `trust` (distinct trusted keys, revocation,
