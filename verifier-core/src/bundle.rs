@@ -44,6 +44,9 @@ pub enum BundleError {
     Syntax(&'static str),
     #[error("not a Sigstore bundle: {0}")]
     NotBundle(String),
+    /// The strict parse failed: an unknown field, a field twice, a value of the wrong type.
+    #[error("not a Sigstore bundle of the expected shape")]
+    Shape(#[source] serde_json::Error),
     #[error("unsupported bundle media type {0:?} (expected {BUNDLE_MEDIA_TYPE:?})")]
     MediaType(String),
     #[error("bundle has no DSSE envelope (imgsign bundles sign an in-toto statement)")]
@@ -211,7 +214,7 @@ impl CheckedBundle {
             return Err(BundleError::NotBundle("verificationMaterial has no publicKey".into()));
         }
         // Then the strict parse: the exact shape, no unknown field, no key twice.
-        let wire: Skeleton = serde_json::from_slice(skeleton).map_err(BundleError::Json)?;
+        let wire: Skeleton = serde_json::from_slice(skeleton).map_err(BundleError::Shape)?;
         let envelope = wire.dsse_envelope;
         if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
             return Err(BundleError::PayloadType(envelope.payload_type));
@@ -519,7 +522,7 @@ mod tests {
         let p = B64.encode(b"{}");
         for extra in [r#","evil":1"#, r#","payloadType":"x""#, r#","signatures":[]"#] {
             let text = bundle_json(&p, extra);
-            assert!(matches!(CheckedBundle::parse(text.as_bytes()), Err(BundleError::Json(_))), "{extra}");
+            assert!(matches!(CheckedBundle::parse(text.as_bytes()), Err(BundleError::Shape(_))), "{extra}");
         }
         let top = bundle_json(&p, "").replacen('{', r#"{"extra":true,"#, 1);
         assert!(CheckedBundle::parse(top.as_bytes()).is_err());
