@@ -15,7 +15,7 @@ use crate::cgroup::{cgroup_id, CgroupError};
 use crate::desired::{DesiredScope, DesiredState, DigestSet};
 use crate::policy::{Mode, Policy};
 use crate::source::ScopeSpec;
-use crate::verified::{self, BundleFile, StatementCache, Trust, VerifiedError};
+use crate::verified::{self, Accepted, BundleFile, StatementCache, Trust, VerifiedError};
 use keys::TrustError;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -136,6 +136,9 @@ pub struct ManifestInfo {
     /// The image whose files were compared with the manifest, when the policy named one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// What recording this manifest as accepted writes (see [`record_versions`]).
+    #[serde(skip)]
+    pub accepted: Accepted,
 }
 
 fn hex_digests<S: Serializer>(digests: &Arc<DigestSet>, s: S) -> Result<S::Ok, S::Error> {
@@ -292,6 +295,7 @@ fn build_scope(
             signers: statement.signers.clone(),
             files: statement.files,
             image: image_checked,
+            accepted: statement.accepted.clone(),
         });
     }
     let cgroup_id = cgroup_id(&spec.cgroup).map_err(|source| PlanError::Cgroup { scope: scope(), source })?;
@@ -314,6 +318,7 @@ fn unexpected(scope: String, bundle: &Path, error: VerifiedError) -> PlanError {
 /// Records each accepted version of `plan` in the trust store at `trust_dir` (rollback
 /// protection), once the plan is in force.
 pub fn record_versions(plan: &Plan, trust_dir: &Path) -> Result<(), PlanError> {
-    verified::record_versions(&plan.versions, trust_dir)
+    let accepted = plan.scopes.iter().flat_map(|s| &s.manifests).map(|m| &m.accepted);
+    verified::record_versions(accepted, trust_dir)
         .map_err(|e| PlanError::Trust { path: trust_dir.to_path_buf(), source: Box::new(e) })
 }

@@ -13,19 +13,21 @@
 
 use crate::desired::DigestSet;
 use keys::{TrustError, TrustStore};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
-use verifier_core::bundle::{Bundle, BundleError};
+use verifier_core::bundle::{BundleError, CheckedBundle};
 use verifier_core::digest::Sha256Digest;
 use verifier_core::manifest::FileType;
 use verifier_core::progress::NoProgress;
 use verifier_core::source::ImageRef;
-use verifier_core::verify::{verify, verify_statement, VerifyError, VerifyOptions};
+use verifier_core::verify::{accept, verify, verify_statement, VerifyError, VerifyOptions};
 
 /// An error and its sources on one line.
 pub use verifier_core::verify::error_chain;
+/// A version to record as accepted once a plan is in force; made only by verification.
+pub use verifier_core::verify::Accepted;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifiedError {
@@ -59,26 +61,36 @@ pub struct VerifiedStatement {
     pub files: usize,
     /// Every `file` and `hardlink` digest, once each.
     pub digests: Arc<DigestSet>,
+    /// What recording this statement's version writes to the rollback state.
+    pub accepted: Accepted,
 }
 
-/// One bundle file, read and parsed.
+/// One bundle file, read and checked (its payload is streamed to a temporary file, never held
+/// whole in memory).
 pub struct BundleFile {
     pub path: PathBuf,
-    /// SHA-256 of the file's bytes (part of the cache key).
-    bytes_digest: Sha256Digest,
-    bundle: Bundle,
+    /// SHA-256 of what the verdict depends on: the payload and every signature (part of the
+    /// cache key).
+    content_digest: Sha256Digest,
+    bundle: CheckedBundle,
 }
 
 impl BundleFile {
     pub fn read(path: &Path) -> Result<Self, VerifiedError> {
-        let bytes = std::fs::read(path).map_err(VerifiedError::Read)?;
-        let bundle = Bundle::parse(&bytes).map_err(VerifiedError::Parse)?;
-        Ok(BundleFile { path: path.to_path_buf(), bytes_digest: Sha256Digest::of(&bytes), bundle })
+        let bundle = CheckedBundle::read(path).map_err(|e| match e {
+            BundleError::Read { source, .. } => VerifiedError::Read(source),
+            other => VerifiedError::Parse(other),
+        })?;
+        let mut content = bundle.payload().digest().0.to_vec();
+        for signature in bundle.signatures() {
+            content.extend_from_slice(&(signature.sig.len() as u64).to_le_bytes());
+            content.extend_from_slice(&signature.sig);
+        }
+        Ok(BundleFile { path: path.to_path_buf(), content_digest: Sha256Digest::of(&content), bundle })
     }
 
     fn same_statement(&self, other: &BundleFile) -> bool {
-        let (a, b) = (&self.bundle.dsse_envelope, &other.bundle.dsse_envelope);
-        a.payload == b.payload && a.payload_type == b.payload_type
+        self.bundle.payload().digest() == other.bundle.payload().digest()
     }
 }
 
@@ -177,7 +189,7 @@ impl StatementCache {
 }
 
 fn cache_key(group: &[BundleFile], trust: &Trust) -> Sha256Digest {
-    let mut files: Vec<[u8; 32]> = group.iter().map(|f| f.bytes_digest.0).collect();
+    let mut files: Vec<[u8; 32]> = group.iter().map(|f| f.content_digest.0).collect();
     files.sort();
     let mut key = trust.state.0.to_vec();
     for digest in files {
@@ -187,25 +199,34 @@ fn cache_key(group: &[BundleFile], trust: &Trust) -> Sha256Digest {
 }
 
 fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<VerifiedStatement, VerifiedError> {
-    let bundles: Vec<Bundle> = group.iter().map(|f| f.bundle.clone()).collect();
-    let (statement, report) =
-        verify_statement(&bundles, &trust.store, now).map_err(|e| VerifiedError::Refused(Box::new(e)))?;
+    let bundles: Vec<CheckedBundle> = group.iter().map(|f| f.bundle.clone()).collect();
+    let statement = verify_statement(&bundles, &trust.store, now).map_err(|e| VerifiedError::Refused(Box::new(e)))?;
     let mut digests = DigestSet::new();
-    for entry in &statement.predicate.files {
-        if matches!(entry.kind, FileType::File | FileType::Hardlink) {
-            digests.insert(entry.sha256.ok_or_else(|| VerifiedError::Digest { path: entry.path.clone() })?);
-        }
+    let mut missing = None;
+    statement
+        .for_each_file(&mut |entry| {
+            if matches!(entry.kind, FileType::File | FileType::Hardlink) {
+                match entry.sha256 {
+                    Some(digest) => drop(digests.insert(digest)),
+                    None => missing = missing.take().or(Some(entry.path)),
+                }
+            }
+        })
+        .map_err(|e| VerifiedError::Refused(Box::new(VerifyError::Statement(e))))?;
+    if let Some(path) = missing {
+        return Err(VerifiedError::Digest { path });
     }
+    let header = statement.header();
     Ok(VerifiedStatement {
-        name: statement.predicate.name.clone(),
-        version: statement.predicate.version,
-        expires: statement.predicate.expires.clone(),
-        // verify_statement checked it parses; an unparsable one never reaches here.
-        expires_at: statement.expires_at().unwrap_or(SystemTime::UNIX_EPOCH),
-        subject: report.subject.clone(),
-        signers: report.signers.clone(),
-        files: statement.predicate.files.len(),
+        name: header.name.clone(),
+        version: header.version,
+        expires: header.expires.clone(),
+        expires_at: header.expires_at,
+        subject: Some(statement.subject().oci()),
+        signers: statement.signers().map(ToString::to_string).collect(),
+        files: header.files,
         digests: Arc::new(digests),
+        accepted: statement.accepted(),
     })
 }
 
@@ -217,7 +238,7 @@ pub fn check_image(
     trust: &mut Trust,
     now: SystemTime,
 ) -> Result<Option<String>, VerifiedError> {
-    let bundles: Vec<Bundle> = group.iter().map(|f| f.bundle.clone()).collect();
+    let bundles: Vec<CheckedBundle> = group.iter().map(|f| f.bundle.clone()).collect();
     let options = VerifyOptions { now, record_version: false };
     let report = verify(image, &bundles, &mut trust.store, &options, Arc::new(NoProgress))
         .map_err(|e| VerifiedError::Image(Box::new(e)))?;
@@ -229,14 +250,12 @@ pub fn check_image(
     Ok(Some(failures.join("; ")))
 }
 
-/// Records each accepted version in the trust store at `trust_dir` (rollback protection), where
-/// it is newer than the one remembered.
-pub fn record_versions(versions: &BTreeMap<String, u64>, trust_dir: &Path) -> Result<(), TrustError> {
+/// Records each accepted version in the trust store at `trust_dir` (rollback protection),
+/// through verifier-core's [`accept`], the one writer of rollback state.
+pub fn record_versions<'a>(
+    accepted: impl IntoIterator<Item = &'a Accepted>,
+    trust_dir: &Path,
+) -> Result<(), TrustError> {
     let mut trust = TrustStore::open(trust_dir)?;
-    for (name, version) in versions {
-        if trust.highest_version(name).is_none_or(|h| h < *version) {
-            trust.record_version(name, *version)?;
-        }
-    }
-    Ok(())
+    accept(&mut trust, accepted)
 }

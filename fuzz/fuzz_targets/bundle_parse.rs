@@ -1,13 +1,13 @@
-//! Bundle and statement parsing: `Bundle::parse` on arbitrary bytes and, when it parses, the DSSE
-//! payload decoding, the pre-authentication encoding, every signature's decoding and
-//! `Statement::parse` on the payload. The raw input is also given to `Statement::parse` directly
-//! (a payload is base64 inside the bundle, so mutations rarely reach the statement parser
-//! otherwise). Nothing may panic, and whatever parses must survive a serialise/parse round trip
-//! unchanged.
+//! Bundle and statement parsing: `CheckedBundle::parse` (the streaming bundle reader: skeleton
+//! scanner, chunked base64 decoding of the payload, strict skeleton parse) on arbitrary bytes
+//! and, when it parses, `Statement::parse` (the streaming statement parser) on the decoded
+//! payload. The raw input is also given to `Statement::parse` directly (a payload is base64
+//! inside the bundle, so mutations rarely reach the statement parser otherwise). Nothing may
+//! panic, and whatever parses must survive a write/read round trip unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use verifier_core::bundle::Bundle;
+use verifier_core::bundle::CheckedBundle;
 use verifier_core::statement::Statement;
 
 fn statement(bytes: &[u8]) {
@@ -21,16 +21,12 @@ fn statement(bytes: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     statement(data);
 
-    let Ok(bundle) = Bundle::parse(data) else { return };
-    let again = Bundle::parse(&bundle.to_json()).expect("a serialised bundle parses again");
+    let Ok(bundle) = CheckedBundle::parse(data) else { return };
+    let again = CheckedBundle::parse(&bundle.to_json()).expect("a written bundle reads again");
     assert_eq!(again, bundle, "bundle round trip changed it");
 
-    let envelope = &bundle.dsse_envelope;
-    for index in 0..envelope.signatures.len() {
-        let _ = envelope.signature_bytes(index);
-    }
-    let _ = envelope.signed_message();
-    if let Ok(payload) = envelope.payload_bytes() {
+    let _ = bundle.signatures().len();
+    if let Ok(payload) = bundle.payload().to_vec() {
         statement(&payload);
     }
 });

@@ -68,6 +68,22 @@ impl<'de> serde::Deserialize<'de> for Sha256Digest {
     }
 }
 
+/// Serde for a digest written as bare lowercase hex (the in-toto `digest.sha256` form):
+/// `#[serde(with = "crate::digest::bare_hex")]`.
+pub mod bare_hex {
+    use super::Sha256Digest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(digest: &Sha256Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&digest.hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sha256Digest, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Sha256Digest::parse_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Serde for an optional digest written as bare lowercase hex (the in-toto `digest.sha256` and
 /// manifest `sha256` form): `#[serde(with = "crate::digest::bare_hex_opt")]`.
 pub mod bare_hex_opt {

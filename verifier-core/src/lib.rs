@@ -6,6 +6,7 @@ pub mod digest;
 pub mod dsse;
 pub mod image;
 pub mod manifest;
+pub mod payload;
 pub mod progress;
 pub mod sign;
 pub mod statement;

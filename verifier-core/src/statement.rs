@@ -4,10 +4,12 @@
 //! policy checks.
 
 use crate::digest::Sha256Digest;
-use crate::manifest::{is_canonical_order, FileEntry};
+use crate::manifest::FileEntry;
 use crate::source::{ImageIdentity, LayerDigests, SourceKind};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Write};
 use std::time::SystemTime;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -27,6 +29,8 @@ pub enum StatementError {
     Expiry(String),
     #[error("file list is not sorted by path bytes or has duplicate paths")]
     FileOrder,
+    #[error("reading the statement")]
+    Io(#[source] std::io::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +48,15 @@ pub struct Statement {
 #[serde(deny_unknown_fields)]
 pub struct Subject {
     pub name: String,
-    pub digest: BTreeMap<String, String>,
+    pub digest: SubjectDigest,
+}
+
+/// The in-toto digest set of a subject: imgsign names images by SHA-256 alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectDigest {
+    #[serde(with = "crate::digest::bare_hex")]
+    pub sha256: Sha256Digest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,9 +77,9 @@ pub struct FileManifestPredicate {
 pub struct SourceRecord {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest_digest: Option<String>,
+    pub manifest_digest: Option<Sha256Digest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_digest: Option<String>,
+    pub config_digest: Option<Sha256Digest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerRecord>,
 }
@@ -75,19 +87,39 @@ pub struct SourceRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LayerRecord {
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Sha256Digest,
+    pub diff_id: Sha256Digest,
 }
 
-impl From<&LayerDigests> for LayerRecord {
-    fn from(l: &LayerDigests) -> Self {
-        Self { digest: l.digest.clone(), diff_id: l.diff_id.clone() }
+impl TryFrom<&LayerDigests> for LayerRecord {
+    type Error = crate::digest::DigestError;
+
+    fn try_from(l: &LayerDigests) -> Result<Self, Self::Error> {
+        Ok(Self { digest: Sha256Digest::parse_oci(&l.digest)?, diff_id: Sha256Digest::parse_oci(&l.diff_id)? })
     }
 }
 
-/// The digest a `dir:` tree is named by: SHA-256 of its canonical file list.
+/// The digest a `dir:` tree is named by: SHA-256 of its canonical file list (hashed as it is
+/// serialised, never held whole).
 pub fn file_list_digest(files: &[FileEntry]) -> Sha256Digest {
-    Sha256Digest::of(&serde_json::to_vec(files).expect("file entries serialise"))
+    // Buffered: serde writes many small pieces, and the hasher is fastest on whole blocks.
+    let mut hasher = std::io::BufWriter::with_capacity(64 << 10, HashWriter(Sha256::new()));
+    serde_json::to_writer(&mut hasher, files).expect("file entries serialise");
+    let hasher = hasher.into_inner().unwrap_or_else(|_| unreachable!("hashing never fails"));
+    Sha256Digest(hasher.0.finalize().into())
+}
+
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Statement {
@@ -98,7 +130,7 @@ impl Statement {
         name: String,
         version: u64,
         expires: SystemTime,
-    ) -> Self {
+    ) -> Result<Self, crate::digest::DigestError> {
         let subject_digest =
             identity.manifest_digest.or(identity.config_digest).unwrap_or_else(|| file_list_digest(&files));
         let kind = match identity.kind {
@@ -106,12 +138,9 @@ impl Statement {
             SourceKind::DockerArchive => "docker-archive",
             SourceKind::Dir => "dir",
         };
-        Statement {
+        Ok(Statement {
             statement_type: STATEMENT_TYPE.into(),
-            subject: vec![Subject {
-                name: name.clone(),
-                digest: BTreeMap::from([("sha256".into(), subject_digest.hex())]),
-            }],
+            subject: vec![Subject { name: name.clone(), digest: SubjectDigest { sha256: subject_digest } }],
             predicate_type: PREDICATE_TYPE.into(),
             predicate: FileManifestPredicate {
                 name,
@@ -119,13 +148,13 @@ impl Statement {
                 expires: humantime::format_rfc3339_seconds(expires).to_string(),
                 source: SourceRecord {
                     kind: kind.into(),
-                    manifest_digest: identity.manifest_digest.map(|d| d.oci()),
-                    config_digest: identity.config_digest.map(|d| d.oci()),
-                    layers: identity.layers.iter().map(LayerRecord::from).collect(),
+                    manifest_digest: identity.manifest_digest,
+                    config_digest: identity.config_digest,
+                    layers: identity.layers.iter().map(LayerRecord::try_from).collect::<Result<_, _>>()?,
                 },
                 files,
             },
-        }
+        })
     }
 
     /// Canonical bytes: compact JSON, fields in declaration order, maps sorted.
@@ -133,33 +162,312 @@ impl Statement {
         serde_json::to_vec(self).expect("statement serialises")
     }
 
-    /// Parses and checks the shape of a statement.
-    pub fn parse(bytes: &[u8]) -> Result<Self, StatementError> {
-        let statement: Statement = serde_json::from_slice(bytes).map_err(StatementError::Json)?;
-        if statement.statement_type != STATEMENT_TYPE {
-            return Err(StatementError::Type(statement.statement_type));
-        }
-        if statement.predicate_type != PREDICATE_TYPE {
-            return Err(StatementError::PredicateType(statement.predicate_type));
-        }
-        statement.subject_digests().next().ok_or(StatementError::Subject)?;
-        statement.expires_at()?;
-        if !is_canonical_order(&statement.predicate.files) {
-            return Err(StatementError::FileOrder);
-        }
-        Ok(statement)
+    /// Writes the canonical bytes (the same as [`Statement::to_bytes`]) entry by entry.
+    pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        serde_json::to_writer(out, self).map_err(std::io::Error::other)
     }
 
-    /// Every sha256 subject digest that parses.
+    /// Parses and checks the shape of a statement held in memory.
+    pub fn parse(bytes: &[u8]) -> Result<Self, StatementError> {
+        let mut files = Vec::new();
+        let header = StatementHeader::read(bytes, &mut |entry| files.push(entry))?;
+        Ok(Statement {
+            statement_type: STATEMENT_TYPE.into(),
+            subject: header.subject,
+            predicate_type: PREDICATE_TYPE.into(),
+            predicate: FileManifestPredicate {
+                name: header.name,
+                version: header.version,
+                expires: header.expires,
+                source: header.source,
+                files,
+            },
+        })
+    }
+
+    /// Every sha256 subject digest.
     pub fn subject_digests(&self) -> impl Iterator<Item = Sha256Digest> + '_ {
-        self.subject.iter().filter_map(|s| s.digest.get("sha256")).filter_map(|h| Sha256Digest::parse_hex(h).ok())
+        self.subject.iter().map(|s| s.digest.sha256)
     }
 
     pub fn expires_at(&self) -> Result<SystemTime, StatementError> {
-        let text = &self.predicate.expires;
-        if !text.ends_with('Z') {
-            return Err(StatementError::Expiry(text.clone()));
+        parse_expiry(&self.predicate.expires)
+    }
+}
+
+fn parse_expiry(text: &str) -> Result<SystemTime, StatementError> {
+    if !text.ends_with('Z') {
+        return Err(StatementError::Expiry(text.to_string()));
+    }
+    humantime::parse_rfc3339(text).map_err(|_| StatementError::Expiry(text.to_string()))
+}
+
+/// A statement without its file list (which is streamed, never held): what the policy checks
+/// and reports need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementHeader {
+    pub subject: Vec<Subject>,
+    /// The image name that rollback protection is keyed on.
+    pub name: String,
+    pub version: u64,
+    /// RFC 3339 UTC, as signed.
+    pub expires: String,
+    pub expires_at: SystemTime,
+    pub source: SourceRecord,
+    /// How many entries the file list has.
+    pub files: usize,
+}
+
+impl StatementHeader {
+    /// Parses a statement from `reader`, handing each file entry to `on_file` in order, and checks
+    /// its shape: types, a subject, an RFC 3339 UTC expiry, entries strictly sorted by path bytes,
+    /// no unknown field, no field twice.
+    pub fn read(reader: impl Read, on_file: &mut dyn FnMut(FileEntry)) -> Result<Self, StatementError> {
+        let mut order_broken = false;
+        let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 << 10, reader));
+        let seed = StatementSeed { on_file, order_broken: &mut order_broken };
+        let parsed = seed.deserialize(&mut de).and_then(|raw| de.end().map(|()| raw));
+        let raw = match parsed {
+            Ok(raw) => raw,
+            Err(_) if order_broken => return Err(StatementError::FileOrder),
+            Err(e) if e.is_io() => return Err(StatementError::Io(e.into())),
+            Err(e) => return Err(StatementError::Json(e)),
+        };
+        if raw.statement_type != STATEMENT_TYPE {
+            return Err(StatementError::Type(raw.statement_type));
         }
-        humantime::parse_rfc3339(text).map_err(|_| StatementError::Expiry(text.clone()))
+        if raw.predicate_type != PREDICATE_TYPE {
+            return Err(StatementError::PredicateType(raw.predicate_type));
+        }
+        if raw.subject.is_empty() {
+            return Err(StatementError::Subject);
+        }
+        let expires_at = parse_expiry(&raw.predicate.expires)?;
+        Ok(StatementHeader {
+            subject: raw.subject,
+            name: raw.predicate.name,
+            version: raw.predicate.version,
+            expires: raw.predicate.expires,
+            expires_at,
+            source: raw.predicate.source,
+            files: raw.predicate.files,
+        })
+    }
+
+    /// Every sha256 subject digest.
+    pub fn subject_digests(&self) -> impl Iterator<Item = Sha256Digest> + '_ {
+        self.subject.iter().map(|s| s.digest.sha256)
+    }
+}
+
+/// What the streaming parse keeps.
+struct RawStatement {
+    statement_type: String,
+    subject: Vec<Subject>,
+    predicate_type: String,
+    predicate: RawPredicate,
+}
+
+struct RawPredicate {
+    name: String,
+    version: u64,
+    expires: String,
+    source: SourceRecord,
+    files: usize,
+}
+
+struct StatementSeed<'a> {
+    on_file: &'a mut dyn FnMut(FileEntry),
+    order_broken: &'a mut bool,
+}
+
+/// Reads the next value of a field, refusing a field given twice.
+fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+    slot: &mut Option<T>,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+impl<'de> DeserializeSeed<'de> for StatementSeed<'_> {
+    type Value = RawStatement;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawStatement, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StatementSeed<'_> {
+    type Value = RawStatement;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an in-toto statement")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawStatement, A::Error> {
+        const FIELDS: &[&str] = &["_type", "subject", "predicateType", "predicate"];
+        let (mut statement_type, mut subject, mut predicate_type, mut predicate) = (None, None, None, None);
+        let StatementSeed { on_file, order_broken } = self;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "_type" => once(&mut map, &mut statement_type, "_type")?,
+                "subject" => once(&mut map, &mut subject, "subject")?,
+                "predicateType" => once(&mut map, &mut predicate_type, "predicateType")?,
+                "predicate" => {
+                    if predicate.is_some() {
+                        return Err(de::Error::duplicate_field("predicate"));
+                    }
+                    predicate =
+                        Some(map.next_value_seed(PredicateSeed {
+                            on_file: &mut *on_file,
+                            order_broken: &mut *order_broken,
+                        })?);
+                }
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        Ok(RawStatement {
+            statement_type: statement_type.ok_or_else(|| de::Error::missing_field("_type"))?,
+            subject: subject.ok_or_else(|| de::Error::missing_field("subject"))?,
+            predicate_type: predicate_type.ok_or_else(|| de::Error::missing_field("predicateType"))?,
+            predicate: predicate.ok_or_else(|| de::Error::missing_field("predicate"))?,
+        })
+    }
+}
+
+struct PredicateSeed<'a> {
+    on_file: &'a mut dyn FnMut(FileEntry),
+    order_broken: &'a mut bool,
+}
+
+impl<'de> DeserializeSeed<'de> for PredicateSeed<'_> {
+    type Value = RawPredicate;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawPredicate, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PredicateSeed<'_> {
+    type Value = RawPredicate;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a file manifest predicate")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawPredicate, A::Error> {
+        const FIELDS: &[&str] = &["name", "version", "expires", "source", "files"];
+        let (mut name, mut version, mut expires, mut source, mut files) = (None, None, None, None, None);
+        let PredicateSeed { on_file, order_broken } = self;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "name" => once(&mut map, &mut name, "name")?,
+                "version" => once(&mut map, &mut version, "version")?,
+                "expires" => once(&mut map, &mut expires, "expires")?,
+                "source" => once(&mut map, &mut source, "source")?,
+                "files" => {
+                    if files.is_some() {
+                        return Err(de::Error::duplicate_field("files"));
+                    }
+                    files = Some(
+                        map.next_value_seed(FilesSeed { on_file: &mut *on_file, order_broken: &mut *order_broken })?,
+                    );
+                }
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
+            }
+        }
+        Ok(RawPredicate {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            version: version.ok_or_else(|| de::Error::missing_field("version"))?,
+            expires: expires.ok_or_else(|| de::Error::missing_field("expires"))?,
+            source: source.ok_or_else(|| de::Error::missing_field("source"))?,
+            files: files.ok_or_else(|| de::Error::missing_field("files"))?,
+        })
+    }
+}
+
+/// The file list, entry by entry, each checked to sort strictly after the one before.
+struct FilesSeed<'a> {
+    on_file: &'a mut dyn FnMut(FileEntry),
+    order_broken: &'a mut bool,
+}
+
+impl<'de> DeserializeSeed<'de> for FilesSeed<'_> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FilesSeed<'_> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of file entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut previous: Option<String> = None;
+        let mut count = 0;
+        while let Some(entry) = seq.next_element::<FileEntry>()? {
+            if previous.as_ref().is_some_and(|p| p.as_bytes() >= entry.path.as_bytes()) {
+                *self.order_broken = true;
+                return Err(de::Error::custom("file list is not sorted by path bytes"));
+            }
+            previous = Some(entry.path.to_string());
+            (self.on_file)(entry);
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement_with(files: &str, extra_predicate: &str) -> String {
+        let digest = "00".repeat(32);
+        format!(
+            r#"{{"_type":"{STATEMENT_TYPE}","subject":[{{"name":"n","digest":{{"sha256":"{digest}"}}}}],"predicateType":"{PREDICATE_TYPE}","predicate":{{"name":"n","version":1,"expires":"2030-01-01T00:00:00Z","source":{{"kind":"dir"}},"files":[{files}]{extra_predicate}}}}}"#
+        )
+    }
+
+    fn dir(path: &str) -> String {
+        format!(r#"{{"path":"{path}","type":"dir","mode":"0755","uid":0,"gid":0}}"#)
+    }
+
+    #[test]
+    fn streams_entries_in_order_and_counts_them() {
+        let text = statement_with(&[dir("/a"), dir("/a/b"), dir("/b")].join(","), "");
+        let mut seen = Vec::new();
+        let header = StatementHeader::read(text.as_bytes(), &mut |e| seen.push(e.path.to_string())).unwrap();
+        assert_eq!(seen, ["/a", "/a/b", "/b"]);
+        assert_eq!(header.files, 3);
+        assert_eq!(Statement::parse(text.as_bytes()).unwrap().to_bytes(), text.as_bytes());
+    }
+
+    #[test]
+    fn refuses_unsorted_or_repeated_paths() {
+        for files in [[dir("/b"), dir("/a")], [dir("/a"), dir("/a")]] {
+            let text = statement_with(&files.join(","), "");
+            assert!(matches!(Statement::parse(text.as_bytes()), Err(StatementError::FileOrder)), "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_and_repeated_fields() {
+        for extra in [r#","evil":1"#, r#","files":[]"#, r#","name":"other""#] {
+            let text = statement_with(&dir("/a"), extra);
+            assert!(matches!(Statement::parse(text.as_bytes()), Err(StatementError::Json(_))), "{extra}");
+        }
+        let text = statement_with(&dir("/a"), "").replacen('{', r#"{"_type":"x","#, 1);
+        assert!(Statement::parse(text.as_bytes()).is_err());
     }
 }

@@ -1,7 +1,6 @@
 //! `imgsign sign`: scan an image, sign its per-file manifest, write a Sigstore bundle.
 
 use crate::output;
-use anyhow::Context as _;
 use keys::{LockedKey, PassphraseSource, SigningKey};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,24 +61,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prepared = prepare(&image, &options, output::progress());
     let keys = unlocking.join().map_err(|_| anyhow::anyhow!("key decryption thread panicked"))??;
     let key_refs: Vec<&SigningKey> = keys.iter().collect();
-    let signed = prepared?.sign(&key_refs)?;
-    for (out, bundle) in args.outs.iter().zip(&signed.bundles) {
-        keys::replace_file(out, &bundle.to_json(), 0o644)
-            .with_context(|| format!("writing bundle {}", out.display()))?;
-    }
+    let prepared = prepared?;
+    let out_refs: Vec<&std::path::Path> = args.outs.iter().map(PathBuf::as_path).collect();
+    prepared.sign_to(&key_refs, &out_refs)?;
     let outs: Vec<String> = args.outs.iter().map(|p| p.display().to_string()).collect();
-    let predicate = &signed.statement.predicate;
-    let subject = signed.statement.subject_digests().next().map(|d| d.oci()).unwrap_or_default();
+    let statement = &prepared.statement;
+    let subject = statement.subject_digests().next().map(|d| d.oci()).unwrap_or_default();
     let signers: Vec<String> = keys.iter().map(|k| k.public_key().key_id().to_string()).collect();
     if args.json {
         let summary = serde_json::json!({
             "bundles": outs,
             "image": image.to_string(),
-            "name": predicate.name,
-            "version": predicate.version,
-            "expires": predicate.expires,
+            "name": statement.name,
+            "version": statement.version,
+            "expires": statement.expires,
             "subject": subject,
-            "files": predicate.files.len(),
+            "files": statement.files,
             "signers": signers,
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -87,10 +84,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "signed {} ({} files, subject {subject}) as {:?} version {} until {} by {}; bundles: {}",
             image,
-            predicate.files.len(),
-            predicate.name,
-            predicate.version,
-            predicate.expires,
+            statement.files,
+            statement.name,
+            statement.version,
+            statement.expires,
             signers.join(", "),
             outs.join(", ")
         );

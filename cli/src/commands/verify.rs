@@ -2,15 +2,13 @@
 //! signed manifest. Exit 0 verified, 1 verification failed, 2 bad usage or unreadable input.
 
 use crate::output;
-use anyhow::Context as _;
 use keys::TrustStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
-use verifier_core::bundle::Bundle;
 use verifier_core::manifest::Difference;
 use verifier_core::source::ImageRef;
-use verifier_core::verify::{verify, VerifyOptions, VerifyReport};
+use verifier_core::verify::{read_bundles, verify, VerifyOptions, VerifyReport};
 
 /// Differences listed in human output before "... and N more".
 const MAX_LISTED: usize = 50;
@@ -39,14 +37,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
     let mut trust = TrustStore::open(&args.trust)?;
-    let bundles = args
-        .bundles
-        .iter()
-        .map(|path| {
-            let bytes = std::fs::read(path).with_context(|| format!("reading bundle {}", path.display()))?;
-            Bundle::parse(&bytes).with_context(|| format!("bundle {}", path.display()))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bundles = read_bundles(&args.bundles)?;
     let options = VerifyOptions { now: SystemTime::now(), record_version: !args.no_record };
     let report = verify(&image, &bundles, &mut trust, &options, output::progress())?;
     if args.json {
@@ -82,7 +73,7 @@ fn print_human(report: &VerifyReport) {
             report.name.as_deref().unwrap_or(""),
             report.version.unwrap_or(0),
             report.files_in_image,
-            report.signers.join(", ")
+            report.signers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         );
     } else {
         println!("verification FAILED for {}", report.image);
