@@ -91,11 +91,9 @@ pub struct LayerRecord {
     pub diff_id: Sha256Digest,
 }
 
-impl TryFrom<&LayerDigests> for LayerRecord {
-    type Error = crate::digest::DigestError;
-
-    fn try_from(l: &LayerDigests) -> Result<Self, Self::Error> {
-        Ok(Self { digest: Sha256Digest::parse_oci(&l.digest)?, diff_id: Sha256Digest::parse_oci(&l.diff_id)? })
+impl From<&LayerDigests> for LayerRecord {
+    fn from(l: &LayerDigests) -> Self {
+        Self { digest: l.digest, diff_id: l.diff_id }
     }
 }
 
@@ -130,7 +128,7 @@ impl Statement {
         name: String,
         version: u64,
         expires: SystemTime,
-    ) -> Result<Self, crate::digest::DigestError> {
+    ) -> Self {
         let subject_digest =
             identity.manifest_digest.or(identity.config_digest).unwrap_or_else(|| file_list_digest(&files));
         let kind = match identity.kind {
@@ -138,7 +136,7 @@ impl Statement {
             SourceKind::DockerArchive => "docker-archive",
             SourceKind::Dir => "dir",
         };
-        Ok(Statement {
+        Statement {
             statement_type: STATEMENT_TYPE.into(),
             subject: vec![Subject { name: name.clone(), digest: SubjectDigest { sha256: subject_digest } }],
             predicate_type: PREDICATE_TYPE.into(),
@@ -150,11 +148,11 @@ impl Statement {
                     kind: kind.into(),
                     manifest_digest: identity.manifest_digest,
                     config_digest: identity.config_digest,
-                    layers: identity.layers.iter().map(LayerRecord::try_from).collect::<Result<_, _>>()?,
+                    layers: identity.layers.iter().map(LayerRecord::from).collect(),
                 },
                 files,
             },
-        })
+        }
     }
 
     /// Canonical bytes: compact JSON, fields in declaration order, maps sorted.

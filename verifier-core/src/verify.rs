@@ -539,7 +539,7 @@ mod tests {
             layers: vec![],
         };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
-        let statement = crate::statement::Statement::new(&identity, files, "t".into(), 1, at).unwrap();
+        let statement = crate::statement::Statement::new(&identity, files, "t".into(), 1, at);
         Arc::new(Payload::from_bytes(&statement.to_bytes()).unwrap())
     }
 

@@ -155,8 +155,10 @@ pub enum SourceKind {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerDigests {
-    pub digest: String,
-    pub diff_id: String,
+    /// The blob's digest (compressed, as stored).
+    pub digest: Sha256Digest,
+    /// The uncompressed tar's digest, as the config's `rootfs.diff_ids` names it.
+    pub diff_id: Sha256Digest,
 }
 
 /// What identifies an image: the digests a signature is bound to.
@@ -276,7 +278,7 @@ pub fn read_layers<A: Applier>(
             return Err(SourceError::DiffIdMismatch { index, digest: label, expected: layer.diff_id, actual: diff_id });
         }
         applied.map_err(|source| SourceError::Layer { index, digest: label.clone(), source })?;
-        identity.layers.push(LayerDigests { digest: summary.blob_digest.oci(), diff_id: diff_id.oci() });
+        identity.layers.push(LayerDigests { digest: summary.blob_digest, diff_id });
     }
     progress.end();
     Ok(identity)
