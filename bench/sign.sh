@@ -124,16 +124,9 @@ COMPRESSED=$(cat "${LAYERS[@]}" | wc -c)
 TAR_BYTES=$(gzip -dc "${LAYERS[@]}" | wc -c)
 
 # --- imgsign -----------------------------------------------------------------------------------
-if [ -n "${IMGSIGN_BENCH_BIN:-}" ]; then
-    IMGSIGN=$IMGSIGN_BENCH_BIN
-    say "using $IMGSIGN (IMGSIGN_BENCH_BIN), not building"
-else
-    say "cargo build --release -p imgsign"
-    (cd "$ROOT" && cargo build --release --quiet -p imgsign)
-    TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-    IMGSIGN=$TARGET_DIR/release/imgsign
-fi
-[ -x "$IMGSIGN" ] || die "no binary at $IMGSIGN"
+# shellcheck source=lib.sh
+. "$ROOT/bench/lib.sh"
+bench_imgsign
 
 # --- scratch -----------------------------------------------------------------------------------
 if [ -n "${IMGSIGN_BENCH_WORK:-}" ]; then

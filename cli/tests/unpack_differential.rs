@@ -7,7 +7,7 @@ mod support;
 
 use support::*;
 use testdata::oci::{write_layout, Layer};
-use testdata::tar::{Entry, TarWriter};
+use testdata::tar::TarWriter;
 
 fn files(bundle: &std::path::Path) -> Vec<serde_json::Value> {
     statement(bundle)["predicate"]["files"].as_array().unwrap().clone()
@@ -136,15 +136,7 @@ fn hardlink_whose_target_is_whited_out_becomes_a_file() {
 
 #[test]
 fn devices_fifos_owners_and_special_modes() {
-    let mut l0 = layer();
-    l0.dir("dev", 0o755)
-        .add(Entry::char_device("dev/null", 0o666, 1, 3))
-        .add(Entry::block_device("dev/loop9", 0o660, 7, 9).with_owner(0, 6))
-        .add(Entry::fifo("dev/pipe", 0o620))
-        .dir("srv", 0o1777)
-        .add(Entry::file("srv/setgid", 0o2711, b"sg").with_owner(1000, 50))
-        .add(Entry::file("srv/sticky-file", 0o1644, b"st").with_owner(65534, 65534));
-    let image = assert_same(&[l0]);
+    let image = assert_same(&[TarWriter::special_files()]);
     assert!(image.contains(&"/dev/null char".to_string()), "{image:?}");
     assert!(image.contains(&"/dev/pipe fifo".to_string()), "{image:?}");
 }

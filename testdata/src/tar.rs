@@ -93,6 +93,22 @@ pub struct TarWriter {
 }
 
 impl TarWriter {
+    /// A layer of what only root can create and only a careful unpacker keeps: device nodes, a
+    /// fifo, foreign owners, setgid and sticky modes (the differential tests against umoci start
+    /// from it).
+    pub fn special_files() -> Self {
+        let mut layer = TarWriter::new();
+        layer
+            .dir("dev", 0o755)
+            .add(Entry::char_device("dev/null", 0o666, 1, 3))
+            .add(Entry::block_device("dev/loop9", 0o660, 7, 9).with_owner(0, 6))
+            .add(Entry::fifo("dev/pipe", 0o620))
+            .dir("srv", 0o1777)
+            .add(Entry::file("srv/setgid", 0o2711, b"sg").with_owner(1000, 50))
+            .add(Entry::file("srv/sticky-file", 0o1644, b"st").with_owner(65534, 65534));
+        layer
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
