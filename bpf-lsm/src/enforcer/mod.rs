@@ -104,7 +104,7 @@ const STATS_MAP: &str = "enf_stats";
 const CACHE_MAP: &str = "enf_inode_cache";
 /// Every map, by the name it is pinned under.
 const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, CACHE_MAP];
-/// How long [`Enforcer::poll_decisions`] sleeps between looks at an empty buffer.
+/// How long [`Enforcer::poll_events`] sleeps between looks at an empty buffer.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Errors loading, attaching or talking to the enforcer programs.
