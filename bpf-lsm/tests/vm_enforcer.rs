@@ -358,7 +358,7 @@ fn vm_enforcer_memfd_exec_is_judged_by_content() {
 
     let mut enf = attach();
     enf.replace_digests(11, &[listed_digest]).expect("allow");
-    enf.set_scope(cgroup.id, Scope { id: 11, mode: Mode::Enforce, report_allowed: true }).expect("add scope");
+    enf.set_scope(cgroup.id, Scope { report_allowed: true, ..Scope::new(11, Mode::Enforce) }).expect("add scope");
 
     match run_memfd(&unlisted, &cgroup) {
         Err(e) if is_denial(&e) => println!("denied memfd exec: {e}"),

@@ -82,7 +82,7 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
     let mut enf = Enforcer::open_pinned(&pin_dir).expect("open pinned");
     assert_eq!(
         enf.scopes_in_force().expect("scopes"),
-        vec![(cgroup.id, Scope { id: 21, mode: Mode::Enforce, report_allowed: false })]
+        vec![(cgroup.id, Scope::new(21, Mode::Enforce))]
     );
     assert_eq!(enf.digest_count(21).expect("count"), 1);
     // The denial made while no process held the ring buffer waited in it.

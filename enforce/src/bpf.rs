@@ -19,7 +19,7 @@
 //! what is pinned, [`detach`] unpins it.
 
 use crate::desired::{DesiredState, DigestSet};
-use crate::kernel::{Event, Hook, Kernel, KernelError, Verdict};
+use crate::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
 use crate::Mode;
 use bpf_lsm::enforcer::{self, Enforcer, EnforcerError, Scope};
 use serde::Serialize;
@@ -191,7 +191,7 @@ impl BpfKernel {
             }
             Op::SetScope { cgroup_id, scope_id, mode } => self
                 .enforcer
-                .set_scope(*cgroup_id, Scope { id: *scope_id, mode: kernel_mode(*mode), report_allowed: false }),
+                .set_scope(*cgroup_id, Scope::new(*scope_id, kernel_mode(*mode))),
             Op::RemoveScope { cgroup_id } => self.enforcer.remove_scope(*cgroup_id),
             Op::Retire { .. } => Ok(()),
             Op::Forget { scope_id } => self.enforcer.remove_digest_set(*scope_id),
@@ -227,7 +227,32 @@ pub fn convert(e: enforcer::Event) -> Event {
             enforcer::Hook::BprmCheck => Hook::Exec,
             enforcer::Hook::MmapFile => Hook::Mmap,
             enforcer::Hook::FileMprotect => Hook::Mprotect,
+            enforcer::Hook::FileOpen => Hook::Open,
+            enforcer::Hook::InodeSetattr => Hook::Truncate,
+            enforcer::Hook::Ptrace => Hook::Ptrace,
+            enforcer::Hook::AnonInode => Hook::AnonInode,
+            enforcer::Hook::Bpf => Hook::Bpf,
+            enforcer::Hook::KernelLoad => Hook::KernelLoad,
+            enforcer::Hook::TaskAlloc => Hook::Clone,
+            enforcer::Hook::Creds => Hook::Creds,
+            enforcer::Hook::Pin => Hook::Pin,
             enforcer::Hook::Unknown(_) => Hook::Unknown,
+        },
+        reason: match e.reason {
+            enforcer::Reason::Digest => Reason::Digest,
+            enforcer::Reason::Writers => Reason::Writers,
+            enforcer::Reason::Sealed => Reason::Sealed,
+            enforcer::Reason::Memfd => Reason::Memfd,
+            enforcer::Reason::WriteExec => Reason::WriteExec,
+            enforcer::Reason::Patch => Reason::Patch,
+            enforcer::Reason::Strict => Reason::Strict,
+            enforcer::Reason::RemoteFs => Reason::RemoteFs,
+            enforcer::Reason::Privilege => Reason::Privilege,
+            enforcer::Reason::Escape => Reason::Escape,
+            enforcer::Reason::SelfProtection => Reason::SelfProtection,
+            enforcer::Reason::KernelLoad => Reason::KernelLoad,
+            enforcer::Reason::Mprotect => Reason::Mprotect,
+            enforcer::Reason::Unknown(_) => Reason::Unknown,
         },
         verdict: match e.verdict {
             enforcer::Verdict::Allow => Verdict::Allowed,
@@ -455,6 +480,7 @@ mod tests {
             mode: Some(enforcer::Mode::Enforce),
             hook: enforcer::Hook::MmapFile,
             verdict: enforcer::Verdict::Deny,
+            reason: enforcer::Reason::Writers,
             hash_ret: 4,
             comm: "ld.so".into(),
             digest: Some([0xab; 32]),
@@ -466,6 +492,7 @@ mod tests {
         };
         let event = convert(decision.clone());
         assert_eq!((event.hook, event.verdict, event.mode), (Hook::Mmap, Verdict::Denied, Some(Mode::Enforce)));
+        assert_eq!(event.reason, Reason::Writers);
         assert_eq!((event.scope_cgroup_id, event.cgroup_id, event.host_pid, event.ns_pid), (1234, 1235, 99, 1));
         assert_eq!(
             (event.pid_ns, event.mnt_ns, event.boot_time_ns),

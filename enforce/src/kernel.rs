@@ -55,7 +55,59 @@ pub enum Hook {
     Exec,
     /// `mmap_file` with PROT_EXEC.
     Mmap,
-    /// `file_mprotect` adding PROT_EXEC.
+    /// `file_mprotect` adding PROT_EXEC (or write to an executable mapping).
+    Mprotect,
+    /// `file_open`: a write open of a sealed file, `/proc/PID/mem`.
+    Open,
+    /// `inode_setattr`: truncation of a sealed file.
+    Truncate,
+    /// ptrace attach or `PTRACE_TRACEME`.
+    Ptrace,
+    /// An anonymous inode: userfaultfd, io_uring.
+    AnonInode,
+    /// `bpf()`, or the enforcer's maps and programs.
+    Bpf,
+    /// A kernel module, firmware or kexec image.
+    KernelLoad,
+    /// A new task placed in another cgroup (`clone3`).
+    Clone,
+    /// The privileges an exec gains.
+    Creds,
+    /// A change to the enforcer's pins.
+    Pin,
+    /// A value this build does not know.
+    Unknown,
+}
+
+/// Why a decision was made, beyond the digest lookup (the README's sealed-execution rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The digest was (or was not) in the scope's set.
+    Digest,
+    /// The file had writers when it was executed or mapped.
+    Writers,
+    /// A write or truncation of a file a scope has judged.
+    Sealed,
+    /// A memfd or shared memory not sealed against writes.
+    Memfd,
+    /// A writable and executable mapping.
+    WriteExec,
+    /// Code patching: `/proc/PID/mem`, ptrace, userfaultfd.
+    Patch,
+    /// Anonymous executable memory or io_uring under the strict profile.
+    Strict,
+    /// Code from FUSE, NFS, 9p, CIFS or ceph.
+    RemoteFs,
+    /// setuid/setgid or file capabilities not as signed.
+    Privilege,
+    /// Leaving the scope.
+    Escape,
+    /// The enforcer's own programs, maps or pins.
+    SelfProtection,
+    /// A kernel module, firmware or kexec image.
+    KernelLoad,
+    /// A file mapping made executable after it was mapped.
     Mprotect,
     /// A value this build does not know.
     Unknown,
@@ -69,6 +121,7 @@ pub enum Hook {
 pub struct Event {
     pub hook: Hook,
     pub verdict: Verdict,
+    pub reason: Reason,
     /// The scope's mode at the time of the decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,

@@ -6,7 +6,7 @@
 mod support;
 
 use enforce::daemon::{Daemon, DaemonError, Notice, Notices};
-use enforce::kernel::{Event, Hook, Kernel, KernelError, Verdict};
+use enforce::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
 use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
 use enforce::{DesiredScope, DesiredState, Mode};
 use std::collections::VecDeque;
@@ -249,6 +249,7 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
     let event = Event {
         hook: Hook::Exec,
         verdict: Verdict::Audited,
+        reason: Reason::Digest,
         mode: Some(Mode::Audit),
         boot_time_ns: Some(123),
         scope_cgroup_id: cgroup_id,

@@ -33,16 +33,42 @@
 
 /* Scope flags (enf_scope.flags). */
 #define ENF_FLAG_REPORT_ALLOWED 0x1 /* (rust u8) report allowed decisions too */
+#define ENF_FLAG_STRICT 0x2 /* (rust u8) strict profile: no anonymous executable memory, no io_uring */
+#define ENF_FLAG_REMOTE_FS 0x4 /* (rust u8) allow code from FUSE, NFS, 9p, CIFS, ceph */
 
 /* Hooks (enf_event.hook). */
 #define ENF_HOOK_BPRM_CHECK 1 /* (rust u8) bprm_check_security: an exec */
 #define ENF_HOOK_MMAP_FILE 2 /* (rust u8) mmap_file with PROT_EXEC */
 #define ENF_HOOK_FILE_MPROTECT 3 /* (rust u8) file_mprotect adding PROT_EXEC */
+#define ENF_HOOK_FILE_OPEN 4 /* (rust u8) file_open: a write open of a sealed file, /proc/PID/mem */
+#define ENF_HOOK_INODE_SETATTR 5 /* (rust u8) inode_setattr: truncation of a sealed file */
+#define ENF_HOOK_PTRACE 6 /* (rust u8) ptrace_access_check, ptrace_traceme */
+#define ENF_HOOK_ANON_INODE 7 /* (rust u8) inode_init_security_anon: userfaultfd, io_uring */
+#define ENF_HOOK_BPF 8 /* (rust u8) bpf(): the syscall, or the enforcer's maps and pins */
+#define ENF_HOOK_KERNEL_LOAD 9 /* (rust u8) kernel_read_file, kernel_load_data: modules, firmware, kexec */
+#define ENF_HOOK_TASK_ALLOC 10 /* (rust u8) task_alloc: clone3(CLONE_INTO_CGROUP) */
+#define ENF_HOOK_CREDS 11 /* (rust u8) bprm_creds_from_file: privileges an exec gains */
+#define ENF_HOOK_PIN 12 /* (rust u8) inode_unlink, inode_rename, inode_rmdir of the enforcer's pins */
 
 /* Verdicts (enf_event.verdict). */
 #define ENF_VERDICT_ALLOW 0 /* (rust u8) known content */
 #define ENF_VERDICT_DENY 1 /* (rust u8) unknown content, refused */
 #define ENF_VERDICT_AUDIT 2 /* (rust u8) unknown content, allowed: the scope audits */
+
+/* Why a decision was not a plain digest lookup (enf_event.reason). */
+#define ENF_REASON_DIGEST 0 /* (rust u8) the digest was (or was not) in the scope's set */
+#define ENF_REASON_WRITERS 1 /* (rust u8) the file had writers at exec or mapping */
+#define ENF_REASON_SEALED 2 /* (rust u8) a write or truncation of a file a scope judged */
+#define ENF_REASON_MEMFD 3 /* (rust u8) memfd or shared memory not sealed against writes */
+#define ENF_REASON_WRITE_EXEC 4 /* (rust u8) W+X file mapping, or write added to an executable one */
+#define ENF_REASON_PATCH 5 /* (rust u8) /proc/PID/mem, ptrace, userfaultfd */
+#define ENF_REASON_STRICT 6 /* (rust u8) anonymous executable memory or io_uring under strict */
+#define ENF_REASON_REMOTE_FS 7 /* (rust u8) code from FUSE, NFS, 9p, CIFS, ceph */
+#define ENF_REASON_PRIVILEGE 8 /* (rust u8) setuid/setgid/capabilities not as signed */
+#define ENF_REASON_ESCAPE 9 /* (rust u8) leaving the scope (sticky scope, clone into cgroup) */
+#define ENF_REASON_SELF 10 /* (rust u8) the enforcer's own programs, maps, pins; bpf() */
+#define ENF_REASON_KERNEL_LOAD 11 /* (rust u8) a module, firmware or kexec image */
+#define ENF_REASON_MPROTECT 12 /* (rust u8) a file mapping made executable after its mapping */
 
 /* enf_stats slots. */
 #define ENF_STAT_EVENTS_DROPPED 0 /* (rust u32) ring buffer full */
@@ -78,7 +104,7 @@ struct enf_event {
 	__u8 hook;             /* ENF_HOOK_* */
 	__u8 verdict;          /* ENF_VERDICT_* */
 	__u8 mode;             /* the scope's mode, ENF_MODE_* */
-	__u8 pad0;
+	__u8 reason;           /* ENF_REASON_* */
 	__s32 hash_ret;        /* bpf_ima_file_hash(): ENF_HASH_ALGO_SHA256, < 0 = error */
 	__s32 path_len;        /* bpf_d_path(): length with the NUL, < 0 = error */
 	__u8 comm[ENF_COMM_LEN];

@@ -21,6 +21,24 @@ pub enum Hook {
     /// A file mapping made executable (`file_mprotect` adding `PROT_EXEC`); never hashed, that
     /// hook cannot sleep.
     FileMprotect,
+    /// An open (`file_open`): a write open of a sealed file, `/proc/PID/mem`.
+    FileOpen,
+    /// A size change (`inode_setattr`) of a sealed file.
+    InodeSetattr,
+    /// `ptrace` attach or `PTRACE_TRACEME`.
+    Ptrace,
+    /// An anonymous inode (`userfaultfd`, `io_uring`).
+    AnonInode,
+    /// `bpf()`, or the enforcer's own maps and programs.
+    Bpf,
+    /// A kernel module, firmware or kexec image.
+    KernelLoad,
+    /// A new task (`clone3` into another cgroup).
+    TaskAlloc,
+    /// The privileges an exec gains (`bprm_creds_from_file`).
+    Creds,
+    /// A change to the enforcer's pins on bpffs.
+    Pin,
     /// A value this loader does not know (a newer kernel program).
     Unknown(u8),
 }
@@ -31,7 +49,70 @@ impl Hook {
             abi::ENF_HOOK_BPRM_CHECK => Hook::BprmCheck,
             abi::ENF_HOOK_MMAP_FILE => Hook::MmapFile,
             abi::ENF_HOOK_FILE_MPROTECT => Hook::FileMprotect,
+            abi::ENF_HOOK_FILE_OPEN => Hook::FileOpen,
+            abi::ENF_HOOK_INODE_SETATTR => Hook::InodeSetattr,
+            abi::ENF_HOOK_PTRACE => Hook::Ptrace,
+            abi::ENF_HOOK_ANON_INODE => Hook::AnonInode,
+            abi::ENF_HOOK_BPF => Hook::Bpf,
+            abi::ENF_HOOK_KERNEL_LOAD => Hook::KernelLoad,
+            abi::ENF_HOOK_TASK_ALLOC => Hook::TaskAlloc,
+            abi::ENF_HOOK_CREDS => Hook::Creds,
+            abi::ENF_HOOK_PIN => Hook::Pin,
             other => Hook::Unknown(other),
+        }
+    }
+}
+
+/// Why the kernel decided as it did, beyond the digest lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The digest was (or was not) in the scope's set.
+    Digest,
+    /// The file had writers when it was executed or mapped.
+    Writers,
+    /// A write or truncation of a file a scope has judged (sealed).
+    Sealed,
+    /// A memfd or shared memory not sealed against writes.
+    Memfd,
+    /// A writable and executable file mapping, or write added to an executable one.
+    WriteExec,
+    /// Code patching: `/proc/PID/mem`, ptrace, userfaultfd.
+    Patch,
+    /// Anonymous executable memory or io_uring under the strict profile.
+    Strict,
+    /// Code from FUSE, NFS, 9p, CIFS or ceph.
+    RemoteFs,
+    /// setuid/setgid bits or file capabilities that no signed entry with that digest has.
+    Privilege,
+    /// Leaving the scope (a migration out of it, `clone3` into another cgroup).
+    Escape,
+    /// The enforcer's own programs, maps or pins; `bpf()` from a scope.
+    SelfProtection,
+    /// A kernel module, firmware or kexec image loaded from a scope.
+    KernelLoad,
+    /// A file mapping made executable after it was mapped.
+    Mprotect,
+    /// A value this loader does not know.
+    Unknown(u8),
+}
+
+impl Reason {
+    fn from_raw(raw: u8) -> Self {
+        match raw {
+            abi::ENF_REASON_DIGEST => Reason::Digest,
+            abi::ENF_REASON_WRITERS => Reason::Writers,
+            abi::ENF_REASON_SEALED => Reason::Sealed,
+            abi::ENF_REASON_MEMFD => Reason::Memfd,
+            abi::ENF_REASON_WRITE_EXEC => Reason::WriteExec,
+            abi::ENF_REASON_PATCH => Reason::Patch,
+            abi::ENF_REASON_STRICT => Reason::Strict,
+            abi::ENF_REASON_REMOTE_FS => Reason::RemoteFs,
+            abi::ENF_REASON_PRIVILEGE => Reason::Privilege,
+            abi::ENF_REASON_ESCAPE => Reason::Escape,
+            abi::ENF_REASON_SELF => Reason::SelfProtection,
+            abi::ENF_REASON_KERNEL_LOAD => Reason::KernelLoad,
+            abi::ENF_REASON_MPROTECT => Reason::Mprotect,
+            other => Reason::Unknown(other),
         }
     }
 }
@@ -83,6 +164,8 @@ pub struct Event {
     pub mode: Option<Mode>,
     pub hook: Hook,
     pub verdict: Verdict,
+    /// Why: a digest lookup, or one of the sealed-execution rules.
+    pub reason: Reason,
     /// Return of `bpf_ima_file_hash`: 4 for SHA-256, negative errno on failure.
     pub hash_ret: i32,
     /// The task's command name (at exec time: the name before the exec).
@@ -120,6 +203,7 @@ impl From<&EnfEvent> for Event {
             mode: Mode::from_raw(raw.mode),
             hook: Hook::from_raw(raw.hook),
             verdict: Verdict::from_raw(raw.verdict),
+            reason: Reason::from_raw(raw.reason),
             hash_ret: raw.hash_ret,
             comm: String::from_utf8_lossy(nul_terminated(&raw.comm)).into_owned(),
             digest: (raw.hash_ret == abi::ENF_HASH_ALGO_SHA256).then_some(raw.digest),
@@ -148,7 +232,7 @@ mod tests {
         for v in [4242u32, 7, 0xf000_0001, 0xf000_0002, 9] {
             b.extend_from_slice(&v.to_ne_bytes());
         }
-        b.extend_from_slice(&[1, 1, 0, 0]); // hook, verdict, mode, pad
+        b.extend_from_slice(&[1, 1, 0, 5]); // hook, verdict, mode, reason
         b.extend_from_slice(&4i32.to_ne_bytes());
         b.extend_from_slice(&9i32.to_ne_bytes()); // "/bin/true" + NUL
         let mut comm = [0u8; 16];
@@ -180,6 +264,7 @@ mod tests {
                 mode: Some(Mode::Enforce),
                 hook: Hook::BprmCheck,
                 verdict: Verdict::Deny,
+                reason: Reason::Patch,
                 hash_ret: 4,
                 comm: "true".into(),
                 digest: Some([0xab; 32]),
@@ -204,8 +289,12 @@ mod tests {
         assert_eq!(event.mode, Some(Mode::Audit));
         bytes[44] = 3;
         assert_eq!(Event::read(&bytes).unwrap().hook, Hook::FileMprotect);
-        bytes[44] = 9;
-        assert_eq!(Event::read(&bytes).unwrap().hook, Hook::Unknown(9));
+        bytes[44] = 12;
+        assert_eq!(Event::read(&bytes).unwrap().hook, Hook::Pin);
+        bytes[44] = 200;
+        assert_eq!(Event::read(&bytes).unwrap().hook, Hook::Unknown(200));
+        bytes[47] = 200;
+        assert_eq!(Event::read(&bytes).unwrap().reason, Reason::Unknown(200));
     }
 
     #[test]

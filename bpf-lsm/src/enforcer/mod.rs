@@ -76,7 +76,7 @@ use crate::abi::{self, EnfDigestKey, EnfEvent, EnfScope};
 use crate::{kernel, objects, Digest};
 
 mod events;
-pub use events::{Event, Hook, Verdict};
+pub use events::{Event, Hook, Reason, Verdict};
 
 /// The hook that sees every exec.
 pub const HOOK_BPRM_CHECK: &str = "bprm_check_security";
@@ -199,6 +199,18 @@ impl Mode {
     }
 }
 
+/// Which attacker a scope is hardened against (the README's threat model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Against (A), who runs listed programs with chosen arguments and files:
+    /// no unsigned file becomes code, nothing patches code in memory.
+    #[default]
+    Default,
+    /// Also against (B), who already has native code in a listed process: no
+    /// anonymous executable memory (JITs break), no io_uring.
+    Strict,
+}
+
 /// How one cgroup is enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scope {
@@ -208,6 +220,43 @@ pub struct Scope {
     pub mode: Mode,
     /// Also report decisions that allowed known content.
     pub report_allowed: bool,
+    /// The default profile, or strict.
+    pub profile: Profile,
+    /// Allow code from FUSE, NFS, 9p, CIFS and ceph, whose servers can serve
+    /// one content to the hash and another to the page fault (off by default).
+    pub remote_fs: bool,
+}
+
+impl Scope {
+    /// A scope on digest set `id` in `mode`, default profile, reporting only
+    /// denials and audit findings.
+    pub fn new(id: u32, mode: Mode) -> Self {
+        Scope { id, mode, report_allowed: false, profile: Profile::Default, remote_fs: false }
+    }
+
+    fn flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.report_allowed {
+            flags |= abi::ENF_FLAG_REPORT_ALLOWED;
+        }
+        if self.profile == Profile::Strict {
+            flags |= abi::ENF_FLAG_STRICT;
+        }
+        if self.remote_fs {
+            flags |= abi::ENF_FLAG_REMOTE_FS;
+        }
+        flags
+    }
+
+    fn from_raw(raw: &EnfScope) -> Self {
+        Scope {
+            id: raw.scope_id,
+            mode: Mode::from_raw(raw.mode).unwrap_or(Mode::Enforce),
+            report_allowed: raw.flags & abi::ENF_FLAG_REPORT_ALLOWED != 0,
+            profile: if raw.flags & abi::ENF_FLAG_STRICT != 0 { Profile::Strict } else { Profile::Default },
+            remote_fs: raw.flags & abi::ENF_FLAG_REMOTE_FS != 0,
+        }
+    }
 }
 
 /// A key of `enf_allowed`; `pad` is always zero, so keys compare equal in
@@ -403,14 +452,7 @@ impl Enforcer {
         let mut scopes = Vec::new();
         for entry in map.iter() {
             let (cgroup_id, raw) = map_err(SCOPES_MAP, entry)?;
-            scopes.push((
-                cgroup_id,
-                Scope {
-                    id: raw.scope_id,
-                    mode: Mode::from_raw(raw.mode).unwrap_or(Mode::Enforce),
-                    report_allowed: raw.flags & abi::ENF_FLAG_REPORT_ALLOWED != 0,
-                },
-            ));
+            scopes.push((cgroup_id, Scope::from_raw(&raw)));
         }
         scopes.sort_by_key(|(cgroup_id, _)| *cgroup_id);
         Ok(scopes)
@@ -429,7 +471,7 @@ impl Enforcer {
         let raw = EnfScope {
             scope_id: scope.id,
             mode: scope.mode.to_raw(),
-            flags: if scope.report_allowed { abi::ENF_FLAG_REPORT_ALLOWED } else { 0 },
+            flags: scope.flags(),
             pad: 0,
         };
         let mut map = self.scopes()?;

@@ -16,7 +16,7 @@ pub use std::path::{Path, PathBuf};
 pub use std::process::{Command, ExitStatus, Stdio};
 pub use std::time::Duration;
 
-pub use bpf_lsm::enforcer::{self, Enforcer, Event, Hook, Mode, Scope, Verdict};
+pub use bpf_lsm::enforcer::{self, Enforcer, Event, Hook, Mode, Profile, Reason, Scope, Verdict};
 pub use bpf_lsm::Digest;
 pub use sha2::{Digest as _, Sha256};
 
@@ -219,7 +219,7 @@ pub fn ns_inode(kind: &str) -> u32 {
 
 /// A scope on digest set `id` that reports denials and audit findings only.
 pub fn scope(id: u32, mode: Mode) -> Scope {
-    Scope { id, mode, report_allowed: false }
+    Scope::new(id, mode)
 }
 
 pub fn attach() -> Enforcer {

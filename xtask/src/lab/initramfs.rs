@@ -18,8 +18,9 @@ use anyhow::{bail, Context, Result};
 use super::kernels::Kernel;
 use super::testbins::Suite;
 
-/// Kernel modules the lab loads when the kernel has them as modules.
-const MODULES: &[&str] = &["overlay"];
+/// Kernel modules the lab loads when the kernel has them as modules:
+/// overlayfs, FUSE, and the virtio disk that holds the scratch file system.
+const MODULES: &[&str] = &["overlay", "fuse", "virtio_pci", "virtio_blk"];
 const BUSYBOX: &str = "/bin/busybox";
 
 /// Pseudo-tests `/init` runs itself before the suites.
@@ -277,6 +278,8 @@ fn init_script(plan: &Plan, modules: &[String]) -> String {
     for module in modules {
         let _ = writeln!(s, "insmod /lab/modules/{module} || {{ echo \"insmod {module} failed\"; modfail=1; }}");
     }
+    // The scratch disk (see `vm`): the tests' files go on ext4, not tmpfs.
+    s.push_str(SCRATCH_MOUNT);
     let _ = writeln!(s, "lab_test {MODULES_TEST} sh -c \"exit $modfail\"");
     let _ = writeln!(
         s,
@@ -335,6 +338,10 @@ lab_test() {
     fi
     rm -f /tmp/.lab-rc
 }
+"#;
+
+const SCRATCH_MOUNT: &str = r#"for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
+if mount -t ext4 /dev/vda /tmp; then echo "scratch disk: ext4 on /tmp"; else echo "cannot mount the scratch disk /dev/vda on /tmp"; modfail=1; fi
 "#;
 
 const INIT_EPILOGUE: &str = r#"if [ "$fail" = 0 ]; then echo "LAB-RESULT PASS"; else echo "LAB-RESULT FAIL"; fi

@@ -4,6 +4,11 @@
 //! machines), the serial console on stdout, `-no-reboot` and `panic=-1`, so a
 //! panic ends QEMU at once. A wall-time limit kills a hung VM. The console
 //! is parsed for the protocol of [`super::initramfs`] and saved in full.
+//!
+//! Each boot gets a fresh, sparse ext4 scratch disk (virtio, `/dev/vda`),
+//! which `/init` mounts on `/tmp`: the tests' files then live on a disk
+//! filesystem, as a node's images do, not on tmpfs (whose pages can change
+//! without a writer, so the enforcer does not cache digests there).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -81,6 +86,26 @@ impl Outcome {
     }
 }
 
+/// Size of the scratch disk (sparse: only what the tests write takes room).
+const SCRATCH_DISK_SIZE: &str = "2G";
+
+/// Makes the empty ext4 file system `/init` mounts on `/tmp`, next to the
+/// console log (one per boot, made anew each time).
+fn scratch_disk(boot: &Boot) -> Result<PathBuf> {
+    let disk = boot.console_log.with_extension("scratch.img");
+    let _ = std::fs::remove_file(&disk);
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(&disk)
+        .arg(SCRATCH_DISK_SIZE)
+        .status()
+        .context("run mkfs.ext4 (apt-get install e2fsprogs)")?;
+    if !status.success() {
+        anyhow::bail!("mkfs.ext4 {} failed: {status}", disk.display());
+    }
+    Ok(disk)
+}
+
 /// Boots `boot.kernel` and collects the outcome; `Err` only when QEMU cannot run.
 pub fn run(boot: &Boot) -> Result<Outcome> {
     let label = boot.kernel.spec.label;
@@ -88,6 +113,7 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
     let accel = std::env::var("IMGSIGN_LAB_ACCEL").unwrap_or_else(|_| "tcg".into());
     let cpu = if accel == "tcg" { "max" } else { "host" };
     let append = format!("console=ttyS0 lsm={LSM} panic=-1 oops=panic quiet loglevel=4 rdinit=/init");
+    let disk = scratch_disk(boot)?;
     let started = Instant::now();
     let mut child = Command::new(&qemu)
         .args(["-accel", &accel, "-cpu", cpu, "-smp", "1", "-m", "1G"])
@@ -101,6 +127,8 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
         .arg("-initrd")
         .arg(&boot.initramfs)
         .args(["-append", &append])
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw,cache=unsafe", disk.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
