@@ -60,29 +60,8 @@ command -v cargo >/dev/null || die "cargo not found"
 # --- the image ---------------------------------------------------------------------------------
 mkdir -p "$CACHE"
 
-# Prints "<regular files> <their bytes>" for a tar file.
-tar_stats() {
-    [ -f "$1" ] || die "$1 is not a tar file"
-    tar -tvf "$1" | awk '$1 ~ /^-/ { n++; s += $3 } END { printf "%d %d\n", n, s }'
-}
-
-# Builds $CACHE/rootfs-<name>.tar with mmdebstrap unless it is there already.
-build_rootfs() { # include
-    local include=$1 name out
-    name=$SUITE-minbase${include:+-${include//,/-}}
-    out=$CACHE/rootfs-$name.tar
-    if [ ! -f "$out" ] || [ ! -s "$out" ]; then
-        say "mmdebstrap --variant=minbase ${include:+--include=$include }$SUITE (a few minutes, once)"
-        local partial=$CACHE/partial-rootfs-$name.tar
-        $SUDO rm -rf "$partial" "$out"
-        # The mirror is given explicitly: without one, mmdebstrap reads mirror lines from stdin.
-        $SUDO mmdebstrap --variant=minbase --mode=root --format=tar ${include:+--include="$include"} \
-            "$SUITE" "$partial" "$MIRROR" </dev/null >"$CACHE/mmdebstrap.log" 2>&1 \
-            || { tail -20 "$CACHE/mmdebstrap.log" >&2; die "mmdebstrap failed (log: $CACHE/mmdebstrap.log)"; }
-        $SUDO mv "$partial" "$out"
-    fi
-    echo "$out"
-}
+# shellcheck source=lib.sh
+. "$ROOT/bench/lib.sh"
 
 ROOTFS=$(build_rootfs "$INCLUDE")
 read -r FILES BYTES < <(tar_stats "$ROOTFS")
@@ -124,8 +103,6 @@ COMPRESSED=$(cat "${LAYERS[@]}" | wc -c)
 TAR_BYTES=$(gzip -dc "${LAYERS[@]}" | wc -c)
 
 # --- imgsign -----------------------------------------------------------------------------------
-# shellcheck source=lib.sh
-. "$ROOT/bench/lib.sh"
 bench_imgsign
 
 # --- scratch -----------------------------------------------------------------------------------

@@ -8,28 +8,9 @@
 #![allow(unsafe_code)]
 
 mod support;
+use support::bench::*;
 #[allow(unused_imports)]
 use support::*;
-/// Wall time of each of `runs` fork+execs of `path true` from this process
-/// (every exec must succeed), with `before` run ahead of each, untimed.
-fn exec_times(path: &Path, runs: u32, mut before: impl FnMut()) -> Vec<Duration> {
-    (0..runs)
-        .map(|i| {
-            before();
-            let started = std::time::Instant::now();
-            match run_true(path, None) {
-                Ok(status) if status.success() => {}
-                other => panic!("exec {i} of {} failed: {other:?}", path.display()),
-            }
-            started.elapsed()
-        })
-        .collect()
-}
-
-/// Moves this process back to the root cgroup (so test cgroups can go).
-fn leave_cgroups() {
-    fs::write(Path::new(CGROUP_ROOT).join("cgroup.procs"), b"0").expect("leave the cgroup");
-}
 
 /// Loads an IMA policy that measures execs of files owned by uid 4242 and
 /// appraises execs of files owned by uid 4243 (so no other file in the lab
@@ -54,36 +35,6 @@ fn set_ima_hash(path: &Path, digest: &Digest) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Median and 10th percentile of a sample, with its size. The 10th
-/// percentile is reported too because the lab's vCPUs are emulated threads
-/// of a shared host: preemption of the emulator only ever adds time, so the
-/// low end of the sample is the steadier view of the kernel's own cost.
-#[derive(Clone, Copy)]
-struct Stat {
-    median: Duration,
-    p10: Duration,
-}
-
-fn stat(mut times: Vec<Duration>) -> Stat {
-    times.sort();
-    Stat { median: times[times.len() / 2], p10: times[times.len() / 10] }
-}
-
-impl std::fmt::Display for Stat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.2} ms (p10 {:.2} ms)", self.median.as_secs_f64() * 1e3, self.p10.as_secs_f64() * 1e3)
-    }
-}
-
-/// "A.AAx (p10 B.BBx)": the ratios of `a` to `b`.
-fn ratios(a: Stat, b: Stat) -> String {
-    format!(
-        "{:.2}x (p10 {:.2}x)",
-        a.median.as_secs_f64() / b.median.as_secs_f64(),
-        a.p10.as_secs_f64() / b.p10.as_secs_f64()
-    )
 }
 
 #[test]

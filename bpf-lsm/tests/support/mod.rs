@@ -6,6 +6,8 @@
 #![allow(unsafe_code)]
 #![allow(dead_code, unused_imports)]
 
+pub mod bench;
+
 pub use std::fs::{self, File, OpenOptions};
 pub use std::io::{self, ErrorKind, Write};
 pub use std::os::fd::{AsRawFd, FromRawFd};

@@ -4,7 +4,8 @@
 //! named `vm_*` and its own name starts with `vm_`; such tests are
 //! `#[ignore]`d so a plain host `cargo test` reports them as ignored rather
 //! than pretending to run them. The lab runs each one alone with
-//! `--ignored --exact`.
+//! `--ignored --exact`. Benchmarks (`_bench_` in the name) run only when a
+//! filter names them (`--filter bench`), so the test command stays short.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,10 +56,8 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
             continue;
         }
         let executable = PathBuf::from(exe);
-        let tests: Vec<String> = list(&executable)?
-            .into_iter()
-            .filter(|t| t.starts_with("vm_") && filter.is_none_or(|f| t.contains(f)))
-            .collect();
+        let tests: Vec<String> =
+            list(&executable)?.into_iter().filter(|t| t.starts_with("vm_") && selected(t, filter)).collect();
         if !tests.is_empty() {
             suites.push(Suite { target: name.to_string(), executable, tests });
         }
@@ -83,4 +82,26 @@ fn list(executable: &Path) -> Result<Vec<String>> {
         .filter_map(|l| l.strip_suffix(": test"))
         .map(str::to_string)
         .collect())
+}
+
+/// Whether the lab runs test `name`: benchmarks (`_bench_` in the name) only
+/// when a filter names them, everything else when it matches the filter.
+fn selected(name: &str, filter: Option<&str>) -> bool {
+    match filter {
+        Some(f) => name.contains(f),
+        None => !name.contains("_bench_"),
+    }
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::selected;
+
+    #[test]
+    fn benchmarks_run_only_when_asked_for() {
+        assert!(selected("vm_enforcer_seal_x", None));
+        assert!(!selected("vm_enforcer_bench_exec_latency", None));
+        assert!(selected("vm_enforcer_bench_exec_latency", Some("bench")));
+        assert!(!selected("vm_enforcer_seal_x", Some("bench")));
+    }
 }

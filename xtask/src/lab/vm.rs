@@ -9,6 +9,7 @@
 //! which `/init` mounts on `/tmp`: the tests' files then live on a disk
 //! filesystem, as a node's images do, not on tmpfs (whose pages can change
 //! without a writer, so the enforcer does not cache digests there).
+//! `IMGSIGN_LAB_DATA_DISK` adds a read-only second disk (see [`data_disk`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -98,12 +99,27 @@ fn scratch_disk(boot: &Boot) -> Result<PathBuf> {
         .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
         .arg(&disk)
         .arg(SCRATCH_DISK_SIZE)
+        // It says "Creating regular file" even with -q.
+        .stdout(Stdio::null())
         .status()
         .context("run mkfs.ext4 (apt-get install e2fsprogs)")?;
     if !status.success() {
         anyhow::bail!("mkfs.ext4 {} failed: {status}", disk.display());
     }
     Ok(disk)
+}
+
+/// `IMGSIGN_LAB_DATA_DISK`: a file the VM sees read-only as `/dev/vdb` (the
+/// benchmarks read a real image's layer tar from it: `tar -xf /dev/vdb`).
+fn data_disk() -> Result<Vec<String>> {
+    let Some(path) = std::env::var_os("IMGSIGN_LAB_DATA_DISK") else {
+        return Ok(Vec::new());
+    };
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        anyhow::bail!("IMGSIGN_LAB_DATA_DISK={} is not a file", path.display());
+    }
+    Ok(vec!["-drive".into(), format!("file={},if=virtio,format=raw,readonly=on", path.display())])
 }
 
 /// Boots `boot.kernel` and collects the outcome; `Err` only when QEMU cannot run.
@@ -129,6 +145,7 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
         .args(["-append", &append])
         .arg("-drive")
         .arg(format!("file={},if=virtio,format=raw,cache=unsafe", disk.display()))
+        .args(data_disk()?)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
