@@ -129,7 +129,7 @@ fn vm_enforcer_fs_overlay_old_fd_after_copy_up_is_judged_on_the_mapped_lower() {
     let mut listed = unlisted.clone();
     let at = listed.len() - 3;
     listed[at] ^= 0x20;
-    write_executable(&ovl.lower.join("lib"), &unlisted);
+    write_executable(&ovl.lower.join("busybox-lib"), &unlisted);
     // A positive twin: a listed lower file, never copied up.
     let (twin, twin_digest) = unique_busybox(&ovl.lower, "fs-ovl-twin");
     let twin = ovl.merged.join(twin.file_name().unwrap());
@@ -139,7 +139,7 @@ fn vm_enforcer_fs_overlay_old_fd_after_copy_up_is_judged_on_the_mapped_lower() {
     enf.replace_digests(60, &[sha256(&listed), runner_digest, twin_digest]).expect("allow");
     enf.set_scope(cgroup.id, scope(60, Mode::Enforce)).expect("add scope");
 
-    let via = ovl.merged.join("lib");
+    let via = ovl.merged.join("busybox-lib");
     // 1. An fd opened while the file is only in the lower layer.
     let old = File::open(&via).expect("open the overlay file");
     // 2. The copy-up: an open for write through the overlay, then other bytes.
@@ -194,6 +194,7 @@ mod fuse {
     const FUSE_GETATTR: u32 = 3;
     const FUSE_OPEN: u32 = 14;
     const FUSE_READ: u32 = 15;
+    const FUSE_STATFS: u32 = 17;
     const FUSE_RELEASE: u32 = 18;
     const FUSE_GETXATTR: u32 = 22;
     const FUSE_FLUSH: u32 = 25;
@@ -203,9 +204,9 @@ mod fuse {
     const ENOENT: i32 = 2;
     const ENOSYS: i32 = 38;
     const FILE_NODE: u64 = 2;
-    pub const FILE_NAME: &str = "prog";
+    pub const FILE_NAME: &str = "busybox-fuse";
 
-    /// A mounted FUSE file system serving one file, `prog`, whose content
+    /// A mounted FUSE file system serving one file, [`FILE_NAME`], whose content
     /// alternates between `contents[0]` and `contents[1]` at every open
     /// (direct_io off: reads go through the page cache, which FUSE drops
     /// at each open since the server does not ask to keep it).
@@ -344,6 +345,17 @@ mod fuse {
                     let end = (start + len as usize).min(content.len());
                     reply(&dev, unique, 0, &content[start..end]);
                 }
+                FUSE_STATFS => {
+                    // struct fuse_kstatfs (80 bytes): overlayfs asks when stacking on it.
+                    for x in [1024, 0, 0, 16, 0] {
+                        u64le(&mut out, x);
+                    }
+                    for x in [4096, 255, 4096, 0] {
+                        u32le(&mut out, x);
+                    }
+                    out.resize(80, 0);
+                    reply(&dev, unique, 0, &out);
+                }
                 FUSE_RELEASE | FUSE_FLUSH => reply(&dev, unique, 0, &[]),
                 FUSE_FORGET | FUSE_BATCH_FORGET | FUSE_INTERRUPT => {} // no reply
                 FUSE_GETXATTR => reply(&dev, unique, -ENOSYS, &[]),
@@ -450,5 +462,33 @@ fn vm_enforcer_fs_fuse_with_remote_fs_is_judged_by_digest() {
     assert!(
         !events.iter().any(|e| e.reason == Reason::RemoteFs),
         "a remote-fs refusal in an opted-in scope: {events:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_fs_overlay_over_fuse_counts_as_remote() {
+    let mut case = FuseCase::new("fs-fuse-ovl", 63, false);
+    // An overlay whose lower layer is the FUSE mount: the real file is on FUSE.
+    let (upper, work, merged) = (case.dir.join("upper"), case.dir.join("work"), case.dir.join("merged"));
+    for d in [&upper, &work, &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    let opts =
+        format!("lowerdir={},upperdir={},workdir={}", case.server.mnt.display(), upper.display(), work.display());
+    let status = Command::new(busybox())
+        .args(["mount", "-t", "overlay", "overlay", "-o", &opts])
+        .arg(&merged)
+        .status()
+        .expect("mount overlay");
+    assert!(status.success(), "mount overlay over FUSE: {status}");
+    let _unmount = Unmount(merged.clone());
+    let via = merged.join(fuse::FILE_NAME);
+    assert_runs(&via, None, "the FUSE file through the overlay, outside any scope");
+    assert_denied(&via, &case.cgroup, "exec of a FUSE file through an overlay");
+    let events = drain_events(&mut case.enf);
+    assert!(
+        events.iter().any(|e| e.hook == Hook::BprmCheck && e.verdict == Verdict::Deny && e.reason == Reason::RemoteFs),
+        "no exec denial with reason RemoteFs: {events:?}"
     );
 }

@@ -59,7 +59,8 @@
 //   cache.h   the per-inode digest cache and its soundness argument;
 //   events.h  decision events;
 //   scope.h   scope lookup and digest-set membership;
-//   fs.h      which file a decision is about (overlayfs: the real file).
+//   fs.h      which file a decision is about (overlayfs' real file; remote
+//             file systems, refused unless the scope opts in).
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -114,7 +115,7 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	if (fs.remote && !(scope.flags & ENF_FLAG_REMOTE_FS)) {
 		reason = ENF_REASON_REMOTE_FS;
 		hash_ret = -EOPNOTSUPP;
-	} else if (!fs_watch_begin(&fs)) {
+	} else if (fs.unknown || !fs_watch_begin(&fs)) {
 		hash_ret = -ENF_ESTALE;
 	} else {
 		hash_ret = file_digest(file, key.digest);
@@ -199,7 +200,8 @@ int BPF_PROG(enf_file_mprotect, struct vm_area_struct *vma, unsigned long reqpro
 }
 
 /* Invalidation, part 1a: every open for write (and O_TRUNC, even O_RDONLY).
- * Runs whatever earlier programs decided: bumping too often is harmless. */
+ * Runs whatever earlier programs decided: bumping too often is harmless.
+ * Also tells fs.h which real files a task hashing an overlay file opens. */
 SEC("lsm/file_open")
 int BPF_PROG(enf_file_open, struct file *file, int ret)
 {

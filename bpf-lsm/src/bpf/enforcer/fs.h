@@ -30,7 +30,9 @@
  * mapping holds: the content is then treated as unknown (refused in enforce
  * mode, hash_ret -ESTALE in the event). Without such an open every byte
  * hashed came from the mapped inode. A copy-up after the hash changes
- * nothing for this mapping: ovl_mmap still maps private_data.
+ * nothing for this mapping: ovl_mmap still maps private_data. A
+ * private_data that does not look like the real file (its path is neither
+ * the overlay file's nor its own inode's) makes the content unknown.
  *
  * Not done (yet): caching the digest of overlay files on their real inode.
  * The cache (cache.h) needs a typed pointer to the real inode, which the
@@ -59,6 +61,8 @@ struct enf_fs {
 	__u64 inodes[ENF_OVL_DEPTH + 1];
 	__u32 depth;          /* overlay levels crossed: 0 for a plain file */
 	__u32 remote;         /* the mapped inode is on a remote file system */
+	__u32 unknown;        /* an overlay file whose real file was not found */
+	__u32 pad;
 };
 
 /* Per task (key: pid_tgid) while it hashes an overlay file. */
@@ -98,7 +102,8 @@ static __always_inline int remote_fs(unsigned long magic)
  * mapped one is on a remote file system. */
 static __always_inline void fs_judge(struct file *file, struct enf_fs *fs)
 {
-	struct file *f = file;
+	struct file *f = file, *real;
+	struct dentry *dentry;
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	unsigned long magic = BPF_CORE_READ(inode, i_sb, s_magic);
 	int level;
@@ -111,12 +116,20 @@ static __always_inline void fs_judge(struct file *file, struct enf_fs *fs)
 		if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
 			break;
 		/* private_data: the real file (a void *: probe reads only). */
-		f = (struct file *)BPF_CORE_READ(f, private_data);
-		if (!f)
-			break;
-		inode = BPF_CORE_READ(f, f_inode);
-		if (!inode)
-			break;
+		real = (struct file *)BPF_CORE_READ(f, private_data);
+		inode = real ? BPF_CORE_READ(real, f_inode) : NULL;
+		dentry = real ? BPF_CORE_READ(real, f_path.dentry) : NULL;
+		/* Check that it is one: its path is the overlay file's (6.1:
+		 * open_with_fake_path) or its own inode's (6.12: a backing file
+		 * on the real path). A kernel whose private_data is something
+		 * else (6.13+: struct ovl_file) fails here: unknown, refused. */
+		if (!inode || !dentry ||
+		    (dentry != BPF_CORE_READ(f, f_path.dentry) &&
+		     BPF_CORE_READ(dentry, d_inode) != inode)) {
+			fs->unknown = 1;
+			return;
+		}
+		f = real;
 		magic = BPF_CORE_READ(inode, i_sb, s_magic);
 		fs->inodes[level] = (__u64)inode;
 		fs->depth = level;
