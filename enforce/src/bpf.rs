@@ -37,8 +37,8 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub enum Op {
     /// Make these digests the whole set of a scope id, atomically.
     Replace { scope_id: u32, digests: Vec<Sha256Digest> },
-    /// Point a cgroup at a scope id (and set its mode), in one map update.
-    SetScope { cgroup_id: u64, scope_id: u32, mode: Mode },
+    /// Point a cgroup at a scope id (and set its mode and remote-fs opt-in), in one map update.
+    SetScope { cgroup_id: u64, scope_id: u32, mode: Mode, remote_fs: bool },
     /// Stop enforcing a cgroup.
     RemoveScope { cgroup_id: u64 },
     /// Note that no cgroup points at a scope id any more (no map update; see [`GRACE`]).
@@ -50,8 +50,8 @@ pub enum Op {
 /// What is in the kernel's maps, as far as this adapter put it there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Loaded {
-    /// cgroup id -> (scope id, mode).
-    pub scopes: BTreeMap<u64, (u32, Mode)>,
+    /// cgroup id -> (scope id, mode, remote-fs opt-in).
+    pub scopes: BTreeMap<u64, (u32, Mode, bool)>,
     /// scope id -> digests.
     pub sets: BTreeMap<u32, DigestSet>,
     /// Sets no cgroup points at, and since when.
@@ -63,11 +63,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// What a pinned enforcer holds, from its scope entries (cgroup id, scope id, mode).
-    pub fn taken_over(scopes: impl IntoIterator<Item = (u64, u32, Mode)>) -> Self {
+    /// What a pinned enforcer holds, from its scope entries (cgroup id, scope id, mode,
+    /// remote-fs opt-in).
+    pub fn taken_over(scopes: impl IntoIterator<Item = (u64, u32, Mode, bool)>) -> Self {
         let mut loaded = Loaded::default();
-        for (cgroup_id, scope_id, mode) in scopes {
-            loaded.scopes.insert(cgroup_id, (scope_id, mode));
+        for (cgroup_id, scope_id, mode, remote_fs) in scopes {
+            loaded.scopes.insert(cgroup_id, (scope_id, mode, remote_fs));
             loaded.unknown.insert(scope_id);
             loaded.next_id = loaded.next_id.max(scope_id.wrapping_add(1));
         }
@@ -82,8 +83,8 @@ impl Loaded {
                 self.unknown.remove(scope_id);
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
-            Op::SetScope { cgroup_id, scope_id, mode } => {
-                self.scopes.insert(*cgroup_id, (*scope_id, *mode));
+            Op::SetScope { cgroup_id, scope_id, mode, remote_fs } => {
+                self.scopes.insert(*cgroup_id, (*scope_id, *mode, *remote_fs));
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
             Op::RemoveScope { cgroup_id } => {
@@ -113,24 +114,24 @@ pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
     let mut removals = Vec::new();
     let mut next_id = loaded.next_id.max(1);
     for (&cgroup_id, scope) in &desired.scopes {
-        let (id, mode) = match loaded.scopes.get(&cgroup_id) {
+        let (id, mode, remote_fs) = match loaded.scopes.get(&cgroup_id) {
             Some(&current) => current,
             None => {
                 let id = next_id;
                 next_id = next_id.wrapping_add(1).max(1);
-                (id, scope.mode)
+                (id, scope.mode, scope.remote_fs)
             }
         };
         let is_new = !loaded.scopes.contains_key(&cgroup_id);
         if is_new || loaded.unknown.contains(&id) || loaded.set(id) != *scope.digests {
             replaces.push(Op::Replace { scope_id: id, digests: scope.digests.iter().copied().collect() });
         }
-        if is_new || mode != scope.mode {
-            switches.push(Op::SetScope { cgroup_id, scope_id: id, mode: scope.mode });
+        if is_new || mode != scope.mode || remote_fs != scope.remote_fs {
+            switches.push(Op::SetScope { cgroup_id, scope_id: id, mode: scope.mode, remote_fs: scope.remote_fs });
         }
     }
     let mut retires = Vec::new();
-    for (&cgroup_id, &(id, _)) in &loaded.scopes {
+    for (&cgroup_id, &(id, ..)) in &loaded.scopes {
         if desired.scope(cgroup_id).is_none() {
             removals.push(Op::RemoveScope { cgroup_id });
             retires.push(Op::Retire { scope_id: id });
@@ -173,7 +174,7 @@ impl BpfKernel {
         })?;
         let in_force = enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))?;
         let loaded = Loaded::taken_over(
-            in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode))),
+            in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode), scope.remote_fs)),
         );
         Ok(BpfKernel { enforcer, loaded })
     }
@@ -189,8 +190,10 @@ impl BpfKernel {
                 let bytes: Vec<bpf_lsm::Digest> = digests.iter().map(|d| d.0).collect();
                 self.enforcer.replace_digests(*scope_id, &bytes)
             }
-            Op::SetScope { cgroup_id, scope_id, mode } => {
-                self.enforcer.set_scope(*cgroup_id, Scope::new(*scope_id, kernel_mode(*mode)))
+            Op::SetScope { cgroup_id, scope_id, mode, remote_fs } => {
+                let mut scope = Scope::new(*scope_id, kernel_mode(*mode));
+                scope.remote_fs = *remote_fs;
+                self.enforcer.set_scope(*cgroup_id, scope)
             }
             Op::RemoveScope { cgroup_id } => self.enforcer.remove_scope(*cgroup_id),
             Op::Retire { .. } => Ok(()),
@@ -356,7 +359,7 @@ mod tests {
     }
 
     fn scope(cgroup_id: u64, mode: Mode, digests: &[u8]) -> (u64, DesiredScope) {
-        (cgroup_id, DesiredScope { mode, digests: Arc::new(digests.iter().map(|&b| d(b)).collect()) })
+        (cgroup_id, DesiredScope { mode, remote_fs: false, digests: Arc::new(digests.iter().map(|&b| d(b)).collect()) })
     }
 
     fn plan(scopes: Vec<(u64, DesiredScope)>) -> DesiredState {
@@ -371,11 +374,12 @@ mod tests {
         for op in reap(loaded, t0 + GRACE) {
             loaded.record(&op, t0);
         }
-        let before: BTreeMap<u64, DigestSet> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
+        let before: BTreeMap<u64, DigestSet> =
+            loaded.scopes.iter().map(|(&c, &(id, ..))| (c, loaded.set(id))).collect();
         let ops = transition(loaded, plan);
         for op in &ops {
             loaded.record(op, t0);
-            for (&cgroup, &(id, _)) in &loaded.scopes {
+            for (&cgroup, &(id, ..)) in &loaded.scopes {
                 let now = loaded.set(id);
                 let new = plan.scope(cgroup).map(|s| &*s.digests);
                 assert!(
@@ -385,8 +389,8 @@ mod tests {
             }
         }
         for (cgroup_id, s) in &plan.scopes {
-            let (id, mode) = loaded.scopes[cgroup_id];
-            assert_eq!((loaded.set(id), mode), ((*s.digests).clone(), s.mode));
+            let (id, mode, remote_fs) = loaded.scopes[cgroup_id];
+            assert_eq!((loaded.set(id), mode, remote_fs), ((*s.digests).clone(), s.mode, s.remote_fs));
         }
         assert_eq!(loaded.scopes.len(), plan.scopes.len(), "scopes not in the plan are gone");
         assert!(reap(loaded, t0 + GRACE / 2).is_empty(), "nothing is forgotten before the grace period");
@@ -394,7 +398,7 @@ mod tests {
         for op in reap(loaded, t0 + GRACE) {
             reaped.record(&op, t0 + GRACE);
         }
-        let referenced: BTreeSet<u32> = reaped.scopes.values().map(|&(id, _)| id).collect();
+        let referenced: BTreeSet<u32> = reaped.scopes.values().map(|&(id, ..)| id).collect();
         assert!(reaped.sets.keys().all(|id| referenced.contains(id)), "orphan sets left: {:?}", reaped.sets.keys());
         ops
     }
@@ -433,12 +437,36 @@ mod tests {
             vec![
                 Op::Replace { scope_id: id(10), digests: vec![d(2), d(5)] },
                 Op::Replace { scope_id: id(13), digests: vec![d(6)] },
-                Op::SetScope { cgroup_id: 12, scope_id: id(12), mode: Mode::Enforce },
-                Op::SetScope { cgroup_id: 13, scope_id: id(13), mode: Mode::Enforce },
+                Op::SetScope { cgroup_id: 12, scope_id: id(12), mode: Mode::Enforce, remote_fs: false },
+                Op::SetScope { cgroup_id: 13, scope_id: id(13), mode: Mode::Enforce, remote_fs: false },
             ]
         );
         // The same plan again: nothing to do.
         assert!(transition(&loaded, &next).is_empty());
+    }
+
+    #[test]
+    fn remote_fs_changes_are_one_scope_entry_update_and_keep_the_set() {
+        let mut loaded = Loaded::default();
+        apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1])]));
+        let id = loaded.scopes[&10].0;
+        let mut opted_in = scope(10, Mode::Enforce, &[1]);
+        opted_in.1.remote_fs = true;
+        let ops = apply(&mut loaded, &plan(vec![opted_in.clone()]));
+        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, remote_fs: true }]);
+        assert!(transition(&loaded, &plan(vec![opted_in])).is_empty(), "unchanged: nothing to do");
+        let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1])]));
+        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, remote_fs: false }]);
+        // A taken-over enforcer's opt-in is what its scope entry says.
+        let mut taken = Loaded::taken_over([(10, 3, Mode::Enforce, true)]);
+        let ops = apply(&mut taken, &plan(vec![scope(10, Mode::Enforce, &[1])]));
+        assert_eq!(
+            ops,
+            vec![
+                Op::Replace { scope_id: 3, digests: vec![d(1)] },
+                Op::SetScope { cgroup_id: 10, scope_id: 3, mode: Mode::Enforce, remote_fs: false }
+            ]
+        );
     }
 
     #[test]
@@ -454,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_taken_over_enforcer_has_every_set_replaced_and_stale_scopes_removed() {
-        let mut loaded = Loaded::taken_over([(10, 3, Mode::Enforce), (11, 4, Mode::Audit)]);
+        let mut loaded = Loaded::taken_over([(10, 3, Mode::Enforce, false), (11, 4, Mode::Audit, false)]);
         // Even an empty set is replaced: what the kernel holds for scope 3 is not known.
         let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[])]));
         assert_eq!(

@@ -1,5 +1,5 @@
 //! The desired state: all the kernel is ever given. Per scope, keyed by the cgroup id the kernel
-//! programs see, a mode and a digest set; no names, bundles, manifests or versions (those stay in
+//! programs see, a mode, whether code from remote file systems is judged, and a digest set; no names, bundles, manifests or versions (those stay in
 //! the verified [`crate::plan::Plan`] that produced it). A digest set is behind an `Arc`, so
 //! scopes that allow the same content (containers of one image, later) can share one set.
 
@@ -15,6 +15,8 @@ pub type DigestSet = BTreeSet<Sha256Digest>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredScope {
     pub mode: Mode,
+    /// Code from FUSE, NFS, 9p, CIFS and ceph is judged by digest instead of refused.
+    pub remote_fs: bool,
     pub digests: Arc<DigestSet>,
 }
 

@@ -115,6 +115,8 @@ pub struct ScopePlan {
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
     pub mode: Mode,
+    /// Code from remote file systems is judged by digest instead of refused.
+    pub remote_fs: bool,
     /// Every `file` and `hardlink` digest of the scope's signed manifests, once each (shared with
     /// the verified statement when the scope has one).
     #[serde(serialize_with = "hex_digests")]
@@ -156,12 +158,12 @@ impl Plan {
         self.scopes.iter().flat_map(|s| &s.manifests).map(|m| m.expires.as_str()).min()
     }
 
-    /// What the kernel is given: per cgroup id, the mode and the digest set.
+    /// What the kernel is given: per cgroup id, the mode, the remote-fs opt-in and the digest set.
     pub fn desired(&self) -> DesiredState {
         let scopes = self
             .scopes
             .iter()
-            .map(|s| (s.cgroup_id, DesiredScope { mode: s.mode, digests: s.digests.clone() }))
+            .map(|s| (s.cgroup_id, DesiredScope { mode: s.mode, remote_fs: s.remote_fs, digests: s.digests.clone() }))
             .collect();
         DesiredState { scopes }
     }
@@ -304,6 +306,7 @@ fn build_scope(
         cgroup: spec.cgroup.clone(),
         cgroup_id,
         mode: spec.mode,
+        remote_fs: spec.remote_fs,
         digests: digests.unwrap_or_default(),
         manifests,
     })

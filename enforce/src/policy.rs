@@ -10,6 +10,9 @@
 //! name = "web"
 //! cgroup = "/sys/fs/cgroup/web"      # cgroup v2 directory: the scope is the tasks in it
 //! mode = "enforce"                   # or "audit"
+//! remote_fs = false                  # true: code from FUSE, NFS, 9p, CIFS, ceph is judged by
+//!                                    # digest instead of refused (their servers can serve one
+//!                                    # content to the hash and another to the page fault)
 //! bundles = ["web.sigstore.json"]
 //! image = "oci:/images/web:latest"   # optional: also verify the image's files
 //! ```
@@ -98,6 +101,8 @@ struct ScopeFile {
     name: String,
     cgroup: PathBuf,
     mode: Mode,
+    #[serde(default)]
+    remote_fs: bool,
     bundles: Vec<PathBuf>,
     #[serde(default)]
     image: Option<String>,
@@ -186,6 +191,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             name: scope.name,
             cgroup: scope.cgroup,
             mode: scope.mode,
+            remote_fs: scope.remote_fs,
             bundles: scope.bundles.iter().map(|b| resolve(b)).collect(),
             image,
         });

@@ -29,6 +29,9 @@ pub struct ScopeSpec {
     /// A cgroup v2 directory: the scope is the tasks in its subtree.
     pub cgroup: PathBuf,
     pub mode: Mode,
+    /// Code from remote file systems (FUSE, NFS, 9p, CIFS, ceph) is judged by digest instead of
+    /// refused.
+    pub remote_fs: bool,
     /// Bundles carrying the same statement pool their signatures; different statements add
     /// their files to the scope's set.
     pub bundles: Vec<PathBuf>,

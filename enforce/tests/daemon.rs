@@ -335,6 +335,7 @@ fn a_second_scope_source_adds_its_scopes_beside_the_policys() {
         name: "sidecar".into(),
         cgroup: sidecar.path.clone(),
         mode: Mode::Enforce,
+        remote_fs: false,
         bundles: vec![s.dir.path().join("v1.json")],
         image: None,
     }])));

@@ -22,6 +22,7 @@ image = "oci:images/web:latest"
 name = "node"
 cgroup = "/sys/fs/cgroup"
 mode = "audit"
+remote_fs = true
 bundles = ["host.json"]
 "#;
 
@@ -52,6 +53,8 @@ fn a_good_policy_resolves_relative_paths_against_its_directory() {
     assert_eq!(web.image.as_ref().unwrap().to_string(), "oci:/etc/imgsign/images/web:latest");
     assert_eq!(p.scopes[1].mode, Mode::Audit);
     assert!(p.scopes[1].image.is_none());
+    assert!(!web.remote_fs, "remote file systems are refused unless a scope opts in");
+    assert!(p.scopes[1].remote_fs);
 }
 
 #[test]

@@ -59,7 +59,8 @@
 //   cache.h   the per-inode digest cache and its soundness argument;
 //   events.h  decision events;
 //   scope.h   scope lookup and digest-set membership;
-//   fs.h      which file a decision is about (overlayfs: the real file).
+//   fs.h      which file a decision is about (overlayfs' real file; remote
+//             file systems, refused unless the scope opts in).
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -99,16 +100,28 @@ static __always_inline int decide(struct file *file, __u8 hook)
 {
 	struct enf_digest_key key = {};
 	struct enf_scope scope = {};
+	struct enf_fs fs = {};
 	__u64 cgroup_id, scope_cgroup_id = 0;
 	__s32 hash_ret;
-	__u8 verdict;
+	__u8 verdict, reason = ENF_REASON_DIGEST;
 	int known = 0;
 
 	if (!find_scope(&scope, &scope_cgroup_id))
 		return 0; /* not in any scope: untouched */
 	cgroup_id = bpf_get_current_cgroup_id();
 
-	hash_ret = file_digest(file, key.digest);
+	/* fs.h: the real file under overlayfs; remote file systems. */
+	fs_judge(file, &fs);
+	if (fs.remote && !(scope.flags & ENF_FLAG_REMOTE_FS)) {
+		reason = ENF_REASON_REMOTE_FS;
+		hash_ret = -EOPNOTSUPP;
+	} else if (fs.unknown || !fs_watch_begin(&fs)) {
+		hash_ret = -ENF_ESTALE;
+	} else {
+		hash_ret = file_digest(file, key.digest);
+		if (!fs_watch_end(&fs))
+			hash_ret = -ENF_ESTALE; /* the hash read another file than the mapped one */
+	}
 	if (hash_ret == ENF_HASH_ALGO_SHA256)
 		known = allowed(&scope, &scope_cgroup_id, &key);
 	else
@@ -123,7 +136,7 @@ static __always_inline int decide(struct file *file, __u8 hook)
 		verdict = ENF_VERDICT_DENY;
 
 	if (verdict != ENF_VERDICT_ALLOW || (scope.flags & ENF_FLAG_REPORT_ALLOWED))
-		emit(file, hook, verdict, ENF_REASON_DIGEST, cgroup_id, scope_cgroup_id, &scope, hash_ret,
+		emit(file, hook, verdict, reason, cgroup_id, scope_cgroup_id, &scope, hash_ret,
 		     key.digest);
 
 	return verdict == ENF_VERDICT_DENY ? -EPERM : 0;
@@ -187,12 +200,14 @@ int BPF_PROG(enf_file_mprotect, struct vm_area_struct *vma, unsigned long reqpro
 }
 
 /* Invalidation, part 1a: every open for write (and O_TRUNC, even O_RDONLY).
- * Runs whatever earlier programs decided: bumping too often is harmless. */
+ * Runs whatever earlier programs decided: bumping too often is harmless.
+ * Also tells fs.h which real files a task hashing an overlay file opens. */
 SEC("lsm/file_open")
 int BPF_PROG(enf_file_open, struct file *file, int ret)
 {
 	if ((file->f_mode & FMODE_WRITE) || (file->f_flags & O_TRUNC))
 		bump(file->f_inode);
+	fs_note_open(file);
 	return ret;
 }
 

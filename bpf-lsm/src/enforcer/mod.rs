@@ -17,6 +17,18 @@
 //! generation; the argument is in the C file). It holds digests, not
 //! verdicts, so set replacement needs no invalidation. Overlayfs, NFS, FUSE
 //! and other filesystems are hashed at every decision.
+//!
+//! Which file is judged (`src/bpf/enforcer/fs.h`): on overlayfs a mapping
+//! runs the real (lower or upper) file the overlay file opened, which after a
+//! copy-up is no longer the file a read through the overlay shows. The hash
+//! is taken through the overlay file while the programs watch the hashing
+//! task's opens: if overlayfs opened another real file for the hash than the
+//! one the mapping runs, the content is unknown (refused in enforce mode,
+//! `hash_ret` `-ESTALE`). Exec and executable mappings of files on FUSE, NFS,
+//! 9p, CIFS/SMB2 and ceph (judged on the real file's super block, so an
+//! overlay over them counts) are refused in enforce scopes with
+//! [`Reason::RemoteFs`] unless the scope has [`Scope::remote_fs`]: their
+//! servers can serve one content to the hash and another to the page fault.
 //! [`Enforcer::cache_hits`] and [`Enforcer::cache_fills`] count its use.
 //! Unknown content is refused with `EPERM` in [`Mode::Enforce`] and allowed
 //! but reported in [`Mode::Audit`]. Tasks under no scope are untouched (the
@@ -56,7 +68,8 @@
 //!
 //! Not yet here: replacing the pinned programs by a newer build without a
 //! gap (today a pinned enforcer keeps its programs and map layouts until
-//! unpinned) and caching the real inode under overlayfs. (The cgroup path of
+//! unpinned) and caching the digest of overlay files on their real inode
+//! (the programs cannot reach it as a typed pointer: see fs.h). (The cgroup path of
 //! an event is resolved in user space, by `enforce`.)
 
 use std::fs;

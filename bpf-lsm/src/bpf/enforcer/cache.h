@@ -53,9 +53,15 @@
  *    1a/1b on that very inode, by s_magic: ext4 (and ext2/3) 0xEF53, xfs,
  *    tmpfs, ramfs, btrfs. NOT overlayfs (writes reach its real lower/upper
  *    inodes, not the overlay inode whose file exec sees), nor NFS, FUSE, 9p,
- *    CIFS (content changes on another machine or in a user-space server).
- *    Overlay-backed containers are therefore hashed at every exec until the
- *    cache learns to key on the real inode (next step). Out of scope, as for
+ *    CIFS (content changes on another machine or in a user-space server;
+ *    fs.h refuses code from those unless a scope opts in).
+ *    Overlay-backed containers are therefore hashed at every exec. Keying
+ *    the cache on the real inode would be sound by this same argument (every
+ *    content change of a real upper inode goes through a real open for write,
+ *    which overlayfs makes with a kernel open passing security_file_open, or
+ *    a notify_change on it; copy-up makes a NEW upper inode, and lower inodes
+ *    are ordinary ext4/xfs/... inodes), but the programs cannot reach the
+ *    real inode as a typed pointer at decision time (fs.h says why). Out of scope, as for
  *    IMA: writes to the block device under a mounted filesystem, and kernel
  *    bugs that change page-cache pages without a writer.
  * 3. Fill (after a miss): g0 = write_gen (atomic RMW: a full barrier), then
