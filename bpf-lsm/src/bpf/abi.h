@@ -112,6 +112,15 @@ struct enf_event {
 	char path[ENF_PATH_LEN];
 };
 
+/* Value of enf_guard (one element): who may remove the enforcer's pins, and
+ * where they are. Written by the loader; read by the self-protection
+ * programs (enforcer/guard.h). */
+struct enf_guard {
+	__u64 pin_ino;    /* inode number of the pin directory on bpffs; 0 = not pinned */
+	__u32 pin_dev;    /* its super block's s_dev (kernel dev_t: major << 20 | minor) */
+	__u32 owner_tgid; /* the registered owner (daemon) */
+};
+
 /* _Static_asserts of the sizes and offsets build.rs computed from the lists
  * above (generated into the build's include directory). */
 #include "abi_layout.h"

@@ -59,7 +59,10 @@
 //   cache.h   the per-inode digest cache and its soundness argument;
 //   events.h  decision events;
 //   scope.h   scope lookup and digest-set membership;
-//   fs.h      which file a decision is about (overlayfs: the real file).
+//   fs.h      which file a decision is about (overlayfs: the real file);
+//   guard.h   self-protection and escapes: clone3 into a cgroup, bpf(),
+//             the pins, kernel module/firmware/kexec loads; sticky scopes
+//             at fork.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -93,6 +96,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "enforcer/events.h"
 #include "enforcer/scope.h"
 #include "enforcer/fs.h"
+#include "enforcer/guard.h"
 
 /* The verdict for `file` run by the current task: 0 or -EPERM. */
 static __always_inline int decide(struct file *file, __u8 hook)
@@ -101,7 +105,7 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	struct enf_scope scope = {};
 	__u64 cgroup_id, scope_cgroup_id = 0;
 	__s32 hash_ret;
-	__u8 verdict;
+	__u8 verdict, reason = ENF_REASON_DIGEST;
 	int known = 0;
 
 	if (!find_scope(&scope, &scope_cgroup_id))
@@ -121,9 +125,11 @@ static __always_inline int decide(struct file *file, __u8 hook)
 		verdict = ENF_VERDICT_AUDIT;
 	else
 		verdict = ENF_VERDICT_DENY;
+	/* A task that left its sticky scope is judged by it too (scope.h). */
+	sticky_judge(&key, hash_ret, &scope, &scope_cgroup_id, &verdict, &reason);
 
 	if (verdict != ENF_VERDICT_ALLOW || (scope.flags & ENF_FLAG_REPORT_ALLOWED))
-		emit(file, hook, verdict, ENF_REASON_DIGEST, cgroup_id, scope_cgroup_id, &scope, hash_ret,
+		emit(file, hook, verdict, reason, cgroup_id, scope_cgroup_id, &scope, hash_ret,
 		     key.digest);
 
 	return verdict == ENF_VERDICT_DENY ? -EPERM : 0;
