@@ -23,6 +23,7 @@
 #define ENF_SHA256_LEN 32 /* (rust usize) bytes of a SHA-256 digest */
 #define ENF_COMM_LEN 16 /* (rust usize) TASK_COMM_LEN */
 #define ENF_PATH_LEN 256 /* (rust usize) room for a path, NUL included */
+#define ENF_MAX_CGROUP_LEVEL 32 /* (rust usize) cgroup levels searched for a scope: 0 (the root) to 31 */
 
 /* What bpf_ima_file_hash() returns for SHA-256 (enum hash_algo). */
 #define ENF_HASH_ALGO_SHA256 4 /* (rust i32) */

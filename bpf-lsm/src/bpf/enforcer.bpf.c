@@ -80,8 +80,6 @@
 #define S_IFREG 0100000
 #define BPF_LOCAL_STORAGE_GET_F_CREATE 1
 
-/* Deepest cgroup level searched for a scope (the root is level 0). */
-#define ENF_MAX_CGROUP_LEVEL 32
 /* Lookups of a digest while its scope's set is being replaced. */
 #define ENF_SET_ATTEMPTS 3
 

@@ -70,7 +70,7 @@ use aya::pin::PinError;
 use aya::programs::links::FdLink;
 use aya::programs::{Lsm, ProgramError};
 use aya::sys::SyscallError;
-use aya::{Btf, BtfError, Ebpf, EbpfError};
+use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
 use crate::abi::{self, EnfDigestKey, EnfEvent, EnfGuard, EnfScope};
 use crate::{kernel, objects, Digest};
@@ -392,7 +392,10 @@ impl Enforcer {
 
     fn load(pin_dir: Option<&Path>) -> Result<Self, EnforcerError> {
         let btf = Btf::from_sys_fs().map_err(EnforcerError::Btf)?;
-        let mut ebpf = Ebpf::load(objects::ENFORCER).map_err(EnforcerError::Object)?;
+        // The sticky scopes' task storage (enf_task_scope) is a map type aya
+        // 0.14 does not wrap; only the programs use it.
+        let mut ebpf =
+            EbpfLoader::new().allow_unsupported_maps().load(objects::ENFORCER).map_err(EnforcerError::Object)?;
         // This process owns the enforcer (and, pinned, where the pins are)
         // before any program runs: enf_bpf would refuse it bpf() otherwise
         // if it sits in a scope.
