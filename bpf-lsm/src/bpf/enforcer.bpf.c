@@ -23,7 +23,8 @@
 // scope of its nearest ancestor cgroup (itself included) that is a key there;
 // the root cgroup as a scope covers the whole node. A task under no scope is
 // untouched: the programs return before hashing. Several cgroups may share
-// one scope id, which names the digest set.
+// one scope id, which names the digest set. A task that leaves its scope's
+// subtree stays bound to it (sticky scopes, enforcer/scope.h).
 //
 // Digest sets: `enf_sets` maps a scope id to its current set id (a
 // generation), and `enf_allowed` holds (set id, digest) pairs. Replacing the
@@ -51,8 +52,9 @@
 // A third program, enf_file_mprotect (not sleepable, so it cannot hash),
 // refuses making a non-executable file mapping executable in a scope.
 //
-// The loader (src/enforcer/mod.rs) pins the links and every map under bpffs,
-// so enforcement outlives it.
+// The loader (src/enforcer/mod.rs) pins the links and the maps user space
+// needs under bpffs, so enforcement outlives it; the digest cache and the
+// sticky scopes are not pinned (the programs keep them alive).
 //
 // The parts, each in its own header under enforcer/:
 //   maps.h    the shared maps and stats;

@@ -25,14 +25,44 @@
 //! Scope model: a scope is a cgroup v2 subtree, named by the cgroup id of its
 //! top directory (its inode number, see [`cgroup_id`]) in
 //! [`Enforcer::set_scope`]. A task belongs to the scope of its nearest
-//! ancestor cgroup, itself included, that was added (up to 32 levels deep);
-//! the root cgroup as a scope covers the whole node. A scope has a scope id,
-//! which names its digest set; several cgroups may share one.
+//! ancestor cgroup, itself included, that was added (up to 32 levels deep:
+//! levels 0, the root, to 31); the root cgroup as a scope covers the whole
+//! node. A scope has a scope id, which names its digest set; several cgroups
+//! may share one.
+//!
+//! Sticky scopes: a task stays bound to the scope it was in at its first
+//! decision in a scope (or its parent's, inherited at fork; task storage
+//! `enf_task_scope`). A task that leaves its scope's subtree (it writes its
+//! pid to another cgroup's `cgroup.procs`, or is moved) is judged by that
+//! scope as well as by the scope of its new cgroup: both must allow
+//! ([`Reason::Escape`] when the old one refused). If that scope was removed
+//! meanwhile, its last known entry still decides (fail closed: unknown
+//! content stays refused in enforce mode). A task still inside its scope's
+//! subtree is judged as before (removing a scope ends enforcement for it).
+//! Not covered: a task already in a scope when the enforcer was loaded that
+//! made no decision and no fork before leaving.
+//!
+//! Guard (`enforcer/guard.h`), for tasks in enforce scopes (escaped ones
+//! included): `clone3(CLONE_INTO_CGROUP)` is refused (`task_alloc`), every
+//! `bpf()` command is refused (but to the registered owner, see below), and
+//! module, firmware, kexec and IMA policy loads are refused
+//! (`kernel_read_file`, `kernel_load_data`). Removing or renaming the pins,
+//! the pin directory, or unmounting its bpffs is refused to every process but
+//! the registered owner, scoped or not. The owner is a tgid in the pinned
+//! `enf_guard` map, with the pin directory's inode and device:
+//! [`Enforcer::attach`], [`Enforcer::attach_pinned`], [`Enforcer::open_pinned`]
+//! and [`Enforcer::unpin`] register the calling process (so a daemon taking
+//! over, and `imgsign enforce --detach`, work). This stops the threat model's
+//! attacker, who is inside a scope. It does not stop root outside every
+//! scope: it can register itself through `bpf()` (and could unload any
+//! program anyway). A daemon that dies leaves its tgid registered until the
+//! next registration: a process that later gets that pid counts as the owner.
 //!
 //! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
 //! id -> set id, a generation), `enf_allowed` ((set id, digest) -> 1),
 //! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events,
-//! cache hits and fills). Their key and value structs and every constant
+//! cache hits and fills), `enf_guard` (the owner and the pins' place); not
+//! pinned: `enf_inode_cache` and `enf_task_scope` (the programs keep them). Their key and value structs and every constant
 //! shared with the C side come from `abi.h` through [`crate::abi`].
 //! [`Enforcer::replace_digests`] swaps a scope's whole set atomically: it
 //! fills a fresh set id, repoints `enf_sets` in one update, then deletes the
@@ -46,10 +76,10 @@
 //! [`Enforcer::poll_events`] reads them by polling.
 //!
 //! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
-//! six maps under a bpffs directory (`link_enf_bprm_check`,
+//! six maps above under a bpffs directory (`link_enf_bprm_check`,
 //! `link_enf_mmap_file`, `link_enf_file_mprotect`, `link_enf_file_open`,
-//! `link_enf_inode_setattr`, and the map names), so enforcement outlives the
-//! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
+//! `link_enf_inode_setattr`, a `link_` per guard program, and the map
+//! names), so enforcement outlives the loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
 //! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
 //! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
 //! is dropped.

@@ -22,9 +22,9 @@
  *     This stops a scoped task and any process that cannot call bpf(); root
  *     outside every scope can still register itself through bpf() (and can
  *     unload any program anyway): the threat model's attacker is inside a
- *     scope. The owner is a tgid: if the daemon dies, a process that gets the
- *     same pid later is taken for it (outside the scopes; inside, bpf() and
- *     the pins stay refused to it but for the owner exemption of enf_bpf).
+ *     scope. The owner is a tgid: if the daemon dies, a process that later
+ *     gets the same pid is taken for it (for the pins, and for bpf() from a
+ *     scope) until the next registration.
  *   - enf_kernel_read_file, enf_kernel_load_data: module (init_module,
  *     finit_module), firmware, kexec image/initramfs, IMA policy and
  *     certificate loads from a scoped task are refused in enforce mode:
