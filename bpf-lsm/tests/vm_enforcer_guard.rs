@@ -168,12 +168,8 @@ fn vm_enforcer_guard_moves_within_a_scope_keep_working() {
 fn clone3_attack(flags: u64) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
     let root = File::open(CGROUP_ROOT).expect("open the root cgroup");
     move || {
-        let args = raw::CloneArgs {
-            flags,
-            exit_signal: raw::SIGCHLD,
-            cgroup: root.as_raw_fd() as u64,
-            ..Default::default()
-        };
+        let args =
+            raw::CloneArgs { flags, exit_signal: raw::SIGCHLD, cgroup: root.as_raw_fd() as u64, ..Default::default() };
         // SAFETY: clone3 with a valid, fully initialised clone_args of the
         // size given; no CLONE_VM, so the new process is a copy that exits
         // at once with _exit (no destructor, no lock); the caller waits for
@@ -383,7 +379,12 @@ fn staged_module() -> PathBuf {
         .filter(|p| p.extension().is_some_and(|e| e == "ko"))
         .collect();
     found.sort();
-    found.iter().find(|p| p.to_string_lossy().ends_with("-overlay.ko")).or(found.first()).cloned().expect("a staged .ko")
+    found
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-overlay.ko"))
+        .or(found.first())
+        .cloned()
+        .expect("a staged .ko")
 }
 
 /// finit_module (with `by_fd`) or init_module of `module` from the child;
@@ -424,7 +425,12 @@ fn vm_enforcer_guard_module_load_refused_in_scope() {
     for by_fd in [true, false] {
         let call = if by_fd { "finit_module" } else { "init_module" };
         let got = attack_in(&cgroup, &listed, module_attack(&module, by_fd));
-        assert_eq!(errno_of(&got), Some(EPERM), "{call} of {} from the scope was not refused: {got:?}", module.display());
+        assert_eq!(
+            errno_of(&got),
+            Some(EPERM),
+            "{call} of {} from the scope was not refused: {got:?}",
+            module.display()
+        );
         // The twin: outside any scope imgsign does not refuse it (the module
         // is loaded already: EEXIST).
         let got = attack_in(&outside, &listed, module_attack(&module, by_fd));

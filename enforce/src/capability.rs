@@ -76,8 +76,7 @@ fn assess_ima(ima: &ImaFacts) -> Vec<Missing> {
     let mut missing = Vec::new();
     let mut evidence = Vec::new();
     if let Some(policy) = &ima.policy {
-        let rules: Vec<&str> =
-            policy.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        let rules: Vec<&str> = policy.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
         if let Some(first) = rules.first() {
             evidence.push(format!("{} rule(s) in {IMA_POLICY}, the first `{first}`", rules.len()));
         }
@@ -254,7 +253,10 @@ mod tests {
         for word in ["ima_policy=tcb", "ima_tcb", "ima_appraise_tcb", "ima_policy=appraise_tcb|secure_boot"] {
             let facts = ImaFacts { policy: None, measurements: None, cmdline: format!("ro {word} quiet") };
             let missing = assess_ima(&facts);
-            assert!(matches!(&missing[..], [Missing::ImaPolicy { evidence }] if evidence.contains(word)), "{word}: {missing:?}");
+            assert!(
+                matches!(&missing[..], [Missing::ImaPolicy { evidence }] if evidence.contains(word)),
+                "{word}: {missing:?}"
+            );
         }
     }
 

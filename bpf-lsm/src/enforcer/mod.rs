@@ -550,12 +550,7 @@ impl Enforcer {
 
     /// Makes the cgroup `cgroup_id` a scope, or changes its settings.
     pub fn set_scope(&mut self, cgroup_id: u64, scope: Scope) -> Result<(), EnforcerError> {
-        let raw = EnfScope {
-            scope_id: scope.id,
-            mode: scope.mode.to_raw(),
-            flags: scope.flags(),
-            pad: 0,
-        };
+        let raw = EnfScope { scope_id: scope.id, mode: scope.mode.to_raw(), flags: scope.flags(), pad: 0 };
         let mut map = self.scopes()?;
         map_err(SCOPES_MAP, map.insert(cgroup_id, raw, 0))
     }
