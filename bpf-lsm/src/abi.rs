@@ -7,7 +7,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 
-// SAFETY (the three impls below): each struct is `#[repr(C)]`, made only of integers and
+// SAFETY (the four impls below): each struct is `#[repr(C)]`, made only of integers and
 // integer arrays, and build.rs refuses a layout with implicit padding (the size asserts above
 // prove none was added), so every bit pattern is a valid value and every byte is initialised,
 // as `Pod` requires.
@@ -17,6 +17,8 @@ unsafe impl aya::Pod for EnfScope {}
 unsafe impl aya::Pod for EnfDigestKey {}
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for EnfEvent {}
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for EnfGuard {}
 
 impl EnfEvent {
     /// Reads an event as the kernel wrote it to the ring buffer (native endian), or `None` when

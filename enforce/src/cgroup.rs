@@ -85,6 +85,42 @@ pub fn parse_mountinfo(text: &str, fstype: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The cgroup v2 mounts in mountinfo text: (mount point, the cgroup the mount shows as its
+/// root, from the hierarchy's root or, in a cgroup namespace, from the namespace's).
+pub fn parse_cgroup2_mounts(text: &str) -> Vec<(PathBuf, PathBuf)> {
+    text.lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let mut fields = before.split(' ').skip(3);
+            let (root, mount_point) = (fields.next()?, fields.next()?);
+            (after.split(' ').next()? == "cgroup2")
+                .then(|| (PathBuf::from(unescape_octal(mount_point)), PathBuf::from(unescape_octal(root))))
+        })
+        .collect()
+}
+
+/// The level of the cgroup at `path` in its hierarchy (the root cgroup is level 0), given the
+/// cgroup v2 mounts ([`parse_cgroup2_mounts`]): the levels of the mount's root plus the
+/// directories between the mount point and `path`. `None` when `path` is under no cgroup v2
+/// mount. (In a cgroup namespace, levels count from the namespace's root: run the daemon in
+/// the initial cgroup namespace.)
+pub fn level_in(mounts: &[(PathBuf, PathBuf)], path: &Path) -> Option<usize> {
+    let depth = |p: &Path| p.components().filter(|c| matches!(c, std::path::Component::Normal(_))).count();
+    mounts
+        .iter()
+        .filter(|(mount_point, _)| path.starts_with(mount_point))
+        .max_by_key(|(mount_point, _)| depth(mount_point))
+        .map(|(mount_point, root)| depth(root) + depth(path.strip_prefix(mount_point).unwrap_or(path)))
+}
+
+/// The level of the cgroup v2 directory `path` (see [`level_in`]), from this process's
+/// mountinfo; `None` when it cannot be told.
+pub fn level(path: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    level_in(&parse_cgroup2_mounts(&text), &path)
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_octal(field: &str) -> String {
     let bytes = field.as_bytes();
@@ -119,6 +155,31 @@ mod tests {
         let escaped = "29 23 0:26 / /mnt/with\\040space rw - cgroup2 cgroup2 rw\n";
         assert_eq!(parse_mountinfo(escaped, "cgroup2"), vec![PathBuf::from("/mnt/with space")]);
         assert!(parse_mountinfo("garbage\n", "cgroup2").is_empty());
+    }
+
+    #[test]
+    fn cgroup_levels_count_from_the_hierarchy_root() {
+        let text = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+40 23 0:27 /kubepods/pod1 /mnt/pod\\040cg rw - cgroup2 cgroup2 rw
+";
+        let mounts = parse_cgroup2_mounts(text);
+        assert_eq!(
+            mounts,
+            vec![
+                (PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/")),
+                (PathBuf::from("/mnt/pod cg"), PathBuf::from("/kubepods/pod1")),
+            ]
+        );
+        assert_eq!(level_in(&mounts, Path::new("/sys/fs/cgroup/unified")), Some(0));
+        assert_eq!(level_in(&mounts, Path::new("/sys/fs/cgroup/unified/a/b/c")), Some(3));
+        // A bind mount of a subtree: its root's levels count.
+        assert_eq!(level_in(&mounts, Path::new("/mnt/pod cg/ctr")), Some(3));
+        assert_eq!(level_in(&mounts, Path::new("/sys/fs/cgroup/memory/x")), None);
+        // The deepest mount point wins.
+        let nested = parse_cgroup2_mounts("1 0 0:1 / /a rw - cgroup2 c rw\n2 1 0:1 /x/y /a/b rw - cgroup2 c rw\n");
+        assert_eq!(level_in(&nested, Path::new("/a/b/c")), Some(3));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub enum PlanError {
         #[source]
         source: CgroupError,
     },
+    #[error("scope {scope:?}: cgroup {cgroup} is at level {level} of the cgroup hierarchy (the root is 0); the enforcer's programs look for scopes down to level {max} only, so its tasks would be unenforced: choose a cgroup nearer the root")]
+    TooDeep { scope: String, cgroup: PathBuf, level: usize, max: usize },
     #[error("scopes {first:?} and {second:?} resolve to the same cgroup (id {id})")]
     SameCgroup { first: String, second: String, id: u64 },
     #[error("scope {scope:?}: bundle {bundle}")]
@@ -301,6 +303,7 @@ fn build_scope(
         });
     }
     let cgroup_id = cgroup_id(&spec.cgroup).map_err(|source| PlanError::Cgroup { scope: scope(), source })?;
+    check_level(&spec.name, &spec.cgroup, crate::cgroup::level(&spec.cgroup))?;
     Ok(ScopePlan {
         name: spec.name.clone(),
         cgroup: spec.cgroup.clone(),
@@ -310,6 +313,23 @@ fn build_scope(
         digests: digests.unwrap_or_default(),
         manifests,
     })
+}
+
+/// The deepest cgroup level the kernel programs search for a scope (the root is level 0).
+pub const MAX_SCOPE_LEVEL: usize = bpf_lsm::abi::ENF_MAX_CGROUP_LEVEL - 1;
+
+/// Refuses a scope cgroup at `level` deeper than the programs walk ([`MAX_SCOPE_LEVEL`]); an
+/// unknown level passes (the cgroup was checked to be a cgroup v2 directory already).
+fn check_level(scope: &str, cgroup: &Path, level: Option<usize>) -> Result<(), PlanError> {
+    match level {
+        Some(level) if level > MAX_SCOPE_LEVEL => Err(PlanError::TooDeep {
+            scope: scope.to_string(),
+            cgroup: cgroup.to_path_buf(),
+            level,
+            max: MAX_SCOPE_LEVEL,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A verification step failed in a way its caller does not expect (kept as a refusal, naming
@@ -324,4 +344,22 @@ pub fn record_versions(plan: &Plan, trust_dir: &Path) -> Result<(), PlanError> {
     let accepted = plan.scopes.iter().flat_map(|s| &s.manifests).map(|m| &m.accepted);
     verified::record_versions(accepted, trust_dir)
         .map_err(|e| PlanError::Trust { path: trust_dir.to_path_buf(), source: Box::new(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_deeper_than_the_programs_walk_is_refused_naming_its_cgroup() {
+        let cgroup = Path::new("/sys/fs/cgroup/deep");
+        assert!(check_level("shallow", cgroup, Some(0)).is_ok());
+        assert!(check_level("deepest", cgroup, Some(MAX_SCOPE_LEVEL)).is_ok());
+        assert!(check_level("unknown", cgroup, None).is_ok());
+        let err = check_level("too-deep", cgroup, Some(MAX_SCOPE_LEVEL + 1)).unwrap_err();
+        assert!(matches!(err, PlanError::TooDeep { level: 32, max: 31, .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("too-deep") && message.contains("/sys/fs/cgroup/deep"), "{message}");
+        assert!(message.contains("level 32") && message.contains("level 31"), "{message}");
+    }
 }

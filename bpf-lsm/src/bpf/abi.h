@@ -23,6 +23,7 @@
 #define ENF_SHA256_LEN 32 /* (rust usize) bytes of a SHA-256 digest */
 #define ENF_COMM_LEN 16 /* (rust usize) TASK_COMM_LEN */
 #define ENF_PATH_LEN 256 /* (rust usize) room for a path, NUL included */
+#define ENF_MAX_CGROUP_LEVEL 32 /* (rust usize) cgroup levels searched for a scope: 0 (the root) to 31 */
 
 /* What bpf_ima_file_hash() returns for SHA-256 (enum hash_algo). */
 #define ENF_HASH_ALGO_SHA256 4 /* (rust i32) */
@@ -110,6 +111,15 @@ struct enf_event {
 	__u8 comm[ENF_COMM_LEN];
 	__u8 digest[ENF_SHA256_LEN]; /* zero unless hash_ret is ENF_HASH_ALGO_SHA256 */
 	char path[ENF_PATH_LEN];
+};
+
+/* Value of enf_guard (one element): who may remove the enforcer's pins, and
+ * where they are. Written by the loader; read by the self-protection
+ * programs (enforcer/guard.h). */
+struct enf_guard {
+	__u64 pin_ino;    /* inode number of the pin directory on bpffs; 0 = not pinned */
+	__u32 pin_dev;    /* its super block's s_dev (kernel dev_t: major << 20 | minor) */
+	__u32 owner_tgid; /* the registered owner (daemon) */
 };
 
 /* _Static_asserts of the sizes and offsets build.rs computed from the lists

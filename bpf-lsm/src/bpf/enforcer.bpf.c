@@ -23,7 +23,8 @@
 // scope of its nearest ancestor cgroup (itself included) that is a key there;
 // the root cgroup as a scope covers the whole node. A task under no scope is
 // untouched: the programs return before hashing. Several cgroups may share
-// one scope id, which names the digest set.
+// one scope id, which names the digest set. A task that leaves its scope's
+// subtree stays bound to it (sticky scopes, enforcer/scope.h).
 //
 // Digest sets: `enf_sets` maps a scope id to its current set id (a
 // generation), and `enf_allowed` holds (set id, digest) pairs. Replacing the
@@ -51,8 +52,9 @@
 // A third program, enf_file_mprotect (not sleepable, so it cannot hash),
 // refuses making a non-executable file mapping executable in a scope.
 //
-// The loader (src/enforcer/mod.rs) pins the links and every map under bpffs,
-// so enforcement outlives it.
+// The loader (src/enforcer/mod.rs) pins the links and the maps user space
+// needs under bpffs, so enforcement outlives it; the digest cache and the
+// sticky scopes are not pinned (the programs keep them alive).
 //
 // The parts, each in its own header under enforcer/:
 //   maps.h    the shared maps and stats;
@@ -60,7 +62,10 @@
 //   events.h  decision events;
 //   scope.h   scope lookup and digest-set membership;
 //   fs.h      which file a decision is about (overlayfs' real file; remote
-//             file systems, refused unless the scope opts in).
+//             file systems, refused unless the scope opts in);
+//   guard.h   self-protection and escapes: clone3 into a cgroup, bpf(),
+//             the pins, kernel module/firmware/kexec loads; sticky scopes
+//             at fork.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -78,8 +83,6 @@
 #define S_IFREG 0100000
 #define BPF_LOCAL_STORAGE_GET_F_CREATE 1
 
-/* Deepest cgroup level searched for a scope (the root is level 0). */
-#define ENF_MAX_CGROUP_LEVEL 32
 /* Lookups of a digest while its scope's set is being replaced. */
 #define ENF_SET_ATTEMPTS 3
 
@@ -94,6 +97,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "enforcer/events.h"
 #include "enforcer/scope.h"
 #include "enforcer/fs.h"
+#include "enforcer/guard.h"
 
 /* The verdict for `file` run by the current task: 0 or -EPERM. */
 static __always_inline int decide(struct file *file, __u8 hook)
@@ -134,6 +138,8 @@ static __always_inline int decide(struct file *file, __u8 hook)
 		verdict = ENF_VERDICT_AUDIT;
 	else
 		verdict = ENF_VERDICT_DENY;
+	/* A task that left its sticky scope is judged by it too (scope.h). */
+	sticky_judge(&key, hash_ret, &scope, &scope_cgroup_id, &verdict, &reason);
 
 	if (verdict != ENF_VERDICT_ALLOW || (scope.flags & ENF_FLAG_REPORT_ALLOWED))
 		emit(file, hook, verdict, reason, cgroup_id, scope_cgroup_id, &scope, hash_ret,

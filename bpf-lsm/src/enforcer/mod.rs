@@ -37,14 +37,44 @@
 //! Scope model: a scope is a cgroup v2 subtree, named by the cgroup id of its
 //! top directory (its inode number, see [`cgroup_id`]) in
 //! [`Enforcer::set_scope`]. A task belongs to the scope of its nearest
-//! ancestor cgroup, itself included, that was added (up to 32 levels deep);
-//! the root cgroup as a scope covers the whole node. A scope has a scope id,
-//! which names its digest set; several cgroups may share one.
+//! ancestor cgroup, itself included, that was added (up to 32 levels deep:
+//! levels 0, the root, to 31); the root cgroup as a scope covers the whole
+//! node. A scope has a scope id, which names its digest set; several cgroups
+//! may share one.
+//!
+//! Sticky scopes: a task stays bound to the scope it was in at its first
+//! decision in a scope (or its parent's, inherited at fork; task storage
+//! `enf_task_scope`). A task that leaves its scope's subtree (it writes its
+//! pid to another cgroup's `cgroup.procs`, or is moved) is judged by that
+//! scope as well as by the scope of its new cgroup: both must allow
+//! ([`Reason::Escape`] when the old one refused). If that scope was removed
+//! meanwhile, its last known entry still decides (fail closed: unknown
+//! content stays refused in enforce mode). A task still inside its scope's
+//! subtree is judged as before (removing a scope ends enforcement for it).
+//! Not covered: a task already in a scope when the enforcer was loaded that
+//! made no decision and no fork before leaving.
+//!
+//! Guard (`enforcer/guard.h`), for tasks in enforce scopes (escaped ones
+//! included): `clone3(CLONE_INTO_CGROUP)` is refused (`task_alloc`), every
+//! `bpf()` command is refused (but to the registered owner, see below), and
+//! module, firmware, kexec and IMA policy loads are refused
+//! (`kernel_read_file`, `kernel_load_data`). Removing or renaming the pins,
+//! the pin directory, or unmounting its bpffs is refused to every process but
+//! the registered owner, scoped or not. The owner is a tgid in the pinned
+//! `enf_guard` map, with the pin directory's inode and device:
+//! [`Enforcer::attach`], [`Enforcer::attach_pinned`], [`Enforcer::open_pinned`]
+//! and [`Enforcer::unpin`] register the calling process (so a daemon taking
+//! over, and `imgsign enforce --detach`, work). This stops the threat model's
+//! attacker, who is inside a scope. It does not stop root outside every
+//! scope: it can register itself through `bpf()` (and could unload any
+//! program anyway). A daemon that dies leaves its tgid registered until the
+//! next registration: a process that later gets that pid counts as the owner.
 //!
 //! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
 //! id -> set id, a generation), `enf_allowed` ((set id, digest) -> 1),
 //! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events,
-//! cache hits and fills). Their key and value structs and every constant
+//! cache hits and fills), `enf_guard` (the owner and the pins' place); not
+//! pinned: `enf_inode_cache` and `enf_task_scope` (the programs keep them). Their key and value structs and every constant
 //! shared with the C side come from `abi.h` through [`crate::abi`].
 //! [`Enforcer::replace_digests`] swaps a scope's whole set atomically: it
 //! fills a fresh set id, repoints `enf_sets` in one update, then deletes the
@@ -58,10 +88,10 @@
 //! [`Enforcer::poll_events`] reads them by polling.
 //!
 //! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
-//! six maps under a bpffs directory (`link_enf_bprm_check`,
+//! six maps above under a bpffs directory (`link_enf_bprm_check`,
 //! `link_enf_mmap_file`, `link_enf_file_mprotect`, `link_enf_file_open`,
-//! `link_enf_inode_setattr`, and the map names), so enforcement outlives the
-//! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
+//! `link_enf_inode_setattr`, a `link_` per guard program, and the map
+//! names), so enforcement outlives the loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
 //! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
 //! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
 //! is dropped.
@@ -83,9 +113,9 @@ use aya::pin::PinError;
 use aya::programs::links::FdLink;
 use aya::programs::{Lsm, ProgramError};
 use aya::sys::SyscallError;
-use aya::{Btf, BtfError, Ebpf, EbpfError};
+use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
-use crate::abi::{self, EnfDigestKey, EnfEvent, EnfScope};
+use crate::abi::{self, EnfDigestKey, EnfEvent, EnfGuard, EnfScope};
 use crate::{kernel, objects, Digest};
 
 mod events;
@@ -106,6 +136,20 @@ const PROGRAMS: [(&str, &str); 3] =
 /// two programs loads (see the C file).
 const FILE_OPEN_PROGRAM: (&str, &str) = ("enf_file_open", "file_open");
 const SETATTR_PROGRAMS: [&str; 2] = ["enf_inode_setattr3", "enf_inode_setattr2"];
+/// Self-protection and escapes (`enforcer/guard.h`): the sticky scope at
+/// fork and `clone3(CLONE_INTO_CGROUP)`, `bpf()`, the pins, kernel loads.
+/// Attached after the owner is registered in `enf_guard`, and after the
+/// cache invalidation programs.
+const GUARD_PROGRAMS: [(&str, &str); 8] = [
+    ("enf_task_alloc", "task_alloc"),
+    ("enf_inode_unlink", "inode_unlink"),
+    ("enf_inode_rmdir", "inode_rmdir"),
+    ("enf_inode_rename", "inode_rename"),
+    ("enf_sb_umount", "sb_umount"),
+    ("enf_kernel_read_file", "kernel_read_file"),
+    ("enf_kernel_load_data", "kernel_load_data"),
+    ("enf_bpf", "bpf"),
+];
 const SETATTR_HOOK: &str = "inode_setattr";
 /// Pin name (after `link_`) of whichever `inode_setattr` program loaded.
 const SETATTR_PIN: &str = "enf_inode_setattr";
@@ -114,9 +158,13 @@ const SETS_MAP: &str = "enf_sets";
 const ALLOWED_MAP: &str = "enf_allowed";
 const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
-const CACHE_MAP: &str = "enf_inode_cache";
-/// Every map, by the name it is pinned under.
-const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, CACHE_MAP];
+const GUARD_MAP: &str = "enf_guard";
+/// Every pinned map, by the name it is pinned under. The digest cache
+/// (`enf_inode_cache`) and the sticky scopes (`enf_task_scope`) are not
+/// pinned: the programs keep them alive, no later loader needs them, and a
+/// pinned cache could be written by whoever reaches the pin (a chosen digest
+/// for any file).
+const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, GUARD_MAP];
 /// How long [`Enforcer::poll_events`] sleeps between looks at an empty buffer.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -340,6 +388,7 @@ impl Enforcer {
                 .and_then(Map::from_map_data)
                 .map_err(|source| EnforcerError::OpenPin { path, source })
         };
+        register_owner(open(GUARD_MAP)?, None)?;
         let mut enforcer = Self::from_maps(
             None,
             open(SCOPES_MAP)?,
@@ -356,12 +405,22 @@ impl Enforcer {
     /// programs detach once no process holds them), then the maps, then
     /// `dir` itself if it is left empty. Missing pins are not an error.
     pub fn unpin(dir: &Path) -> Result<(), EnforcerError> {
+        // Only the registered owner may remove the pins: become it.
+        let guard = dir.join(GUARD_MAP);
+        if guard.exists() {
+            let map = MapData::from_pin(&guard)
+                .and_then(Map::from_map_data)
+                .map_err(|source| EnforcerError::OpenPin { path: guard.clone(), source })?;
+            register_owner(map, None)?;
+        }
         // The programs that fill and use the digest cache go before the ones
-        // that invalidate it, so no content change goes unseen meanwhile.
+        // that invalidate it, so no content change goes unseen meanwhile;
+        // the self-protection programs go last.
         let links = PROGRAMS
             .iter()
             .map(|(program, _)| link_pin_name(program))
-            .chain([link_pin_name(FILE_OPEN_PROGRAM.0), link_pin_name(SETATTR_PIN)]);
+            .chain([link_pin_name(FILE_OPEN_PROGRAM.0), link_pin_name(SETATTR_PIN)])
+            .chain(GUARD_PROGRAMS.iter().map(|(program, _)| link_pin_name(program)));
         for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
             let path = dir.join(name);
             match fs::remove_file(&path) {
@@ -376,11 +435,30 @@ impl Enforcer {
 
     fn load(pin_dir: Option<&Path>) -> Result<Self, EnforcerError> {
         let btf = Btf::from_sys_fs().map_err(EnforcerError::Btf)?;
-        let mut ebpf = Ebpf::load(objects::ENFORCER).map_err(EnforcerError::Object)?;
+        // The sticky scopes' task storage (enf_task_scope) is a map type aya
+        // 0.14 does not wrap; only the programs use it.
+        let mut ebpf =
+            EbpfLoader::new().allow_unsupported_maps().load(objects::ENFORCER).map_err(EnforcerError::Object)?;
+        // This process owns the enforcer (and, pinned, where the pins are)
+        // before any program runs: enf_bpf would refuse it bpf() otherwise
+        // if it sits in a scope.
+        let pin = match pin_dir {
+            Some(dir) => {
+                let meta = fs::metadata(dir).map_err(|source| EnforcerError::PinDir { path: dir.into(), source })?;
+                Some((meta.ino(), kernel_dev(meta.dev())))
+            }
+            None => None,
+        };
+        let guard = ebpf.take_map(GUARD_MAP).ok_or(EnforcerError::Missing { kind: "map", name: GUARD_MAP })?;
+        let guard = register_owner(guard, Some(pin.unwrap_or((0, 0))))?;
         if let Some(dir) = pin_dir {
             // Maps first: once a link is pinned, its maps must be findable.
             for name in MAPS {
-                let map = ebpf.map(name).ok_or(EnforcerError::Missing { kind: "map", name })?;
+                let map = if name == GUARD_MAP {
+                    &guard
+                } else {
+                    ebpf.map(name).ok_or(EnforcerError::Missing { kind: "map", name })?
+                };
                 let path = dir.join(name);
                 map.pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
             }
@@ -406,9 +484,13 @@ impl Enforcer {
         if let Some(e) = setattr_error {
             return Err(e);
         }
+        for (program, hook) in GUARD_PROGRAMS {
+            attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
+        }
         for (program, hook) in PROGRAMS {
             attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
         }
+        drop(guard);
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::Missing { kind: "map", name });
         let (scopes, sets, allowed, stats, events) =
             (take(SCOPES_MAP)?, take(SETS_MAP)?, take(ALLOWED_MAP)?, take(STATS_MAP)?, take(EVENTS_MAP)?);
@@ -700,6 +782,31 @@ impl Drop for Enforcer {
             }
         }
     }
+}
+
+/// Registers the calling process as the owner in the `enf_guard` map (one
+/// update), and with `pin` also where the pins are: the pin directory's
+/// inode number and its super block's device. Returns the map.
+fn register_owner(mut map: Map, pin: Option<(u64, u32)>) -> Result<Map, EnforcerError> {
+    {
+        let mut array: Array<&mut MapData, EnfGuard> = map_err(GUARD_MAP, Array::try_from(&mut map))?;
+        let mut config = map_err(GUARD_MAP, array.get(&0, 0))?;
+        if let Some((pin_ino, pin_dev)) = pin {
+            config.pin_ino = pin_ino;
+            config.pin_dev = pin_dev;
+        }
+        config.owner_tgid = std::process::id();
+        map_err(GUARD_MAP, array.set(0, config, 0))?;
+    }
+    Ok(map)
+}
+
+/// The kernel's `dev_t` (`major << 20 | minor`, as `super_block.s_dev`) of
+/// a device number as `stat(2)` reports it (glibc's encoding).
+fn kernel_dev(dev: u64) -> u32 {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    ((major << 20) | (minor & 0xfffff)) as u32
 }
 
 /// The file name of the pinned link of `program`.

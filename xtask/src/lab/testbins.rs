@@ -15,6 +15,9 @@ use anyhow::{bail, Context, Result};
 /// Packages whose `vm_*` test targets the lab runs.
 const PACKAGES: &[&str] = &["bpf-lsm", "enforce"];
 
+/// The suite that changes the boot for good (an IMA policy): run last.
+const BOOT_STATE_SUITE: &str = "vm_enforcer_bench";
+
 /// One test binary and the tests the lab runs from it.
 #[derive(Debug, Clone)]
 pub struct Suite {
@@ -62,6 +65,10 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
             suites.push(Suite { target: name.to_string(), executable, tests });
         }
     }
+    // The benchmark loads an IMA policy, which stays for the rest of the boot
+    // (it cannot be removed) and makes `imgsign enforce`'s preflight refuse to
+    // start: it runs after every other suite.
+    suites.sort_by_key(|s| s.target == BOOT_STATE_SUITE);
     if suites.iter().all(|s| s.tests.is_empty()) {
         bail!("no vm_* tests found (filter {filter:?}); the lab refuses to pass with nothing to run");
     }

@@ -7,8 +7,12 @@
 #ifndef IMGSIGN_ENF_MAPS_H
 #define IMGSIGN_ENF_MAPS_H
 
+/* Not preallocated: an element deleted while a sleeping program holds a
+ * pointer to it is freed after an RCU tasks trace grace period, never
+ * reused for another key meanwhile (see find_scope). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, __u64); /* cgroup id */
 	__type(value, struct enf_scope);
