@@ -20,7 +20,7 @@
 
 use crate::desired::{DesiredState, DigestSet};
 use crate::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
-use crate::Mode;
+use crate::{Mode, Profile};
 use bpf_lsm::enforcer::{self, Enforcer, EnforcerError, Scope};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,8 +37,8 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub enum Op {
     /// Make these digests the whole set of a scope id, atomically.
     Replace { scope_id: u32, digests: Vec<Sha256Digest> },
-    /// Point a cgroup at a scope id (and set its mode), in one map update.
-    SetScope { cgroup_id: u64, scope_id: u32, mode: Mode },
+    /// Point a cgroup at a scope id (and set its mode and profile), in one map update.
+    SetScope { cgroup_id: u64, scope_id: u32, mode: Mode, profile: Profile },
     /// Stop enforcing a cgroup.
     RemoveScope { cgroup_id: u64 },
     /// Note that no cgroup points at a scope id any more (no map update; see [`GRACE`]).
@@ -50,8 +50,8 @@ pub enum Op {
 /// What is in the kernel's maps, as far as this adapter put it there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Loaded {
-    /// cgroup id -> (scope id, mode).
-    pub scopes: BTreeMap<u64, (u32, Mode)>,
+    /// cgroup id -> (scope id, mode, profile).
+    pub scopes: BTreeMap<u64, (u32, Mode, Profile)>,
     /// scope id -> digests.
     pub sets: BTreeMap<u32, DigestSet>,
     /// Sets no cgroup points at, and since when.
@@ -63,11 +63,11 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// What a pinned enforcer holds, from its scope entries (cgroup id, scope id, mode).
-    pub fn taken_over(scopes: impl IntoIterator<Item = (u64, u32, Mode)>) -> Self {
+    /// What a pinned enforcer holds, from its scope entries (cgroup id, scope id, mode, profile).
+    pub fn taken_over(scopes: impl IntoIterator<Item = (u64, u32, Mode, Profile)>) -> Self {
         let mut loaded = Loaded::default();
-        for (cgroup_id, scope_id, mode) in scopes {
-            loaded.scopes.insert(cgroup_id, (scope_id, mode));
+        for (cgroup_id, scope_id, mode, profile) in scopes {
+            loaded.scopes.insert(cgroup_id, (scope_id, mode, profile));
             loaded.unknown.insert(scope_id);
             loaded.next_id = loaded.next_id.max(scope_id.wrapping_add(1));
         }
@@ -82,8 +82,8 @@ impl Loaded {
                 self.unknown.remove(scope_id);
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
-            Op::SetScope { cgroup_id, scope_id, mode } => {
-                self.scopes.insert(*cgroup_id, (*scope_id, *mode));
+            Op::SetScope { cgroup_id, scope_id, mode, profile } => {
+                self.scopes.insert(*cgroup_id, (*scope_id, *mode, *profile));
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
             Op::RemoveScope { cgroup_id } => {
@@ -104,8 +104,8 @@ impl Loaded {
 }
 
 /// The steps that take the kernel from `loaded` to `desired`: every changed or new set replaced
-/// (new scopes get a fresh scope id), then the cgroups' scope entries set (new scopes, mode
-/// changes), then removals of scopes no longer desired and the retirement of their sets
+/// (new scopes get a fresh scope id), then the cgroups' scope entries set (new scopes, mode or
+/// profile changes), then removals of scopes no longer desired and the retirement of their sets
 /// (forgotten later by [`reap`]). An unchanged scope costs nothing.
 pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
     let mut replaces = Vec::new();
@@ -113,24 +113,24 @@ pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
     let mut removals = Vec::new();
     let mut next_id = loaded.next_id.max(1);
     for (&cgroup_id, scope) in &desired.scopes {
-        let (id, mode) = match loaded.scopes.get(&cgroup_id) {
+        let (id, mode, profile) = match loaded.scopes.get(&cgroup_id) {
             Some(&current) => current,
             None => {
                 let id = next_id;
                 next_id = next_id.wrapping_add(1).max(1);
-                (id, scope.mode)
+                (id, scope.mode, scope.profile)
             }
         };
         let is_new = !loaded.scopes.contains_key(&cgroup_id);
         if is_new || loaded.unknown.contains(&id) || loaded.set(id) != *scope.digests {
             replaces.push(Op::Replace { scope_id: id, digests: scope.digests.iter().copied().collect() });
         }
-        if is_new || mode != scope.mode {
-            switches.push(Op::SetScope { cgroup_id, scope_id: id, mode: scope.mode });
+        if is_new || mode != scope.mode || profile != scope.profile {
+            switches.push(Op::SetScope { cgroup_id, scope_id: id, mode: scope.mode, profile: scope.profile });
         }
     }
     let mut retires = Vec::new();
-    for (&cgroup_id, &(id, _)) in &loaded.scopes {
+    for (&cgroup_id, &(id, _, _)) in &loaded.scopes {
         if desired.scope(cgroup_id).is_none() {
             removals.push(Op::RemoveScope { cgroup_id });
             retires.push(Op::Retire { scope_id: id });
@@ -173,7 +173,9 @@ impl BpfKernel {
         })?;
         let in_force = enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))?;
         let loaded = Loaded::taken_over(
-            in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode))),
+            in_force
+                .into_iter()
+                .map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode), profile_of(scope.profile))),
         );
         Ok(BpfKernel { enforcer, loaded })
     }
@@ -189,9 +191,11 @@ impl BpfKernel {
                 let bytes: Vec<bpf_lsm::Digest> = digests.iter().map(|d| d.0).collect();
                 self.enforcer.replace_digests(*scope_id, &bytes)
             }
-            Op::SetScope { cgroup_id, scope_id, mode } => self
-                .enforcer
-                .set_scope(*cgroup_id, Scope::new(*scope_id, kernel_mode(*mode))),
+            Op::SetScope { cgroup_id, scope_id, mode, profile } => {
+                let mut scope = Scope::new(*scope_id, kernel_mode(*mode));
+                scope.profile = kernel_profile(*profile);
+                self.enforcer.set_scope(*cgroup_id, scope)
+            }
             Op::RemoveScope { cgroup_id } => self.enforcer.remove_scope(*cgroup_id),
             Op::Retire { .. } => Ok(()),
             Op::Forget { scope_id } => self.enforcer.remove_digest_set(*scope_id),
@@ -283,6 +287,20 @@ fn mode_of(mode: enforcer::Mode) -> Mode {
     }
 }
 
+fn profile_of(profile: enforcer::Profile) -> Profile {
+    match profile {
+        enforcer::Profile::Default => Profile::Default,
+        enforcer::Profile::Strict => Profile::Strict,
+    }
+}
+
+fn kernel_profile(profile: Profile) -> enforcer::Profile {
+    match profile {
+        Profile::Default => enforcer::Profile::Default,
+        Profile::Strict => enforcer::Profile::Strict,
+    }
+}
+
 fn kernel_mode(mode: Mode) -> enforcer::Mode {
     match mode {
         Mode::Enforce => enforcer::Mode::Enforce,
@@ -313,6 +331,7 @@ pub struct ScopeStatus {
     pub cgroup_id: u64,
     pub scope_id: u32,
     pub mode: Mode,
+    pub profile: Profile,
     pub digests: usize,
 }
 
@@ -331,7 +350,13 @@ pub fn status(pin_dir: &Path) -> Result<Status, KernelError> {
         .map_err(|e| failed(&format!("opening the enforcer pinned under {}", pin_dir.display()), e))?;
     for (cgroup_id, scope) in enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))? {
         let digests = enforcer.digest_count(scope.id).map_err(|e| failed("counting digests", e))?;
-        status.scopes.push(ScopeStatus { cgroup_id, scope_id: scope.id, mode: mode_of(scope.mode), digests });
+        status.scopes.push(ScopeStatus {
+            cgroup_id,
+            scope_id: scope.id,
+            mode: mode_of(scope.mode),
+            profile: profile_of(scope.profile),
+            digests,
+        });
     }
     status.dropped_events = enforcer.dropped_events().map_err(|e| failed("reading the dropped-event counter", e))?;
     Ok(status)
@@ -356,7 +381,12 @@ mod tests {
     }
 
     fn scope(cgroup_id: u64, mode: Mode, digests: &[u8]) -> (u64, DesiredScope) {
-        (cgroup_id, DesiredScope { mode, digests: Arc::new(digests.iter().map(|&b| d(b)).collect()) })
+        let digests = Arc::new(digests.iter().map(|&b| d(b)).collect());
+        (cgroup_id, DesiredScope { mode, profile: Profile::Default, digests })
+    }
+
+    fn strict(scope: (u64, DesiredScope)) -> (u64, DesiredScope) {
+        (scope.0, DesiredScope { profile: Profile::Strict, ..scope.1 })
     }
 
     fn plan(scopes: Vec<(u64, DesiredScope)>) -> DesiredState {
@@ -371,11 +401,11 @@ mod tests {
         for op in reap(loaded, t0 + GRACE) {
             loaded.record(&op, t0);
         }
-        let before: BTreeMap<u64, DigestSet> = loaded.scopes.iter().map(|(&c, &(id, _))| (c, loaded.set(id))).collect();
+        let before: BTreeMap<u64, DigestSet> = loaded.scopes.iter().map(|(&c, &(id, _, _))| (c, loaded.set(id))).collect();
         let ops = transition(loaded, plan);
         for op in &ops {
             loaded.record(op, t0);
-            for (&cgroup, &(id, _)) in &loaded.scopes {
+            for (&cgroup, &(id, _, _)) in &loaded.scopes {
                 let now = loaded.set(id);
                 let new = plan.scope(cgroup).map(|s| &*s.digests);
                 assert!(
@@ -385,8 +415,8 @@ mod tests {
             }
         }
         for (cgroup_id, s) in &plan.scopes {
-            let (id, mode) = loaded.scopes[cgroup_id];
-            assert_eq!((loaded.set(id), mode), ((*s.digests).clone(), s.mode));
+            let (id, mode, profile) = loaded.scopes[cgroup_id];
+            assert_eq!((loaded.set(id), mode, profile), ((*s.digests).clone(), s.mode, s.profile));
         }
         assert_eq!(loaded.scopes.len(), plan.scopes.len(), "scopes not in the plan are gone");
         assert!(reap(loaded, t0 + GRACE / 2).is_empty(), "nothing is forgotten before the grace period");
@@ -394,7 +424,7 @@ mod tests {
         for op in reap(loaded, t0 + GRACE) {
             reaped.record(&op, t0 + GRACE);
         }
-        let referenced: BTreeSet<u32> = reaped.scopes.values().map(|&(id, _)| id).collect();
+        let referenced: BTreeSet<u32> = reaped.scopes.values().map(|&(id, _, _)| id).collect();
         assert!(reaped.sets.keys().all(|id| referenced.contains(id)), "orphan sets left: {:?}", reaped.sets.keys());
         ops
     }
@@ -433,12 +463,39 @@ mod tests {
             vec![
                 Op::Replace { scope_id: id(10), digests: vec![d(2), d(5)] },
                 Op::Replace { scope_id: id(13), digests: vec![d(6)] },
-                Op::SetScope { cgroup_id: 12, scope_id: id(12), mode: Mode::Enforce },
-                Op::SetScope { cgroup_id: 13, scope_id: id(13), mode: Mode::Enforce },
+                Op::SetScope { cgroup_id: 12, scope_id: id(12), mode: Mode::Enforce, profile: Profile::Default },
+                Op::SetScope { cgroup_id: 13, scope_id: id(13), mode: Mode::Enforce, profile: Profile::Default },
             ]
         );
         // The same plan again: nothing to do.
         assert!(transition(&loaded, &next).is_empty());
+    }
+
+    #[test]
+    fn a_profile_change_re_sets_the_scope_and_keeps_its_set() {
+        let mut loaded = Loaded::default();
+        apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
+        let id = loaded.scopes[&10].0;
+        // 10 becomes strict (same digests): one SetScope, no Replace; 11 is untouched.
+        let ops = apply(&mut loaded, &plan(vec![strict(scope(10, Mode::Enforce, &[1])), scope(11, Mode::Enforce, &[2])]));
+        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, profile: Profile::Strict }]);
+        assert_eq!(loaded.scopes[&10], (id, Mode::Enforce, Profile::Strict));
+        // And back to the default profile.
+        let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
+        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, profile: Profile::Default }]);
+        // A new strict scope is set strict from the start.
+        let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), strict(scope(12, Mode::Audit, &[3]))]));
+        let new = loaded.scopes[&12].0;
+        assert!(ops.contains(&Op::SetScope { cgroup_id: 12, scope_id: new, mode: Mode::Audit, profile: Profile::Strict }));
+    }
+
+    #[test]
+    fn a_strict_scope_found_pinned_keeps_its_profile_until_the_plan_says_otherwise() {
+        let loaded = Loaded::taken_over([(10, 3, Mode::Enforce, Profile::Strict)]);
+        let ops = transition(&loaded, &plan(vec![strict(scope(10, Mode::Enforce, &[1]))]));
+        assert_eq!(ops, vec![Op::Replace { scope_id: 3, digests: vec![d(1)] }], "the profile is already in force");
+        let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[1])]));
+        assert_eq!(ops[1], Op::SetScope { cgroup_id: 10, scope_id: 3, mode: Mode::Enforce, profile: Profile::Default });
     }
 
     #[test]
@@ -454,7 +511,8 @@ mod tests {
 
     #[test]
     fn a_taken_over_enforcer_has_every_set_replaced_and_stale_scopes_removed() {
-        let mut loaded = Loaded::taken_over([(10, 3, Mode::Enforce), (11, 4, Mode::Audit)]);
+        let mut loaded =
+            Loaded::taken_over([(10, 3, Mode::Enforce, Profile::Default), (11, 4, Mode::Audit, Profile::Strict)]);
         // Even an empty set is replaced: what the kernel holds for scope 3 is not known.
         let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[])]));
         assert_eq!(

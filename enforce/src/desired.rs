@@ -1,9 +1,9 @@
 //! The desired state: all the kernel is ever given. Per scope, keyed by the cgroup id the kernel
-//! programs see, a mode and a digest set; no names, bundles, manifests or versions (those stay in
+//! programs see, a mode, a profile and a digest set; no names, bundles, manifests or versions (those stay in
 //! the verified [`crate::plan::Plan`] that produced it). A digest set is behind an `Arc`, so
 //! scopes that allow the same content (containers of one image, later) can share one set.
 
-use crate::policy::Mode;
+use crate::policy::{Mode, Profile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use verifier_core::digest::Sha256Digest;
@@ -15,6 +15,7 @@ pub type DigestSet = BTreeSet<Sha256Digest>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredScope {
     pub mode: Mode,
+    pub profile: Profile,
     pub digests: Arc<DigestSet>,
 }
 

@@ -13,7 +13,7 @@
 
 use crate::cgroup::{cgroup_id, CgroupError};
 use crate::desired::{DesiredScope, DesiredState, DigestSet};
-use crate::policy::{Mode, Policy};
+use crate::policy::{Mode, Policy, Profile};
 use crate::source::ScopeSpec;
 use crate::verified::{self, Accepted, BundleFile, StatementCache, Trust, VerifiedError};
 use keys::TrustError;
@@ -115,6 +115,7 @@ pub struct ScopePlan {
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
     pub mode: Mode,
+    pub profile: Profile,
     /// Every `file` and `hardlink` digest of the scope's signed manifests, once each (shared with
     /// the verified statement when the scope has one).
     #[serde(serialize_with = "hex_digests")]
@@ -161,7 +162,7 @@ impl Plan {
         let scopes = self
             .scopes
             .iter()
-            .map(|s| (s.cgroup_id, DesiredScope { mode: s.mode, digests: s.digests.clone() }))
+            .map(|s| (s.cgroup_id, DesiredScope { mode: s.mode, profile: s.profile, digests: s.digests.clone() }))
             .collect();
         DesiredState { scopes }
     }
@@ -304,6 +305,7 @@ fn build_scope(
         cgroup: spec.cgroup.clone(),
         cgroup_id,
         mode: spec.mode,
+        profile: spec.profile,
         digests: digests.unwrap_or_default(),
         manifests,
     })

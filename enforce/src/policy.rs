@@ -10,6 +10,7 @@
 //! name = "web"
 //! cgroup = "/sys/fs/cgroup/web"      # cgroup v2 directory: the scope is the tasks in it
 //! mode = "enforce"                   # or "audit"
+//! profile = "default"                # or "strict": also no anonymous executable memory, no io_uring
 //! bundles = ["web.sigstore.json"]
 //! image = "oci:/images/web:latest"   # optional: also verify the image's files
 //! ```
@@ -61,6 +62,30 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// Which attacker a scope is hardened against (the README's threat model). Optional in the
+/// policy; `default` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Against an attacker who runs listed programs with chosen arguments and files: no unsigned
+    /// file becomes code, no code is patched in memory (`/proc/PID/mem`, ptrace, userfaultfd,
+    /// W+X file mappings). JITs keep working.
+    #[default]
+    Default,
+    /// Also against an attacker who already runs native code in a listed process: no anonymous
+    /// executable memory (JITs break) and no io_uring.
+    Strict,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Default => "default",
+            Profile::Strict => "strict",
+        })
+    }
+}
+
 /// Where decision events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventSink {
@@ -98,6 +123,8 @@ struct ScopeFile {
     name: String,
     cgroup: PathBuf,
     mode: Mode,
+    #[serde(default)]
+    profile: Profile,
     bundles: Vec<PathBuf>,
     #[serde(default)]
     image: Option<String>,
@@ -186,6 +213,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             name: scope.name,
             cgroup: scope.cgroup,
             mode: scope.mode,
+            profile: scope.profile,
             bundles: scope.bundles.iter().map(|b| resolve(b)).collect(),
             image,
         });

@@ -4,7 +4,7 @@
 //! policy file is the first source ([`PolicySource`]); a control socket handing out container
 //! scopes is meant to be a second one, added beside it without changing it.
 
-use crate::policy::{self, Mode, Policy, PolicyError};
+use crate::policy::{self, Mode, Policy, PolicyError, Profile};
 use std::path::{Path, PathBuf};
 use verifier_core::source::ImageRef;
 
@@ -29,6 +29,8 @@ pub struct ScopeSpec {
     /// A cgroup v2 directory: the scope is the tasks in its subtree.
     pub cgroup: PathBuf,
     pub mode: Mode,
+    /// The default profile, or strict.
+    pub profile: Profile,
     /// Bundles carrying the same statement pool their signatures; different statements add
     /// their files to the scope's set.
     pub bundles: Vec<PathBuf>,

@@ -59,7 +59,9 @@
 //   cache.h   the per-inode digest cache and its soundness argument;
 //   events.h  decision events;
 //   scope.h   scope lookup and digest-set membership;
-//   fs.h      which file a decision is about (overlayfs: the real file).
+//   fs.h      which file a decision is about (overlayfs: the real file);
+//   patch.h   no code patching in a scope (/proc/PID/mem, ptrace,
+//             userfaultfd, W+X) and the strict profile: its own programs.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -93,6 +95,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "enforcer/events.h"
 #include "enforcer/scope.h"
 #include "enforcer/fs.h"
+#include "enforcer/patch.h"
 
 /* The verdict for `file` run by the current task: 0 or -EPERM. */
 static __always_inline int decide(struct file *file, __u8 hook)

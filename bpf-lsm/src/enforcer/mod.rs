@@ -92,6 +92,17 @@ const PROGRAMS: [(&str, &str); 3] =
 /// `inode_setattr` hook has two argument lists across kernels: one of the
 /// two programs loads (see the C file).
 const FILE_OPEN_PROGRAM: (&str, &str) = ("enf_file_open", "file_open");
+/// The programs against code patching in a scope and of the strict profile
+/// (`enforcer/patch.h`). They neither hash nor use the digest cache:
+/// attached after [`PROGRAMS`], detached with them.
+const PATCH_PROGRAMS: [(&str, &str); 6] = [
+    ("enf_patch_file_open", "file_open"),
+    ("enf_patch_ptrace_access", "ptrace_access_check"),
+    ("enf_patch_ptrace_traceme", "ptrace_traceme"),
+    ("enf_patch_anon_inode", "inode_init_security_anon"),
+    ("enf_patch_mmap_file", HOOK_MMAP_FILE),
+    ("enf_patch_file_mprotect", HOOK_FILE_MPROTECT),
+];
 const SETATTR_PROGRAMS: [&str; 2] = ["enf_inode_setattr3", "enf_inode_setattr2"];
 const SETATTR_HOOK: &str = "inode_setattr";
 /// Pin name (after `link_`) of whichever `inode_setattr` program loaded.
@@ -347,6 +358,7 @@ impl Enforcer {
         // that invalidate it, so no content change goes unseen meanwhile.
         let links = PROGRAMS
             .iter()
+            .chain(PATCH_PROGRAMS.iter())
             .map(|(program, _)| link_pin_name(program))
             .chain([link_pin_name(FILE_OPEN_PROGRAM.0), link_pin_name(SETATTR_PIN)]);
         for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
@@ -393,7 +405,7 @@ impl Enforcer {
         if let Some(e) = setattr_error {
             return Err(e);
         }
-        for (program, hook) in PROGRAMS {
+        for (program, hook) in PROGRAMS.into_iter().chain(PATCH_PROGRAMS) {
             attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
         }
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::Missing { kind: "map", name });
