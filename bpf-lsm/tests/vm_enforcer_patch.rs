@@ -1,6 +1,6 @@
 //! In-VM tests of "no code patching from inside a scope" and of the strict profile
 //! (`src/bpf/enforcer/patch.h`): `/proc/PID/mem` opened for write (a native patcher, and `sh`
-//! + `dd` alone as DDexec does), ptrace attach and `PTRACE_TRACEME`, `userfaultfd`, W+X file
+//! with `dd` alone as DDexec does), ptrace attach and `PTRACE_TRACEME`, `userfaultfd`, W+X file
 //! mappings and write added to an executable file mapping; under `Profile::Strict` also
 //! anonymous executable memory (a JIT) and io_uring. Each attack runs from a child process
 //! in an enforce scope and must fail there, and succeed outside any scope (so the attack is
@@ -15,6 +15,7 @@ mod support;
 use support::*;
 
 use std::ffi::{c_int, c_long, c_void};
+use std::os::unix::process::ExitStatusExt;
 
 /// The system calls these attacks make beyond `support::sys` (x86-64 Linux values).
 mod raw {
@@ -531,6 +532,8 @@ fn vm_enforcer_patch_jit_runs_by_default_and_not_under_strict() {
 
     // RW, write, RX, call: 42 under the default profile.
     assert_works(attack_in(Some(&s.scoped), &s.runner, jit(r | w)), "JIT in the default profile");
+    // A JIT mapping its memory writable and executable at once keeps working there too.
+    assert_works(attack_in(Some(&s.scoped), &s.runner, jit(r | w | x)), "W+X JIT in the default profile");
     // Under strict: the mprotect, and anonymous PROT_EXEC mappings, are refused.
     assert_refused(attack_in(Some(&strict), &s.runner, jit(r | w)), "JIT mprotect under strict");
     assert_refused(attack_in(Some(&strict), &s.runner, jit(r | x)), "anonymous R+X mmap under strict");
@@ -587,4 +590,65 @@ fn vm_enforcer_patch_io_uring_works_by_default_and_not_under_strict() {
         has_event(&events, &strict, Hook::AnonInode, Reason::Strict, Verdict::Deny),
         "no io_uring denial: {events:?}"
     );
+}
+
+/// A copy of busybox (named `busybox-<tag>`, so applets still run) whose PT_GNU_STACK asks for
+/// an executable stack (flags RWX). Returns path and digest.
+fn exec_stack_busybox(dir: &Path, tag: &str) -> (PathBuf, Digest) {
+    const PT_GNU_STACK: u32 = 0x6474_e551;
+    let mut bytes = fs::read(busybox()).expect("read busybox");
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes(b[at..at + 2].try_into().unwrap()) as usize;
+    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(&bytes, 0x36), u16_at(&bytes, 0x38));
+    let phdr = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .find(|&at| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) == PT_GNU_STACK)
+        .expect("busybox has a PT_GNU_STACK header");
+    bytes[phdr + 4..phdr + 8].copy_from_slice(&7u32.to_le_bytes()); // PF_R | PF_W | PF_X
+    bytes.extend_from_slice(format!("\nimgsign-enforcer-{tag}\n").as_bytes());
+    let path = dir.join(format!("busybox-{tag}"));
+    write_executable(&path, &bytes);
+    (path, sha256(&bytes))
+}
+
+/// The `[stack]` line of `/proc/self/maps` as `execstack grep` sees it, in `cgroup`.
+fn stack_of(execstack: &Path, cgroup: &Cgroup) -> io::Result<std::process::Output> {
+    let mut cmd = Command::new(execstack);
+    cmd.args(["grep", "\\[stack\\]", "/proc/self/maps"]).stdin(Stdio::null());
+    in_cgroup(cmd, cgroup).output()
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_patch_executable_stack_is_killed_under_strict() {
+    let mut s = setup("patch-stack", Profile::Default);
+    let (execstack, execstack_digest) = exec_stack_busybox(&s.dir, "execstack");
+    let mut digests = vec![execstack_digest];
+    digests.push(sha256(&fs::read(&s.runner).expect("read runner")));
+    s.enf.replace_digests(70, &digests).expect("allow both");
+    let strict = Cgroup::new("patch-stack-strict");
+    let mut scope = scope(70, Mode::Enforce);
+    scope.profile = Profile::Strict;
+    s.enf.set_scope(strict.id, scope).expect("add strict scope");
+
+    // Under the default profile the listed binary runs, with an executable stack (the attack
+    // surface strict closes).
+    let out = stack_of(&execstack, &s.scoped).expect("run in the default scope");
+    let line = String::from_utf8_lossy(&out.stdout);
+    println!("default profile: {} {line}", out.status);
+    assert!(out.status.success() && line.contains(" rwxp "), "no executable stack: {line}");
+    // Under strict it is killed before it runs; a binary with a plain stack still runs.
+    let out = stack_of(&execstack, &strict).expect("run in the strict scope");
+    println!("strict: {} {}", out.status, String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.signal(), Some(9), "not killed by SIGKILL: {}", out.status);
+    assert!(out.stdout.is_empty(), "it ran: {}", String::from_utf8_lossy(&out.stdout));
+    assert_runs(&s.runner, Some(&strict), "plain stack under strict");
+
+    let events = drain_events(&mut s.enf);
+    println!("events: {events:?}");
+    assert!(
+        has_event(&events, &strict, Hook::BprmCheck, Reason::Strict, Verdict::Deny),
+        "no executable-stack event: {events:?}"
+    );
+    assert!(events.iter().all(|e| e.cgroup_id != s.scoped.id), "events from the default scope: {events:?}");
 }

@@ -401,7 +401,8 @@ mod tests {
         for op in reap(loaded, t0 + GRACE) {
             loaded.record(&op, t0);
         }
-        let before: BTreeMap<u64, DigestSet> = loaded.scopes.iter().map(|(&c, &(id, _, _))| (c, loaded.set(id))).collect();
+        let before: BTreeMap<u64, DigestSet> =
+            loaded.scopes.iter().map(|(&c, &(id, _, _))| (c, loaded.set(id))).collect();
         let ops = transition(loaded, plan);
         for op in &ops {
             loaded.record(op, t0);
@@ -477,16 +478,28 @@ mod tests {
         apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
         let id = loaded.scopes[&10].0;
         // 10 becomes strict (same digests): one SetScope, no Replace; 11 is untouched.
-        let ops = apply(&mut loaded, &plan(vec![strict(scope(10, Mode::Enforce, &[1])), scope(11, Mode::Enforce, &[2])]));
-        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, profile: Profile::Strict }]);
+        let ops =
+            apply(&mut loaded, &plan(vec![strict(scope(10, Mode::Enforce, &[1])), scope(11, Mode::Enforce, &[2])]));
+        assert_eq!(
+            ops,
+            vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, profile: Profile::Strict }]
+        );
         assert_eq!(loaded.scopes[&10], (id, Mode::Enforce, Profile::Strict));
         // And back to the default profile.
         let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
-        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, profile: Profile::Default }]);
+        assert_eq!(
+            ops,
+            vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, profile: Profile::Default }]
+        );
         // A new strict scope is set strict from the start.
         let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), strict(scope(12, Mode::Audit, &[3]))]));
         let new = loaded.scopes[&12].0;
-        assert!(ops.contains(&Op::SetScope { cgroup_id: 12, scope_id: new, mode: Mode::Audit, profile: Profile::Strict }));
+        assert!(ops.contains(&Op::SetScope {
+            cgroup_id: 12,
+            scope_id: new,
+            mode: Mode::Audit,
+            profile: Profile::Strict
+        }));
     }
 
     #[test]

@@ -34,9 +34,13 @@
  * `prot` in both mapping hooks is what will be applied (READ_IMPLIES_EXEC
  * included), so personality(2) does not get around them.
  *
- * Not covered here: an executable stack made by the ELF loader for a binary
- * whose PT_GNU_STACK asks for one (or under READ_IMPLIES_EXEC) has no LSM
- * hook (setup_arg_pages); see enf_patch_exec_stack below when present.
+ *   - enf_patch_exec_stack (fexit, not LSM): under the strict profile, an
+ *     exec whose new stack is executable (PT_GNU_STACK asking RWX, or
+ *     READ_IMPLIES_EXEC) is killed with SIGKILL once setup_arg_pages() made
+ *     that stack, before the new program runs an instruction (reason
+ *     STRICT, hook BPRM_CHECK). The ELF loader makes the stack without any
+ *     LSM hook, and setup_arg_pages() is past the point of no return: the
+ *     exec cannot fail with EPERM any more, only the process can die.
  * Code already executable in a task that joins a scope stays executable.
  *
  * None of these programs hashes or sleeps; they run on every open, mapping
@@ -50,6 +54,7 @@
 #define PROC_SUPER_MAGIC 0x9fa0
 #define PROT_WRITE 0x2
 #define PTRACE_MODE_ATTACH 0x02
+#define MAP_ANONYMOUS 0x20
 
 /* The verdict on a refused action of the current task, if it is in a scope
  * (and, with `need_flags`, only if its scope has all of them): 0 or -EPERM,
@@ -166,13 +171,17 @@ int BPF_PROG(enf_patch_mmap_file, struct file *file, unsigned long reqprot, unsi
 		return ret;
 	if (!(prot & PROT_EXEC))
 		return 0;
-	if (file) {
-		if (!(prot & PROT_WRITE))
-			return 0;
-		return patch_refuse(file, ENF_HOOK_MMAP_FILE, ENF_REASON_WRITE_EXEC, 0);
-	}
-	/* Anonymous memory (private or shared) with PROT_EXEC. */
-	return patch_refuse(NULL, ENF_HOOK_MMAP_FILE, ENF_REASON_STRICT, ENF_FLAG_STRICT);
+	/* Anonymous memory (private or shared) with PROT_EXEC. Told by
+	 * MAP_ANONYMOUS, not by `file == NULL`: the verifier may take a
+	 * hook's pointer argument for non-NULL and drop that test. mmap(2)
+	 * passes a file exactly when MAP_ANONYMOUS is not set; the one other
+	 * NULL-file caller, the ELF loader's MMAP_PAGE_ZERO page, maps zeros
+	 * PROT_READ | PROT_EXEC, without PROT_WRITE, and stops below. */
+	if (flags & MAP_ANONYMOUS)
+		return patch_refuse(NULL, ENF_HOOK_MMAP_FILE, ENF_REASON_STRICT, ENF_FLAG_STRICT);
+	if (!(prot & PROT_WRITE))
+		return 0;
+	return patch_refuse(file, ENF_HOOK_MMAP_FILE, ENF_REASON_WRITE_EXEC, 0);
 }
 
 SEC("lsm/file_mprotect")
@@ -199,6 +208,25 @@ int BPF_PROG(enf_patch_file_mprotect, struct vm_area_struct *vma, unsigned long 
 	if ((vm_flags & VM_EXEC) && !(prot & PROT_WRITE))
 		return 0;
 	return patch_refuse(NULL, ENF_HOOK_FILE_MPROTECT, ENF_REASON_STRICT, ENF_FLAG_STRICT);
+}
+
+/* After setup_arg_pages() (fs/exec.c) made the new program's stack: if that
+ * stack is executable and the task is in a strict scope, the task gets a
+ * SIGKILL, delivered before the exec returns to user space. */
+SEC("fexit/setup_arg_pages")
+int BPF_PROG(enf_patch_exec_stack, struct linux_binprm *bprm, unsigned long stack_top,
+	     int executable_stack, int ret)
+{
+	struct vm_area_struct *vma;
+
+	if (ret != 0)
+		return 0; /* the exec fails anyway */
+	vma = BPF_CORE_READ(bprm, vma);
+	if (!vma || !(BPF_CORE_READ(vma, vm_flags) & VM_EXEC))
+		return 0;
+	if (patch_refuse(NULL, ENF_HOOK_BPRM_CHECK, ENF_REASON_STRICT, ENF_FLAG_STRICT))
+		bpf_send_signal(9 /* SIGKILL */);
+	return 0;
 }
 
 #endif /* IMGSIGN_ENF_PATCH_H */
