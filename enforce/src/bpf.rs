@@ -20,7 +20,7 @@
 
 use crate::desired::{DesiredState, DigestSet};
 use crate::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
-use crate::Mode;
+use crate::{Mode, Profile};
 use bpf_lsm::enforcer::{self, Enforcer, EnforcerError, Scope};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,8 +37,9 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub enum Op {
     /// Make these digests the whole set of a scope id, atomically.
     Replace { scope_id: u32, digests: Vec<Sha256Digest> },
-    /// Point a cgroup at a scope id (and set its mode and remote-fs opt-in), in one map update.
-    SetScope { cgroup_id: u64, scope_id: u32, mode: Mode, remote_fs: bool },
+    /// Point a cgroup at a scope id (and set its mode, profile and remote-fs opt-in), in one map
+    /// update.
+    SetScope { cgroup_id: u64, scope_id: u32, mode: Mode, profile: Profile, remote_fs: bool },
     /// Stop enforcing a cgroup.
     RemoveScope { cgroup_id: u64 },
     /// Note that no cgroup points at a scope id any more (no map update; see [`GRACE`]).
@@ -50,8 +51,8 @@ pub enum Op {
 /// What is in the kernel's maps, as far as this adapter put it there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Loaded {
-    /// cgroup id -> (scope id, mode, remote-fs opt-in).
-    pub scopes: BTreeMap<u64, (u32, Mode, bool)>,
+    /// cgroup id -> (scope id, mode, profile, remote-fs opt-in).
+    pub scopes: BTreeMap<u64, (u32, Mode, Profile, bool)>,
     /// scope id -> digests.
     pub sets: BTreeMap<u32, DigestSet>,
     /// Sets no cgroup points at, and since when.
@@ -63,12 +64,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// What a pinned enforcer holds, from its scope entries (cgroup id, scope id, mode,
+    /// What a pinned enforcer holds, from its scope entries (cgroup id, scope id, mode, profile,
     /// remote-fs opt-in).
-    pub fn taken_over(scopes: impl IntoIterator<Item = (u64, u32, Mode, bool)>) -> Self {
+    pub fn taken_over(scopes: impl IntoIterator<Item = (u64, u32, Mode, Profile, bool)>) -> Self {
         let mut loaded = Loaded::default();
-        for (cgroup_id, scope_id, mode, remote_fs) in scopes {
-            loaded.scopes.insert(cgroup_id, (scope_id, mode, remote_fs));
+        for (cgroup_id, scope_id, mode, profile, remote_fs) in scopes {
+            loaded.scopes.insert(cgroup_id, (scope_id, mode, profile, remote_fs));
             loaded.unknown.insert(scope_id);
             loaded.next_id = loaded.next_id.max(scope_id.wrapping_add(1));
         }
@@ -83,8 +84,8 @@ impl Loaded {
                 self.unknown.remove(scope_id);
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
-            Op::SetScope { cgroup_id, scope_id, mode, remote_fs } => {
-                self.scopes.insert(*cgroup_id, (*scope_id, *mode, *remote_fs));
+            Op::SetScope { cgroup_id, scope_id, mode, profile, remote_fs } => {
+                self.scopes.insert(*cgroup_id, (*scope_id, *mode, *profile, *remote_fs));
                 self.next_id = self.next_id.max(scope_id.wrapping_add(1));
             }
             Op::RemoveScope { cgroup_id } => {
@@ -105,8 +106,8 @@ impl Loaded {
 }
 
 /// The steps that take the kernel from `loaded` to `desired`: every changed or new set replaced
-/// (new scopes get a fresh scope id), then the cgroups' scope entries set (new scopes, mode
-/// changes), then removals of scopes no longer desired and the retirement of their sets
+/// (new scopes get a fresh scope id), then the cgroups' scope entries set (new scopes, mode or
+/// profile changes), then removals of scopes no longer desired and the retirement of their sets
 /// (forgotten later by [`reap`]). An unchanged scope costs nothing.
 pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
     let mut replaces = Vec::new();
@@ -114,20 +115,21 @@ pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
     let mut removals = Vec::new();
     let mut next_id = loaded.next_id.max(1);
     for (&cgroup_id, scope) in &desired.scopes {
-        let (id, mode, remote_fs) = match loaded.scopes.get(&cgroup_id) {
+        let (id, mode, profile, remote_fs) = match loaded.scopes.get(&cgroup_id) {
             Some(&current) => current,
             None => {
                 let id = next_id;
                 next_id = next_id.wrapping_add(1).max(1);
-                (id, scope.mode, scope.remote_fs)
+                (id, scope.mode, scope.profile, scope.remote_fs)
             }
         };
         let is_new = !loaded.scopes.contains_key(&cgroup_id);
         if is_new || loaded.unknown.contains(&id) || loaded.set(id) != *scope.digests {
             replaces.push(Op::Replace { scope_id: id, digests: scope.digests.iter().copied().collect() });
         }
-        if is_new || mode != scope.mode || remote_fs != scope.remote_fs {
-            switches.push(Op::SetScope { cgroup_id, scope_id: id, mode: scope.mode, remote_fs: scope.remote_fs });
+        if is_new || mode != scope.mode || profile != scope.profile || remote_fs != scope.remote_fs {
+            let (mode, profile, remote_fs) = (scope.mode, scope.profile, scope.remote_fs);
+            switches.push(Op::SetScope { cgroup_id, scope_id: id, mode, profile, remote_fs });
         }
     }
     let mut retires = Vec::new();
@@ -173,9 +175,9 @@ impl BpfKernel {
             failed(&what, e)
         })?;
         let in_force = enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))?;
-        let loaded = Loaded::taken_over(
-            in_force.into_iter().map(|(cgroup_id, scope)| (cgroup_id, scope.id, mode_of(scope.mode), scope.remote_fs)),
-        );
+        let loaded = Loaded::taken_over(in_force.into_iter().map(|(cgroup_id, scope)| {
+            (cgroup_id, scope.id, mode_of(scope.mode), profile_of(scope.profile), scope.remote_fs)
+        }));
         Ok(BpfKernel { enforcer, loaded })
     }
 
@@ -190,8 +192,9 @@ impl BpfKernel {
                 let bytes: Vec<bpf_lsm::Digest> = digests.iter().map(|d| d.0).collect();
                 self.enforcer.replace_digests(*scope_id, &bytes)
             }
-            Op::SetScope { cgroup_id, scope_id, mode, remote_fs } => {
+            Op::SetScope { cgroup_id, scope_id, mode, profile, remote_fs } => {
                 let mut scope = Scope::new(*scope_id, kernel_mode(*mode));
+                scope.profile = kernel_profile(*profile);
                 scope.remote_fs = *remote_fs;
                 self.enforcer.set_scope(*cgroup_id, scope)
             }
@@ -286,6 +289,20 @@ fn mode_of(mode: enforcer::Mode) -> Mode {
     }
 }
 
+fn profile_of(profile: enforcer::Profile) -> Profile {
+    match profile {
+        enforcer::Profile::Default => Profile::Default,
+        enforcer::Profile::Strict => Profile::Strict,
+    }
+}
+
+fn kernel_profile(profile: Profile) -> enforcer::Profile {
+    match profile {
+        Profile::Default => enforcer::Profile::Default,
+        Profile::Strict => enforcer::Profile::Strict,
+    }
+}
+
 fn kernel_mode(mode: Mode) -> enforcer::Mode {
     match mode {
         Mode::Enforce => enforcer::Mode::Enforce,
@@ -316,6 +333,7 @@ pub struct ScopeStatus {
     pub cgroup_id: u64,
     pub scope_id: u32,
     pub mode: Mode,
+    pub profile: Profile,
     pub digests: usize,
 }
 
@@ -334,7 +352,13 @@ pub fn status(pin_dir: &Path) -> Result<Status, KernelError> {
         .map_err(|e| failed(&format!("opening the enforcer pinned under {}", pin_dir.display()), e))?;
     for (cgroup_id, scope) in enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))? {
         let digests = enforcer.digest_count(scope.id).map_err(|e| failed("counting digests", e))?;
-        status.scopes.push(ScopeStatus { cgroup_id, scope_id: scope.id, mode: mode_of(scope.mode), digests });
+        status.scopes.push(ScopeStatus {
+            cgroup_id,
+            scope_id: scope.id,
+            mode: mode_of(scope.mode),
+            profile: profile_of(scope.profile),
+            digests,
+        });
     }
     status.dropped_events = enforcer.dropped_events().map_err(|e| failed("reading the dropped-event counter", e))?;
     Ok(status)
@@ -359,7 +383,12 @@ mod tests {
     }
 
     fn scope(cgroup_id: u64, mode: Mode, digests: &[u8]) -> (u64, DesiredScope) {
-        (cgroup_id, DesiredScope { mode, remote_fs: false, digests: Arc::new(digests.iter().map(|&b| d(b)).collect()) })
+        let digests = Arc::new(digests.iter().map(|&b| d(b)).collect());
+        (cgroup_id, DesiredScope { mode, profile: Profile::Default, remote_fs: false, digests })
+    }
+
+    fn strict(scope: (u64, DesiredScope)) -> (u64, DesiredScope) {
+        (scope.0, DesiredScope { profile: Profile::Strict, ..scope.1 })
     }
 
     fn plan(scopes: Vec<(u64, DesiredScope)>) -> DesiredState {
@@ -389,8 +418,11 @@ mod tests {
             }
         }
         for (cgroup_id, s) in &plan.scopes {
-            let (id, mode, remote_fs) = loaded.scopes[cgroup_id];
-            assert_eq!((loaded.set(id), mode, remote_fs), ((*s.digests).clone(), s.mode, s.remote_fs));
+            let (id, mode, profile, remote_fs) = loaded.scopes[cgroup_id];
+            assert_eq!(
+                (loaded.set(id), mode, profile, remote_fs),
+                ((*s.digests).clone(), s.mode, s.profile, s.remote_fs)
+            );
         }
         assert_eq!(loaded.scopes.len(), plan.scopes.len(), "scopes not in the plan are gone");
         assert!(reap(loaded, t0 + GRACE / 2).is_empty(), "nothing is forgotten before the grace period");
@@ -437,12 +469,67 @@ mod tests {
             vec![
                 Op::Replace { scope_id: id(10), digests: vec![d(2), d(5)] },
                 Op::Replace { scope_id: id(13), digests: vec![d(6)] },
-                Op::SetScope { cgroup_id: 12, scope_id: id(12), mode: Mode::Enforce, remote_fs: false },
-                Op::SetScope { cgroup_id: 13, scope_id: id(13), mode: Mode::Enforce, remote_fs: false },
+                Op::SetScope {
+                    cgroup_id: 12,
+                    scope_id: id(12),
+                    mode: Mode::Enforce,
+                    profile: Profile::Default,
+                    remote_fs: false
+                },
+                Op::SetScope {
+                    cgroup_id: 13,
+                    scope_id: id(13),
+                    mode: Mode::Enforce,
+                    profile: Profile::Default,
+                    remote_fs: false
+                },
             ]
         );
         // The same plan again: nothing to do.
         assert!(transition(&loaded, &next).is_empty());
+    }
+
+    #[test]
+    fn a_profile_change_re_sets_the_scope_and_keeps_its_set() {
+        let mut loaded = Loaded::default();
+        apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
+        let id = loaded.scopes[&10].0;
+        // 10 becomes strict (same digests): one SetScope, no Replace; 11 is untouched.
+        let ops =
+            apply(&mut loaded, &plan(vec![strict(scope(10, Mode::Enforce, &[1])), scope(11, Mode::Enforce, &[2])]));
+        assert_eq!(
+            ops,
+            vec![Op::SetScope {
+                cgroup_id: 10,
+                scope_id: id,
+                mode: Mode::Enforce,
+                profile: Profile::Strict,
+                remote_fs: false
+            }]
+        );
+        assert_eq!(loaded.scopes[&10], (id, Mode::Enforce, Profile::Strict, false));
+        // And back to the default profile.
+        let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
+        assert_eq!(
+            ops,
+            vec![Op::SetScope {
+                cgroup_id: 10,
+                scope_id: id,
+                mode: Mode::Enforce,
+                profile: Profile::Default,
+                remote_fs: false
+            }]
+        );
+        // A new strict scope is set strict from the start.
+        let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), strict(scope(12, Mode::Audit, &[3]))]));
+        let new = loaded.scopes[&12].0;
+        assert!(ops.contains(&Op::SetScope {
+            cgroup_id: 12,
+            scope_id: new,
+            mode: Mode::Audit,
+            profile: Profile::Strict,
+            remote_fs: false
+        }));
     }
 
     #[test]
@@ -452,20 +539,51 @@ mod tests {
         let id = loaded.scopes[&10].0;
         let mut opted_in = scope(10, Mode::Enforce, &[1]);
         opted_in.1.remote_fs = true;
+        let set = |remote_fs| Op::SetScope {
+            cgroup_id: 10,
+            scope_id: id,
+            mode: Mode::Enforce,
+            profile: Profile::Default,
+            remote_fs,
+        };
         let ops = apply(&mut loaded, &plan(vec![opted_in.clone()]));
-        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, remote_fs: true }]);
+        assert_eq!(ops, vec![set(true)]);
         assert!(transition(&loaded, &plan(vec![opted_in])).is_empty(), "unchanged: nothing to do");
         let ops = apply(&mut loaded, &plan(vec![scope(10, Mode::Enforce, &[1])]));
-        assert_eq!(ops, vec![Op::SetScope { cgroup_id: 10, scope_id: id, mode: Mode::Enforce, remote_fs: false }]);
+        assert_eq!(ops, vec![set(false)]);
         // A taken-over enforcer's opt-in is what its scope entry says.
-        let mut taken = Loaded::taken_over([(10, 3, Mode::Enforce, true)]);
+        let mut taken = Loaded::taken_over([(10, 3, Mode::Enforce, Profile::Default, true)]);
         let ops = apply(&mut taken, &plan(vec![scope(10, Mode::Enforce, &[1])]));
         assert_eq!(
             ops,
             vec![
                 Op::Replace { scope_id: 3, digests: vec![d(1)] },
-                Op::SetScope { cgroup_id: 10, scope_id: 3, mode: Mode::Enforce, remote_fs: false }
+                Op::SetScope {
+                    cgroup_id: 10,
+                    scope_id: 3,
+                    mode: Mode::Enforce,
+                    profile: Profile::Default,
+                    remote_fs: false
+                }
             ]
+        );
+    }
+
+    #[test]
+    fn a_strict_scope_found_pinned_keeps_its_profile_until_the_plan_says_otherwise() {
+        let loaded = Loaded::taken_over([(10, 3, Mode::Enforce, Profile::Strict, false)]);
+        let ops = transition(&loaded, &plan(vec![strict(scope(10, Mode::Enforce, &[1]))]));
+        assert_eq!(ops, vec![Op::Replace { scope_id: 3, digests: vec![d(1)] }], "the profile is already in force");
+        let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[1])]));
+        assert_eq!(
+            ops[1],
+            Op::SetScope {
+                cgroup_id: 10,
+                scope_id: 3,
+                mode: Mode::Enforce,
+                profile: Profile::Default,
+                remote_fs: false
+            }
         );
     }
 
@@ -482,7 +600,10 @@ mod tests {
 
     #[test]
     fn a_taken_over_enforcer_has_every_set_replaced_and_stale_scopes_removed() {
-        let mut loaded = Loaded::taken_over([(10, 3, Mode::Enforce, false), (11, 4, Mode::Audit, false)]);
+        let mut loaded = Loaded::taken_over([
+            (10, 3, Mode::Enforce, Profile::Default, false),
+            (11, 4, Mode::Audit, Profile::Strict, true),
+        ]);
         // Even an empty set is replaced: what the kernel holds for scope 3 is not known.
         let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[])]));
         assert_eq!(

@@ -237,7 +237,7 @@ impl<K: Kernel> Daemon<K> {
             .plan
             .scopes
             .iter()
-            .map(|s| json!({"name": s.name, "cgroupId": s.cgroup_id, "mode": s.mode, "digests": s.digests.len()}))
+            .map(|s| json!({"name": s.name, "cgroupId": s.cgroup_id, "mode": s.mode, "profile": s.profile, "digests": s.digests.len()}))
             .collect();
         let mut record = json!({"record": "plan", "action": action, "time": now_rfc3339(), "policy": self.policy.policy().path, "scopes": scopes});
         if let Some(note) = note {

@@ -1,9 +1,10 @@
 //! The desired state: all the kernel is ever given. Per scope, keyed by the cgroup id the kernel
-//! programs see, a mode, whether code from remote file systems is judged, and a digest set; no names, bundles, manifests or versions (those stay in
+//! programs see, a mode, a profile, whether code from remote file systems is judged, and a digest
+//! set; no names, bundles, manifests or versions (those stay in
 //! the verified [`crate::plan::Plan`] that produced it). A digest set is behind an `Arc`, so
 //! scopes that allow the same content (containers of one image, later) can share one set.
 
-use crate::policy::Mode;
+use crate::policy::{Mode, Profile};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use verifier_core::digest::Sha256Digest;
@@ -17,6 +18,7 @@ pub struct DesiredScope {
     pub mode: Mode,
     /// Code from FUSE, NFS, 9p, CIFS and ceph is judged by digest instead of refused.
     pub remote_fs: bool,
+    pub profile: Profile,
     pub digests: Arc<DigestSet>,
 }
 

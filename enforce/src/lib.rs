@@ -30,4 +30,4 @@ pub mod verified;
 
 pub use desired::{DesiredScope, DesiredState};
 pub use plan::Plan;
-pub use policy::{Mode, Policy};
+pub use policy::{Mode, Policy, Profile};

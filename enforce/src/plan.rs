@@ -13,7 +13,7 @@
 
 use crate::cgroup::{cgroup_id, CgroupError};
 use crate::desired::{DesiredScope, DesiredState, DigestSet};
-use crate::policy::{Mode, Policy};
+use crate::policy::{Mode, Policy, Profile};
 use crate::source::ScopeSpec;
 use crate::verified::{self, Accepted, BundleFile, StatementCache, Trust, VerifiedError};
 use keys::TrustError;
@@ -119,6 +119,7 @@ pub struct ScopePlan {
     pub mode: Mode,
     /// Code from remote file systems is judged by digest instead of refused.
     pub remote_fs: bool,
+    pub profile: Profile,
     /// Every `file` and `hardlink` digest of the scope's signed manifests, once each (shared with
     /// the verified statement when the scope has one).
     #[serde(serialize_with = "hex_digests")]
@@ -165,7 +166,15 @@ impl Plan {
         let scopes = self
             .scopes
             .iter()
-            .map(|s| (s.cgroup_id, DesiredScope { mode: s.mode, remote_fs: s.remote_fs, digests: s.digests.clone() }))
+            .map(|s| {
+                let scope = DesiredScope {
+                    mode: s.mode,
+                    profile: s.profile,
+                    remote_fs: s.remote_fs,
+                    digests: s.digests.clone(),
+                };
+                (s.cgroup_id, scope)
+            })
             .collect();
         DesiredState { scopes }
     }
@@ -310,6 +319,7 @@ fn build_scope(
         cgroup_id,
         mode: spec.mode,
         remote_fs: spec.remote_fs,
+        profile: spec.profile,
         digests: digests.unwrap_or_default(),
         manifests,
     })

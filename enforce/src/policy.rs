@@ -13,6 +13,7 @@
 //! remote_fs = false                  # true: code from FUSE, NFS, 9p, CIFS, ceph is judged by
 //!                                    # digest instead of refused (their servers can serve one
 //!                                    # content to the hash and another to the page fault)
+//! profile = "default"                # or "strict": also no anonymous executable memory, no io_uring
 //! bundles = ["web.sigstore.json"]
 //! image = "oci:/images/web:latest"   # optional: also verify the image's files
 //! ```
@@ -64,6 +65,30 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// Which attacker a scope is hardened against (the README's threat model). Optional in the
+/// policy; `default` when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Against an attacker who runs listed programs with chosen arguments and files: no unsigned
+    /// file becomes code, no code is patched in memory (`/proc/PID/mem`, ptrace, userfaultfd,
+    /// W+X file mappings). JITs keep working.
+    #[default]
+    Default,
+    /// Also against an attacker who already runs native code in a listed process: no anonymous
+    /// executable memory (JITs break) and no io_uring.
+    Strict,
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Profile::Default => "default",
+            Profile::Strict => "strict",
+        })
+    }
+}
+
 /// Where decision events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventSink {
@@ -103,6 +128,8 @@ struct ScopeFile {
     mode: Mode,
     #[serde(default)]
     remote_fs: bool,
+    #[serde(default)]
+    profile: Profile,
     bundles: Vec<PathBuf>,
     #[serde(default)]
     image: Option<String>,
@@ -192,6 +219,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             cgroup: scope.cgroup,
             mode: scope.mode,
             remote_fs: scope.remote_fs,
+            profile: scope.profile,
             bundles: scope.bundles.iter().map(|b| resolve(b)).collect(),
             image,
         });

@@ -4,7 +4,7 @@
 //! policy file is the first source ([`PolicySource`]); a control socket handing out container
 //! scopes is meant to be a second one, added beside it without changing it.
 
-use crate::policy::{self, Mode, Policy, PolicyError};
+use crate::policy::{self, Mode, Policy, PolicyError, Profile};
 use std::path::{Path, PathBuf};
 use verifier_core::source::ImageRef;
 
@@ -32,6 +32,8 @@ pub struct ScopeSpec {
     /// Code from remote file systems (FUSE, NFS, 9p, CIFS, ceph) is judged by digest instead of
     /// refused.
     pub remote_fs: bool,
+    /// The default profile, or strict.
+    pub profile: Profile,
     /// Bundles carrying the same statement pool their signatures; different statements add
     /// their files to the scope's set.
     pub bundles: Vec<PathBuf>,

@@ -8,7 +8,7 @@ mod support;
 use enforce::daemon::{Daemon, DaemonError, Notice, Notices};
 use enforce::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
 use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
-use enforce::{DesiredScope, DesiredState, Mode};
+use enforce::{DesiredScope, DesiredState, Mode, Profile};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
@@ -336,6 +336,7 @@ fn a_second_scope_source_adds_its_scopes_beside_the_policys() {
         cgroup: sidecar.path.clone(),
         mode: Mode::Enforce,
         remote_fs: false,
+        profile: Profile::Default,
         bundles: vec![s.dir.path().join("v1.json")],
         image: None,
     }])));

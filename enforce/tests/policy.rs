@@ -3,7 +3,7 @@
 
 mod support;
 
-use enforce::policy::{self, EventSink, Mode, PolicyError};
+use enforce::policy::{self, EventSink, Mode, PolicyError, Profile};
 use std::path::{Path, PathBuf};
 
 const GOOD: &str = r#"
@@ -64,6 +64,20 @@ fn defaults_events_to_stdout_and_the_standard_pin_dir() {
     assert_eq!(p.pin_dir, PathBuf::from(policy::DEFAULT_PIN_DIR));
     let p = parse("trust = \"/t\"\nevents = \"-\"\n[[scope]]\nname = \"a\"\ncgroup = \"/sys/fs/cgroup/a\"\nmode = \"audit\"\nbundles = [\"a.json\"]\n").unwrap();
     assert_eq!(p.events, EventSink::Stdout);
+}
+
+#[test]
+fn a_scope_profile_is_default_unless_strict_is_asked() {
+    let p = parse(GOOD).unwrap();
+    assert_eq!((p.scopes[0].profile, p.scopes[1].profile), (Profile::Default, Profile::Default), "absent: default");
+    let p = parse(&GOOD.replace("mode = \"audit\"", "mode = \"audit\"\nprofile = \"strict\"")).unwrap();
+    assert_eq!((p.scopes[0].profile, p.scopes[1].profile), (Profile::Default, Profile::Strict));
+    let p = parse(&GOOD.replace("mode = \"enforce\"", "mode = \"enforce\"\nprofile = \"default\"")).unwrap();
+    assert_eq!(p.scopes[0].profile, Profile::Default);
+    let e = error(&GOOD.replace("mode = \"audit\"", "mode = \"audit\"\nprofile = \"paranoid\""));
+    assert!(e.contains("paranoid") && e.contains("default") && e.contains("strict"), "{e}");
+    let e = error(&GOOD.replace("mode = \"audit\"", "mode = \"audit\"\nprofile = true"));
+    assert!(e.contains("profile"), "{e}");
 }
 
 #[test]

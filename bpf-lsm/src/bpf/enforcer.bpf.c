@@ -65,7 +65,9 @@
 //             file systems, refused unless the scope opts in);
 //   guard.h   self-protection and escapes: clone3 into a cgroup, bpf(),
 //             the pins, kernel module/firmware/kexec loads; sticky scopes
-//             at fork.
+//             at fork;
+//   patch.h   no code patching in a scope (/proc/PID/mem, ptrace,
+//             userfaultfd, W+X) and the strict profile: its own programs.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -98,6 +100,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "enforcer/scope.h"
 #include "enforcer/fs.h"
 #include "enforcer/guard.h"
+#include "enforcer/patch.h"
 
 /* The verdict for `file` run by the current task: 0 or -EPERM. */
 static __always_inline int decide(struct file *file, __u8 hook)

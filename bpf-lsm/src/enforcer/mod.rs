@@ -10,6 +10,24 @@
 //! hashes the file in the kernel (`bpf_ima_file_hash`, SHA-256 of the current
 //! content) and looks the digest up in the scope's digest set.
 //!
+//! Against code patching (`src/bpf/enforcer/patch.h`, programs of their own
+//! beside those): for a task in a scope, opening `/proc/PID/mem` for write
+//! (its own included: what DDexec does with `sh` and `dd`), any
+//! `PTRACE_MODE_ATTACH` access (ptrace attach and seize,
+//! `process_vm_writev`/`readv`, `pidfd_getfd`, another task's
+//! `/proc/PID/mem`), `PTRACE_TRACEME`, creating a `userfaultfd`, mapping a
+//! file writable and executable at once, and `mprotect` giving write to an
+//! executable file mapping (or asking write and exec) are refused in
+//! [`Mode::Enforce`] and reported in [`Mode::Audit`]. Reads
+//! (`PTRACE_MODE_READ`: `ps`, `/proc/PID/status`) and JITs (anonymous
+//! memory) are untouched. Under [`Profile::Strict`] anonymous executable
+//! memory (`mmap` with `PROT_EXEC` and no file, `mprotect` making anonymous
+//! memory or the stack executable) and io_uring instances are refused too,
+//! and an exec whose new stack is executable (`PT_GNU_STACK` asking for it)
+//! is killed with `SIGKILL` by an fexit program on `setup_arg_pages`, since
+//! the ELF loader makes that stack with no LSM hook and past the exec's
+//! point of no return.
+//!
 //! Digest cache: the SHA-256 of a regular file on ext4, xfs, tmpfs, ramfs or
 //! btrfs is kept per inode (`enf_inode_cache`, inode storage) and reused
 //! while no writer exists and no open for write or size change happened
@@ -90,8 +108,9 @@
 //! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
 //! six maps above under a bpffs directory (`link_enf_bprm_check`,
 //! `link_enf_mmap_file`, `link_enf_file_mprotect`, `link_enf_file_open`,
-//! `link_enf_inode_setattr`, a `link_` per guard program, and the map
-//! names), so enforcement outlives the loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
+//! `link_enf_inode_setattr`, a `link_` per guard program, the
+//! `link_enf_patch_*` links, and the map names), so enforcement outlives the
+//! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
 //! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
 //! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
 //! is dropped.
@@ -111,7 +130,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{Array, HashMap, Map, MapData, MapError, RingBuf};
 use aya::pin::PinError;
 use aya::programs::links::FdLink;
-use aya::programs::{Lsm, ProgramError};
+use aya::programs::{FExit, Lsm, ProgramError};
 use aya::sys::SyscallError;
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
@@ -135,6 +154,20 @@ const PROGRAMS: [(&str, &str); 3] =
 /// `inode_setattr` hook has two argument lists across kernels: one of the
 /// two programs loads (see the C file).
 const FILE_OPEN_PROGRAM: (&str, &str) = ("enf_file_open", "file_open");
+/// The programs against code patching in a scope and of the strict profile
+/// (`enforcer/patch.h`). They neither hash nor use the digest cache:
+/// attached after [`PROGRAMS`], detached with them.
+const PATCH_PROGRAMS: [(&str, &str); 6] = [
+    ("enf_patch_file_open", "file_open"),
+    ("enf_patch_ptrace_access", "ptrace_access_check"),
+    ("enf_patch_ptrace_traceme", "ptrace_traceme"),
+    ("enf_patch_anon_inode", "inode_init_security_anon"),
+    ("enf_patch_mmap_file", HOOK_MMAP_FILE),
+    ("enf_patch_file_mprotect", HOOK_FILE_MPROTECT),
+];
+/// The strict profile's executable-stack check: a tracing (fexit) program on
+/// the kernel function that makes an exec's stack, which has no LSM hook.
+const EXEC_STACK_PROGRAM: (&str, &str) = ("enf_patch_exec_stack", "setup_arg_pages");
 const SETATTR_PROGRAMS: [&str; 2] = ["enf_inode_setattr3", "enf_inode_setattr2"];
 /// Self-protection and escapes (`enforcer/guard.h`): the sticky scope at
 /// fork and `clone3(CLONE_INTO_CGROUP)`, `bpf()`, the pins, kernel loads.
@@ -177,7 +210,7 @@ pub enum EnforcerError {
     Object(#[source] EbpfError),
     #[error("BPF object has no {kind} named {name}")]
     Missing { kind: &'static str, name: &'static str },
-    #[error("program {program} is not an LSM program")]
+    #[error("program {program} is not of the program type its hook needs (LSM or fexit)")]
     ProgramType {
         program: &'static str,
         #[source]
@@ -418,6 +451,8 @@ impl Enforcer {
         // the self-protection programs go last.
         let links = PROGRAMS
             .iter()
+            .chain(PATCH_PROGRAMS.iter())
+            .chain([&EXEC_STACK_PROGRAM])
             .map(|(program, _)| link_pin_name(program))
             .chain([link_pin_name(FILE_OPEN_PROGRAM.0), link_pin_name(SETATTR_PIN)])
             .chain(GUARD_PROGRAMS.iter().map(|(program, _)| link_pin_name(program)));
@@ -487,9 +522,10 @@ impl Enforcer {
         for (program, hook) in GUARD_PROGRAMS {
             attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
         }
-        for (program, hook) in PROGRAMS {
+        for (program, hook) in PROGRAMS.into_iter().chain(PATCH_PROGRAMS) {
             attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
         }
+        attach_fexit(&mut ebpf, &btf, EXEC_STACK_PROGRAM.0, EXEC_STACK_PROGRAM.1, pin_dir)?;
         drop(guard);
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::Missing { kind: "map", name });
         let (scopes, sets, allowed, stats, events) =
@@ -764,6 +800,43 @@ fn attach_one(
         let link =
             lsm.take_link(link).map_err(|source| EnforcerError::Load { program, hook, source: Box::new(source) })?;
         let path = dir.join(link_pin_name(pin));
+        FdLink::from(link).pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the fexit `program` on kernel function `function`
+/// (pinning its link under `pin_dir`), as [`attach_one`] does for LSM programs.
+fn attach_fexit(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &'static str,
+    function: &'static str,
+    pin_dir: Option<&Path>,
+) -> Result<(), EnforcerError> {
+    let fexit: &mut FExit = ebpf
+        .program_mut(program)
+        .ok_or(EnforcerError::Missing { kind: "program", name: program })?
+        .try_into()
+        .map_err(|source| EnforcerError::ProgramType { program, source: Box::new(source) })?;
+    fexit.load(function, btf).map_err(|source| EnforcerError::Load {
+        program,
+        hook: function,
+        source: Box::new(source),
+    })?;
+    let link = fexit.attach().map_err(|source| EnforcerError::Attach {
+        program,
+        hook: function,
+        lsm_state: kernel::describe_bpf_lsm_state(),
+        source: Box::new(source),
+    })?;
+    if let Some(dir) = pin_dir {
+        let link = fexit.take_link(link).map_err(|source| EnforcerError::Load {
+            program,
+            hook: function,
+            source: Box::new(source),
+        })?;
+        let path = dir.join(link_pin_name(program));
         FdLink::from(link).pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
     }
     Ok(())

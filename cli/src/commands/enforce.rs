@@ -132,7 +132,10 @@ fn print_status(found: &NodeStatus) {
     );
     for scope in &status.scopes {
         let name = found.name_of(scope.cgroup_id).unwrap_or("(not in this policy)");
-        println!("  scope {name}: cgroup id {}, mode {}, {} digest(s)", scope.cgroup_id, scope.mode, scope.digests);
+        println!(
+            "  scope {name}: cgroup id {}, mode {}, profile {}, {} digest(s)",
+            scope.cgroup_id, scope.mode, scope.profile, scope.digests
+        );
     }
 }
 
@@ -141,11 +144,12 @@ fn print_plan(plan: &Plan, source: &PolicySource) {
     println!("policy {} (trust store {})", plan.policy.display(), source.policy().trust.display());
     for scope in &plan.scopes {
         println!(
-            "scope {}: cgroup {} (id {}), mode {}, {} allowed digest(s)",
+            "scope {}: cgroup {} (id {}), mode {}, profile {}, {} allowed digest(s)",
             scope.name,
             scope.cgroup.display(),
             scope.cgroup_id,
             scope.mode,
+            scope.profile,
             scope.digests.len()
         );
         for m in &scope.manifests {
