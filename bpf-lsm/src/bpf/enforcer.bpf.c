@@ -59,7 +59,9 @@
 //   cache.h   the per-inode digest cache and its soundness argument;
 //   events.h  decision events;
 //   scope.h   scope lookup and digest-set membership;
-//   fs.h      which file a decision is about (overlayfs: the real file).
+//   fs.h      which file a decision is about (overlayfs: the real file);
+//   seal.h    sealed execution: what was judged cannot be written while it
+//             runs, files with writers and unsealed memfds do not run.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -93,13 +95,16 @@ char LICENSE[] SEC("license") = "GPL";
 #include "enforcer/events.h"
 #include "enforcer/scope.h"
 #include "enforcer/fs.h"
+#include "enforcer/seal.h"
 
 /* The verdict for `file` run by the current task: 0 or -EPERM. */
 static __always_inline int decide(struct file *file, __u8 hook)
 {
 	struct enf_digest_key key = {};
 	struct enf_scope scope = {};
+	struct seal_state seal = {};
 	__u64 cgroup_id, scope_cgroup_id = 0;
+	__u8 reason = ENF_REASON_DIGEST;
 	__s32 hash_ret;
 	__u8 verdict;
 	int known = 0;
@@ -108,12 +113,25 @@ static __always_inline int decide(struct file *file, __u8 hook)
 		return 0; /* not in any scope: untouched */
 	cgroup_id = bpf_get_current_cgroup_id();
 
+	/* Sealed execution (seal.h), before the hash: unsealed memfds and
+	 * files with writers are refused whatever their digest. */
+	seal_prepare(&seal, file);
+
 	hash_ret = file_digest(file, key.digest);
 	if (hash_ret == ENF_HASH_ALGO_SHA256)
 		known = allowed(&scope, &scope_cgroup_id, &key);
 	else
 		/* Unhashable, or hashed with another algorithm: unknown. */
 		__builtin_memset(key.digest, 0, ENF_SHA256_LEN);
+
+	/* Sealed execution, after: known content is sealed (enforce scopes
+	 * only), unless a writer was or may have been there (seal.h, 2). */
+	if (known && !seal.reason)
+		seal.reason = seal_commit(&seal, scope.mode == ENF_MODE_ENFORCE);
+	if (known && seal.reason) {
+		known = 0;
+		reason = seal.reason;
+	}
 
 	if (known)
 		verdict = ENF_VERDICT_ALLOW;
@@ -123,7 +141,7 @@ static __always_inline int decide(struct file *file, __u8 hook)
 		verdict = ENF_VERDICT_DENY;
 
 	if (verdict != ENF_VERDICT_ALLOW || (scope.flags & ENF_FLAG_REPORT_ALLOWED))
-		emit(file, hook, verdict, ENF_REASON_DIGEST, cgroup_id, scope_cgroup_id, &scope, hash_ret,
+		emit(file, hook, verdict, reason, cgroup_id, scope_cgroup_id, &scope, hash_ret,
 		     key.digest);
 
 	return verdict == ENF_VERDICT_DENY ? -EPERM : 0;
