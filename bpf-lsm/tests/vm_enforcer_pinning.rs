@@ -80,10 +80,7 @@ fn vm_enforcer_pinned_enforcement_outlives_the_loader() {
 
     // A new process takes over what is in force.
     let mut enf = Enforcer::open_pinned(&pin_dir).expect("open pinned");
-    assert_eq!(
-        enf.scopes_in_force().expect("scopes"),
-        vec![(cgroup.id, Scope::new(21, Mode::Enforce))]
-    );
+    assert_eq!(enf.scopes_in_force().expect("scopes"), vec![(cgroup.id, Scope::new(21, Mode::Enforce))]);
     assert_eq!(enf.digest_count(21).expect("count"), 1);
     // The denial made while no process held the ring buffer waited in it.
     let events = drain_events(&mut enf);

@@ -189,9 +189,9 @@ impl BpfKernel {
                 let bytes: Vec<bpf_lsm::Digest> = digests.iter().map(|d| d.0).collect();
                 self.enforcer.replace_digests(*scope_id, &bytes)
             }
-            Op::SetScope { cgroup_id, scope_id, mode } => self
-                .enforcer
-                .set_scope(*cgroup_id, Scope::new(*scope_id, kernel_mode(*mode))),
+            Op::SetScope { cgroup_id, scope_id, mode } => {
+                self.enforcer.set_scope(*cgroup_id, Scope::new(*scope_id, kernel_mode(*mode)))
+            }
             Op::RemoveScope { cgroup_id } => self.enforcer.remove_scope(*cgroup_id),
             Op::Retire { .. } => Ok(()),
             Op::Forget { scope_id } => self.enforcer.remove_digest_set(*scope_id),

@@ -370,15 +370,12 @@ impl Enforcer {
     pub fn unpin(dir: &Path) -> Result<(), EnforcerError> {
         // The programs that fill and use the digest cache go before the ones
         // that invalidate it, so no content change goes unseen meanwhile.
-        let links = PROGRAMS
-            .iter()
-            .map(|(program, _)| link_pin_name(program))
-            .chain([
-                link_pin_name(SEAL_FILE_OPEN_PROGRAM.0),
-                link_pin_name(SEAL_SETATTR_PIN),
-                link_pin_name(FILE_OPEN_PROGRAM.0),
-                link_pin_name(SETATTR_PIN),
-            ]);
+        let links = PROGRAMS.iter().map(|(program, _)| link_pin_name(program)).chain([
+            link_pin_name(SEAL_FILE_OPEN_PROGRAM.0),
+            link_pin_name(SEAL_SETATTR_PIN),
+            link_pin_name(FILE_OPEN_PROGRAM.0),
+            link_pin_name(SETATTR_PIN),
+        ]);
         for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
             let path = dir.join(name);
             match fs::remove_file(&path) {
@@ -485,12 +482,7 @@ impl Enforcer {
 
     /// Makes the cgroup `cgroup_id` a scope, or changes its settings.
     pub fn set_scope(&mut self, cgroup_id: u64, scope: Scope) -> Result<(), EnforcerError> {
-        let raw = EnfScope {
-            scope_id: scope.id,
-            mode: scope.mode.to_raw(),
-            flags: scope.flags(),
-            pad: 0,
-        };
+        let raw = EnfScope { scope_id: scope.id, mode: scope.mode.to_raw(), flags: scope.flags(), pad: 0 };
         let mut map = self.scopes()?;
         map_err(SCOPES_MAP, map.insert(cgroup_id, raw, 0))
     }
