@@ -145,8 +145,13 @@ fn vm_enforcer_listed_binary_modified_after_loading_is_denied() {
     enf.replace_digests(2, &[listed_digest]).expect("allow");
     enf.set_scope(cgroup.id, scope(2, Mode::Enforce)).expect("add scope");
     assert_runs(&listed, Some(&cgroup), "listed binary before the change");
+    // That exec sealed it (vm_enforcer_seal.rs): it cannot be changed in place.
+    let err = OpenOptions::new().append(true).open(&listed).expect_err("open a sealed file for append");
+    assert_eq!(err.raw_os_error(), Some(26), "ETXTBSY: {err}");
 
-    // Same inode, same path, new bytes.
+    // A listed copy never run in the scope: same inode, same path, new bytes.
+    let (listed, listed_digest) = unique_busybox(&dir, "listed-2");
+    enf.replace_digests(2, &[listed_digest]).expect("allow");
     let mut file = OpenOptions::new().append(true).open(&listed).expect("open for append");
     file.write_all(b"tampered\n").expect("append");
     drop(file);
