@@ -100,8 +100,11 @@ impl MappedChild {
         let procs = cgroup.procs();
         let (cmd_rx, cmd_tx) = std::io::pipe().unwrap();
         let (ans_rx, ans_tx) = std::io::pipe().unwrap();
+        // The child closes its copies of the parent's ends (else its read of
+        // commands would never see the end of input).
+        let (parent_tx, parent_rx) = (cmd_tx.as_raw_fd(), ans_rx.as_raw_fd());
         // SAFETY: the test process has threads, so the child only makes
-        // async-signal-safe calls (write, mmap, read, _exit) on descriptors
+        // async-signal-safe calls (close, write, mmap, read, _exit) on descriptors
         // and memory that existed before the fork, allocates nothing and
         // takes no lock; it never returns into Rust code (it ends with
         // _exit). The mapping is a fresh one chosen by the kernel, compared
@@ -110,6 +113,8 @@ impl MappedChild {
         assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
         if pid == 0 {
             unsafe {
+                libc::close(parent_tx);
+                libc::close(parent_rx);
                 let zero = b"0";
                 if write(procs.as_raw_fd(), zero.as_ptr().cast(), 1) != 1 {
                     _exit(2);
