@@ -145,8 +145,13 @@ fn vm_enforcer_listed_binary_modified_after_loading_is_denied() {
     enf.replace_digests(2, &[listed_digest]).expect("allow");
     enf.set_scope(cgroup.id, scope(2, Mode::Enforce)).expect("add scope");
     assert_runs(&listed, Some(&cgroup), "listed binary before the change");
+    // That exec sealed it (vm_enforcer_seal.rs): it cannot be changed in place.
+    let err = OpenOptions::new().append(true).open(&listed).expect_err("open a sealed file for append");
+    assert_eq!(err.raw_os_error(), Some(26), "ETXTBSY: {err}");
 
-    // Same inode, same path, new bytes.
+    // A listed copy never run in the scope: same inode, same path, new bytes.
+    let (listed, listed_digest) = unique_busybox(&dir, "listed-2");
+    enf.replace_digests(2, &[listed_digest]).expect("allow");
     let mut file = OpenOptions::new().append(true).open(&listed).expect("open for append");
     file.write_all(b"tampered\n").expect("append");
     drop(file);
@@ -319,17 +324,25 @@ fn vm_enforcer_event_carries_the_namespaced_pid() {
     fs::remove_dir_all(dir).ok();
 }
 
-/// An anonymous memory file (memfd, no close-on-exec) holding `bytes`.
+/// An anonymous memory file (memfd, no close-on-exec) holding `bytes`,
+/// sealed with F_SEAL_WRITE (an unsealed one is refused whatever its content:
+/// see vm_enforcer_seal.rs).
 fn memfd_with(bytes: &[u8]) -> File {
+    const MFD_ALLOW_SEALING: std::ffi::c_uint = 0x2;
+    const F_ADD_SEALS: std::ffi::c_int = 1033;
+    const F_SEAL_WRITE: std::ffi::c_int = 0x8;
     // SAFETY: memfd_create reads the NUL-terminated name and returns a new
     // descriptor or -1; a new descriptor is owned by nothing else, so File
     // may take it.
     let file = unsafe {
-        let fd = sys::memfd_create(c"imgsign-payload".as_ptr(), 0);
+        let fd = sys::memfd_create(c"imgsign-payload".as_ptr(), MFD_ALLOW_SEALING);
         assert!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
         File::from_raw_fd(fd)
     };
     (&file).write_all(bytes).expect("fill memfd");
+    // SAFETY: fcntl(F_ADD_SEALS) on a descriptor this File owns.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), F_ADD_SEALS, F_SEAL_WRITE) };
+    assert_eq!(rc, 0, "F_ADD_SEALS: {}", io::Error::last_os_error());
     file
 }
 

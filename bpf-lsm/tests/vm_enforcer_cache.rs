@@ -11,13 +11,17 @@ use support::*;
 // ---------------------------------------------------------------------------
 // Per-inode digest cache: each test warms the cache with a listed binary,
 // then changes the content in a way that must invalidate it, and checks that
-// the next exec of the (now unlisted) content is denied. Each fails if the
-// corresponding invalidation is missing (checked by disabling it once).
+// the next exec of the (now unlisted) content is judged by its new digest.
+// Each fails if the corresponding invalidation is missing (checked by
+// disabling it once). The scopes AUDIT: in an enforce scope the warm-up
+// seals the file (seal.h), and the writes below fail with ETXTBSY
+// (vm_enforcer_seal.rs tests that); an audit scope caches the same way but
+// never seals, and reports the digest it judged, which is the proof here.
 // ---------------------------------------------------------------------------
 
 const ETXTBSY: i32 = 26;
 
-/// A listed file (busybox plus a tag) in an enforcing scope, with its bytes.
+/// A listed file (busybox plus a tag) in an auditing scope, with its bytes.
 struct CacheCase {
     dir: PathBuf,
     path: PathBuf,
@@ -30,13 +34,14 @@ struct CacheCase {
 impl CacheCase {
     fn new(name: &str, scope_id: u32) -> Self {
         let dir = scratch_dir(name);
+        assert_on_ext4(&dir);
         let (path, digest) = unique_busybox(&dir, &format!("cache-{name}"));
         let (runner, runner_digest) = unique_busybox(&dir, "runner");
         let bytes = fs::read(&path).unwrap();
         let cgroup = Cgroup::new(name);
         let mut enf = attach();
         enf.replace_digests(scope_id, &[digest, runner_digest]).expect("allow");
-        enf.set_scope(cgroup.id, scope(scope_id, Mode::Enforce)).expect("add scope");
+        enf.set_scope(cgroup.id, scope(scope_id, Mode::Audit)).expect("add scope");
         // The runner's own entry is filled now, so that later fill counts
         // are about the file under test only.
         assert_runs(&runner, Some(&cgroup), "runner");
@@ -62,21 +67,43 @@ impl CacheCase {
         assert!(self.enf.cache_hits().expect("stats") > hits, "{what}: the second exec did not use the cache");
     }
 
-    /// Runs the file, which must not run: it must be denied (or, with
-    /// `etxtbsy_ok`, refused with ETXTBSY).
-    fn assert_not_run(&self, etxtbsy_ok: bool, what: &str) -> i32 {
+    /// Drops the events reported so far.
+    fn forget_events(&mut self) {
+        while self.enf.next_event().expect("read event").is_some() {}
+    }
+
+    /// Runs the file, whose content is now unlisted: the exec must be judged
+    /// by the digest of the file's current content (an audit finding; a
+    /// stale cache entry would have served the listed digest, allowed and
+    /// not reported). With `etxtbsy_ok`, an exec refused with ETXTBSY (a
+    /// writer is open: nothing was judged) is accepted too.
+    fn assert_not_run(&mut self, etxtbsy_ok: bool, what: &str) {
+        self.forget_events();
+        let digest = sha256(&fs::read(&self.path).unwrap());
         match run_true(&self.path, Some(&self.cgroup)) {
-            Err(e) if is_denial(&e) => {
-                println!("{what}: denied ({e})");
-                e.raw_os_error().unwrap_or(0)
-            }
+            Ok(status) => println!("{what}: ran in the audit scope ({status})"),
             Err(e) if etxtbsy_ok && e.raw_os_error() == Some(ETXTBSY) => {
                 println!("{what}: ETXTBSY");
-                ETXTBSY
+                return;
             }
-            Err(e) => panic!("{what}: exec failed, but not with EPERM/EACCES: {e}"),
-            Ok(status) => panic!("{what}: unlisted content ran ({status})"),
+            Err(e) => panic!("{what}: exec failed in an audit scope: {e}"),
         }
+        let events = drain_events(&mut self.enf);
+        assert!(
+            events.iter().any(|e| e.hook == Hook::BprmCheck && e.verdict == Verdict::Audit && e.digest == Some(digest)),
+            "{what}: the exec was not judged by the new content's digest: {events:?}"
+        );
+    }
+
+    /// Runs the file, whose content is listed again: nothing to report.
+    fn assert_listed(&mut self, what: &str) {
+        self.forget_events();
+        assert_runs(&self.path, Some(&self.cgroup), what);
+        let events = drain_events(&mut self.enf);
+        assert!(
+            !events.iter().any(|e| e.hook == Hook::BprmCheck && e.verdict == Verdict::Audit),
+            "{what}: judged unlisted: {events:?}"
+        );
     }
 
     /// Maps the file PROT_EXEC from a child in the scope (which judges, and
@@ -92,6 +119,18 @@ impl Drop for CacheCase {
     }
 }
 
+/// The lab's /tmp is an ext4 disk (tmpfs is never cached): the files here
+/// must be on it for these tests to exercise the cache.
+fn assert_on_ext4(dir: &Path) {
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs(2) with a NUL-terminated path and a zeroed struct it fills.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both outlive the call.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statfs {}: {}", dir.display(), io::Error::last_os_error());
+    assert_eq!(st.f_type, 0xEF53, "{} is not on ext4 (f_type {:#x})", dir.display(), st.f_type);
+}
+
 fn pwrite_all(file: &File, bytes: &[u8], offset: u64) {
     use std::os::unix::fs::FileExt;
     file.write_all_at(bytes, offset).expect("pwrite");
@@ -100,7 +139,7 @@ fn pwrite_all(file: &File, bytes: &[u8], offset: u64) {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_write_through_a_new_fd_invalidates() {
-    let case = CacheCase::new("cache-write", 40);
+    let mut case = CacheCase::new("cache-write", 40);
     case.warm("listed binary");
     let unlisted = case.unlisted_bytes();
     // In place, no truncation: only the open for write can tell.
@@ -113,13 +152,13 @@ fn vm_enforcer_cache_write_through_a_new_fd_invalidates() {
     let file = OpenOptions::new().write(true).open(&case.path).unwrap();
     pwrite_all(&file, &case.bytes[case.bytes.len() - 2..], (case.bytes.len() - 2) as u64);
     drop(file);
-    assert_runs(&case.path, Some(&case.cgroup), "listed bytes restored");
+    case.assert_listed("listed bytes restored");
 }
 
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_writer_opened_before_the_warm_up_is_never_trusted() {
-    let case = CacheCase::new("cache-early", 41);
+    let mut case = CacheCase::new("cache-early", 41);
     let unlisted = case.unlisted_bytes();
     // The writer exists before anything is cached...
     let file = OpenOptions::new().write(true).open(&case.path).unwrap();
@@ -139,10 +178,16 @@ fn vm_enforcer_cache_writer_opened_before_the_warm_up_is_never_trusted() {
     let filled = case.enf.cache_fills().unwrap() - fills;
     pwrite_all(&file, &unlisted[unlisted.len() - 2..], (unlisted.len() - 2) as u64);
     case.assert_not_run(true, "unlisted bytes, writer still open");
-    match case.map_exec() {
-        Err(e) if is_denial(&e) => println!("mapping of the unlisted bytes, writer open: denied"),
-        other => panic!("PROT_EXEC mapping of the unlisted bytes: {other:?}"),
-    }
+    case.forget_events();
+    assert!(case.map_exec().expect("map the unlisted file (audit)").success());
+    let unlisted_digest = sha256(&fs::read(&case.path).unwrap());
+    let events = drain_events(&mut case.enf);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.hook == Hook::MmapFile && e.verdict == Verdict::Audit && e.digest == Some(unlisted_digest)),
+        "mapping of the unlisted bytes, writer open, not judged by its digest: {events:?}"
+    );
     drop(file);
     case.assert_not_run(false, "unlisted bytes written through an fd opened before the warm-up");
     assert_eq!(filled, 0, "the cache was filled while a writer was open");
@@ -151,7 +196,7 @@ fn vm_enforcer_cache_writer_opened_before_the_warm_up_is_never_trusted() {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_truncate_by_path_invalidates() {
-    let case = CacheCase::new("cache-trunc", 42);
+    let mut case = CacheCase::new("cache-trunc", 42);
     case.warm("listed binary");
     // truncate(2) by path takes write access without any open: cutting
     // the tag leaves plain busybox, which runs but is not listed.
@@ -178,7 +223,7 @@ fn vm_enforcer_cache_truncate_by_path_invalidates() {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_shared_writable_mapping_invalidates() {
-    let case = CacheCase::new("cache-shmap", 43);
+    let mut case = CacheCase::new("cache-shmap", 43);
     case.warm("listed binary");
     let len = case.bytes.len();
     let file = OpenOptions::new().read(true).write(true).open(&case.path).unwrap();
@@ -216,7 +261,7 @@ fn vm_enforcer_cache_shared_writable_mapping_invalidates() {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_rename_onto_the_path_is_another_inode() {
-    let case = CacheCase::new("cache-rename", 44);
+    let mut case = CacheCase::new("cache-rename", 44);
     case.warm("listed binary");
     let tmp = case.dir.join("replacement");
     write_executable(&tmp, &case.unlisted_bytes());
@@ -238,22 +283,22 @@ fn vm_enforcer_cache_read_only_open_with_o_trunc_invalidates() {
     assert_eq!(fs::metadata(&case.path).unwrap().len(), 0, "not truncated");
     // An empty file is judged before any binary handler looks at it. A
     // stale cache entry would let it through to ENOEXEC (and glibc would
-    // then try /bin/sh on it, which is unlisted here and denied: so the
-    // proof is the denial event carrying the empty content's digest).
+    // then try /bin/sh on it: so the proof is the audit event carrying the
+    // empty content's digest).
     let result = run_true(&case.path, Some(&case.cgroup));
     let empty = sha256(b"");
     let events = drain_events(&mut case.enf);
     assert!(
-        events.iter().any(|e| e.verdict == Verdict::Deny && e.digest == Some(empty)),
+        events.iter().any(|e| e.verdict == Verdict::Audit && e.digest == Some(empty)),
         "the truncated (empty) content was not judged by its own digest: {result:?}, {events:?}"
     );
-    println!("empty file after O_RDONLY|O_TRUNC: denied by its own digest ({result:?})");
+    println!("empty file after O_RDONLY|O_TRUNC: judged by its own digest ({result:?})");
 }
 
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_write_through_a_hard_link_invalidates() {
-    let case = CacheCase::new("cache-link", 46);
+    let mut case = CacheCase::new("cache-link", 46);
     let link = case.dir.join("other-name");
     fs::hard_link(&case.path, &link).unwrap();
     case.warm("listed binary");
@@ -267,7 +312,7 @@ fn vm_enforcer_cache_write_through_a_hard_link_invalidates() {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_cache_is_not_used_on_overlayfs() {
-    let case = CacheCase::new("cache-ovl", 47);
+    let mut case = CacheCase::new("cache-ovl", 47);
     let (lower, upper, work, merged) =
         (case.dir.join("lower"), case.dir.join("upper"), case.dir.join("work"), case.dir.join("merged"));
     for d in [&lower, &upper, &work, &merged] {
@@ -300,8 +345,12 @@ fn vm_enforcer_cache_is_not_used_on_overlayfs() {
     let file = OpenOptions::new().write(true).open(&lower_file).unwrap();
     pwrite_all(&file, &unlisted[unlisted.len() - 2..], (unlisted.len() - 2) as u64);
     drop(file);
-    match run_true(&via_overlay, Some(&case.cgroup)) {
-        Err(e) if is_denial(&e) => println!("overlay file after a write to its lower file: denied"),
-        other => panic!("overlay file after a write to its lower file: {other:?}"),
-    }
+    case.forget_events();
+    assert_runs(&via_overlay, Some(&case.cgroup), "overlay file after a write to its lower file (audit)");
+    let digest = sha256(&fs::read(&via_overlay).unwrap());
+    let events = drain_events(&mut case.enf);
+    assert!(
+        events.iter().any(|e| e.hook == Hook::BprmCheck && e.verdict == Verdict::Audit && e.digest == Some(digest)),
+        "overlay file after a write to its lower file: not judged by its new digest: {events:?}"
+    );
 }

@@ -67,7 +67,9 @@
 //             the pins, kernel module/firmware/kexec loads; sticky scopes
 //             at fork;
 //   patch.h   no code patching in a scope (/proc/PID/mem, ptrace,
-//             userfaultfd, W+X) and the strict profile: its own programs.
+//             userfaultfd, W+X) and the strict profile: its own programs;
+//   seal.h    sealed execution: what was judged cannot be written while it
+//             runs, files with writers and unsealed memfds do not run.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -101,6 +103,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "enforcer/fs.h"
 #include "enforcer/guard.h"
 #include "enforcer/patch.h"
+#include "enforcer/seal.h"
 
 /* The verdict for `file` run by the current task: 0 or -EPERM. */
 static __always_inline int decide(struct file *file, __u8 hook)
@@ -108,6 +111,7 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	struct enf_digest_key key = {};
 	struct enf_scope scope = {};
 	struct enf_fs fs = {};
+	struct seal_state seal = {};
 	__u64 cgroup_id, scope_cgroup_id = 0;
 	__s32 hash_ret;
 	__u8 verdict, reason = ENF_REASON_DIGEST;
@@ -119,6 +123,9 @@ static __always_inline int decide(struct file *file, __u8 hook)
 
 	/* fs.h: the real file under overlayfs; remote file systems. */
 	fs_judge(file, &fs);
+	/* Sealed execution (seal.h), before the hash: unsealed memfds and
+	 * files with writers are refused whatever their digest. */
+	seal_prepare(&seal, file);
 	if (fs.remote && !(scope.flags & ENF_FLAG_REMOTE_FS)) {
 		reason = ENF_REASON_REMOTE_FS;
 		hash_ret = -EOPNOTSUPP;
@@ -134,6 +141,15 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	else
 		/* Unhashable, or hashed with another algorithm: unknown. */
 		__builtin_memset(key.digest, 0, ENF_SHA256_LEN);
+
+	/* Sealed execution, after: known content is sealed (enforce scopes
+	 * only), unless a writer was or may have been there (seal.h, 2). */
+	if (known && !seal.reason)
+		seal.reason = seal_commit(&seal, scope.mode == ENF_MODE_ENFORCE);
+	if (known && seal.reason) {
+		known = 0;
+		reason = seal.reason;
+	}
 
 	if (known)
 		verdict = ENF_VERDICT_ALLOW;

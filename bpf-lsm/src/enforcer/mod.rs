@@ -28,13 +28,14 @@
 //! the ELF loader makes that stack with no LSM hook and past the exec's
 //! point of no return.
 //!
-//! Digest cache: the SHA-256 of a regular file on ext4, xfs, tmpfs, ramfs or
+//! Digest cache: the SHA-256 of a regular file on ext4, xfs, ramfs or
 //! btrfs is kept per inode (`enf_inode_cache`, inode storage) and reused
 //! while no writer exists and no open for write or size change happened
 //! since (programs on `file_open` and `inode_setattr` bump a per-inode
 //! generation; the argument is in the C file). It holds digests, not
-//! verdicts, so set replacement needs no invalidation. Overlayfs, NFS, FUSE
-//! and other filesystems are hashed at every decision.
+//! verdicts, so set replacement needs no invalidation. Overlayfs, NFS, FUSE,
+//! tmpfs (whose pages long-term pins such as io_uring fixed buffers write
+//! with no writer open) and other filesystems are hashed at every decision.
 //!
 //! Which file is judged (`src/bpf/enforcer/fs.h`): on overlayfs a mapping
 //! runs the real (lower or upper) file the overlay file opened, which after a
@@ -51,6 +52,22 @@
 //! Unknown content is refused with `EPERM` in [`Mode::Enforce`] and allowed
 //! but reported in [`Mode::Audit`]. Tasks under no scope are untouched (the
 //! programs return before hashing).
+//!
+//! Sealed execution (`seal.h`): when a task in an enforce scope is allowed
+//! to exec a file or map it executable, the inode is sealed (`enf_seals`,
+//! inode storage, any regular file on any filesystem): while it stays in
+//! memory, every open for write (and `O_TRUNC`) and every size change fails
+//! with `ETXTBSY`, from any task, and is reported ([`Reason::Sealed`]). A
+//! file with writers (open for write, or a writable shared mapping) is
+//! refused ([`Reason::Writers`]), and so is an executable memfd or other
+//! unlinked shmem file unless it is sealed with `F_SEAL_WRITE` or
+//! `F_SEAL_FUTURE_WRITE` and has no writable shared mapping
+//! ([`Reason::Memfd`]; hugetlbfs memfds always). Writing a new file and
+//! renaming it over the path still works (a new inode). Audit scopes never
+//! seal; they report what would have been refused. Not stopped: pages of a
+//! tmpfs file or memfd pinned for writing before the seal (io_uring fixed
+//! buffers) keep writing while it runs; the strict profile refuses
+//! io_uring. The seals live as long as the programs: unpinning ends them.
 //!
 //! Scope model: a scope is a cgroup v2 subtree, named by the cgroup id of its
 //! top directory (its inode number, see [`cgroup_id`]) in
@@ -108,8 +125,10 @@
 //! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
 //! six maps above under a bpffs directory (`link_enf_bprm_check`,
 //! `link_enf_mmap_file`, `link_enf_file_mprotect`, `link_enf_file_open`,
-//! `link_enf_inode_setattr`, a `link_` per guard program, the
-//! `link_enf_patch_*` links, and the map names), so enforcement outlives the
+//! `link_enf_inode_setattr`, `link_enf_seal_file_open`,
+//! `link_enf_seal_inode_setattr`, a `link_` per guard program, the
+//! `link_enf_patch_*` links, and the map names; `enf_seals` is not pinned:
+//! nothing in user space reads or writes it), so enforcement outlives the
 //! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
 //! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
 //! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
@@ -186,6 +205,12 @@ const GUARD_PROGRAMS: [(&str, &str); 8] = [
 const SETATTR_HOOK: &str = "inode_setattr";
 /// Pin name (after `link_`) of whichever `inode_setattr` program loaded.
 const SETATTR_PIN: &str = "enf_inode_setattr";
+/// The seal guards (`seal.h`): refuse opens for write and size changes of
+/// sealed inodes. Attached with the cache invalidation, before [`PROGRAMS`]
+/// (which seal), detached after them; same two `inode_setattr` forms.
+const SEAL_FILE_OPEN_PROGRAM: (&str, &str) = ("enf_seal_file_open", "file_open");
+const SEAL_SETATTR_PROGRAMS: [&str; 2] = ["enf_seal_inode_setattr3", "enf_seal_inode_setattr2"];
+const SEAL_SETATTR_PIN: &str = "enf_seal_inode_setattr";
 const SCOPES_MAP: &str = "enf_scopes";
 const SETS_MAP: &str = "enf_sets";
 const ALLOWED_MAP: &str = "enf_allowed";
@@ -454,7 +479,12 @@ impl Enforcer {
             .chain(PATCH_PROGRAMS.iter())
             .chain([&EXEC_STACK_PROGRAM])
             .map(|(program, _)| link_pin_name(program))
-            .chain([link_pin_name(FILE_OPEN_PROGRAM.0), link_pin_name(SETATTR_PIN)])
+            .chain([
+                link_pin_name(SEAL_FILE_OPEN_PROGRAM.0),
+                link_pin_name(SEAL_SETATTR_PIN),
+                link_pin_name(FILE_OPEN_PROGRAM.0),
+                link_pin_name(SETATTR_PIN),
+            ])
             .chain(GUARD_PROGRAMS.iter().map(|(program, _)| link_pin_name(program)));
         for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
             let path = dir.join(name);
@@ -501,24 +531,11 @@ impl Enforcer {
         // Cache invalidation first: nothing may fill the cache before every
         // content change is seen.
         attach_one(&mut ebpf, &btf, FILE_OPEN_PROGRAM.0, FILE_OPEN_PROGRAM.1, FILE_OPEN_PROGRAM.0, pin_dir)?;
-        let mut setattr_error = None;
-        for program in SETATTR_PROGRAMS {
-            match attach_one(&mut ebpf, &btf, program, SETATTR_HOOK, SETATTR_PIN, pin_dir) {
-                Ok(()) => {
-                    setattr_error = None;
-                    break;
-                }
-                // The verifier refuses the form that does not match this
-                // kernel's hook; the other one is tried next.
-                Err(e @ EnforcerError::Load { .. }) => {
-                    setattr_error.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if let Some(e) = setattr_error {
-            return Err(e);
-        }
+        attach_either(&mut ebpf, &btf, SETATTR_PROGRAMS, SETATTR_HOOK, SETATTR_PIN, pin_dir)?;
+        // The seal guards next: nothing may be sealed before they see writes.
+        let (program, hook) = SEAL_FILE_OPEN_PROGRAM;
+        attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
+        attach_either(&mut ebpf, &btf, SEAL_SETATTR_PROGRAMS, SETATTR_HOOK, SEAL_SETATTR_PIN, pin_dir)?;
         for (program, hook) in GUARD_PROGRAMS {
             attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
         }
@@ -840,6 +857,31 @@ fn attach_fexit(
         FdLink::from(link).pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
     }
     Ok(())
+}
+
+/// Attaches the first of `programs` (two forms of one hook whose arguments
+/// differ between kernels) that the verifier accepts, pinned as `link_<pin>`.
+fn attach_either(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    programs: [&'static str; 2],
+    hook: &'static str,
+    pin: &str,
+    pin_dir: Option<&Path>,
+) -> Result<(), EnforcerError> {
+    let mut first_error = None;
+    for program in programs {
+        match attach_one(ebpf, btf, program, hook, pin, pin_dir) {
+            Ok(()) => return Ok(()),
+            // The verifier refuses the form that does not match this
+            // kernel's hook; the other one is tried next.
+            Err(e @ EnforcerError::Load { .. }) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(first_error.expect("two programs were tried"))
 }
 
 impl Drop for Enforcer {

@@ -51,7 +51,13 @@
  *    other inode with i_nlink == 0, nor anything but a regular file.
  * 2. Filesystems: only where every content change of an inode goes through
  *    1a/1b on that very inode, by s_magic: ext4 (and ext2/3) 0xEF53, xfs,
- *    tmpfs, ramfs, btrfs. NOT overlayfs (writes reach its real lower/upper
+ *    ramfs, btrfs. NOT tmpfs/shmem: long-term pinned pages (io_uring fixed
+ *    buffers registered on a MAP_SHARED mapping of the file, then the
+ *    mapping unmapped and the fd closed) write its pages with no writer
+ *    open and no hook called. The kernel allows such write pins of file
+ *    pages only on shmem and hugetlbfs (io_uring's own check on 6.1, GUP's
+ *    FOLL_LONGTERM check since 6.5), so the disk filesystems above and
+ *    ramfs are not exposed. NOT overlayfs (writes reach its real lower/upper
  *    inodes, not the overlay inode whose file exec sees), nor NFS, FUSE, 9p,
  *    CIFS (content changes on another machine or in a user-space server;
  *    fs.h refuses code from those unless a scope opts in).
@@ -129,7 +135,6 @@ static __always_inline int cacheable_fs(unsigned long magic)
 {
 	return magic == 0xEF53 ||      /* ext2/3/4 */
 	       magic == 0x58465342 ||  /* xfs */
-	       magic == 0x01021994 ||  /* tmpfs */
 	       magic == 0x858458F6 ||  /* ramfs */
 	       magic == 0x9123683E;    /* btrfs */
 }
