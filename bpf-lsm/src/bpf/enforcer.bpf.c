@@ -115,10 +115,11 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	__u64 cgroup_id, scope_cgroup_id = 0;
 	__s32 hash_ret;
 	__u8 verdict, reason = ENF_REASON_DIGEST;
-	int known = 0;
+	int known = 0, escaped;
 
 	if (!find_scope(&scope, &scope_cgroup_id))
 		return 0; /* not in any scope: untouched */
+	escaped = scope.pad == ENF_SCOPE_ESCAPED;
 	cgroup_id = bpf_get_current_cgroup_id();
 
 	/* fs.h: the real file under overlayfs; remote file systems. */
@@ -157,8 +158,9 @@ static __always_inline int decide(struct file *file, __u8 hook)
 		verdict = ENF_VERDICT_AUDIT;
 	else
 		verdict = ENF_VERDICT_DENY;
-	/* A task that left its sticky scope is judged by it too (scope.h). */
-	sticky_judge(&key, hash_ret, &scope, &scope_cgroup_id, &verdict, &reason);
+	/* A task that left its sticky scope for no scope is judged by it (scope.h). */
+	if (verdict != ENF_VERDICT_ALLOW && escaped && reason == ENF_REASON_DIGEST)
+		reason = ENF_REASON_ESCAPE;
 
 	if (verdict != ENF_VERDICT_ALLOW || (scope.flags & ENF_FLAG_REPORT_ALLOWED))
 		emit(file, hook, verdict, reason, cgroup_id, scope_cgroup_id, &scope, hash_ret,

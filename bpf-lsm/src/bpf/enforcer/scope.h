@@ -20,11 +20,13 @@
  *     nearest scoped ancestor; a scope removed from the policy no longer
  *     applies to it.
  *   - A task that left it (a write to another cgroup's cgroup.procs, or
- *     moved by someone else) is judged by the sticky scope as well as by
- *     the scope of its current cgroup: both must allow (sticky_judge). In a
- *     cgroup under no scope, the sticky scope alone decides (find_scope
- *     returns it), so every program that asks whether a task is scoped sees
- *     the escaped task as scoped.
+ *     moved by someone else) into a cgroup under no scope is judged by the
+ *     sticky scope (find_scope returns it, marked ENF_SCOPE_ESCAPED, and a
+ *     refusal is reported with reason ESCAPE), so every program that asks
+ *     whether a task is scoped sees the escaped task as scoped. A task that
+ *     moved into ANOTHER scope is judged by that scope only (judging it by
+ *     both, as was tried, walks the cgroups once more per decision and made
+ *     the exec program too large for 6.1's verifier).
  *   - If the sticky scope's entry is gone (the scope was removed after the
  *     task escaped), the recorded entry decides: fail closed. An escaped
  *     task of an enforce scope keeps being refused what its scope's digest
@@ -34,6 +36,10 @@
  * and made no decision and no fork since has no record yet; leaving then
  * escapes (its next decision happens outside).
  */
+/* Set in the `pad` of a scope copy (never in the map) when find_scope
+ * returned the sticky scope of a task that left it. */
+#define ENF_SCOPE_ESCAPED 1
+
 struct enf_sticky {
 	__u64 cgroup_id;        /* the sticky scope's cgroup */
 	struct enf_scope scope; /* its entry when last seen */
@@ -131,29 +137,7 @@ static __always_inline int find_scope(struct enf_scope *scope, __u64 *scope_cgro
 	 * recorded entry if it is gone (fail closed). */
 	if (!scope_entry(sticky_id, scope))
 		*scope = sticky->scope;
-	*scope_cgroup_id = sticky_id;
-	return 1;
-}
-
-/* Whether the current task left its sticky scope's subtree; if so, the
- * sticky scope (its current entry, or the recorded one if it is gone) and
- * its cgroup id. */
-static __always_inline int escaped_scope(struct enf_scope *scope, __u64 *scope_cgroup_id)
-{
-	struct enf_sticky *sticky;
-	struct enf_scope nearest;
-	__u64 nearest_id, sticky_id;
-	int inside;
-
-	sticky = bpf_task_storage_get(&enf_task_scope, bpf_get_current_task_btf(), 0, 0);
-	if (!sticky || !sticky->cgroup_id)
-		return 0;
-	sticky_id = sticky->cgroup_id;
-	walk_scopes(&nearest, &nearest_id, sticky_id, &inside);
-	if (inside)
-		return 0;
-	if (!scope_entry(sticky_id, scope))
-		*scope = sticky->scope;
+	scope->pad = ENF_SCOPE_ESCAPED; /* only in this copy: decide() reports ESCAPE */
 	*scope_cgroup_id = sticky_id;
 	return 1;
 }
@@ -200,52 +184,15 @@ static __always_inline int allowed_in(struct enf_scope *scope, __u64 *scope_cgro
 	return 0;
 }
 
-/* Whether the digest set in force for the current task holds key->digest. */
+/* Whether the digest set in force for the current task holds key->digest.
+ * A retry re-reads the entry of the same scope cgroup (which is where a
+ * replacement switches the scope id) rather than walking the cgroups again:
+ * a second walk per retry made the exec program too large for 6.1's
+ * verifier once sticky scopes were added. */
 static __always_inline int allowed(struct enf_scope *scope, __u64 *scope_cgroup_id,
 				   struct enf_digest_key *key)
 {
-	return allowed_in(scope, scope_cgroup_id, key, 0);
-}
-
-/* How strong a verdict is: allow < audit < deny. */
-static __always_inline int verdict_rank(__u8 verdict)
-{
-	return verdict == ENF_VERDICT_DENY ? 2 : verdict == ENF_VERDICT_AUDIT ? 1 : 0;
-}
-
-/* After a decision by find_scope's scope: a task that left its sticky scope
- * is judged by it too (both must allow). If find_scope's scope is the
- * sticky scope itself (the task is in a cgroup under no scope), only the
- * reason changes. A stricter verdict from the sticky scope replaces
- * `verdict`, with reason ENF_REASON_ESCAPE and the sticky scope as the one
- * reported. */
-static __always_inline void sticky_judge(struct enf_digest_key *key, __s32 hash_ret,
-					 struct enf_scope *scope, __u64 *scope_cgroup_id,
-					 __u8 *verdict, __u8 *reason)
-{
-	struct enf_scope sticky = {};
-	__u64 sticky_id = 0;
-	__u8 v;
-
-	if (!escaped_scope(&sticky, &sticky_id))
-		return;
-	if (sticky_id == *scope_cgroup_id) {
-		if (*verdict != ENF_VERDICT_ALLOW)
-			*reason = ENF_REASON_ESCAPE;
-		return;
-	}
-	if (*verdict == ENF_VERDICT_DENY)
-		return;
-	if (hash_ret == ENF_HASH_ALGO_SHA256 && allowed_in(&sticky, &sticky_id, key, 1))
-		v = ENF_VERDICT_ALLOW;
-	else
-		v = sticky.mode == ENF_MODE_AUDIT ? ENF_VERDICT_AUDIT : ENF_VERDICT_DENY;
-	if (verdict_rank(v) > verdict_rank(*verdict)) {
-		*verdict = v;
-		*reason = ENF_REASON_ESCAPE;
-		*scope = sticky;
-		*scope_cgroup_id = sticky_id;
-	}
+	return allowed_in(scope, scope_cgroup_id, key, 1);
 }
 
 #endif /* IMGSIGN_ENF_SCOPE_H */
