@@ -80,7 +80,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub inject_hang: bool,
     /// Wall-time limit per boot, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
     /// Boot the kernels one after the other instead of concurrently.
     #[arg(long)]
