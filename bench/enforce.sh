@@ -42,7 +42,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--kernel all)
-IMGSIGN_LAB_DATA_DISK=$ROOTFS IMGSIGN_LAB_QEMU_ARGS="-icount shift=0,sleep=off" \
+IMGSIGN_LAB_PROFILE=release IMGSIGN_LAB_DATA_DISK=$ROOTFS IMGSIGN_LAB_QEMU_ARGS="-icount shift=0,sleep=off" \
     bash "$ROOT/scripts/lab.sh" "${args[@]}" --sequential --filter _bench_ --timeout 3000 2>&1 | tee "$log"
 {
     echo "# bench/enforce.sh $(date -u +%FT%TZ) $(git -C "$ROOT" rev-parse --short HEAD)"

@@ -76,7 +76,7 @@ fn vm_enforcer_bench_exec_latency() {
     for _ in 0..ROUNDS {
         bare.extend(exec_times(&small, RUNS, none));
         big_bare.extend(exec_times(&big, 3, none));
-        let mut enf = attach();
+        let mut enf = attach_private();
         enf.replace_digests(30, &[small_digest, big_digest]).expect("allow");
         std::thread::sleep(Duration::from_millis(200));
         unscoped.extend(exec_times(&small, RUNS, none));

@@ -70,7 +70,7 @@ fn vm_enforcer_bench_file_io() {
         if with_tar {
             samples[3].push(untar(&work));
         }
-        let mut enf = attach();
+        let mut enf = attach_private();
         enf.replace_digests(60, &[busybox_digest]).expect("allow");
         std::thread::sleep(Duration::from_millis(200));
         samples[1].extend((0..LOOP_SAMPLES).map(|_| write_loop(&work)));
@@ -141,7 +141,7 @@ fn vm_enforcer_bench_overlay_exec() {
     for _ in 0..ROUNDS {
         bare.extend(exec_times(&via_overlay, RUNS, none));
         direct_bare.extend(exec_times(&direct, RUNS, none));
-        let mut enf = attach();
+        let mut enf = attach_private();
         enf.replace_digests(61, &[digest]).expect("allow");
         enf.set_scope(cgroup.id, scope(61, Mode::Enforce)).expect("add scope");
         let _ = exec_times(&via_overlay, 1, none); // the first, cold, exec

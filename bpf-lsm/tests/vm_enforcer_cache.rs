@@ -311,15 +311,18 @@ fn vm_enforcer_cache_write_through_a_hard_link_invalidates() {
 
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
-fn vm_enforcer_cache_is_not_used_on_overlayfs() {
+fn vm_enforcer_cache_on_overlayfs_follows_the_real_file() {
     let mut case = CacheCase::new("cache-ovl", 47);
     let (lower, upper, work, merged) =
         (case.dir.join("lower"), case.dir.join("upper"), case.dir.join("work"), case.dir.join("merged"));
     for d in [&lower, &upper, &work, &merged] {
         fs::create_dir(d).unwrap();
     }
-    let lower_file = lower.join("busybox-ovl");
-    write_executable(&lower_file, &case.bytes);
+    // Two lower files with the listed bytes: one is written behind the
+    // overlay, the other through it (a copy-up).
+    let (behind, through) = (lower.join("busybox-behind"), lower.join("busybox-through"));
+    write_executable(&behind, &case.bytes);
+    write_executable(&through, &case.bytes);
     let status = Command::new(busybox())
         .args(["mount", "-t", "overlay", "overlay", "-o"])
         .arg(format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display()))
@@ -334,23 +337,53 @@ fn vm_enforcer_cache_is_not_used_on_overlayfs() {
         }
     }
     let _unmount = Unmount(merged.clone());
-    let via_overlay = merged.join("busybox-ovl");
-    assert_runs(&via_overlay, Some(&case.cgroup), "listed binary through overlayfs");
-    let hits = case.enf.cache_hits().unwrap();
-    assert_runs(&via_overlay, Some(&case.cgroup), "listed binary through overlayfs");
-    assert_eq!(case.enf.cache_hits().unwrap(), hits, "an overlayfs file was served from the cache");
-    // Why: a write to the lower file changes what the overlay shows without
-    // any open of the overlay inode.
     let unlisted = case.unlisted_bytes();
-    let file = OpenOptions::new().write(true).open(&lower_file).unwrap();
-    pwrite_all(&file, &unlisted[unlisted.len() - 2..], (unlisted.len() - 2) as u64);
+    let tail = (unlisted.len() - 2) as u64;
+
+    // Warm execs of an overlay file use the cache (keyed on the overlay
+    // inode, recorded for its real lower file).
+    for name in ["busybox-behind", "busybox-through"] {
+        let via_overlay = merged.join(name);
+        assert_runs(&via_overlay, Some(&case.cgroup), "listed binary through overlayfs");
+        let hits = case.enf.cache_hits().unwrap();
+        assert_runs(&via_overlay, Some(&case.cgroup), "listed binary through overlayfs");
+        assert!(case.enf.cache_hits().unwrap() > hits, "{name}: the warm exec through overlayfs did not use the cache");
+    }
+
+    // A write to the lower file behind the mount (no open of the overlay
+    // inode) must be seen: the real file's own write generation.
+    let file = OpenOptions::new().write(true).open(&behind).unwrap();
+    pwrite_all(&file, &unlisted[unlisted.len() - 2..], tail);
     drop(file);
-    case.forget_events();
-    assert_runs(&via_overlay, Some(&case.cgroup), "overlay file after a write to its lower file (audit)");
-    let digest = sha256(&fs::read(&via_overlay).unwrap());
-    let events = drain_events(&mut case.enf);
-    assert!(
-        events.iter().any(|e| e.hook == Hook::BprmCheck && e.verdict == Verdict::Audit && e.digest == Some(digest)),
-        "overlay file after a write to its lower file: not judged by its new digest: {events:?}"
-    );
+    let judged = |case: &mut CacheCase, path: &Path, what: &str| {
+        case.forget_events();
+        assert_runs(path, Some(&case.cgroup), what);
+        let digest = sha256(&fs::read(path).unwrap());
+        let events = drain_events(&mut case.enf);
+        assert!(
+            events.iter().any(|e| e.hook == Hook::BprmCheck && e.verdict == Verdict::Audit && e.digest == Some(digest)),
+            "{what}: not judged by its new digest: {events:?}"
+        );
+    };
+    judged(&mut case, &merged.join("busybox-behind"), "overlay file after a write to its lower file");
+
+    // A write through the overlay copies the file up: the next exec maps
+    // the new upper file and is judged by its bytes.
+    let file = OpenOptions::new().write(true).open(merged.join("busybox-through")).unwrap();
+    pwrite_all(&file, &unlisted[unlisted.len() - 2..], tail);
+    drop(file);
+    assert!(upper.join("busybox-through").exists(), "the write did not copy the file up");
+    judged(&mut case, &merged.join("busybox-through"), "overlay file after a write through the overlay");
+    // Its lower file is unchanged and its digest listed: exec it directly
+    // twice and it stays allowed (the copy-up did not poison anything).
+    assert_runs(&through, Some(&case.cgroup), "the lower file after the copy-up");
+    // And a write to the new upper file behind the mount is seen as well.
+    let mut relisted = unlisted.clone();
+    let at = relisted.len() - 3;
+    relisted[at] ^= 0x01;
+    assert_runs(&merged.join("busybox-through"), Some(&case.cgroup), "warm the upper file");
+    let file = OpenOptions::new().write(true).open(upper.join("busybox-through")).unwrap();
+    pwrite_all(&file, &relisted[at..], at as u64);
+    drop(file);
+    judged(&mut case, &merged.join("busybox-through"), "overlay file after a write to its upper file");
 }

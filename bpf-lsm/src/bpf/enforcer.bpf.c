@@ -97,10 +97,10 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #include "enforcer/maps.h"
+#include "enforcer/fs.h"
 #include "enforcer/cache.h"
 #include "enforcer/events.h"
 #include "enforcer/scope.h"
-#include "enforcer/fs.h"
 #include "enforcer/guard.h"
 #include "enforcer/patch.h"
 #include "enforcer/seal.h"
@@ -130,12 +130,11 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	if (fs.remote && !(scope.flags & ENF_FLAG_REMOTE_FS)) {
 		reason = ENF_REASON_REMOTE_FS;
 		hash_ret = -EOPNOTSUPP;
-	} else if (fs.unknown || !fs_watch_begin(&fs)) {
+	} else if (fs.unknown) {
 		hash_ret = -ENF_ESTALE;
 	} else {
-		hash_ret = file_digest(file, key.digest);
-		if (!fs_watch_end(&fs))
-			hash_ret = -ENF_ESTALE; /* the hash read another file than the mapped one */
+		/* cache.h: cached, or hashed (under overlayfs, watched: fs.h). */
+		hash_ret = file_digest(file, &fs, key.digest);
 	}
 	if (hash_ret == ENF_HASH_ALGO_SHA256)
 		known = allowed(&scope, &scope_cgroup_id, &key);

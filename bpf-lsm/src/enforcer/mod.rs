@@ -614,6 +614,17 @@ impl Enforcer {
         })
     }
 
+    /// The scope ids that have a digest set, in order.
+    pub fn scope_ids_with_sets(&mut self) -> Result<Vec<u32>, EnforcerError> {
+        let sets = self.sets()?;
+        let mut ids = Vec::new();
+        for entry in sets.iter() {
+            ids.push(map_err(SETS_MAP, entry)?.0);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Makes the cgroup `cgroup_id` a scope, or changes its settings.
     pub fn set_scope(&mut self, cgroup_id: u64, scope: Scope) -> Result<(), EnforcerError> {
         let raw = EnfScope { scope_id: scope.id, mode: scope.mode.to_raw(), flags: scope.flags(), pad: 0 };

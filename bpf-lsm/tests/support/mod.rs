@@ -224,6 +224,29 @@ pub fn scope(id: u32, mode: Mode) -> Scope {
     Scope::new(id, mode)
 }
 
+/// Where the in-VM tests share one pinned enforcer.
+pub const SHARED_PIN: &str = "/sys/fs/bpf/imgsign-lab-shared";
+
+/// The enforcer most tests use: one pinned under [`SHARED_PIN`], loaded by
+/// the first test of a boot and opened by the others, with no scope, no
+/// digest set and no pending event left from an earlier test. Loading the
+/// programs costs seconds under the lab's emulation, and detaching them as
+/// long again: once per boot instead of once per test. Tests about loading,
+/// pinning or detaching itself use [`attach_private`].
 pub fn attach() -> Enforcer {
+    let mut enf = Enforcer::attach_pinned(Path::new(SHARED_PIN)).expect("load (or open) the shared enforcer");
+    for (cgroup_id, _) in enf.scopes_in_force().expect("read scopes") {
+        enf.remove_scope(cgroup_id).expect("remove an earlier test's scope");
+    }
+    for scope_id in enf.scope_ids_with_sets().expect("read digest sets") {
+        enf.remove_digest_set(scope_id).expect("remove an earlier test's digest set");
+    }
+    while enf.next_event().expect("read event").is_some() {}
+    enf
+}
+
+/// An enforcer of this test's own, detached when dropped (benchmarks, and
+/// tests of attaching and detaching).
+pub fn attach_private() -> Enforcer {
     Enforcer::attach().expect("load and attach the enforcer")
 }

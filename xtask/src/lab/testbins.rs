@@ -32,12 +32,26 @@ pub struct Suite {
 /// Builds the `vm_*` test targets and lists their `vm_*` tests.
 pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = release_build()?;
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args(["test", "--release", "--no-run", "--message-format=json-render-diagnostics"]);
-    for package in PACKAGES {
-        cmd.args(["--package", package]);
+    cmd.current_dir(root).args(["test", "--no-run", "--message-format=json-render-diagnostics"]);
+    if release {
+        // Benchmarks time the loader and the test programs themselves.
+        cmd.arg("--release");
+        for package in PACKAGES {
+            cmd.args(["--package", package]);
+        }
+    } else {
+        // The whole workspace, exactly as `cargo test --workspace` (the test
+        // command's host stage) builds it: the same features, so the lab
+        // reuses those binaries instead of building its own.
+        cmd.arg("--workspace");
     }
-    eprintln!("lab: building in-VM test binaries ({})", PACKAGES.join(", "));
+    eprintln!(
+        "lab: building in-VM test binaries ({}, {} profile)",
+        PACKAGES.join(", "),
+        if release { "release" } else { "dev" }
+    );
     let out = cmd.stderr(std::process::Stdio::inherit()).output().context("run cargo test --no-run")?;
     if !out.status.success() {
         bail!("building the test binaries failed ({})", out.status);
@@ -55,7 +69,7 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
             continue;
         };
         let is_test = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
-        if !is_test || !name.starts_with("vm_") {
+        if !is_test || !name.starts_with("vm_") || !in_lab_package(&msg["package_id"]) {
             continue;
         }
         let executable = PathBuf::from(exe);
@@ -73,6 +87,31 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
         bail!("no vm_* tests found (filter {filter:?}); the lab refuses to pass with nothing to run");
     }
     Ok(suites)
+}
+
+/// Whether the lab builds release binaries: `IMGSIGN_LAB_PROFILE=release`
+/// (benchmarks), else the dev profile (tests; the hot dependencies are
+/// optimised in it, see the workspace's Cargo.toml).
+fn release_build() -> Result<bool> {
+    match std::env::var("IMGSIGN_LAB_PROFILE").as_deref() {
+        Err(_) | Ok("") | Ok("dev") => Ok(false),
+        Ok("release") => Ok(true),
+        Ok(other) => bail!("IMGSIGN_LAB_PROFILE={other}: expected dev or release"),
+    }
+}
+
+/// Whether a cargo package id names one of [`PACKAGES`]. Ids look like
+/// `path+file:///w/bpf-lsm#0.1.0` (the name left out when it is the
+/// directory's), `path+file:///w/cli#imgsign@0.1.0`, or, from older cargo,
+/// `bpf-lsm 0.1.0 (path+file:///w/bpf-lsm)`.
+fn in_lab_package(id: &serde_json::Value) -> bool {
+    let id = id.as_str().unwrap_or_default();
+    let name = match id.split_once('#') {
+        Some((_, fragment)) if fragment.contains('@') => fragment.split('@').next().unwrap_or_default(),
+        Some((url, _)) => url.rsplit('/').next().unwrap_or_default(),
+        None => id.split(' ').next().unwrap_or_default(),
+    };
+    PACKAGES.contains(&name)
 }
 
 /// The ignored tests of a libtest binary (`--list --ignored`).
@@ -110,5 +149,16 @@ mod selection_tests {
         assert!(!selected("vm_enforcer_bench_exec_latency", None));
         assert!(selected("vm_enforcer_bench_exec_latency", Some("bench")));
         assert!(!selected("vm_enforcer_seal_x", Some("bench")));
+    }
+
+    #[test]
+    fn package_ids_of_both_cargo_formats_are_recognised() {
+        use super::in_lab_package;
+        let id = |s: &str| serde_json::Value::String(s.into());
+        assert!(in_lab_package(&id("path+file:///work/main/bpf-lsm#0.1.0")));
+        assert!(in_lab_package(&id("path+file:///work/main/enforce#enforce@0.1.0")));
+        assert!(in_lab_package(&id("bpf-lsm 0.1.0 (path+file:///work/main/bpf-lsm)")));
+        assert!(!in_lab_package(&id("path+file:///work/main/cli#imgsign@0.1.0")));
+        assert!(!in_lab_package(&id("path+file:///work/main/verifier-core#0.1.0")));
     }
 }

@@ -57,19 +57,11 @@
  *    open and no hook called. The kernel allows such write pins of file
  *    pages only on shmem and hugetlbfs (io_uring's own check on 6.1, GUP's
  *    FOLL_LONGTERM check since 6.5), so the disk filesystems above and
- *    ramfs are not exposed. NOT overlayfs (writes reach its real lower/upper
- *    inodes, not the overlay inode whose file exec sees), nor NFS, FUSE, 9p,
- *    CIFS (content changes on another machine or in a user-space server;
- *    fs.h refuses code from those unless a scope opts in).
- *    Overlay-backed containers are therefore hashed at every exec. Keying
- *    the cache on the real inode would be sound by this same argument (every
- *    content change of a real upper inode goes through a real open for write,
- *    which overlayfs makes with a kernel open passing security_file_open, or
- *    a notify_change on it; copy-up makes a NEW upper inode, and lower inodes
- *    are ordinary ext4/xfs/... inodes), but the programs cannot reach the
- *    real inode as a typed pointer at decision time (fs.h says why). Out of scope, as for
- *    IMA: writes to the block device under a mounted filesystem, and kernel
- *    bugs that change page-cache pages without a writer.
+ *    ramfs are not exposed. NOT NFS, FUSE, 9p, CIFS (content changes on
+ *    another machine or in a user-space server; fs.h refuses code from
+ *    those unless a scope opts in). Overlayfs: see point 6. Out of scope,
+ *    as for IMA: writes to the block device under a mounted filesystem,
+ *    and kernel bugs that change page-cache pages without a writer.
  * 3. Fill (after a miss): g0 = write_gen (atomic RMW: a full barrier), then
  *    i_writecount; if it is > 0 (writers may exist) the cache is neither
  *    used nor filled. Hash. Then i_writecount again (must be <= 0) and
@@ -105,14 +97,44 @@
  *    before the hooks that fill, and detaches/unpins them after, so no
  *    change can go unseen while a cache entry may be filled or used. Writers
  *    that opened before the programs were attached hold i_writecount > 0.
+ * 6. Overlayfs (one level). The entry lives on the OVERLAY inode O (the
+ *    programs hold a typed pointer to it; the real inode they reach only
+ *    as an address, fs.h) and records in `real` the address of the real
+ *    inode R whose content was hashed: the file the overlay file maps
+ *    (its private_data), which fs.h's watch checks is the one the hash
+ *    read. A use requires the decision's mapped real inode to be R again.
+ *    R must be a linked regular file on a cacheable file system (point 2).
+ *    While O lives it holds references on its real inodes, so the address
+ *    R names the same inode for the entry's whole life (an evicted O takes
+ *    its entry with it). R's content changes in one of two ways:
+ *    a. through O: a write through the overlay to a lower R copies the
+ *       file up into a NEW upper inode (the mapped inode differs: a miss);
+ *       an upper R is written through an overlay file opened for write,
+ *       which takes write access on O itself before overlayfs opens R
+ *       (O's i_writecount, and enf_file_open bumps O's write_gen), or is
+ *       truncated by notify_change on O (enf_inode_setattr bumps O). Exec
+ *       holds deny_write_access on O.
+ *    b. behind the overlay, on R directly (the host writing a layer, or
+ *       another mount of it): such a write opens R itself for write, or
+ *       truncates it, and points 1a/1b apply to R. R's own storage is out
+ *       of reach, so `enf_real_gen` (an LRU hash keyed by R's address)
+ *       stands for its write_gen: bump() stores a never used value from
+ *       enf_real_clock in R's entry if there is one, the fill makes the
+ *       entry and reads it before the hash (then R's i_writecount, the
+ *       order of point 3) and again after, and a use needs it unchanged.
+ *       An entry evicted (LRU) or made again holds a value no fill saw: a
+ *       miss. R's i_writecount is checked at fill and use like O's.
+ *    Nested overlays are not cached.
  * Cache hits and fills are counted in enf_stats (slots 1 and 2).
  */
 
-/* Per-inode digest cache (see the argument at the top). 56 bytes. */
+/* Per-inode digest cache (see the argument at the top). 72 bytes. */
 struct enf_inode {
 	__u64 write_gen; /* bumped before every possible content change */
 	__u64 seq;       /* even: stable; odd: a fill is writing */
 	__u64 cached;    /* write_gen + 1 of the hashed content; 0: nothing */
+	__u64 real;      /* address of the inode whose content was hashed (point 6) */
+	__u64 real_gen;  /* its enf_real_gen value when hashed (point 6) */
 	__u8 digest[ENF_SHA256_LEN];
 };
 
@@ -122,6 +144,25 @@ struct {
 	__type(key, int);
 	__type(value, struct enf_inode);
 } enf_inode_cache SEC(".maps");
+
+/* Write generations of real inodes under an overlay, by inode address
+ * (point 6): the programs cannot reach a real inode's storage, so writers
+ * bump this entry too. An evicted entry only makes a later use miss. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} enf_real_gen SEC(".maps");
+
+/* The source of enf_real_gen values: each value is used once, so an entry
+ * evicted and made again never matches a generation recorded before. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} enf_real_clock SEC(".maps");
 
 /* An atomic read that is also a full barrier (a locked RMW on x86). */
 static __always_inline __u64 read_once_full(__u64 *p)
@@ -144,55 +185,114 @@ static __always_inline int has_writers(struct inode *inode)
 	return BPF_CORE_READ(inode, i_writecount.counter) > 0;
 }
 
-/* The cache entry of `inode`, created if missing, or NULL if the inode may
- * not be cached (argument, points 1 and 2). */
-static __always_inline struct enf_inode *cache_entry(struct inode *inode)
+/* A never used generation value (0 if the clock cannot be read). */
+static __always_inline __u64 real_clock_next(void)
 {
-	if (!inode)
+	__u32 zero = 0;
+	__u64 *clock = bpf_map_lookup_elem(&enf_real_clock, &zero);
+
+	return clock ? __sync_fetch_and_add(clock, 1) + 1 : 0;
+}
+
+/* The write generation of real inode `real`, its entry made if missing
+ * (with a full barrier after, point 3's order); 0 if it cannot be made. */
+static __always_inline __u64 real_gen_begin(__u64 real)
+{
+	__u64 *gen = bpf_map_lookup_elem(&enf_real_gen, &real), fresh;
+
+	if (!gen) {
+		fresh = real_clock_next();
+		if (!fresh)
+			return 0;
+		bpf_map_update_elem(&enf_real_gen, &real, &fresh, BPF_NOEXIST);
+		gen = bpf_map_lookup_elem(&enf_real_gen, &real);
+		if (!gen)
+			return 0;
+	}
+	return read_once_full(gen);
+}
+
+/* The write generation of real inode `real` now; 0 if it has no entry. */
+static __always_inline __u64 real_gen_now(__u64 real)
+{
+	__u64 *gen = bpf_map_lookup_elem(&enf_real_gen, &real);
+
+	return gen ? read_once_full(gen) : 0;
+}
+
+/* Whether the real (mapped) file under one overlay level may be cached:
+ * a linked regular file on a cacheable file system. `real` is an address
+ * read from the overlay file (fs.h): probe reads only. */
+static __always_inline int real_cacheable(struct inode *real)
+{
+	if ((BPF_CORE_READ(real, i_mode) & S_IFMT) != S_IFREG)
+		return 0;
+	if (BPF_CORE_READ(real, __i_nlink) == 0)
+		return 0;
+	return cacheable_fs(BPF_CORE_READ(real, i_sb, s_magic));
+}
+
+/* The cache entry of `inode` (the file's own inode, an overlay inode under
+ * overlayfs), created if missing, or NULL if the content may not be cached
+ * (argument, points 1, 2 and 6). */
+static __always_inline struct enf_inode *cache_entry(struct inode *inode, const struct enf_fs *fs)
+{
+	if (!inode || fs->unknown || fs->depth > 1)
 		return NULL;
 	if ((BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
 		return NULL;
 	if (BPF_CORE_READ(inode, __i_nlink) == 0)
 		return NULL; /* memfd, shm, unlinked: maybe writable without a count */
-	if (!cacheable_fs(BPF_CORE_READ(inode, i_sb, s_magic)))
+	if (fs->depth == 1) {
+		if (!real_cacheable((struct inode *)fs->inodes[1]))
+			return NULL;
+	} else if (!cacheable_fs(BPF_CORE_READ(inode, i_sb, s_magic))) {
 		return NULL;
+	}
 	return bpf_inode_storage_get(&enf_inode_cache, inode, 0,
 				     BPF_LOCAL_STORAGE_GET_F_CREATE);
 }
 
-/* Copies the cached digest of `inode` into `digest` if it is current
- * (argument, point 4). */
-static __always_inline int cache_use(struct enf_inode *c, struct inode *inode, __u8 *digest)
+/* Copies the cached digest into `digest` if it is current for the mapped
+ * inode `real` (argument, points 4 and 6). */
+static __always_inline int cache_use(struct enf_inode *c, struct inode *inode, __u64 real,
+				     __u8 *digest)
 {
 	__u8 copy[ENF_SHA256_LEN];
-	__u64 s1, s2, cached;
+	__u64 s1, s2, cached, cached_real, cached_real_gen;
 
 	s1 = read_once_full(&c->seq);
 	if (s1 & 1)
 		return 0;
 	cached = c->cached;
+	cached_real = c->real;
+	cached_real_gen = c->real_gen;
 	__builtin_memcpy(copy, c->digest, ENF_SHA256_LEN);
 	s2 = read_once_full(&c->seq);
-	if (s1 != s2 || !cached)
+	if (s1 != s2 || !cached || cached_real != real)
 		return 0;
-	if (has_writers(inode))
+	if (has_writers(inode) || has_writers((struct inode *)real))
 		return 0;
 	if (read_once_full(&c->write_gen) + 1 != cached)
 		return 0;
+	if ((__u64)inode != real && real_gen_now(real) != cached_real_gen)
+		return 0; /* the real inode was (or may have been) written */
 	__builtin_memcpy(digest, copy, ENF_SHA256_LEN);
 	return 1;
 }
 
-/* Stores `digest`, hashed after write_gen read g0, if nothing could have
- * changed the content since (argument, point 3). */
-static __always_inline void cache_fill(struct enf_inode *c, struct inode *inode, __u64 g0,
-				       const __u8 *digest)
+/* Stores `digest` of the mapped inode `real`, hashed after write_gen read
+ * g0, if nothing could have changed the content since (argument, point 3). */
+static __always_inline void cache_fill(struct enf_inode *c, struct inode *inode, __u64 real,
+				       __u64 g0, __u64 real_g0, const __u8 *digest)
 {
 	__u64 s;
 
-	if (has_writers(inode))
+	if (has_writers(inode) || has_writers((struct inode *)real))
 		return;
 	if (read_once_full(&c->write_gen) != g0)
+		return;
+	if ((__u64)inode != real && (!real_g0 || real_gen_now(real) != real_g0))
 		return;
 	s = read_once_full(&c->seq);
 	if (s & 1)
@@ -200,32 +300,42 @@ static __always_inline void cache_fill(struct enf_inode *c, struct inode *inode,
 	if (__sync_val_compare_and_swap(&c->seq, s, s + 1) != s)
 		return; /* another fill is writing */
 	__builtin_memcpy(c->digest, digest, ENF_SHA256_LEN);
+	c->real = real;
+	c->real_gen = real_g0;
 	c->cached = g0 + 1;
 	__sync_fetch_and_add(&c->seq, 1);
 	count(ENF_STAT_CACHE_FILLS);
 }
 
-/* SHA-256 of `file` into `digest`, from the cache when it is current;
- * returns what bpf_ima_file_hash() would (4 for SHA-256). */
-static __always_inline __s32 file_digest(struct file *file, __u8 *digest)
+/* SHA-256 of the content `file` maps into `digest`, from the cache when it
+ * is current; returns what bpf_ima_file_hash() would (4 for SHA-256), or
+ * -ESTALE when the hash of an overlay file read another real file than the
+ * one it maps (fs.h). */
+static __always_inline __s32 file_digest(struct file *file, const struct enf_fs *fs, __u8 *digest)
 {
 	struct inode *inode = file->f_inode;
-	struct enf_inode *c = cache_entry(inode);
-	__u64 g0 = 0;
+	struct enf_inode *c = cache_entry(inode, fs);
+	__u64 real = fs->depth == 1 ? fs->inodes[1] : fs->inodes[0], g0 = 0, real_g0 = 0;
 	__s32 ret;
 
 	if (c) {
-		if (cache_use(c, inode, digest)) {
+		if (cache_use(c, inode, real, digest)) {
 			count(ENF_STAT_CACHE_HITS);
 			return ENF_HASH_ALGO_SHA256;
 		}
 		g0 = read_once_full(&c->write_gen);
-		if (has_writers(inode))
+		if ((__u64)inode != real)
+			real_g0 = real_gen_begin(real);
+		if (has_writers(inode) || has_writers((struct inode *)real))
 			c = NULL; /* writers may exist: neither use nor fill */
 	}
+	if (!fs_watch_begin(fs))
+		return -ENF_ESTALE;
 	ret = bpf_ima_file_hash(file, digest, ENF_SHA256_LEN);
+	if (!fs_watch_end(fs))
+		return -ENF_ESTALE; /* the hash read another file than the mapped one */
 	if (c && ret == ENF_HASH_ALGO_SHA256)
-		cache_fill(c, inode, g0, digest);
+		cache_fill(c, inode, real, g0, real_g0, digest);
 	return ret;
 }
 
@@ -234,12 +344,20 @@ static __always_inline __s32 file_digest(struct file *file, __u8 *digest)
 static __always_inline void bump(struct inode *inode)
 {
 	struct enf_inode *c;
+	__u64 addr = (__u64)inode, *gen, fresh;
 
 	if (!inode)
 		return;
 	c = bpf_inode_storage_get(&enf_inode_cache, inode, 0, 0);
 	if (c)
 		__sync_fetch_and_add(&c->write_gen, 1);
+	/* The inode may be the real file of a cached overlay file (point 6). */
+	gen = bpf_map_lookup_elem(&enf_real_gen, &addr);
+	if (gen) {
+		fresh = real_clock_next();
+		*(volatile __u64 *)gen = fresh;
+		__sync_fetch_and_add(gen, 0); /* a full barrier after the store */
+	}
 }
 
 #endif /* IMGSIGN_ENF_CACHE_H */

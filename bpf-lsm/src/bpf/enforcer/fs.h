@@ -34,10 +34,9 @@
  * private_data that does not look like the real file (its path is neither
  * the overlay file's nor its own inode's) makes the content unknown.
  *
- * Not done (yet): caching the digest of overlay files on their real inode.
- * The cache (cache.h) needs a typed pointer to the real inode, which the
- * programs cannot get at decision time (above); overlay files stay
- * uncacheable and are hashed at every decision.
+ * The digest cache (cache.h, point 6) keys overlay files on their overlay
+ * inode and records which real inode the digest is of, so a warm exec from
+ * an overlay rootfs is not hashed again while the mapped file is the same.
  *
  * Remote file systems. FUSE, NFS, 9p, CIFS/SMB2 and ceph can serve one
  * content to the hash and another to the page fault that maps it (the
