@@ -184,9 +184,12 @@ int BPF_PROG(enf_mmap_file, struct file *file, unsigned long reqprot,
 	if (ret != 0)
 		return ret;
 	/* Anonymous mappings and mappings without execute permission are
-	 * not decided here. `prot` is what will be applied (it includes
-	 * READ_IMPLIES_EXEC), not only what was asked for. */
-	if (!file || !(prot & PROT_EXEC))
+	 * not decided here (patch.h judges anonymous executable memory).
+	 * MAP_ANONYMOUS first: the verifier may take the hook's `file` for
+	 * non-NULL and drop the `!file` test (patch.h says more). `prot`
+	 * is what will be applied (it includes READ_IMPLIES_EXEC), not only
+	 * what was asked for. */
+	if ((flags & MAP_ANONYMOUS) || !file || !(prot & PROT_EXEC))
 		return 0;
 	return decide(file, ENF_HOOK_MMAP_FILE);
 }
