@@ -250,6 +250,19 @@ fn helper_guard_unpin() {
     }
 }
 
+const INSPECT_ENV: &str = "IMGSIGN_GUARD_INSPECT";
+
+/// Not a lab test: `imgsign enforce --status` in miniature, a process that
+/// reads the pinned enforcer. Without its environment it does nothing.
+#[test]
+#[ignore = "helper process of vm_enforcer_guard_pins_refused_but_to_the_owner"]
+fn helper_guard_inspect() {
+    if let Ok(dir) = std::env::var(INSPECT_ENV) {
+        let mut enf = Enforcer::inspect_pinned(Path::new(&dir)).expect("inspect from another process");
+        enf.scopes_in_force().expect("read the scopes");
+    }
+}
+
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_enforcer_guard_pins_refused_but_to_the_owner() {
@@ -279,6 +292,18 @@ fn vm_enforcer_guard_pins_refused_but_to_the_owner() {
     println!("non-owner outside the scope: rm {rm}, mv {mv}, umount {umount}");
     assert!(link.exists() && Enforcer::is_pinned(&pin_dir), "a process other than the owner removed the pins");
     assert!(!umount.success(), "a process other than the owner unmounted the pins' bpffs");
+    // A reader (`enforce --status`) does not take the pins from their
+    // owner: the owner can still rename one (and back) after it looked.
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "helper_guard_inspect", "--nocapture"])
+        .env(INSPECT_ENV, &pin_dir)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run the inspecting process");
+    assert!(status.success(), "inspect from another process: {status}");
+    let renamed = pin_dir.join("renamed-by-owner");
+    fs::rename(&link, &renamed).expect("the owner renames a pin after a reader opened the enforcer");
+    fs::rename(&renamed, &link).expect("the owner renames it back");
     // Enforcement is still in force.
     drop(enf);
     assert_runs(&listed, Some(&cgroup), "listed binary");

@@ -348,7 +348,8 @@ pub fn status(pin_dir: &Path) -> Result<Status, KernelError> {
     if !status.pinned {
         return Ok(status);
     }
-    let mut enforcer = Enforcer::open_pinned(pin_dir)
+    // Read only: registering as the owner would take the pins from the daemon.
+    let mut enforcer = Enforcer::inspect_pinned(pin_dir)
         .map_err(|e| failed(&format!("opening the enforcer pinned under {}", pin_dir.display()), e))?;
     for (cgroup_id, scope) in enforcer.scopes_in_force().map_err(|e| failed("reading the scopes in force", e))? {
         let digests = enforcer.digest_count(scope.id).map_err(|e| failed("counting digests", e))?;

@@ -437,6 +437,18 @@ impl Enforcer {
     /// possibly in another process) to change its scopes and digest sets and
     /// read its events. Only one value should write to the maps at a time.
     pub fn open_pinned(dir: &Path) -> Result<Self, EnforcerError> {
+        Self::open_pinned_as(dir, true)
+    }
+
+    /// Opens the enforcer pinned under `dir` to read it (`enforce --status`)
+    /// without registering the caller as the owner (which would take the
+    /// pins' protection away from the running daemon). The value can still
+    /// write the maps; callers that only read should not.
+    pub fn inspect_pinned(dir: &Path) -> Result<Self, EnforcerError> {
+        Self::open_pinned_as(dir, false)
+    }
+
+    fn open_pinned_as(dir: &Path, owner: bool) -> Result<Self, EnforcerError> {
         if !Self::is_pinned(dir) {
             return Err(EnforcerError::NotPinned { dir: dir.into() });
         }
@@ -446,7 +458,9 @@ impl Enforcer {
                 .and_then(Map::from_map_data)
                 .map_err(|source| EnforcerError::OpenPin { path, source })
         };
-        register_owner(open(GUARD_MAP)?, None)?;
+        if owner {
+            register_owner(open(GUARD_MAP)?, None)?;
+        }
         let mut enforcer = Self::from_maps(
             None,
             open(SCOPES_MAP)?,
