@@ -7,7 +7,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 
-// SAFETY (the four impls below): each struct is `#[repr(C)]`, made only of integers and
+// SAFETY (the five impls below): each struct is `#[repr(C)]`, made only of integers and
 // integer arrays, and build.rs refuses a layout with implicit padding (the size asserts above
 // prove none was added), so every bit pattern is a valid value and every byte is initialised,
 // as `Pod` requires.
@@ -19,6 +19,8 @@ unsafe impl aya::Pod for EnfDigestKey {}
 unsafe impl aya::Pod for EnfEvent {}
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for EnfGuard {}
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for EnfPrivs {}
 
 impl EnfEvent {
     /// Reads an event as the kernel wrote it to the ring buffer (native endian), or `None` when
@@ -44,6 +46,7 @@ mod tests {
     fn the_shared_structs_have_the_sizes_the_c_side_asserts() {
         assert_eq!(size_of::<EnfScope>(), 8);
         assert_eq!(size_of::<EnfDigestKey>(), 40);
+        assert_eq!(size_of::<EnfPrivs>(), 16);
         assert_eq!(size_of::<EnfEvent>(), 360);
         assert_eq!(std::mem::offset_of!(EnfEvent, path), 104);
     }

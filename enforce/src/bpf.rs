@@ -18,7 +18,7 @@
 //! are not read back: each of those sets is replaced whole by that first apply. [`status`] reads
 //! what is pinned, [`detach`] unpins it.
 
-use crate::desired::{DesiredState, DigestSet};
+use crate::desired::{DesiredState, DigestSet, Privs};
 use crate::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
 use crate::{Mode, Profile};
 use bpf_lsm::enforcer::{self, Enforcer, EnforcerError, Scope};
@@ -35,8 +35,8 @@ pub const GRACE: Duration = Duration::from_secs(5);
 /// One step, in the order [`transition`] gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    /// Make these digests the whole set of a scope id, atomically.
-    Replace { scope_id: u32, digests: Vec<Sha256Digest> },
+    /// Make these digests (with their privileges) the whole set of a scope id, atomically.
+    Replace { scope_id: u32, digests: Vec<(Sha256Digest, Privs)> },
     /// Point a cgroup at a scope id (and set its mode, profile and remote-fs opt-in), in one map
     /// update.
     SetScope { cgroup_id: u64, scope_id: u32, mode: Mode, profile: Profile, remote_fs: bool },
@@ -125,7 +125,8 @@ pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
         };
         let is_new = !loaded.scopes.contains_key(&cgroup_id);
         if is_new || loaded.unknown.contains(&id) || loaded.set(id) != *scope.digests {
-            replaces.push(Op::Replace { scope_id: id, digests: scope.digests.iter().copied().collect() });
+            let digests = scope.digests.iter().map(|(d, p)| (*d, *p)).collect();
+            replaces.push(Op::Replace { scope_id: id, digests });
         }
         if is_new || mode != scope.mode || profile != scope.profile || remote_fs != scope.remote_fs {
             let (mode, profile, remote_fs) = (scope.mode, scope.profile, scope.remote_fs);
@@ -189,8 +190,8 @@ impl BpfKernel {
     fn run(&mut self, op: &Op) -> Result<(), EnforcerError> {
         match op {
             Op::Replace { scope_id, digests } => {
-                let bytes: Vec<bpf_lsm::Digest> = digests.iter().map(|d| d.0).collect();
-                self.enforcer.replace_digests(*scope_id, &bytes)
+                let entries: Vec<(bpf_lsm::Digest, Privs)> = digests.iter().map(|(d, p)| (d.0, *p)).collect();
+                self.enforcer.replace_entries(*scope_id, &entries)
             }
             Op::SetScope { cgroup_id, scope_id, mode, profile, remote_fs } => {
                 let mut scope = Scope::new(*scope_id, kernel_mode(*mode));
@@ -383,8 +384,13 @@ mod tests {
         Sha256Digest([b; 32])
     }
 
+    /// Digests without privileges, as a Replace carries them.
+    fn plain(digests: &[Sha256Digest]) -> Vec<(Sha256Digest, Privs)> {
+        digests.iter().map(|d| (*d, Privs::NONE)).collect()
+    }
+
     fn scope(cgroup_id: u64, mode: Mode, digests: &[u8]) -> (u64, DesiredScope) {
-        let digests = Arc::new(digests.iter().map(|&b| d(b)).collect());
+        let digests = Arc::new(digests.iter().map(|&b| (d(b), Privs::NONE)).collect());
         (cgroup_id, DesiredScope { mode, profile: Profile::Default, remote_fs: false, digests })
     }
 
@@ -468,8 +474,8 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Replace { scope_id: id(10), digests: vec![d(2), d(5)] },
-                Op::Replace { scope_id: id(13), digests: vec![d(6)] },
+                Op::Replace { scope_id: id(10), digests: plain(&[d(2), d(5)]) },
+                Op::Replace { scope_id: id(13), digests: plain(&[d(6)]) },
                 Op::SetScope {
                     cgroup_id: 12,
                     scope_id: id(12),
@@ -558,7 +564,7 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Replace { scope_id: 3, digests: vec![d(1)] },
+                Op::Replace { scope_id: 3, digests: plain(&[d(1)]) },
                 Op::SetScope {
                     cgroup_id: 10,
                     scope_id: 3,
@@ -574,7 +580,7 @@ mod tests {
     fn a_strict_scope_found_pinned_keeps_its_profile_until_the_plan_says_otherwise() {
         let loaded = Loaded::taken_over([(10, 3, Mode::Enforce, Profile::Strict, false)]);
         let ops = transition(&loaded, &plan(vec![strict(scope(10, Mode::Enforce, &[1]))]));
-        assert_eq!(ops, vec![Op::Replace { scope_id: 3, digests: vec![d(1)] }], "the profile is already in force");
+        assert_eq!(ops, vec![Op::Replace { scope_id: 3, digests: plain(&[d(1)]) }], "the profile is already in force");
         let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[1])]));
         assert_eq!(
             ops[1],
@@ -595,7 +601,7 @@ mod tests {
         let gone = loaded.scopes[&10].0;
         let ops = apply(&mut loaded, &plan(vec![scope(11, Mode::Enforce, &[2])]));
         assert_eq!(ops, vec![Op::RemoveScope { cgroup_id: 10 }, Op::Retire { scope_id: gone }]);
-        assert_eq!(loaded.set(gone), [d(1)].into(), "kept for decisions in flight");
+        assert_eq!(loaded.set(gone), [(d(1), Privs::NONE)].into(), "kept for decisions in flight");
         assert_eq!(reap(&loaded, Instant::now() + GRACE), vec![Op::Forget { scope_id: gone }]);
     }
 
@@ -610,7 +616,7 @@ mod tests {
         assert_eq!(
             ops,
             vec![
-                Op::Replace { scope_id: 3, digests: vec![] },
+                Op::Replace { scope_id: 3, digests: plain(&[]) },
                 Op::RemoveScope { cgroup_id: 11 },
                 Op::Retire { scope_id: 4 }
             ]

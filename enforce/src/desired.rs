@@ -5,12 +5,16 @@
 //! scopes that allow the same content (containers of one image, later) can share one set.
 
 use crate::policy::{Mode, Profile};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use verifier_core::digest::Sha256Digest;
 
-/// The SHA-256 digests a scope allows to run.
-pub type DigestSet = BTreeSet<Sha256Digest>;
+/// The privileges an exec of a digest may have: those of a signed entry with that digest, or
+/// fewer (setuid/setgid bits, file capabilities; see bpf-lsm's `privs.rs`).
+pub use bpf_lsm::enforcer::Privs;
+
+/// The SHA-256 digests a scope allows to run, each with the privileges its signed entries give.
+pub type DigestSet = BTreeMap<Sha256Digest, Privs>;
 
 /// What one cgroup subtree is held to.
 #[derive(Debug, Clone, PartialEq, Eq)]

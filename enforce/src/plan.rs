@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
+use verifier_core::digest::Sha256Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -124,6 +125,10 @@ pub struct ScopePlan {
     /// the verified statement when the scope has one).
     #[serde(serialize_with = "hex_digests")]
     pub digests: Arc<DigestSet>,
+    /// The digests whose signed entries give privileges (setuid, setgid, file capabilities):
+    /// what an operator reviewing a plan looks at first.
+    #[serde(serialize_with = "hex_list")]
+    pub privileged: Vec<Sha256Digest>,
     pub manifests: Vec<ManifestInfo>,
 }
 
@@ -147,6 +152,10 @@ pub struct ManifestInfo {
 }
 
 fn hex_digests<S: Serializer>(digests: &Arc<DigestSet>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(digests.keys().map(|d| d.hex()))
+}
+
+fn hex_list<S: Serializer>(digests: &[Sha256Digest], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(digests.iter().map(|d| d.hex()))
 }
 
@@ -295,7 +304,10 @@ fn build_scope(
         digests = Some(match digests.take() {
             None => statement.digests.clone(),
             Some(mut set) => {
-                Arc::make_mut(&mut set).extend(statement.digests.iter().copied());
+                let merged = Arc::make_mut(&mut set);
+                for (digest, privs) in statement.digests.iter() {
+                    merged.entry(*digest).and_modify(|p| *p = p.merge(*privs)).or_insert(*privs);
+                }
                 set
             }
         });
@@ -320,6 +332,12 @@ fn build_scope(
         mode: spec.mode,
         remote_fs: spec.remote_fs,
         profile: spec.profile,
+        privileged: digests
+            .iter()
+            .flat_map(|set| set.iter())
+            .filter(|(_, p)| p.is_privileged())
+            .map(|(d, _)| *d)
+            .collect(),
         digests: digests.unwrap_or_default(),
         manifests,
     })

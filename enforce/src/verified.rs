@@ -11,7 +11,8 @@
 //! to what its verdict depends on (a key revoked, a version recorded, a signature added, time
 //! passing its expiry) verifies it afresh.
 
-use crate::desired::DigestSet;
+use crate::desired::{DigestSet, Privs};
+use base64::Engine as _;
 use keys::{TrustError, TrustStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,9 @@ pub enum VerifiedError {
     Refused(Box<VerifyError>),
     #[error("entry {path} has no valid sha256")]
     Digest { path: String },
+    /// A signed `security.capability` the kernel would not read: refused rather than guessed.
+    #[error("entry {path} has a security.capability that cannot be read: {reason}")]
+    Privileges { path: String, reason: String },
     #[error(transparent)]
     Image(Box<VerifyError>),
 }
@@ -59,7 +63,8 @@ pub struct VerifiedStatement {
     pub signers: Vec<String>,
     /// Entries in the signed manifest.
     pub files: usize,
-    /// Every `file` and `hardlink` digest, once each.
+    /// Every `file` and `hardlink` digest, once each, with the privileges of its entries
+    /// (setuid/setgid bits, file capabilities; merged when several entries share a digest).
     pub digests: Arc<DigestSet>,
     /// What recording this statement's version writes to the rollback state.
     pub accepted: Accepted,
@@ -203,18 +208,29 @@ fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<
     let statement = verify_statement(&bundles, &trust.store, now).map_err(|e| VerifiedError::Refused(Box::new(e)))?;
     let mut digests = DigestSet::new();
     let mut missing = None;
+    let mut unreadable = None;
     statement
         .for_each_file(&mut |entry| {
-            if matches!(entry.kind, FileType::File | FileType::Hardlink) {
-                match entry.sha256 {
-                    Some(digest) => drop(digests.insert(digest)),
-                    None => missing = missing.take().or(Some(entry.path)),
+            if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
+                return;
+            }
+            let Some(digest) = entry.sha256 else {
+                missing = missing.take().or(Some(entry.path));
+                return;
+            };
+            match entry_privileges(&entry) {
+                Ok(privs) => {
+                    digests.entry(digest).and_modify(|p| *p = p.merge(privs)).or_insert(privs);
                 }
+                Err(reason) => unreadable = unreadable.take().or(Some((entry.path, reason))),
             }
         })
         .map_err(|e| VerifiedError::Refused(Box::new(VerifyError::Statement(e))))?;
     if let Some(path) = missing {
         return Err(VerifiedError::Digest { path });
+    }
+    if let Some((path, reason)) = unreadable {
+        return Err(VerifiedError::Privileges { path, reason });
     }
     let header = statement.header();
     Ok(VerifiedStatement {
@@ -228,6 +244,18 @@ fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<
         digests: Arc::new(digests),
         accepted: statement.accepted(),
     })
+}
+
+/// The privileges a signed entry gives an exec of its content: its setuid/setgid bits and its
+/// signed `security.capability` (base64 in the manifest).
+fn entry_privileges(entry: &verifier_core::manifest::FileEntry) -> Result<Privs, String> {
+    let capability = match entry.xattrs.get("security.capability") {
+        Some(b64) => {
+            Some(base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("not base64: {e}"))?)
+        }
+        None => None,
+    };
+    Privs::of_entry(entry.mode, capability.as_deref()).map_err(|e| e.to_string())
 }
 
 /// Compares the files of `image` with the manifest of `group`'s statement as of `now`: `None`

@@ -165,7 +165,7 @@ fn reload_applies_a_valid_new_policy() {
     let applied = &daemon.kernel().applied;
     assert_eq!(applied.len(), 2);
     assert_eq!(only(&applied[1]).mode, Mode::Enforce);
-    assert_eq!(*only(&applied[1]).digests, [digest(b"new binary\n")].into());
+    assert_eq!(*only(&applied[1]).digests, [(digest(b"new binary\n"), enforce::desired::Privs::NONE)].into());
     assert_eq!(daemon.plan().desired(), applied[1]);
     assert_eq!(out.records().last().unwrap()["action"], "reloaded");
     assert_eq!(keys::TrustStore::open(&s.trust).unwrap().highest_version("web"), Some(2));
@@ -174,7 +174,7 @@ fn reload_applies_a_valid_new_policy() {
     write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&s.dir.path().join("v1.json")], None));
     assert!(daemon.reload(SystemTime::now()).is_err());
     assert_eq!(daemon.kernel().applied.len(), 2);
-    assert_eq!(*daemon.plan().scopes[0].digests, [digest(b"new binary\n")].into());
+    assert_eq!(*daemon.plan().scopes[0].digests, [(digest(b"new binary\n"), enforce::desired::Privs::NONE)].into());
     let last = out.records().last().unwrap().clone();
     assert_eq!(last["action"], "reload-failed");
     assert!(last["error"].as_str().unwrap().contains("rollback"), "{last}");

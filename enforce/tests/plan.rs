@@ -63,10 +63,12 @@ fn plan_holds_exactly_the_manifests_digests() {
     assert_eq!(scope.name, "web");
     assert_eq!(scope.mode, policy::Mode::Enforce);
     assert_eq!(
-        *scope.digests, f.expected,
+        keys_of(&scope.digests),
+        f.expected,
         "file + hardlink digests, deduplicated, without whited-out or overridden content"
     );
-    assert!(!scope.digests.contains(&digest(WHITED_OUT)) && !scope.digests.contains(&digest(OVERRIDDEN)));
+    assert!(!scope.digests.contains_key(&digest(WHITED_OUT)) && !scope.digests.contains_key(&digest(OVERRIDDEN)));
+    assert!(scope.digests.values().all(|p| !p.is_privileged()) && scope.privileged.is_empty(), "no privileges");
     assert_eq!(scope.cgroup_id, std::fs::metadata(&f.cgroup.path).unwrap().ino());
     assert_eq!(scope.manifests[0].name, "web");
     assert_eq!(scope.manifests[0].signers, vec![testdata::keys::test_key("a").public_key().key_id().to_string()]);
@@ -74,8 +76,48 @@ fn plan_holds_exactly_the_manifests_digests() {
 
     // With the image named, its files are compared too; the digests are the same.
     let with_image = plan::build(&f.policy(&[&bundle], Some(&f.image)), SystemTime::now()).unwrap();
-    assert_eq!(*with_image.scopes[0].digests, f.expected);
+    assert_eq!(keys_of(&with_image.scopes[0].digests), f.expected);
     assert_eq!(with_image.scopes[0].manifests[0].image.as_deref(), Some(f.image.as_str()));
+}
+
+fn keys_of(set: &enforce::desired::DigestSet) -> std::collections::BTreeSet<verifier_core::digest::Sha256Digest> {
+    set.keys().copied().collect()
+}
+
+#[test]
+fn privileges_come_from_the_signed_entries_and_merge_per_digest() {
+    use enforce::desired::Privs;
+    let Some(f) = fixture("privs") else { return };
+    // ping: setuid in one place, plain in another (same bytes); arping: CAP_NET_RAW (revision 2).
+    let mut capability = (0x0200_0000u32 | 1).to_le_bytes().to_vec();
+    for word in [1u32 << 13, 0, 0, 0] {
+        capability.extend_from_slice(&word.to_le_bytes());
+    }
+    let mut layer = testdata::tar::TarWriter::new();
+    layer.file("bin/ping", 0o4755, b"ping\n");
+    layer.file("opt/ping", 0o755, b"ping\n");
+    layer.add(
+        testdata::tar::Entry::file("bin/arping", 0o755, b"arping\n")
+            .with_pax("SCHILY.xattr.security.capability", &capability),
+    );
+    let dir = f.dir.path().join("privileged");
+    let image = testdata::oci::write_layout(&dir, "v1", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap();
+    let bundle = sign_now(&image.reference(), "a", "web", 1, &f.dir.path().join("privs.json"));
+    let plan = plan::build(&f.policy(&[&bundle], None), SystemTime::now()).unwrap();
+    let scope = &plan.scopes[0];
+    let ping = scope.digests[&digest(b"ping\n")];
+    assert_eq!(ping, Privs::of_entry(0o4755, None).unwrap().merge(Privs::NONE));
+    assert_eq!(scope.digests[&digest(b"arping\n")], Privs::of_entry(0o755, Some(&capability)).unwrap());
+    assert_eq!(
+        scope.privileged,
+        vec![digest(b"arping\n"), digest(b"ping\n")]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(json["scopes"][0]["privileged"].as_array().unwrap().len(), 2, "{json}");
 }
 
 #[test]
@@ -90,7 +132,7 @@ fn bundles_of_different_statements_add_up_and_cosignatures_pool() {
     let plan = plan::build(&f.policy(&[&web, &sidecar], None), SystemTime::now()).unwrap();
     let mut expected = f.expected.clone();
     expected.insert(digest(b"sidecar binary\n"));
-    assert_eq!(*plan.scopes[0].digests, expected);
+    assert_eq!(keys_of(&plan.scopes[0].digests), expected);
     assert_eq!(plan.scopes[0].manifests.len(), 2);
 
     // Threshold 2 over two bundles of one statement, each signed by one key (at the same time:

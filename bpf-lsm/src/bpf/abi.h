@@ -92,6 +92,21 @@ struct enf_digest_key {
 	__u8 digest[ENF_SHA256_LEN];
 };
 
+/* Privilege shapes of an exec (bits of a shape s; enf_privs.shapes has bit
+ * 1 << s set when an exec of shape s is allowed). */
+#define ENF_PRIV_SETUID 0x1 /* (rust u8) the file is setuid, or the exec changes the effective uid */
+#define ENF_PRIV_SETGID 0x2 /* (rust u8) the file is setgid, or the exec changes the effective gid */
+#define ENF_PRIVS_CHECK_SALT 0x50524956 /* (rust u32) mixed into enf_privs.check */
+
+/* Value of enf_allowed: the privileges an exec of the digest may have, from
+ * every signed entry with that digest (enforcer/privs.h). */
+struct enf_privs {
+	__u64 caps;   /* capabilities an exec may gain: union of the entries' security.capability */
+	__u32 check;  /* privs_check_word() of the key, against a reused element (privs.h) */
+	__u8 shapes;  /* bit 1 << s: shape s (ENF_PRIV_* bits) is that of an entry or fewer */
+	__u8 pad[3];  /* zero */
+};
+
 /* One decision, as the programs write it to enf_events. */
 struct enf_event {
 	__u64 time_ns;         /* bpf_ktime_get_boot_ns() */

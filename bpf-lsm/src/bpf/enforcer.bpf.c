@@ -69,7 +69,9 @@
 //   patch.h   no code patching in a scope (/proc/PID/mem, ptrace,
 //             userfaultfd, W+X) and the strict profile: its own programs;
 //   seal.h    sealed execution: what was judged cannot be written while it
-//             runs, files with writers and unsealed memfds do not run.
+//             runs, files with writers and unsealed memfds do not run;
+//   privs.h   privileges as signed: setuid, setgid and file capabilities
+//             an exec gains must be those of a signed entry.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -104,11 +106,13 @@ char LICENSE[] SEC("license") = "GPL";
 #include "enforcer/guard.h"
 #include "enforcer/patch.h"
 #include "enforcer/seal.h"
+#include "enforcer/privs.h"
 
 /* The verdict for `file` run by the current task: 0 or -EPERM. */
 static __always_inline int decide(struct file *file, __u8 hook)
 {
 	struct enf_digest_key key = {};
+	struct enf_privs privs; /* not needed here: privs.h judges privileges */
 	struct enf_scope scope = {};
 	struct enf_fs fs = {};
 	struct seal_state seal = {};
@@ -137,7 +141,7 @@ static __always_inline int decide(struct file *file, __u8 hook)
 		hash_ret = file_digest(file, &fs, key.digest);
 	}
 	if (hash_ret == ENF_HASH_ALGO_SHA256)
-		known = allowed(&scope, &scope_cgroup_id, &key);
+		known = allowed(&scope, &scope_cgroup_id, &key, &privs);
 	else
 		/* Unhashable, or hashed with another algorithm: unknown. */
 		__builtin_memset(key.digest, 0, ENF_SHA256_LEN);

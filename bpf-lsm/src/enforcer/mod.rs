@@ -106,7 +106,7 @@
 //! next registration: a process that later gets that pid counts as the owner.
 //!
 //! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
-//! id -> set id, a generation), `enf_allowed` ((set id, digest) -> 1),
+//! id -> set id, a generation), `enf_allowed` ((set id, digest) -> the privileges an exec of it may have, [`Privs`]),
 //! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events,
 //! cache hits and fills), `enf_guard` (the owner and the pins' place); not
 //! pinned: `enf_inode_cache` and `enf_task_scope` (the programs keep them). Their key and value structs and every constant
@@ -153,11 +153,13 @@ use aya::programs::{FExit, Lsm, ProgramError};
 use aya::sys::SyscallError;
 use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 
-use crate::abi::{self, EnfDigestKey, EnfEvent, EnfGuard, EnfScope};
+use crate::abi::{self, EnfDigestKey, EnfEvent, EnfGuard, EnfPrivs, EnfScope};
 use crate::{kernel, objects, Digest};
 
 mod events;
+mod privs;
 pub use events::{Event, Hook, Reason, Verdict};
+pub use privs::{Privs, PrivsError};
 
 /// The hook that sees every exec.
 pub const HOOK_BPRM_CHECK: &str = "bprm_check_security";
@@ -166,8 +168,15 @@ pub const HOOK_MMAP_FILE: &str = "mmap_file";
 /// The hook that sees every change of a mapping's protection.
 pub const HOOK_FILE_MPROTECT: &str = "file_mprotect";
 
-const PROGRAMS: [(&str, &str); 3] =
-    [("enf_bprm_check", HOOK_BPRM_CHECK), ("enf_mmap_file", HOOK_MMAP_FILE), ("enf_file_mprotect", HOOK_FILE_MPROTECT)];
+/// The hook where an exec's new credentials are known (privileges as signed).
+pub const HOOK_CREDS: &str = "bprm_creds_from_file";
+
+const PROGRAMS: [(&str, &str); 4] = [
+    ("enf_bprm_check", HOOK_BPRM_CHECK),
+    ("enf_mmap_file", HOOK_MMAP_FILE),
+    ("enf_file_mprotect", HOOK_FILE_MPROTECT),
+    ("enf_privs_creds", HOOK_CREDS),
+];
 /// The programs that invalidate the per-inode digest cache: attached before
 /// [`PROGRAMS`] (which fill and use it) and detached after them. The
 /// `inode_setattr` hook has two argument lists across kernels: one of the
@@ -657,11 +666,25 @@ impl Enforcer {
 
     /// Makes `digests` the whole digest set of scope `scope_id`, atomically:
     /// a decision racing with the call sees the old set or the new one.
+    /// Every digest gets [`Privs::NONE`]: a setuid, setgid or capability-gaining exec of it is
+    /// refused ([`Enforcer::replace_entries`] says otherwise).
     pub fn replace_digests(&mut self, scope_id: u32, digests: &[Digest]) -> Result<(), EnforcerError> {
+        let entries: Vec<(Digest, Privs)> = digests.iter().map(|d| (*d, Privs::NONE)).collect();
+        self.replace_entries(scope_id, &entries)
+    }
+
+    /// Makes `entries` the whole digest set of scope `scope_id`, each digest with the privileges
+    /// an exec of it may have, atomically as [`Enforcer::replace_digests`]. A digest given more
+    /// than once gets the merge of its privileges ([`Privs::merge`]).
+    pub fn replace_entries(&mut self, scope_id: u32, entries: &[(Digest, Privs)]) -> Result<(), EnforcerError> {
+        let mut merged: std::collections::BTreeMap<Digest, Privs> = std::collections::BTreeMap::new();
+        for (digest, privs) in entries {
+            merged.entry(*digest).and_modify(|p| *p = p.merge(*privs)).or_insert(*privs);
+        }
         let old = self.current_set(scope_id)?;
         let new = self.next_set_id;
         self.next_set_id = self.next_set_id.wrapping_add(1).max(1);
-        if let Err(e) = self.fill_set(new, digests) {
+        if let Err(e) = self.fill_set(new, &merged) {
             // Leave the old set in force; drop what was written of the new one.
             let _ = self.clear_set(new);
             return Err(e);
@@ -671,6 +694,20 @@ impl Enforcer {
         match old {
             Some(old) => self.clear_set(old),
             None => Ok(()),
+        }
+    }
+
+    /// The privileges scope `scope_id`'s set in force gives `digest`; `None` when the digest is
+    /// not in it (or the scope has no set).
+    pub fn privileges(&mut self, scope_id: u32, digest: &Digest) -> Result<Option<Privs>, EnforcerError> {
+        let Some(set_id) = self.current_set(scope_id)? else {
+            return Ok(None);
+        };
+        let map = self.allowed()?;
+        match map.get(&digest_key(set_id, *digest), 0) {
+            Ok(raw) => Ok(Some(Privs::from_raw(&raw))),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(source) => Err(EnforcerError::Map { name: ALLOWED_MAP, source }),
         }
     }
 
@@ -722,12 +759,17 @@ impl Enforcer {
         }
     }
 
-    fn fill_set(&mut self, set_id: u32, digests: &[Digest]) -> Result<(), EnforcerError> {
+    fn fill_set(
+        &mut self,
+        set_id: u32,
+        entries: &std::collections::BTreeMap<Digest, Privs>,
+    ) -> Result<(), EnforcerError> {
         let mut added = 0;
         let mut map = self.allowed()?;
         let mut result = Ok(());
-        for digest in digests {
-            match map.insert(digest_key(set_id, *digest), 1u8, BPF_NOEXIST) {
+        for (digest, privs) in entries {
+            let key = digest_key(set_id, *digest);
+            match map.insert(key, privs.to_raw(&key), BPF_NOEXIST) {
                 Ok(()) => added += 1,
                 Err(e) if is_errno(&e, EEXIST) => {}
                 Err(source) => {
@@ -811,7 +853,7 @@ impl Enforcer {
         map_err(SETS_MAP, HashMap::try_from(&mut self.sets_map))
     }
 
-    fn allowed(&mut self) -> Result<HashMap<&mut MapData, EnfDigestKey, u8>, EnforcerError> {
+    fn allowed(&mut self) -> Result<HashMap<&mut MapData, EnfDigestKey, EnfPrivs>, EnforcerError> {
         map_err(ALLOWED_MAP, HashMap::try_from(&mut self.allowed_map))
     }
 }

@@ -18,6 +18,9 @@ struct {
 	__type(value, struct enf_scope);
 } enf_scopes SEC(".maps");
 
+/* Preallocated, like enf_allowed: a program confirms what it read (an
+ * element can be reused for another key at once; see allowed_in and
+ * privs_read). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -29,7 +32,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 262144);
 	__type(key, struct enf_digest_key);
-	__type(value, __u8);
+	__type(value, struct enf_privs); /* read only through privs_read (privs.h) */
 } enf_allowed SEC(".maps");
 
 struct {
@@ -43,6 +46,38 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } enf_stats SEC(".maps");
+
+/* The check word of an enf_allowed element for `key`: user space writes it
+ * into every value (src/enforcer/privs.rs spells the same formula). */
+static __always_inline __u32 privs_check_word(const struct enf_digest_key *key)
+{
+	__u32 first;
+
+	__builtin_memcpy(&first, key->digest, sizeof(first));
+	return first ^ key->set_id ^ ENF_PRIVS_CHECK_SALT;
+}
+
+/* Copies the enf_allowed value `found` (looked up with `key`) into `privs`;
+ * 0 if it may belong to another key. enf_allowed is preallocated: an
+ * element deleted (a set replaced) while a sleepable program that looked it
+ * up is preempted can be reused at once by an insert for another key, so a
+ * bare copy could be another digest's privileges. The check word is read
+ * before and after the copy and must be the one of `key` both times (an
+ * insert writes the key, then the value: caps, then check). A mismatch is
+ * a miss: the set was replaced, so allowed_in looks again. */
+static __always_inline int privs_read(const struct enf_privs *found,
+				      const struct enf_digest_key *key, struct enf_privs *privs)
+{
+	__u32 want = privs_check_word(key);
+
+	if (*(volatile const __u32 *)&found->check != want)
+		return 0;
+	asm volatile("" ::: "memory");
+	privs->caps = *(volatile const __u64 *)&found->caps;
+	privs->shapes = *(volatile const __u8 *)&found->shapes;
+	asm volatile("" ::: "memory");
+	return *(volatile const __u32 *)&found->check == want;
+}
 
 static __always_inline void count(__u32 slot)
 {

@@ -157,12 +157,14 @@ static __always_inline int reread_scope(struct enf_scope *scope, __u64 *scope_cg
  * replacement argument at the top). On a miss it looks again, at most
  * ENF_SET_ATTEMPTS times, as long as the scope entry or the scope's set id
  * changed since the previous look; `scope` and `scope_cgroup_id` end up
- * describing the scope of the last look. Without `fixed` the scope is the
+ * describing the scope of the last look, and `privs` the privileges the
+ * digest may have (privs.h). Without `fixed` the scope is the
  * current task's, looked up again each time; with it, cgroup
  * *scope_cgroup_id's. */
 static __always_inline int allowed_in(struct enf_scope *scope, __u64 *scope_cgroup_id,
-				      struct enf_digest_key *key, int fixed)
+				      struct enf_digest_key *key, int fixed, struct enf_privs *privs)
 {
+	struct enf_privs *found;
 	__u32 *set, set_id, last_scope = 0, last_set = 0;
 	int attempt;
 
@@ -171,6 +173,12 @@ static __always_inline int allowed_in(struct enf_scope *scope, __u64 *scope_cgro
 			return 0; /* the scope went away meanwhile: still unknown */
 		set = bpf_map_lookup_elem(&enf_sets, &scope->scope_id);
 		set_id = set ? *(volatile __u32 *)set : 0;
+		/* enf_sets is preallocated: an element deleted while this
+		 * program slept may already hold another scope's set id. The
+		 * same element must still be the scope's (privs_read does the
+		 * same for enf_allowed with a check word). */
+		if (set && bpf_map_lookup_elem(&enf_sets, &scope->scope_id) != set)
+			set = NULL;
 		if (attempt > 0 && scope->scope_id == last_scope && set_id == last_set)
 			return 0; /* nothing changed and still missing: unknown */
 		last_scope = scope->scope_id;
@@ -178,7 +186,8 @@ static __always_inline int allowed_in(struct enf_scope *scope, __u64 *scope_cgro
 		if (!set)
 			continue; /* no set (yet): nothing allowed */
 		key->set_id = set_id;
-		if (bpf_map_lookup_elem(&enf_allowed, key))
+		found = bpf_map_lookup_elem(&enf_allowed, key);
+		if (found && privs_read(found, key, privs))
 			return 1;
 	}
 	return 0;
@@ -190,9 +199,9 @@ static __always_inline int allowed_in(struct enf_scope *scope, __u64 *scope_cgro
  * a second walk per retry made the exec program too large for 6.1's
  * verifier once sticky scopes were added. */
 static __always_inline int allowed(struct enf_scope *scope, __u64 *scope_cgroup_id,
-				   struct enf_digest_key *key)
+				   struct enf_digest_key *key, struct enf_privs *privs)
 {
-	return allowed_in(scope, scope_cgroup_id, key, 1);
+	return allowed_in(scope, scope_cgroup_id, key, 1, privs);
 }
 
 #endif /* IMGSIGN_ENF_SCOPE_H */
