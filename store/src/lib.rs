@@ -38,7 +38,7 @@ use std::time::SystemTime;
 use verifier_core::bundle::CheckedBundle;
 use verifier_core::digest::Sha256Digest;
 use verifier_core::image::tree::LayerError;
-use verifier_core::image::{unpack_source, UnpackError, UnpackOptions, Written};
+use verifier_core::image::{unpack_source, UnpackError, UnpackOptions, UnpackedImage, Written};
 use verifier_core::manifest::{Difference, FileEntry, FileType};
 use verifier_core::progress::{NoProgress, Progress};
 use verifier_core::source::{self, ImageContent, ImageIdentity, ImageRef, ImageSource, LayerDescriptor, SourceError};
@@ -59,13 +59,13 @@ pub enum StoreError {
     /// below threshold, expired, rolled back) or the image is not the signed subject: the
     /// verifier's error, as it is.
     #[error("verification failed")]
-    Verify(#[source] VerifyError),
+    Verify(#[source] Box<VerifyError>),
     /// The image could not be opened or read.
     #[error("reading image {image}")]
     Source {
         image: String,
         #[source]
-        source: SourceError,
+        source: Box<SourceError>,
     },
     /// The store keeps layered images only.
     #[error("{image}: a dir: image is not made of layers; the store keeps layered images")]
@@ -77,7 +77,7 @@ pub enum StoreError {
         image: String,
         path: String,
         #[source]
-        source: UnpackError,
+        source: Box<UnpackError>,
     },
     /// What the image holds at `path` is not what the verified manifest says.
     #[error("{path}: does not match the signed manifest: {detail}")]
@@ -264,9 +264,10 @@ impl Store {
         options: &EnsureOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<StoredImage, StoreError> {
-        let statement = verify_statement(bundles, trust, options.now).map_err(StoreError::Verify)?;
+        let statement = verify_statement(bundles, trust, options.now).map_err(|e| StoreError::Verify(Box::new(e)))?;
         let reference = image.to_string();
-        let source = source::open(image).map_err(|source| StoreError::Source { image: reference.clone(), source })?;
+        let source = source::open(image)
+            .map_err(|source| StoreError::Source { image: reference.clone(), source: Box::new(source) })?;
         if let ImageContent::Directory(_) = source.content() {
             return Err(StoreError::NotLayered { image: reference });
         }
@@ -332,31 +333,23 @@ impl Store {
         let mut signed = Vec::with_capacity(statement.header().files);
         statement.for_each_file(&mut |entry| signed.push(entry)).map_err(statement_error)?;
         let expected = Rc::new(objects::expected_by_path(signed));
-        let shared = Rc::new(RefCell::new(Shared::default()));
-        let counted = CountedLayers::new(source);
-        let mut verify_on_write = WriteVerifier {
-            expected: expected.clone(),
-            shared: shared.clone(),
-            opened: counted.opened.clone(),
-            layers: counted.layers(),
-            first_mismatch: Rc::new(RefCell::new(None)),
+        let attempt = |predict: bool, progress: Arc<dyn Progress>| {
+            self.unpack_once(source, &rootfs, expected.clone(), predict, options, progress)
         };
-        let first_mismatch = verify_on_write.first_mismatch.clone();
-        let sink = ObjectSink::new(self.objects(), self.tmp(), expected, shared.clone());
-        let unpack_options = UnpackOptions {
-            create_devices: options.create_devices,
-            check: Some(Box::new(move |written: &Written<'_>| verify_on_write.check(written))),
-            content: Some(Box::new(sink)),
-        };
-        let unpacked = match unpack_source(&counted, &rootfs, unpack_options, progress) {
-            Ok(unpacked) => unpacked,
-            Err(e) => return Err(unpack_failure(reference, e, first_mismatch.borrow_mut().take())),
+        let (unpacked, content) = match attempt(true, progress.clone()) {
+            Ok(done) => done,
+            // Rare: a hardlink to a lower layer's version of a path that was only hashed. Redone
+            // writing every file (what the first attempt wrote is reused).
+            Err(failed) if failed.placeholder_linked => match attempt(false, progress) {
+                Ok(done) => done,
+                Err(failed) => return Err(unpack_failure(reference, failed.error, failed.mismatch)),
+            },
+            Err(failed) => return Err(unpack_failure(reference, failed.error, failed.mismatch)),
         };
         // Verify-on-write saw each file; the whole manifest, every field, must match too.
         check_differences(&statement.compare_files(&unpacked.files).map_err(statement_error)?)?;
 
         std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o755)).map_err(io_at(&rootfs))?;
-        let content = shared.borrow().stats;
         let record = ImageRecord {
             format: RECORD_FORMAT,
             reference,
@@ -389,6 +382,42 @@ impl Store {
             stats: EnsureStats { unpacked: true, content },
             accepted: statement.accepted(),
         })
+    }
+
+    /// One unpack of `source` into `rootfs` through the object sink, with verify-on-write.
+    fn unpack_once(
+        &self,
+        source: &dyn ImageSource,
+        rootfs: &Path,
+        expected: Rc<Expected>,
+        predict: bool,
+        options: &EnsureOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(UnpackedImage, ContentStats), FailedUnpack> {
+        let shared = Rc::new(RefCell::new(Shared::default()));
+        let counted = CountedLayers::new(source);
+        let first_mismatch = Rc::new(RefCell::new(None));
+        let mut verify_on_write = WriteVerifier {
+            expected: expected.clone(),
+            shared: shared.clone(),
+            opened: counted.opened.clone(),
+            layers: counted.layers(),
+            first_mismatch: first_mismatch.clone(),
+        };
+        let sink = ObjectSink::new(self.objects(), self.tmp(), expected, shared.clone(), predict);
+        let unpack_options = UnpackOptions {
+            create_devices: options.create_devices,
+            check: Some(Box::new(move |written: &Written<'_>| verify_on_write.check(written))),
+            content: Some(Box::new(sink)),
+        };
+        match unpack_source(&counted, rootfs, unpack_options, progress) {
+            Ok(unpacked) => Ok((unpacked, shared.borrow().stats)),
+            Err(error) => Err(FailedUnpack {
+                error,
+                mismatch: first_mismatch.borrow_mut().take(),
+                placeholder_linked: shared.borrow().placeholder_linked,
+            }),
+        }
     }
 
     fn read_record(&self, entry: &Path) -> Result<ImageRecord, StoreError> {
@@ -512,7 +541,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), StoreError> {
 }
 
 fn statement_error(e: verifier_core::statement::StatementError) -> StoreError {
-    StoreError::Verify(VerifyError::Statement(e))
+    StoreError::Verify(Box::new(VerifyError::Statement(e)))
 }
 
 /// One line per difference, the first few.
@@ -559,7 +588,7 @@ fn diagnose_subject(source: &dyn ImageSource, statement: &VerifiedStatement, pol
             }
         }
     }
-    StoreError::Verify(VerifyError::Policy(policy))
+    StoreError::Verify(Box::new(VerifyError::Policy(policy)))
 }
 
 /// The image path a layer error is about.
@@ -594,7 +623,15 @@ fn unpack_failure(image: String, e: UnpackError, mismatch: Option<(String, Strin
         UnpackError::Source(SourceError::Layer { source, .. }) => layer_error_path(source).map(str::to_string),
         _ => None,
     };
-    StoreError::Unpack { path: path.unwrap_or_else(|| image.clone()), image, source: e }
+    StoreError::Unpack { path: path.unwrap_or_else(|| image.clone()), image, source: Box::new(e) }
+}
+
+/// Why one unpack attempt failed.
+struct FailedUnpack {
+    error: UnpackError,
+    /// The first file that did not match the verified manifest (image path, what differed).
+    mismatch: Option<(String, String)>,
+    placeholder_linked: bool,
 }
 
 /// Verify-on-write: each regular file, as written, against the verified manifest.
@@ -631,6 +668,7 @@ impl WriteVerifier {
             FileType::Hardlink => {
                 let target = written.link_target.unwrap_or_default();
                 if shared.placeholders.contains(target) {
+                    shared.placeholder_linked = true;
                     return Err(format!(
                         "hardlink to /{}, a version that does not match the signed manifest",
                         String::from_utf8_lossy(target)

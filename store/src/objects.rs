@@ -80,6 +80,9 @@ pub struct Shared {
     pub stats: ContentStats,
     /// Paths that got an empty placeholder (content only hashed and not the expected one).
     pub placeholders: HashSet<Vec<u8>>,
+    /// A hardlink asked for a placeholder's content: the unpack must be redone writing every
+    /// file (see [`ObjectSink::new`]'s `predict`).
+    pub placeholder_linked: bool,
 }
 
 /// The signed manifest by relative path (`usr/bin/env`), for lookups while unpacking.
@@ -98,12 +101,23 @@ pub struct ObjectSink {
     shared: Rc<RefCell<Shared>>,
     /// The object `plan` chose to only hash against, with its content digest.
     pending: Option<([u8; 32], PathBuf)>,
+    predict: bool,
 }
 
 impl ObjectSink {
-    /// `objects` is the store's `objects/sha256`, `tmp` its `objects/tmp`.
-    pub fn new(objects: PathBuf, tmp: PathBuf, expected: Rc<Expected>, shared: Rc<RefCell<Shared>>) -> Self {
-        Self { objects, tmp, expected, shared, pending: None }
+    /// `objects` is the store's `objects/sha256`, `tmp` its `objects/tmp`. With `predict`,
+    /// content the signed manifest gives a path is only hashed when its object exists (a lower
+    /// layer's different version then becomes an empty placeholder, see [`Placed::Empty`]);
+    /// without, every file is written to a temporary file first (the fallback when a hardlink
+    /// turns out to need a placeholder's bytes).
+    pub fn new(
+        objects: PathBuf,
+        tmp: PathBuf,
+        expected: Rc<Expected>,
+        shared: Rc<RefCell<Shared>>,
+        predict: bool,
+    ) -> Self {
+        Self { objects, tmp, expected, shared, pending: None, predict }
     }
 
     /// The content digest the signed manifest gives `path`, for a file or hardlink.
@@ -134,7 +148,7 @@ impl ObjectSink {
 impl ContentSink for ObjectSink {
     fn plan(&mut self, path: &[u8], meta: &Meta) -> io::Result<ContentPlan> {
         self.pending = None;
-        if let Some(content) = self.expected_content(path) {
+        if let Some(content) = self.expected_content(path).filter(|_| self.predict) {
             let object = object_path(&self.objects, &object_key(&content, meta));
             if std::fs::symlink_metadata(&object).is_ok_and(|m| m.is_file()) {
                 self.pending = Some((content, object));
