@@ -151,6 +151,40 @@ fn a_second_image_writes_only_its_new_content_and_shares_inodes() {
 }
 
 #[test]
+fn megabytes_shared_by_two_images_are_written_once() {
+    // Two images on the same 4 MiB base layer, each with 1 MiB of its own.
+    let scene = Scene::new();
+    let mut base = TarWriter::new();
+    base.dir("usr/lib", 0o755).file("usr/lib/a.so", 0o755, testdata::hostile::pseudo_random(3 << 20, 1)).file(
+        "usr/lib/b.so",
+        0o644,
+        testdata::hostile::pseudo_random(1 << 20, 2),
+    );
+    let top = |seed| {
+        let mut w = TarWriter::new();
+        w.dir("app", 0o755).file("app/main", 0o755, testdata::hostile::pseudo_random(1 << 20, seed));
+        w
+    };
+    let (top1, top2) = (top(3), top(4));
+    let one = scene.image("one", &[&base, &top1]);
+    let two = scene.image("two", &[&base, &top2]);
+    let (bundles_one, bundles_two) = (signed(&one, "alice"), signed(&two, "alice"));
+    let start = std::time::Instant::now();
+    let first = scene.ensure(&one, &bundles_one).unwrap().stats.content;
+    let cold = start.elapsed();
+    let start = std::time::Instant::now();
+    let second = scene.ensure(&two, &bundles_two).unwrap().stats.content;
+    let shared = start.elapsed();
+    let start = std::time::Instant::now();
+    let again = scene.ensure(&two, &bundles_two).unwrap();
+    let warm = start.elapsed();
+    println!("first image {first:?} in {cold:?}\nsecond image {second:?} in {shared:?}\nagain (warm) in {warm:?}");
+    assert_eq!((first.bytes_written, first.bytes_reused), (5 << 20, 0));
+    assert_eq!((second.bytes_written, second.bytes_reused), (1 << 20, 4 << 20));
+    assert!(!again.stats.unpacked);
+}
+
+#[test]
 fn a_lower_layer_version_replaced_later_is_not_mistaken_for_tampering() {
     // Image A stores NEW at lib/changed; image C has OLD there in layer 0 and NEW in layer 1:
     // layer 0's bytes are hashed against the NEW object, do not match, and are replaced.
