@@ -393,7 +393,7 @@ impl Store {
         predict: bool,
         options: &EnsureOptions,
         progress: Arc<dyn Progress>,
-    ) -> Result<(UnpackedImage, ContentStats), FailedUnpack> {
+    ) -> Result<(UnpackedImage, ContentStats), Box<FailedUnpack>> {
         let shared = Rc::new(RefCell::new(Shared::default()));
         let counted = CountedLayers::new(source);
         let first_mismatch = Rc::new(RefCell::new(None));
@@ -412,11 +412,11 @@ impl Store {
         };
         match unpack_source(&counted, rootfs, unpack_options, progress) {
             Ok(unpacked) => Ok((unpacked, shared.borrow().stats)),
-            Err(error) => Err(FailedUnpack {
+            Err(error) => Err(Box::new(FailedUnpack {
                 error,
                 mismatch: first_mismatch.borrow_mut().take(),
                 placeholder_linked: shared.borrow().placeholder_linked,
-            }),
+            })),
         }
     }
 
