@@ -359,6 +359,20 @@ fn gc_removes_stale_temporaries_and_mutations_refuse_while_locked() {
 }
 
 #[test]
+fn two_concurrent_ensures_of_one_image_unpack_it_once() {
+    let scene = Scene::new();
+    let image = scene.image("a", &[&base(), &top_a()]);
+    let bundles = signed(&image, "alice");
+    let results: Vec<store::StoredImage> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2).map(|_| s.spawn(|| scene.ensure(&image, &bundles).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.stats.unpacked).count(), 1);
+    assert_eq!(results[0].rootfs, results[1].rootfs);
+    assert_eq!(scene.image_entries().len(), 1);
+}
+
+#[test]
 fn device_nodes_are_metadata_unless_asked_for() {
     let scene = Scene::new();
     let mut w = TarWriter::new();
