@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod enforce;
+pub mod images;
 pub mod keygen;
 pub mod sign;
 pub mod trust;
@@ -29,6 +30,12 @@ pub enum Command {
     Verify(verify::Args),
     /// Node daemon: keep the kernel's allowed digests per cgroup current from a policy file.
     Enforce(enforce::Args),
+    /// List the images in the local store.
+    Images(images::ImagesArgs),
+    /// Remove images from the local store (their files are freed by `gc`).
+    Rmi(images::RmiArgs),
+    /// Free store objects no image uses and stale temporaries.
+    Gc(images::GcArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -38,5 +45,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Enforce(args) => enforce::run(args),
+        Command::Images(args) => images::images(args),
+        Command::Rmi(args) => images::rmi(args),
+        Command::Gc(args) => images::gc(args),
     }
 }

@@ -118,6 +118,13 @@ impl InRoot {
         rustix::fs::linkat(&target_dir, target_name, &dir, name, AtFlags::empty()).map_err(io_err)
     }
 
+    /// Makes `path` another name of `source`, a file outside the root that the caller owns (a
+    /// content store's object); `source` itself is linked, never followed.
+    pub fn link_from(&self, path: &[u8], source: &Path) -> io::Result<()> {
+        let (dir, name) = self.parent(path)?;
+        rustix::fs::linkat(rustix::fs::CWD, source, &dir, name, AtFlags::empty()).map_err(io_err)
+    }
+
     /// Creates a device node or fifo, with `mode` and owner.
     pub fn mknod(&self, path: &[u8], kind: SpecialKind, dev: (u32, u32), mode: u32, owner: Owner) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;

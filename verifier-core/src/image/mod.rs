@@ -18,6 +18,8 @@ pub mod stream;
 pub mod tar;
 pub mod tree;
 
-pub use apply::unpack::{unpack, UnpackError, UnpackOptions, UnpackedImage, Written};
+pub use apply::unpack::{
+    unpack, unpack_source, ContentPlan, ContentSink, Placed, UnpackError, UnpackOptions, UnpackedImage, Written,
+};
 pub use platform::{Platform, PlatformError};
 pub use source::{open, scan, ImageContent, ImageRef, ImageSource, LayerDescriptor, ScannedImage, SourceError};

@@ -11,6 +11,12 @@
 //! that must not let unexpected content land (verify-on-write) passes a [`UnpackOptions::check`]
 //! that sees each node as it is written and may refuse it; on any error everything written is
 //! removed.
+//!
+//! A content store (the local image store of `imgsign run`) passes a [`ContentSink`]: regular
+//! files' bytes then go to a file the sink gives (or are only hashed, when the sink says it
+//! already holds them), the check sees them before the sink keeps them, and the tree gets a
+//! hardlink to what the sink kept. What the sink does with content (naming, deduplication,
+//! bookkeeping) is its own policy; the layer rules and the in-root writes stay here.
 
 use crate::image::inroot::{set_metadata, InRoot, Owner, SpecialKind};
 use crate::image::source::{self, ImageContent, ImageIdentity, ImageSource, SourceError};
@@ -61,13 +67,53 @@ pub struct Written<'a> {
 /// Refuses a written node with a reason; the unpack stops and removes what it wrote.
 pub type WriteCheck<'a> = dyn FnMut(&Written<'_>) -> Result<(), String> + 'a;
 
-/// How to unpack. The default creates no device nodes or fifos and checks nothing.
+/// What a [`ContentSink`] wants done with the next regular file's bytes.
+pub enum ContentPlan {
+    /// Write them into this (new, empty) file; the unpacker sets its owner, mode and xattrs.
+    Write(std::fs::File),
+    /// Only hash them: the sink expects to hold them already.
+    HashOnly,
+}
+
+/// What the tree gets at a regular file's path once the sink has placed its content.
+pub enum Placed {
+    /// A hardlink to this file (outside the root, owned by the sink), with the content and the
+    /// metadata the entry asked for.
+    Link(PathBuf),
+    /// An empty file: the content was only hashed and is not what the sink expected (a lower
+    /// layer's version, to be replaced; the manifest still records its digest, so a caller that
+    /// compares the final manifest sees any that stays).
+    Empty,
+}
+
+/// Where regular files' bytes go when a content store keeps them (see the module comment).
+/// Paths are relative image paths; errors name nothing (the unpacker adds the path).
+pub trait ContentSink {
+    /// Before the content of `path` is read: write it somewhere, or only hash it.
+    fn plan(&mut self, path: &[u8], meta: &Meta) -> io::Result<ContentPlan>;
+    /// After it was read and hashed as `content` and the check accepted it: keep it (`written`
+    /// is the file [`ContentPlan::Write`] gave, metadata set; `None` when only hashed) and say
+    /// what the tree links to.
+    fn place(
+        &mut self,
+        path: &[u8],
+        meta: &Meta,
+        content: Hashed,
+        written: Option<std::fs::File>,
+    ) -> io::Result<Placed>;
+}
+
+/// How to unpack. The default creates no device nodes or fifos, checks nothing and writes
+/// regular files in place.
 #[derive(Default)]
 pub struct UnpackOptions<'a> {
     /// Create device nodes and fifos (otherwise they are only in the manifest).
     pub create_devices: bool,
-    /// Called after each node is written; an `Err` aborts the unpack.
+    /// Called after each node is written (for a regular file with a `content` sink, before the
+    /// sink keeps it); an `Err` aborts the unpack.
     pub check: Option<Box<WriteCheck<'a>>>,
+    /// Where regular files' bytes go; `None` writes them into the tree itself.
+    pub content: Option<Box<dyn ContentSink + 'a>>,
 }
 
 /// A flattened image on disk.
@@ -158,6 +204,41 @@ impl<'a> UnpackApplier<'a> {
         }
     }
 
+    /// A regular file through the content sink: written to the sink's file (or only hashed),
+    /// checked, kept by the sink, then linked into the tree.
+    fn file_into_sink<R: Read>(
+        &mut self,
+        path: &[u8],
+        meta: &Meta,
+        tar: &mut TarReader<R>,
+    ) -> Result<Hashed, ApplyError> {
+        let sink = self.options.content.as_mut().expect("called with a sink");
+        let mut written = match sink.plan(path, meta).map_err(io_at(path))? {
+            ContentPlan::Write(file) => Some(file),
+            ContentPlan::HashOnly => None,
+        };
+        let content = crate::image::apply::hash::hash_content(tar, &mut self.buffer, |chunk| match &mut written {
+            Some(file) => file.write_all(chunk).map_err(io_at(path)),
+            None => Ok(()),
+        })?;
+        if let Some(file) = &written {
+            set_metadata(file, owner(meta), meta.mode, &meta.xattrs).map_err(io_at(path))?;
+        }
+        self.check(Written {
+            path,
+            kind: FileType::File,
+            meta: Some(meta),
+            content: Some(content),
+            link_target: None,
+        })?;
+        let sink = self.options.content.as_mut().expect("called with a sink");
+        match sink.place(path, meta, content, written).map_err(io_at(path))? {
+            Placed::Link(object) => self.root.link_from(path, &object).map_err(io_at(path))?,
+            Placed::Empty => drop(self.root.create_file(path).map_err(io_at(path))?),
+        }
+        Ok(content)
+    }
+
     /// Sets every directory's final metadata (the root's own is the caller's).
     pub fn finish(&mut self, tree: &FileTree<Hashed>) -> Result<(), UnpackError> {
         for dir in tree.directories() {
@@ -176,6 +257,9 @@ impl Applier for UnpackApplier<'_> {
     type Content = Hashed;
 
     fn file<R: Read>(&mut self, path: &[u8], meta: &Meta, tar: &mut TarReader<R>) -> Result<Hashed, ApplyError> {
+        if self.options.content.is_some() {
+            return self.file_into_sink(path, meta, tar);
+        }
         let mut file = self.root.create_file(path).map_err(io_at(path))?;
         let content = crate::image::apply::hash::hash_content(tar, &mut self.buffer, |chunk| {
             file.write_all(chunk).map_err(io_at(path))
