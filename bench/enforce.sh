@@ -12,7 +12,7 @@
 # them to bench/results/enforce-latest.txt.
 #
 # Environment: IMGSIGN_BENCH_CACHE, IMGSIGN_BENCH_MIRROR as for bench/sign.sh (the root file
-# system tar is shared with it); extra arguments go to `cargo xtask lab` (e.g. --kernel 6.12).
+# system tar is shared with it); IMGSIGN_BENCH_FILTER (default _bench_) picks the benchmarks; extra arguments go to `cargo xtask lab` (e.g. --kernel 6.12).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,10 +42,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--kernel all)
+# --verbose streams the console (where the BENCH lines are) into the log.
 IMGSIGN_LAB_PROFILE=release IMGSIGN_LAB_DATA_DISK=$ROOTFS IMGSIGN_LAB_QEMU_ARGS="-icount shift=0,sleep=off" \
-    bash "$ROOT/scripts/lab.sh" "${args[@]}" --sequential --filter _bench_ --timeout 3000 2>&1 | tee "$log"
+    bash "$ROOT/scripts/lab.sh" "${args[@]}" --sequential --verbose --filter "${IMGSIGN_BENCH_FILTER:-_bench_}" \
+    --timeout 3000 2>&1 | tee "$log"
 {
     echo "# bench/enforce.sh $(date -u +%FT%TZ) $(git -C "$ROOT" rev-parse --short HEAD)"
-    grep -E "^lab [0-9.]+ |BENCH" "$log" | sed 's/^ *//'
+    grep -E "^lab [0-9.]+ \(|BENCH" "$log" | sed 's/^ *//'
 } >"$RESULTS/enforce-latest.txt"
 say "results: $RESULTS/enforce-latest.txt"
