@@ -21,4 +21,4 @@ ensure_rust() {
 }
 
 # Packages every build needs: clang + libbpf headers + bpftool build the BPF programs.
-BUILD_PACKAGES=(clang-19 libbpf-dev bpftool pkg-config e2fsprogs)
+BUILD_PACKAGES=(clang-19 libbpf-dev bpftool pkg-config e2fsprogs libseccomp-dev)
