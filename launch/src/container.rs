@@ -185,17 +185,21 @@ impl<H: Host> Container<H> {
             if let Some(uid) = owner {
                 std::os::unix::fs::chown(&l.upper, Some(uid), Some(uid)).map_err(io("cannot chown", &l.upper))?;
             }
+        }
+        let secrets = (!self.config.secrets.is_empty()).then(|| l.secrets.clone());
+        let spec = spec::build(&self.config, &l.merged, secrets.as_deref())?;
+        if !self.config.read_only {
+            // Mount points missing from the image are made in the upper layer before it is
+            // mounted: container root could not create them under directories owned by host ids.
+            for m in spec.mounts().iter().flatten() {
+                ensure_mount_point(&self.config.lower, &l.upper, m.destination())?;
+            }
             self.host.mount_overlay(&self.config.lower, &l.upper, &l.work, &l.merged)?;
         }
         self.mounted.push(l.merged.clone());
-
-        let secrets = if self.config.secrets.is_empty() {
-            None
-        } else {
+        if !self.config.secrets.is_empty() {
             self.make_secrets(owner)?;
-            Some(l.secrets.clone())
-        };
-        let spec = spec::build(&self.config, &l.merged, secrets.as_deref())?;
+        }
         let config_path = l.dir.join("config.json");
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| io("cannot write", &config_path)(e.into()))?;
         std::fs::write(&config_path, json).map_err(io("cannot write", &config_path))?;
@@ -370,6 +374,38 @@ impl<H: Host> Container<H> {
     }
 }
 
+/// Makes the directories of `destination` (absolute, inside the container) that the lower does
+/// not have in `upper`; those the lower has are made in the upper with the lower's owner and
+/// mode (so the merged directory looks the same). Stops at anything in the lower that is not a
+/// directory (a symlink is never followed; libcontainer resolves such targets itself).
+fn ensure_mount_point(lower: &Path, upper: &Path, destination: &Path) -> Result<(), LaunchError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut relative = PathBuf::new();
+    for component in destination.components() {
+        let std::path::Component::Normal(name) = component else { continue };
+        relative.push(name);
+        let in_upper = upper.join(&relative);
+        match std::fs::symlink_metadata(lower.join(&relative)) {
+            Ok(meta) if meta.is_dir() => {
+                if std::fs::symlink_metadata(&in_upper).is_err() {
+                    std::fs::create_dir(&in_upper).map_err(io("cannot create", &in_upper))?;
+                    std::fs::set_permissions(&in_upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+                        .map_err(io("cannot chmod", &in_upper))?;
+                    std::os::unix::fs::chown(&in_upper, Some(meta.uid()), Some(meta.gid()))
+                        .map_err(io("cannot chown", &in_upper))?;
+                }
+            }
+            Ok(_) => return Ok(()),
+            Err(_) => {
+                if std::fs::symlink_metadata(&in_upper).is_err() {
+                    std::fs::DirBuilder::new().mode(0o755).create(&in_upper).map_err(io("cannot create", &in_upper))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<H: Host> Drop for Container<H> {
     fn drop(&mut self) {
         let _ = self.cleanup();
@@ -405,7 +441,8 @@ mod tests {
         let copied = dir.join("secrets/token");
         assert_eq!(std::fs::read_to_string(&copied).unwrap(), "s3cret");
         assert_eq!(std::fs::metadata(&copied).unwrap().permissions().mode() & 0o777, 0o400);
-        assert!(!dir.join("upper/run").exists(), "nothing lands in the upper layer");
+        // Only an empty mount point lands in the upper layer.
+        assert_eq!(std::fs::read_dir(dir.join("upper/run/secrets")).unwrap().count(), 0);
         container.cleanup().unwrap();
         assert!(!dir.exists());
         let calls = host.calls();
