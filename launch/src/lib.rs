@@ -25,4 +25,5 @@ pub mod state;
 
 pub use config::{IdRange, LaunchConfig, Net, Secret, Volume};
 pub use container::{Container, LaunchError, Layout};
+pub use oci_spec::runtime::Capability;
 pub use state::ContainerRecord;

@@ -10,6 +10,7 @@ pub mod payload;
 pub mod progress;
 pub mod sign;
 pub mod statement;
+pub mod verified_unpack;
 pub mod verify;
 
 /// `crate::source` as sign, verify and the CLI name it; the image layer lives in [`image`].

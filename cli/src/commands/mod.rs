@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 pub mod enforce;
 pub mod keygen;
+pub mod run;
 pub mod sign;
 pub mod trust;
 pub mod verify;
@@ -29,6 +30,10 @@ pub enum Command {
     Verify(verify::Args),
     /// Node daemon: keep the kernel's allowed digests per cgroup current from a policy file.
     Enforce(enforce::Args),
+    /// Verify an image, then run a command in it in a hardened container (exit code: the container's).
+    Run(run::Args),
+    /// List running containers (id, pid, status, image, signed digest, cgroup).
+    Ps(run::PsArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -38,5 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Enforce(args) => enforce::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Ps(args) => run::ps(args),
     }
 }
