@@ -36,7 +36,7 @@ fn describe(differences: &[Difference]) -> String {
             Difference::Missing { path } => format!("missing {path}"),
             Difference::Extra { path } => format!("extra {path}"),
             Difference::Changed { path, fields } => {
-                let what: Vec<&str> = fields.iter().map(|f| f.field.as_ref()).collect();
+                let what: Vec<&str> = fields.iter().map(|f| f.field).collect();
                 format!("changed {path} ({})", what.join(", "))
             }
         })
