@@ -208,3 +208,41 @@ fn privileged_run_refuses_untrusted_and_enforce() {
     r.code(2).says("--enforce");
     assert!(!state_root().join("enf").exists());
 }
+
+#[test]
+fn privileged_run_refuses_expired_and_rolled_back() {
+    let (image, _, _) = signed();
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
+    let expiring = sign_ok(image, &[a], &tmp.path().join("exp.json"), &["--name", "bbx", "--version", "1", "--expires", "1s"]);
+    let v1 = sign_ok(image, &[a], &tmp.path().join("v1.json"), &["--name", "bbr", "--version", "1"]);
+    let v2 = sign_ok(image, &[a], &tmp.path().join("v2.json"), &["--name", "bbr", "--version", "2"]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = run(&mut run_cmd(image, &expiring, &trust, &["--name", "expired"], &["true"]));
+    r.code(1).says("expired at");
+    // Version 2 runs (and is recorded: run without --no-record), then version 1 is a rollback.
+    let mut c = imgsign();
+    c.arg("run").arg(image).arg("--bundle").arg(&v2).arg("--trust").arg(&trust);
+    c.arg("--state-root").arg(state_root()).arg("--unpack-root").arg(scratch_root().join("unpack"));
+    c.args(["--name", "v2", "--", "busybox", "true"]);
+    run(&mut c).code(0);
+    let r = run(&mut run_cmd(image, &v1, &trust, &["--name", "v1"], &["true"]));
+    r.code(1).says("rollback");
+}
+
+#[test]
+fn privileged_run_pids_limit() {
+    // 8 tasks at most: of 20 background sleeps some cannot be forked.
+    let r = run_signed(
+        &["--name", "pids", "--pids-limit", "8"],
+        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do busybox sleep 1 & done; echo started"],
+    );
+    assert!(r.stderr.contains("can't fork"), "{}", r.all());
+    // Without the limit, the same script forks them all.
+    let r = run_signed(
+        &["--name", "pids-default"],
+        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do busybox sleep 1 & done; echo started"],
+    );
+    r.code(0).says("started");
+}
