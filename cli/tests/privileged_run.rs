@@ -87,12 +87,14 @@ fn privileged_run_json_summary_and_hardened_defaults() {
         &[
             "sh",
             "-c",
-            "busybox mount -t tmpfs x /tmp 2>/dev/null && echo MOUNTED; busybox grep CapEff /proc/self/status >&2",
+            "busybox mount -t tmpfs x /tmp 2>/dev/null && echo MOUNTED; busybox grep -E 'CapEff|SigBlk' /proc/self/status >&2",
         ],
     );
     r.code(0);
     assert!(!r.stdout.contains("MOUNTED"), "{}", r.all());
     assert!(r.stderr.contains("CapEff:\t00000000000004fb"), "{}", r.all());
+    // imgsign blocks SIGINT/SIGTERM to forward them; the container must not inherit that.
+    assert!(r.stderr.contains("SigBlk:\t0000000000000000"), "{}", r.all());
     let summary: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["id"], "json");
     assert_eq!(summary["exitCode"], 0);
@@ -215,7 +217,8 @@ fn privileged_run_refuses_expired_and_rolled_back() {
     let [a, ..] = keys();
     let tmp = tempdir();
     let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
-    let expiring = sign_ok(image, &[a], &tmp.path().join("exp.json"), &["--name", "bbx", "--version", "1", "--expires", "1s"]);
+    let expiring =
+        sign_ok(image, &[a], &tmp.path().join("exp.json"), &["--name", "bbx", "--version", "1", "--expires", "1s"]);
     let v1 = sign_ok(image, &[a], &tmp.path().join("v1.json"), &["--name", "bbr", "--version", "1"]);
     let v2 = sign_ok(image, &[a], &tmp.path().join("v2.json"), &["--name", "bbr", "--version", "2"]);
     std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -236,13 +239,21 @@ fn privileged_run_pids_limit() {
     // 8 tasks at most: of 20 background sleeps some cannot be forked.
     let r = run_signed(
         &["--name", "pids", "--pids-limit", "8"],
-        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do busybox sleep 1 & done; echo started"],
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do busybox sleep 1 & done; echo started",
+        ],
     );
     assert!(r.stderr.contains("can't fork"), "{}", r.all());
     // Without the limit, the same script forks them all.
     let r = run_signed(
         &["--name", "pids-default"],
-        &["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do busybox sleep 1 & done; echo started"],
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do busybox sleep 1 & done; echo started",
+        ],
     );
     r.code(0).says("started");
 }

@@ -16,6 +16,8 @@ use crate::spec::{self, SpecError};
 use crate::state::{ContainerRecord, StateError};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -262,6 +264,7 @@ impl<H: Host> Container<H> {
             .map_err(runtime_err("use its state root"))?
             .validate_id()
             .map_err(runtime_err("accept the container id"))?
+            .with_executor(UnblockSignals(DefaultExecutor {}))
             .as_init(&self.layout.dir)
             .with_systemd(false)
             .with_detach(false)
@@ -304,10 +307,7 @@ impl<H: Host> Container<H> {
     /// call it from a program whose other threads block them too (a single-threaded CLI does).
     pub fn wait_forwarding(&mut self) -> Result<i32, LaunchError> {
         let pid = self.record.pid.ok_or(LaunchError::NotStarted)?;
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGTERM);
-        let _ = set.thread_block();
+        let set = block_forwarded_signals();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || loop {
             let Ok(signal) = set.wait() else { return };
@@ -367,10 +367,40 @@ impl<H: Host> Container<H> {
     /// prepare, start, wait (forwarding SIGINT/SIGTERM when `forward_signals`), cleanup: the
     /// container's exit code.
     pub fn run(mut self, forward_signals: bool) -> Result<i32, LaunchError> {
+        if forward_signals {
+            // Blocked before the start, so none is lost; the container's init unblocks all.
+            block_forwarded_signals();
+        }
         self.start()?;
         let code = if forward_signals { self.wait_forwarding()? } else { self.wait()? };
         self.cleanup()?;
         Ok(code)
+    }
+}
+
+/// Blocks SIGINT and SIGTERM on the calling thread (they stay pending until
+/// [`Container::wait_forwarding`] takes them) and returns the set.
+pub fn block_forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    let _ = set.thread_block();
+    set
+}
+
+/// libcontainer's default executor, after unblocking every signal: the container's process must
+/// not inherit the mask of the thread that launched it.
+#[derive(Clone)]
+struct UnblockSignals(DefaultExecutor);
+
+impl Executor for UnblockSignals {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorError> {
+        let _ = SigSet::all().thread_unblock();
+        self.0.exec(spec)
+    }
+
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), ExecutorValidationError> {
+        self.0.validate(spec)
     }
 }
 

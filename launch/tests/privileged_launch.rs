@@ -112,7 +112,10 @@ fn privileged_sandbox_refuses() {
 #[test]
 fn privileged_seccomp_refuses_mount_even_with_sys_admin() {
     // CAP_SYS_ADMIN in the container's user namespace would allow a tmpfs mount: seccomp must not.
-    let mut c = config("sysadmin", "busybox mount -t tmpfs none /tmp && echo MOUNTED; busybox grep -c tmpfs /proc/self/mountinfo; echo end");
+    let mut c = config(
+        "sysadmin",
+        "busybox mount -t tmpfs none /tmp && echo MOUNTED; busybox grep -c tmpfs /proc/self/mountinfo; echo end",
+    );
     c.cap_add = vec![launch::config::parse_capability("SYS_ADMIN").unwrap()];
     let (code, out) = run(c);
     assert_eq!(code, 0, "{out}");
