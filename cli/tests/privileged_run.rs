@@ -257,3 +257,58 @@ fn privileged_run_pids_limit() {
     );
     r.code(0).says("started");
 }
+
+#[test]
+fn privileged_freeze_thaw_and_kill() {
+    let (image, bundle, trust) = signed();
+    let out = scratch_root().join("ticks");
+    fs::create_dir_all(&out).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+    let volume = format!("{}:/t", out.display());
+    let mut child = run_cmd(
+        image,
+        bundle,
+        trust,
+        &["--name", "frz", "-v", &volume],
+        &["sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /t/n; busybox sleep 0.05; done"],
+    )
+    .spawn()
+    .unwrap();
+    // If an assertion fails, do not leave a frozen container (and this test's pipes) behind.
+    struct Reap;
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for cmd in ["thaw", "kill"] {
+                let _ = imgsign().arg(cmd).arg("frz").arg("--state-root").arg(state_root()).output();
+            }
+        }
+    }
+    let _reap = Reap;
+    let ticks = || fs::read_to_string(out.join("n")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+    for _ in 0..100 {
+        if ticks() > 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ticks() > 0, "the container never ticked");
+    let ctl = |cmd: &str| run(imgsign().arg(cmd).arg("frz").arg("--state-root").arg(state_root()));
+    ctl("freeze").code(0);
+    let state = fs::read_to_string("/sys/fs/cgroup/freezer/imgsign/frz/freezer.state").unwrap();
+    assert_eq!(state.trim(), "FROZEN");
+    let ps = run(imgsign().args(["ps", "--json", "--state-root"]).arg(state_root()));
+    assert!(ps.stdout.contains("\"frozen\""), "{}", ps.stdout);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let frozen_at = ticks();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(ticks(), frozen_at, "a frozen container kept running");
+    ctl("thaw").code(0);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(ticks() > frozen_at, "a thawed container stayed stopped");
+    ctl("kill").code(0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    assert!(!state_root().join("frz").exists());
+    assert!(!Path::new("/sys/fs/cgroup/freezer/imgsign/frz").exists());
+    run(imgsign().args(["kill", "frz", "--state-root"]).arg(state_root())).code(2).says("no container frz");
+}

@@ -19,11 +19,13 @@
 
 pub mod config;
 pub mod container;
+pub mod control;
 pub mod host;
 pub mod spec;
 pub mod state;
 
 pub use config::{IdRange, LaunchConfig, Net, Secret, Volume};
 pub use container::{Container, LaunchError, Layout};
+pub use nix::sys::signal::Signal;
 pub use oci_spec::runtime::Capability;
 pub use state::ContainerRecord;

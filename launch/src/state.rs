@@ -33,7 +33,7 @@ pub struct ContainerRecord {
     pub digest: String,
     /// Host pid of the container's init, once started.
     pub pid: Option<i32>,
-    /// `created`, `running` or `stopped` (a recorded `running` whose pid is gone reads `stopped`).
+    /// `created`, `running`, `frozen` or `stopped` (a recorded `running` whose pid is gone reads `stopped`).
     pub status: String,
     /// Seconds since the epoch.
     pub created: u64,

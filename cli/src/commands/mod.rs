@@ -34,6 +34,12 @@ pub enum Command {
     Run(run::Args),
     /// List running containers (id, pid, status, image, signed digest, cgroup).
     Ps(run::PsArgs),
+    /// Signal every task of a container (default SIGKILL).
+    Kill(run::KillArgs),
+    /// Stop every task of a container (cgroup freezer), for inspection.
+    Freeze(run::FreezeArgs),
+    /// Resume a frozen container.
+    Thaw(run::FreezeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -45,5 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enforce(args) => enforce::run(args),
         Command::Run(args) => run::run(args),
         Command::Ps(args) => run::ps(args),
+        Command::Kill(args) => run::kill(args),
+        Command::Freeze(args) => run::freeze(args),
+        Command::Thaw(args) => run::thaw(args),
     }
 }

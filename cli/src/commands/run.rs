@@ -218,7 +218,7 @@ pub struct PsArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Also list stopped containers.
+    /// Also list stopped containers (by default: created, running and frozen ones).
     #[arg(long, short = 'a')]
     pub all: bool,
     /// Directory of container state.
@@ -228,7 +228,7 @@ pub struct PsArgs {
 
 pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
     let records: Vec<_> =
-        launch::state::list(&args.state_root)?.into_iter().filter(|r| args.all || r.status == "running").collect();
+        launch::state::list(&args.state_root)?.into_iter().filter(|r| args.all || r.status != "stopped").collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(output::EXIT_OK);
@@ -238,5 +238,51 @@ pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
         let pid = r.pid.map_or("-".to_string(), |p| p.to_string());
         println!("{:<14} {:<8} {:<9} {:<40} {:<73} {}", r.id, pid, r.status, r.image, r.digest, r.cgroup);
     }
+    Ok(output::EXIT_OK)
+}
+
+fn parse_signal(s: &str) -> Result<launch::Signal, String> {
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<launch::Signal>().map_err(|_| format!("unknown signal {s:?}"))
+}
+
+#[derive(clap::Args)]
+pub struct KillArgs {
+    /// Container id.
+    pub id: String,
+    /// Signal sent to every task of the container.
+    #[arg(long, short = 's', default_value = "KILL", value_parser = parse_signal)]
+    pub signal: launch::Signal,
+    /// Directory of container state.
+    #[arg(long, default_value = DEFAULT_STATE_ROOT)]
+    pub state_root: PathBuf,
+}
+
+/// `imgsign kill ID`: signal every task of a container (the `imgsign run` that launched it then
+/// cleans up and exits).
+pub fn kill(args: KillArgs) -> anyhow::Result<ExitCode> {
+    launch::control::kill(&args.state_root, &args.id, args.signal)?;
+    Ok(output::EXIT_OK)
+}
+
+#[derive(clap::Args)]
+pub struct FreezeArgs {
+    /// Container id.
+    pub id: String,
+    /// Directory of container state.
+    #[arg(long, default_value = DEFAULT_STATE_ROOT)]
+    pub state_root: PathBuf,
+}
+
+/// `imgsign freeze ID`: stop every task of a container (cgroup freezer).
+pub fn freeze(args: FreezeArgs) -> anyhow::Result<ExitCode> {
+    launch::control::freeze(&args.state_root, &args.id)?;
+    Ok(output::EXIT_OK)
+}
+
+/// `imgsign thaw ID`: resume a frozen container.
+pub fn thaw(args: FreezeArgs) -> anyhow::Result<ExitCode> {
+    launch::control::thaw(&args.state_root, &args.id)?;
     Ok(output::EXIT_OK)
 }
