@@ -21,7 +21,7 @@ pub enum ControlError {
         what: &'static str,
         id: String,
         #[source]
-        source: libcontainer::error::LibcontainerError,
+        source: Box<libcontainer::error::LibcontainerError>,
     },
     #[error(transparent)]
     State(#[from] StateError),
@@ -44,7 +44,9 @@ fn load(state_root: &Path, id: &str) -> Result<(Runtime, PathBuf), ControlError>
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
-            Err(source) => return Err(ControlError::Runtime { what: "load", id: id.to_string(), source }),
+            Err(source) => {
+                return Err(ControlError::Runtime { what: "load", id: id.to_string(), source: Box::new(source) })
+            }
         }
     }
 }
@@ -62,19 +64,31 @@ fn set_status(dir: &Path, status: &str) -> Result<(), ControlError> {
 /// Sends `signal` to every task of container `id`.
 pub fn kill(state_root: &Path, id: &str, signal: Signal) -> Result<(), ControlError> {
     let (mut runtime, _) = load(state_root, id)?;
-    runtime.kill(signal, true).map_err(|source| ControlError::Runtime { what: "signal", id: id.to_string(), source })
+    runtime.kill(signal, true).map_err(|source| ControlError::Runtime {
+        what: "signal",
+        id: id.to_string(),
+        source: Box::new(source),
+    })
 }
 
 /// Stops every task of container `id` (cgroup freezer); [`thaw`] resumes them.
 pub fn freeze(state_root: &Path, id: &str) -> Result<(), ControlError> {
     let (mut runtime, dir) = load(state_root, id)?;
-    runtime.pause().map_err(|source| ControlError::Runtime { what: "freeze", id: id.to_string(), source })?;
+    runtime.pause().map_err(|source| ControlError::Runtime {
+        what: "freeze",
+        id: id.to_string(),
+        source: Box::new(source),
+    })?;
     set_status(&dir, "frozen")
 }
 
 /// Resumes a frozen container.
 pub fn thaw(state_root: &Path, id: &str) -> Result<(), ControlError> {
     let (mut runtime, dir) = load(state_root, id)?;
-    runtime.resume().map_err(|source| ControlError::Runtime { what: "thaw", id: id.to_string(), source })?;
+    runtime.resume().map_err(|source| ControlError::Runtime {
+        what: "thaw",
+        id: id.to_string(),
+        source: Box::new(source),
+    })?;
     set_status(&dir, "running")
 }
