@@ -206,3 +206,16 @@ fn privileged_read_only_root() {
     assert!(!out.contains("WROTE"), "{out}");
     assert!(!lower().join("made").exists());
 }
+
+#[test]
+fn privileged_network_is_loopback_only_unless_host() {
+    let script = "busybox cat /proc/net/dev | busybox tail -n +3 | busybox cut -d: -f1 | busybox tr -d ' '";
+    let (code, out) = run(config("net-none", script));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "lo\n", "interfaces in the default sandbox");
+    let mut host = config("net-host", script);
+    host.net = launch::Net::Host;
+    let (code, out) = run(host);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().count() > 1, "--net host shows the host's interfaces: {out}");
+}
