@@ -68,8 +68,10 @@ fn privileged_run_echo_ok_and_exit_codes() {
     r.code(0);
     assert_eq!(r.stdout, "ok\n");
     run_signed(&["--name", "seven"], &["sh", "-c", "exit 7"]).code(7);
+    // A command the image does not have: the launch fails (125), naming it.
+    run_signed(&["--name", "nocmd"], &["no-such-command"]).code(125).says("no-such-command");
     // Nothing left: no container directory, no unpacked tree, no mount, no cgroup.
-    for id in ["echo", "seven"] {
+    for id in ["echo", "seven", "nocmd"] {
         assert!(!state_root().join(id).exists());
         assert!(!scratch_root().join("unpack").join(id).exists());
         for controller in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
