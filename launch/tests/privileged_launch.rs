@@ -29,8 +29,36 @@ fn lower() -> &'static Path {
         std::fs::set_permissions(lower.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
         std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", lower.join("bin/sh")).unwrap();
+        build_probe(&lower.join("bin/probe"));
         lower
     })
+}
+
+/// A static program trying what busybox has no applet for: ptrace, bpf, io_uring_setup.
+const PROBE_C: &str = r#"
+#include <stdio.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/ptrace.h>
+int main(void) {
+    errno = 0; long r = ptrace(PTRACE_TRACEME, 0, 0, 0);
+    printf("ptrace %s\n", r < 0 ? strerror(errno) : "ok");
+    errno = 0; r = syscall(SYS_bpf, 0, 0, 0);
+    printf("bpf %s\n", r < 0 ? strerror(errno) : "ok");
+    errno = 0; r = syscall(SYS_io_uring_setup, 1, 0);
+    printf("io_uring_setup %s\n", r < 0 ? strerror(errno) : "ok");
+    return 0;
+}
+"#;
+
+/// Compiles [`PROBE_C`] statically with clang-19 (a build package of this workspace).
+fn build_probe(out: &Path) {
+    let src = scratch().join("probe.c");
+    std::fs::write(&src, PROBE_C).unwrap();
+    let status = std::process::Command::new("clang-19").arg("-static").arg("-O1").arg("-o").arg(out).arg(&src).status();
+    assert!(status.is_ok_and(|s| s.success()), "clang-19 -static failed (needs clang-19 and libc6-dev)");
 }
 
 fn config(name: &str, script: &str) -> LaunchConfig {
@@ -121,6 +149,18 @@ fn privileged_seccomp_refuses_mount_even_with_sys_admin() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("MOUNTED"), "mount worked:\n{out}");
     assert!(out.contains("Operation not permitted") || out.contains("permission denied"), "{out}");
+}
+
+#[test]
+fn privileged_seccomp_refuses_ptrace_bpf_io_uring() {
+    let (code, out) = run(config("probe", "/bin/probe"));
+    assert_eq!(code, 0, "{out}");
+    // On the host these give "ok", "Invalid argument" and "Bad address": EPERM is seccomp's.
+    for line in
+        ["ptrace Operation not permitted", "bpf Operation not permitted", "io_uring_setup Operation not permitted"]
+    {
+        assert!(out.contains(line), "want {line:?}:\n{out}");
+    }
 }
 
 #[test]
