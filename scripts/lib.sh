@@ -20,5 +20,6 @@ ensure_rust() {
     command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
 }
 
-# Packages every build needs: clang + libbpf headers + bpftool build the BPF programs.
-BUILD_PACKAGES=(clang-19 libbpf-dev bpftool pkg-config e2fsprogs)
+# Packages every build needs: clang + libbpf headers + bpftool build the BPF programs;
+# libseccomp-dev links the launch engine (youki's libcontainer, seccomp).
+BUILD_PACKAGES=(clang-19 libbpf-dev bpftool pkg-config e2fsprogs libseccomp-dev)

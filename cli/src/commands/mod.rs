@@ -6,6 +6,7 @@ use std::process::ExitCode;
 pub mod enforce;
 pub mod images;
 pub mod keygen;
+pub mod run;
 pub mod sign;
 pub mod trust;
 pub mod verify;
@@ -36,6 +37,16 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Free store objects no image uses and stale temporaries.
     Gc(images::GcArgs),
+    /// Verify an image, then run a command in it in a hardened container (exit code: the container's).
+    Run(run::Args),
+    /// List running containers (id, pid, status, image, signed digest, cgroup).
+    Ps(run::PsArgs),
+    /// Signal every task of a container (default SIGKILL).
+    Kill(run::KillArgs),
+    /// Stop every task of a container (cgroup freezer), for inspection.
+    Freeze(run::FreezeArgs),
+    /// Resume a frozen container.
+    Thaw(run::FreezeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -48,5 +59,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::images(args),
         Command::Rmi(args) => images::rmi(args),
         Command::Gc(args) => images::gc(args),
+        Command::Run(args) => run::run(args),
+        Command::Ps(args) => run::ps(args),
+        Command::Kill(args) => run::kill(args),
+        Command::Freeze(args) => run::freeze(args),
+        Command::Thaw(args) => run::thaw(args),
     }
 }

@@ -1,0 +1,263 @@
+//! `imgsign run`: verify the bundles (signatures, expiry, rollback) before anything is
+//! unpacked, unpack the image into the local store checking every file against the signed
+//! manifest (`store::Store::ensure`; an image already stored is neither unpacked nor hashed
+//! again), then launch it in a hardened container (`launch`) over the stored tree and return
+//! its exit code. `imgsign ps` lists containers.
+//!
+//! Exit codes: the container's own (128 + N if a signal N ended it); 1 the image was refused
+//! (verification failed); 2 bad usage or unreadable input; 125 the container could not be
+//! launched.
+
+use crate::output;
+use anyhow::Context as _;
+use keys::TrustStore;
+use launch::config::{
+    parse_capability, parse_size, random_id, DEFAULT_MEMORY, DEFAULT_PIDS_LIMIT, DEFAULT_STATE_ROOT,
+    DEFAULT_USERNS_BASE, USERNS_SIZE,
+};
+use launch::{Capability, Container, IdRange, LaunchConfig, Net, Secret, Volume};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+use store::{EnsureOptions, StoreError};
+use verifier_core::source::ImageRef;
+use verifier_core::verify::{accept, error_chain, read_bundles};
+
+/// Exit code when the container could not be launched.
+const EXIT_LAUNCH: u8 = 125;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image: oci:DIR[:TAG] or docker-archive:FILE.
+    pub image: String,
+    /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: verifier_core::image::Platform,
+    /// Bundle file (repeat to pool signatures from several bundles of the same statement).
+    #[arg(long = "bundle", required = true)]
+    pub bundles: Vec<PathBuf>,
+    /// Trust store directory (see `imgsign trust`).
+    #[arg(long)]
+    pub trust: PathBuf,
+    /// Print a JSON summary (id, image, digest, exit code) on stdout after the container ends.
+    #[arg(long)]
+    pub json: bool,
+    /// Container id (default: 12 random hex digits).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Hostname (default: the container id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// No writable layer: the verified tree is the root, read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Network: none (a new namespace, loopback only) or host.
+    #[arg(long, default_value = "none")]
+    pub net: Net,
+    /// First host uid/gid of the user namespace (container 0..65536 -> BASE..BASE+65536).
+    #[arg(long, default_value_t = DEFAULT_USERNS_BASE)]
+    pub userns_base: u32,
+    /// Loosening: no user namespace (root in the container is root on the host).
+    #[arg(long)]
+    pub no_userns: bool,
+    /// Loosening: add a capability to the minimal set (repeatable; NAME or CAP_NAME).
+    #[arg(long = "cap-add", value_parser = parse_capability)]
+    pub cap_add: Vec<Capability>,
+    /// Most tasks the container may have.
+    #[arg(long, default_value_t = DEFAULT_PIDS_LIMIT)]
+    pub pids_limit: i64,
+    /// Memory limit (512m, 2g, bytes); default 1g.
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<i64>,
+    /// NAME=SRC: the file SRC read-only at /run/secrets/NAME, on a tmpfs (repeatable).
+    #[arg(long = "secret")]
+    pub secrets: Vec<Secret>,
+    /// HOST:CONTAINER[:ro]: bind a host directory (repeatable).
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<Volume>,
+    /// KEY=VALUE added to the environment (repeatable).
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, default_value = "/")]
+    pub workdir: PathBuf,
+    /// Require kernel enforcement of the image's signed digests (needs the enforcement daemon's
+    /// control socket).
+    #[arg(long)]
+    pub enforce: bool,
+    /// Do not record the accepted version in the trust store.
+    #[arg(long)]
+    pub no_record: bool,
+    /// Directory of container state.
+    #[arg(long, default_value = DEFAULT_STATE_ROOT)]
+    pub state_root: PathBuf,
+    #[command(flatten)]
+    pub store: super::images::StoreArg,
+    /// The command and its arguments (required: the image's default command is not read yet).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// A refusal (exit 1) or a launch failure (exit 125), printed with its reason.
+enum Outcome {
+    Exited(i32),
+    Refused(String),
+    LaunchFailed(anyhow::Error),
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.enforce {
+        anyhow::bail!(
+            "--enforce: no enforcement daemon control socket on this node (`imgsign enforce` has none yet), \
+             refusing to run the container unenforced"
+        );
+    }
+    if args.command.is_empty() {
+        anyhow::bail!("no command: give one after `--` (reading the image's entrypoint and cmd is not supported yet)");
+    }
+    let id = args.name.clone().unwrap_or_else(random_id);
+    launch::config::check_id(&id)?;
+    let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
+    let mut trust = TrustStore::open(&args.trust)?;
+    let bundles = read_bundles(&args.bundles)?;
+    let json = args.json;
+    let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles);
+    let (code, exit) = match outcome {
+        Ok(Outcome::Exited(code)) => (Some(code), ExitCode::from(code.clamp(0, 255) as u8)),
+        Ok(Outcome::Refused(reason)) => {
+            eprintln!("imgsign: refused {image}: {reason}");
+            (None, output::exit_failed())
+        }
+        Ok(Outcome::LaunchFailed(err)) | Err(err) => {
+            output::print_error(&err.context(format!("cannot launch {image}")));
+            (None, ExitCode::from(EXIT_LAUNCH))
+        }
+    };
+    if json {
+        let summary = serde_json::json!({ "id": id, "image": image.to_string(), "exitCode": code });
+        println!("{summary}");
+    }
+    Ok(exit)
+}
+
+fn verify_and_launch(
+    args: &Args,
+    id: &str,
+    image: &ImageRef,
+    trust: &mut TrustStore,
+    bundles: &[verifier_core::bundle::CheckedBundle],
+) -> anyhow::Result<Outcome> {
+    let store = args.store.open().context("cannot open the image store")?;
+    // Signatures, expiry and rollback are checked before anything is unpacked; an image that
+    // cannot be read whole, or differs from the signed manifest, is refused: nothing of it runs.
+    let options = EnsureOptions { now: SystemTime::now(), create_devices: false };
+    let stored = match store.ensure(image, bundles, trust, &options, output::progress()) {
+        Ok(stored) => stored,
+        Err(e @ (StoreError::Io { .. } | StoreError::Record { .. } | StoreError::Locked { .. })) => {
+            return Ok(Outcome::LaunchFailed(e.into()))
+        }
+        Err(e) => return Ok(Outcome::Refused(error_chain(&e))),
+    };
+    if !args.no_record {
+        accept(trust, [&stored.accepted]).context("cannot record the accepted version")?;
+    }
+    let digest = format!("sha256:{}", stored.digest.hex());
+
+    let mut config = LaunchConfig::new(id, &stored.rootfs, args.command.clone());
+    config.state_root = args.state_root.clone();
+    config.hostname = args.hostname.clone();
+    config.read_only = args.read_only;
+    config.net = args.net;
+    config.userns = (!args.no_userns).then_some(IdRange { base: args.userns_base, size: USERNS_SIZE });
+    config.cap_add = args.cap_add.clone();
+    config.pids_limit = args.pids_limit;
+    config.memory = args.memory.unwrap_or(DEFAULT_MEMORY);
+    config.secrets = args.secrets.clone();
+    config.volumes = args.volumes.clone();
+    config.env.extend(args.env.iter().cloned());
+    config.cwd = args.workdir.clone();
+    config.image = image.to_string();
+    config.digest = digest;
+    let container = match Container::prepare(config) {
+        Ok(c) => c,
+        Err(e) => return Ok(Outcome::LaunchFailed(e.into())),
+    };
+    match container.run(true) {
+        Ok(code) => Ok(Outcome::Exited(code)),
+        Err(e) => Ok(Outcome::LaunchFailed(e.into())),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct PsArgs {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list stopped containers (by default: created, running and frozen ones).
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Directory of container state.
+    #[arg(long, default_value = DEFAULT_STATE_ROOT)]
+    pub state_root: PathBuf,
+}
+
+pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
+    let records: Vec<_> =
+        launch::state::list(&args.state_root)?.into_iter().filter(|r| args.all || r.status != "stopped").collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(output::EXIT_OK);
+    }
+    println!("{:<14} {:<8} {:<9} {:<40} {:<73} CGROUP", "ID", "PID", "STATUS", "IMAGE", "DIGEST");
+    for r in records {
+        let pid = r.pid.map_or("-".to_string(), |p| p.to_string());
+        println!("{:<14} {:<8} {:<9} {:<40} {:<73} {}", r.id, pid, r.status, r.image, r.digest, r.cgroup);
+    }
+    Ok(output::EXIT_OK)
+}
+
+fn parse_signal(s: &str) -> Result<launch::Signal, String> {
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<launch::Signal>().map_err(|_| format!("unknown signal {s:?}"))
+}
+
+#[derive(clap::Args)]
+pub struct KillArgs {
+    /// Container id.
+    pub id: String,
+    /// Signal sent to every task of the container.
+    #[arg(long, short = 's', default_value = "KILL", value_parser = parse_signal)]
+    pub signal: launch::Signal,
+    /// Directory of container state.
+    #[arg(long, default_value = DEFAULT_STATE_ROOT)]
+    pub state_root: PathBuf,
+}
+
+/// `imgsign kill ID`: signal every task of a container (the `imgsign run` that launched it then
+/// cleans up and exits).
+pub fn kill(args: KillArgs) -> anyhow::Result<ExitCode> {
+    launch::control::kill(&args.state_root, &args.id, args.signal)?;
+    Ok(output::EXIT_OK)
+}
+
+#[derive(clap::Args)]
+pub struct FreezeArgs {
+    /// Container id.
+    pub id: String,
+    /// Directory of container state.
+    #[arg(long, default_value = DEFAULT_STATE_ROOT)]
+    pub state_root: PathBuf,
+}
+
+/// `imgsign freeze ID`: stop every task of a container (cgroup freezer).
+pub fn freeze(args: FreezeArgs) -> anyhow::Result<ExitCode> {
+    launch::control::freeze(&args.state_root, &args.id)?;
+    Ok(output::EXIT_OK)
+}
+
+/// `imgsign thaw ID`: resume a frozen container.
+pub fn thaw(args: FreezeArgs) -> anyhow::Result<ExitCode> {
+    launch::control::thaw(&args.state_root, &args.id)?;
+    Ok(output::EXIT_OK)
+}

@@ -1,0 +1,31 @@
+//! The launch engine: a verified, read-only root file system becomes a hardened container.
+//!
+//! ```text
+//! LaunchConfig (lower dir, command, flags)
+//!   -> Container::prepare   <state_root>/<id>/{upper,work,merged,secrets,config.json,imgsign.json};
+//!                           the calling thread gets a private mount namespace; overlay (or a
+//!                           read-only bind with `read_only`) and the secrets tmpfs are mounted there
+//!   -> Container::start     youki's libcontainer creates the namespaces, cgroup, mounts, seccomp
+//!                           and capabilities from the generated spec (`spec::build`) and execs
+//!   -> Container::wait / wait_forwarding   the init's exit code (128 + signal if killed)
+//!   -> Container::cleanup   libcontainer deletes the container and its cgroup; every mount is
+//!                           detached; the directory removed (also on drop, so on every error path)
+//! ```
+//!
+//! The lower directory is never written: today `imgsign run` unpacks a verified image into a
+//! per-run directory; the content-addressed store will hand over its `rootfs/` instead.
+//! `state::list` reads what `imgsign ps` prints. Everything that mounts goes through the
+//! [`host::Host`] seam ([`host::RecordingHost`] in tests).
+
+pub mod config;
+pub mod container;
+pub mod control;
+pub mod host;
+pub mod spec;
+pub mod state;
+
+pub use config::{IdRange, LaunchConfig, Net, Secret, Volume};
+pub use container::{Container, LaunchError, Layout};
+pub use nix::sys::signal::Signal;
+pub use oci_spec::runtime::Capability;
+pub use state::ContainerRecord;

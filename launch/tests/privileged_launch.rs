@@ -1,0 +1,261 @@
+//! Privileged tests (root on this host): real containers from a busybox-static root, through
+//! libcontainer. Each checks one sandbox default by trying what it forbids.
+
+use launch::{Container, LaunchConfig};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+fn scratch() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("launch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    })
+}
+
+/// A read-only lower: /bin/busybox (static) and the directories the spec mounts on.
+fn lower() -> &'static Path {
+    static LOWER: OnceLock<PathBuf> = OnceLock::new();
+    LOWER.get_or_init(|| {
+        let lower = scratch().join("lower");
+        for d in ["bin", "dev", "proc", "sys", "tmp", "run", "etc", "out"] {
+            std::fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        std::fs::set_permissions(lower.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", lower.join("bin/sh")).unwrap();
+        build_probe(&lower.join("bin/probe"));
+        lower
+    })
+}
+
+/// A static program trying what busybox has no applet for: ptrace, bpf, io_uring_setup.
+const PROBE_C: &str = r#"
+#include <stdio.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <sys/ptrace.h>
+int main(void) {
+    errno = 0; long r = ptrace(PTRACE_TRACEME, 0, 0, 0);
+    printf("ptrace %s\n", r < 0 ? strerror(errno) : "ok");
+    errno = 0; r = syscall(SYS_bpf, 0, 0, 0);
+    printf("bpf %s\n", r < 0 ? strerror(errno) : "ok");
+    errno = 0; r = syscall(SYS_io_uring_setup, 1, 0);
+    printf("io_uring_setup %s\n", r < 0 ? strerror(errno) : "ok");
+    return 0;
+}
+"#;
+
+/// Compiles [`PROBE_C`] statically with clang-19 (a build package of this workspace).
+fn build_probe(out: &Path) {
+    let src = scratch().join("probe.c");
+    std::fs::write(&src, PROBE_C).unwrap();
+    let status = std::process::Command::new("clang-19").arg("-static").arg("-O1").arg("-o").arg(out).arg(&src).status();
+    assert!(status.is_ok_and(|s| s.success()), "clang-19 -static failed (needs clang-19 and libc6-dev)");
+}
+
+fn config(name: &str, script: &str) -> LaunchConfig {
+    let mut c = LaunchConfig::new(name, lower(), vec!["/bin/busybox".into(), "sh".into(), "-c".into(), script.into()]);
+    c.state_root = scratch().join("state");
+    c
+}
+
+/// Runs `script`, capturing stdout through a file in a volume (the engine leaves stdio to the
+/// caller; a test binary's stdout is the harness's).
+fn run(mut c: LaunchConfig) -> (i32, String) {
+    let out = scratch().join(format!("out-{}", c.id));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    c.volumes.push(format!("{}:/out", out.display()).parse().unwrap());
+    c.args[3] = format!("exec >/out/log 2>&1; {}", c.args[3]);
+    let code = Container::prepare(c).unwrap().run(false).unwrap();
+    (code, std::fs::read_to_string(out.join("log")).unwrap_or_default())
+}
+
+fn mountinfo_mentions(s: &str) -> bool {
+    let mine = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let init = std::fs::read_to_string("/proc/1/mountinfo").unwrap_or_default();
+    mine.contains(s) || init.contains(s)
+}
+
+fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("imgsign").join(id))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn privileged_exit_codes_and_cleanup() {
+    let (code, out) = run(config("codes-ok", "echo ok"));
+    assert_eq!((code, out.as_str()), (0, "ok\n"));
+    let (code, _) = run(config("codes-7", "exit 7"));
+    assert_eq!(code, 7);
+    for id in ["codes-ok", "codes-7"] {
+        assert!(!scratch().join("state").join(id).exists(), "{id}: directory left");
+        assert!(cgroup_dirs(id).is_empty(), "{id}: cgroups left: {:?}", cgroup_dirs(id));
+        assert!(!mountinfo_mentions(&format!("/{id}/")), "{id}: mount left");
+    }
+}
+
+#[test]
+fn privileged_sandbox_refuses() {
+    let script = "busybox mount -t tmpfs none /tmp && echo MOUNTED; \
+                  busybox unshare -U true && echo UNSHARED; \
+                  busybox grep CapEff /proc/self/status; \
+                  busybox id -u; busybox hostname; \
+                  busybox ls /dev; \
+                  echo done";
+    let (code, out) = run(config("sandbox", script));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("MOUNTED"), "mount worked:\n{out}");
+    assert!(!out.contains("UNSHARED"), "unshare -U worked:\n{out}");
+    // CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, FSETID 4, KILL 5, SETGID 6, SETUID 7, NET_BIND_SERVICE 10.
+    let minimal: u64 = [0, 1, 3, 4, 5, 6, 7, 10].iter().map(|b| 1u64 << b).sum();
+    assert!(out.contains(&format!("CapEff:\t{minimal:016x}")), "capabilities:\n{out}");
+    assert!(out.contains("\nsandbox\n"), "hostname:\n{out}");
+    let dev: Vec<&str> = out.lines().skip_while(|l| *l != "sandbox").skip(1).take_while(|l| *l != "done").collect();
+    for name in &dev {
+        assert!(
+            [
+                "console", "core", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+                "stdout", "tty", "urandom", "zero"
+            ]
+            .contains(name),
+            "/dev holds {name}:\n{out}"
+        );
+    }
+    assert!(out.ends_with("done\n"), "{out}");
+}
+
+#[test]
+fn privileged_seccomp_refuses_mount_even_with_sys_admin() {
+    // CAP_SYS_ADMIN in the container's user namespace would allow a tmpfs mount: seccomp must not.
+    let mut c = config(
+        "sysadmin",
+        "busybox mount -t tmpfs none /tmp && echo MOUNTED; busybox grep -c tmpfs /proc/self/mountinfo; echo end",
+    );
+    c.cap_add = vec![launch::config::parse_capability("SYS_ADMIN").unwrap()];
+    let (code, out) = run(c);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("MOUNTED"), "mount worked:\n{out}");
+    assert!(out.contains("Operation not permitted") || out.contains("permission denied"), "{out}");
+}
+
+#[test]
+fn privileged_seccomp_refuses_ptrace_bpf_io_uring() {
+    let (code, out) = run(config("probe", "/bin/probe"));
+    assert_eq!(code, 0, "{out}");
+    // On the host these give "ok", "Invalid argument" and "Bad address": EPERM is seccomp's.
+    for line in
+        ["ptrace Operation not permitted", "bpf Operation not permitted", "io_uring_setup Operation not permitted"]
+    {
+        assert!(out.contains(line), "want {line:?}:\n{out}");
+    }
+}
+
+#[test]
+fn privileged_root_inside_is_not_root_outside() {
+    let mut c = config("owner", "echo x > /tmp/made-inside; echo y > /out/made-inside");
+    c.volumes.clear();
+    let out = scratch().join("out-owner");
+    let (code, log) = run(c);
+    assert_eq!(code, 0, "{log}");
+    let meta = std::fs::metadata(out.join("made-inside")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (100_000, 100_000));
+}
+
+#[test]
+fn privileged_mknod_of_a_disk_then_read_fails_by_device_cgroup() {
+    // Without a user namespace and with CAP_MKNOD, mknod itself works: the device cgroup must
+    // still refuse the open.
+    let mut c = config(
+        "mknod",
+        "busybox mknod /tmp/disk b 7 0 && echo NODE; busybox head -c 1 /tmp/disk >/dev/null && echo READ; true",
+    );
+    c.userns = None;
+    c.cap_add = vec![launch::config::parse_capability("MKNOD").unwrap()];
+    let (code, out) = run(c);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("NODE"), "mknod failed, the test shows nothing:\n{out}");
+    assert!(!out.contains("READ"), "the device was read:\n{out}");
+    // With the default user namespace, mknod is refused outright.
+    let (_, out) = run(config("mknod-userns", "busybox mknod /tmp/disk b 7 0 && echo NODE; true"));
+    assert!(!out.contains("NODE"), "{out}");
+}
+
+#[test]
+fn privileged_secret_on_private_tmpfs() {
+    let src = scratch().join("secret-src");
+    std::fs::write(&src, "hunter2").unwrap();
+    let mut c = config("secret", "busybox cat /run/secrets/token; echo; busybox grep -c secrets /proc/self/mountinfo; echo changed > /run/secrets/token && echo WROTE; true");
+    c.secrets = vec![format!("token={}", src.display()).parse().unwrap()];
+    let out_dir = scratch().join("out-secret");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    c.volumes.push(format!("{}:/out", out_dir.display()).parse().unwrap());
+    c.args[3] = format!("exec >/out/log 2>&1; {}", c.args[3]);
+    let mut container = Container::prepare(c).unwrap();
+    let dir = container.layout().dir.clone();
+    container.start().unwrap();
+    // While it runs: the host's mount tables do not show the secrets tmpfs or the overlay.
+    assert!(!mountinfo_mentions(&dir.join("secrets").display().to_string()));
+    assert!(!mountinfo_mentions(&dir.join("merged").display().to_string()));
+    let code = container.wait().unwrap();
+    // Nothing of it in the upper layer.
+    let upper_has_secret = walk(&dir.join("upper")).iter().any(|p| std::fs::read(p).is_ok_and(|b| b == b"hunter2"));
+    assert!(!upper_has_secret);
+    container.cleanup().unwrap();
+    let out = std::fs::read_to_string(out_dir.join("log")).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("hunter2\n"), "{out}");
+    assert!(!out.contains("WROTE"), "{out}");
+    assert!(!dir.exists());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn privileged_read_only_root() {
+    let mut c = config("readonly", "echo x > /made && echo WROTE; echo end");
+    c.read_only = true;
+    let (code, out) = run(c);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("WROTE"), "{out}");
+    assert!(!lower().join("made").exists());
+}
+
+#[test]
+fn privileged_network_is_loopback_only_unless_host() {
+    let script = "busybox cat /proc/net/dev | busybox tail -n +3 | busybox cut -d: -f1 | busybox tr -d ' '";
+    let (code, out) = run(config("net-none", script));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "lo\n", "interfaces in the default sandbox");
+    let mut host = config("net-host", script);
+    host.net = launch::Net::Host;
+    let (code, out) = run(host);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().count() > 1, "--net host shows the host's interfaces: {out}");
+}
