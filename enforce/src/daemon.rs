@@ -7,15 +7,21 @@
 //! later reload.
 //!
 //! Signals are the caller's business ([`crate::node::Node`] installs them): the loop polls two
-//! flags (reload, stop) that a signal handler sets.
+//! flags (reload, stop) that a signal handler sets. Scopes can also be added and removed at run
+//! time through the control socket ([`crate::control`], [`Daemon::control`]): each request
+//! rebuilds the plan with it, so it is verified like the policy's scopes, and a request whose
+//! scope does not verify changes nothing.
 
+use crate::control::{AddScope, ControlServer, ListedScope, Reply, Request};
 use crate::desired::DesiredState;
 use crate::kernel::{Event, Kernel, KernelError};
 use crate::plan::{self, Plan, PlanError};
+use crate::source::ScopeSpec;
 use crate::source::{PolicySource, ScopeSource, SourceError};
 use crate::verified::StatementCache;
 use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +32,8 @@ const CGROUP_SEARCH_DEPTH: usize = 8;
 
 /// How long one wait for events lasts before the flags are looked at again.
 pub const POLL: Duration = Duration::from_millis(200);
+/// The same while a control socket is served: a runtime waits for its answer.
+const CONTROL_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -75,6 +83,9 @@ pub struct Daemon<K: Kernel> {
     notices: Notices,
     /// Cgroup directories found for cgroup ids seen in events.
     cgroup_paths: std::collections::HashMap<u64, Option<PathBuf>>,
+    /// Scopes added through the control socket, by name (kept across reloads).
+    control_scopes: BTreeMap<String, ScopeSpec>,
+    control: Option<ControlServer>,
 }
 
 impl<K: Kernel> Daemon<K> {
@@ -100,6 +111,8 @@ impl<K: Kernel> Daemon<K> {
             out,
             notices,
             cgroup_paths: Default::default(),
+            control_scopes: BTreeMap::new(),
+            control: None,
         };
         daemon.after_apply("started")?;
         Ok(daemon)
@@ -151,8 +164,8 @@ impl<K: Kernel> Daemon<K> {
     /// failure the old plan stays in force (re-applied if the kernel refused the new one half
     /// way) and the error is logged; it is returned too, for callers that want it.
     pub fn rebuild(&mut self, now: SystemTime, action: &str) -> Result<(), DaemonError> {
-        let mut specs = self.policy.scopes();
-        specs.extend(self.sources.iter().flat_map(|s| s.scopes()));
+        let mut specs = self.fixed_scopes();
+        specs.extend(self.control_scopes.values().cloned());
         let plan = match plan::assemble(self.policy.policy(), &specs, &mut self.cache, now) {
             Ok(plan) => plan,
             Err(e) => {
@@ -213,16 +226,143 @@ impl<K: Kernel> Daemon<K> {
         Ok(n)
     }
 
-    /// Runs until `stop` is set: streams events, reloads when `reload` was set (and clears it).
+    /// Runs until `stop` is set: streams events, reloads when `reload` was set (and clears it),
+    /// answers control requests between event waits.
     pub fn run(&mut self, reload: &AtomicBool, stop: &AtomicBool) -> Result<(), DaemonError> {
         while !stop.load(Ordering::SeqCst) {
             if reload.swap(false, Ordering::SeqCst) {
                 // Logged by reload; the old plan stays in force.
                 let _ = self.reload(SystemTime::now());
             }
-            self.pump_events(POLL)?;
+            self.serve_pending()?;
+            self.pump_events(if self.control.is_some() { CONTROL_POLL } else { POLL })?;
         }
         Ok(())
+    }
+
+    /// Answers control requests on `server` from now on (in [`Daemon::run`]).
+    pub fn serve_control(&mut self, server: ControlServer) {
+        self.control = Some(server);
+    }
+
+    /// Answers every control request waiting on the socket.
+    pub fn serve_pending(&mut self) -> Result<(), DaemonError> {
+        while let Some(pending) = self.control.as_ref().and_then(ControlServer::accept) {
+            let reply = match pending.request.clone() {
+                Ok(request) => self.control(request, SystemTime::now())?,
+                Err(error) => Reply::refused(error),
+            };
+            pending.reply(&reply);
+        }
+        Ok(())
+    }
+
+    /// Carries out one control request; the reply comes after the kernel has the new plan, or
+    /// after the plan in force was kept (the reason is in the reply and the output).
+    pub fn control(&mut self, request: Request, now: SystemTime) -> Result<Reply, DaemonError> {
+        match request {
+            Request::List => Ok(self.listed()),
+            Request::Add(add) => {
+                let spec = match self.check_add(add) {
+                    Ok(spec) => spec,
+                    Err(reason) => return Ok(Reply::refused(reason)),
+                };
+                let name = spec.name.clone();
+                let before = self.control_scopes.insert(name.clone(), spec);
+                self.rebuild_for_control(now, "scope-added", |d| match before {
+                    Some(old) => drop(d.control_scopes.insert(name, old)),
+                    None => drop(d.control_scopes.remove(&name)),
+                })
+            }
+            Request::Remove { name } => {
+                let Some(old) = self.control_scopes.remove(&name) else {
+                    return Ok(Reply::refused(format!(
+                        "no scope {name:?} was added through the control socket (policy scopes are changed in the policy)"
+                    )));
+                };
+                self.rebuild_for_control(now, "scope-removed", |d| drop(d.control_scopes.insert(name, old)))
+            }
+        }
+    }
+
+    /// Rebuilds after a control change; on failure undoes the change (`undo`) and refuses.
+    fn rebuild_for_control(
+        &mut self,
+        now: SystemTime,
+        action: &str,
+        undo: impl FnOnce(&mut Self),
+    ) -> Result<Reply, DaemonError> {
+        match self.rebuild(now, action) {
+            Ok(()) => Ok(self.listed()),
+            Err(DaemonError::Output(e)) => Err(DaemonError::Output(e)),
+            Err(e) => {
+                undo(self);
+                Ok(Reply::refused(chain(&e)))
+            }
+        }
+    }
+
+    /// A control request's scope, checked as the policy checks its own; the reason otherwise.
+    fn check_add(&self, add: AddScope) -> Result<ScopeSpec, String> {
+        if !crate::policy::valid_scope_name(&add.name) {
+            return Err(format!("scope name {:?}: must be 1 to 64 letters, digits, '-', '_' or '.'", add.name));
+        }
+        if !add.cgroup.is_absolute() {
+            return Err(format!("cgroup {}: must be an absolute path of a cgroup v2 directory", add.cgroup.display()));
+        }
+        if add.bundles.is_empty() || add.bundles.iter().any(|b| !b.is_absolute()) {
+            return Err("bundles: at least one, each an absolute path".into());
+        }
+        for fixed in self.fixed_scopes() {
+            if fixed.name == add.name {
+                return Err(format!("scope {:?} is defined by the policy", add.name));
+            }
+            if fixed.cgroup == add.cgroup {
+                return Err(format!("cgroup {} is the policy's scope {:?}", add.cgroup.display(), fixed.name));
+            }
+        }
+        if let Some(other) = self.control_scopes.values().find(|s| s.cgroup == add.cgroup && s.name != add.name) {
+            return Err(format!("cgroup {} is already scope {:?}", add.cgroup.display(), other.name));
+        }
+        let image = match add.image.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|e| format!("image {text:?}: {e}"))?),
+        };
+        Ok(ScopeSpec {
+            name: add.name,
+            cgroup: add.cgroup,
+            mode: add.mode,
+            remote_fs: add.remote_fs,
+            profile: add.profile,
+            bundles: add.bundles,
+            image,
+        })
+    }
+
+    /// The policy's scopes and the other sources' (not the control socket's).
+    fn fixed_scopes(&self) -> Vec<ScopeSpec> {
+        let mut specs = self.policy.scopes();
+        specs.extend(self.sources.iter().flat_map(|s| s.scopes()));
+        specs
+    }
+
+    /// Every scope in force, as a reply.
+    fn listed(&self) -> Reply {
+        let scopes = self
+            .plan
+            .scopes
+            .iter()
+            .map(|s| ListedScope {
+                name: s.name.clone(),
+                cgroup: s.cgroup.clone(),
+                cgroup_id: s.cgroup_id,
+                mode: s.mode,
+                profile: s.profile,
+                digests: s.digests.len(),
+                origin: if self.control_scopes.contains_key(&s.name) { "control" } else { "policy" }.into(),
+            })
+            .collect();
+        Reply { ok: true, error: None, scopes }
     }
 
     fn after_apply(&mut self, action: &str) -> Result<(), DaemonError> {

@@ -19,6 +19,7 @@
 pub mod bpf;
 pub mod capability;
 pub mod cgroup;
+pub mod control;
 pub mod daemon;
 pub mod desired;
 pub mod kernel;

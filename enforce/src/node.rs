@@ -41,6 +41,8 @@ pub enum NodeError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Daemon(DaemonError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 impl NodeError {
@@ -155,8 +157,22 @@ impl Node {
         register(signal_hook::consts::SIGTERM, &stop)?;
         register(signal_hook::consts::SIGINT, &stop)?;
         let pin_dir = settings.pin_dir.clone();
+        // Bound before the first plan is applied, so a runtime that finds the socket can count
+        // on the daemon answering once it is up.
+        let control = match crate::control::ControlServer::bind(&settings.control) {
+            Ok(server) => server,
+            Err(e) => {
+                for id in signals {
+                    signal_hook::low_level::unregister(id);
+                }
+                return Err(e.into());
+            }
+        };
         match Daemon::start(policy, kernel, out, notices, SystemTime::now()) {
-            Ok(daemon) => Ok(Node { daemon, pin_dir, reload, stop, signals }),
+            Ok(mut daemon) => {
+                daemon.serve_control(control);
+                Ok(Node { daemon, pin_dir, reload, stop, signals })
+            }
             Err(e) => {
                 for id in signals {
                     signal_hook::low_level::unregister(id);

@@ -6,6 +6,7 @@
 //! trust = "/etc/imgsign/trust"       # trust store directory
 //! events = "-"                       # "-" = stdout, or a file (JSON lines, appended)
 //! pin_dir = "/sys/fs/bpf/imgsign"    # where programs and maps are pinned (bpffs)
+//! control = "/run/imgsign/enforce.sock" # the control socket (scopes added at run time)
 //! [[scope]]
 //! name = "web"
 //! cgroup = "/sys/fs/cgroup/web"      # cgroup v2 directory: the scope is the tasks in it
@@ -105,6 +106,9 @@ pub struct Policy {
     pub trust: PathBuf,
     pub events: EventSink,
     pub pin_dir: PathBuf,
+    /// The control socket ([`crate::control`]).
+    pub control: PathBuf,
+    /// May be empty: scopes can also come through the control socket.
     pub scopes: Vec<ScopeSpec>,
 }
 
@@ -116,6 +120,8 @@ struct PolicyFile {
     events: Option<String>,
     #[serde(default)]
     pin_dir: Option<PathBuf>,
+    #[serde(default)]
+    control: Option<PathBuf>,
     #[serde(default, rename = "scope")]
     scopes: Vec<ScopeFile>,
 }
@@ -168,8 +174,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     if !pin_dir.is_absolute() {
         return Err(invalid("pin_dir".into(), "must be an absolute path on bpffs"));
     }
-    if file.scopes.is_empty() {
-        return Err(invalid("scope".into(), "no [[scope]] given: the policy would enforce nothing"));
+    let control = file.control.unwrap_or_else(|| crate::control::DEFAULT_SOCKET.into());
+    if !control.is_absolute() {
+        return Err(invalid("control".into(), "must be an absolute path"));
     }
 
     let mut names = BTreeSet::new();
@@ -183,10 +190,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
                 format!("scope[{index}] ({:?}).{field}", scope.name)
             }
         };
-        let name_ok = !scope.name.is_empty()
-            && scope.name.len() <= 64
-            && scope.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !name_ok {
+        if !valid_scope_name(&scope.name) {
             return Err(invalid(at("name"), "must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
         }
         if !names.insert(scope.name.clone()) {
@@ -224,5 +228,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             image,
         });
     }
-    Ok(Policy { path: path.to_path_buf(), trust: resolve(&file.trust), events, pin_dir, scopes })
+    Ok(Policy { path: path.to_path_buf(), trust: resolve(&file.trust), events, pin_dir, control, scopes })
+}
+
+/// Whether `name` can name a scope: 1 to 64 letters, digits, '-', '_' or '.'.
+pub fn valid_scope_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+use enforce::control::{self, AddScope, ControlServer, Reply, Request};
 use enforce::daemon::{Daemon, DaemonError, Notice, Notices};
 use enforce::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
 use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
@@ -352,4 +353,108 @@ fn a_second_scope_source_adds_its_scopes_beside_the_policys() {
     assert!(Arc::ptr_eq(&sets[0], &sets[1]), "the digest set is shared");
     assert!(daemon.cache_stats().0 >= 1, "(hits, misses) = {:?}", daemon.cache_stats());
     assert_eq!(out.records().last().unwrap()["scopes"][1]["name"], "sidecar");
+}
+
+fn add_request(name: &str, cgroup: &std::path::Path, bundle: PathBuf) -> Request {
+    Request::Add(AddScope {
+        name: name.into(),
+        cgroup: cgroup.to_path_buf(),
+        mode: Mode::Enforce,
+        profile: Profile::Default,
+        remote_fs: false,
+        bundles: vec![bundle],
+        image: None,
+    })
+}
+
+/// Sends `request` over the daemon's socket from another thread while the daemon serves it.
+fn over_socket(daemon: &mut Daemon<Recording>, socket: &std::path::Path, request: Request) -> Reply {
+    let path = socket.to_path_buf();
+    let client = std::thread::spawn(move || control::call(&path, &request, Duration::from_secs(20)).unwrap());
+    while !client.is_finished() {
+        daemon.serve_pending().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client.join().unwrap()
+}
+
+#[test]
+fn the_control_socket_adds_and_removes_verified_scopes() {
+    let Some(s) = setup("control") else { return };
+    let Some(container) = TestCgroup::new("control-2") else { return };
+    let (mut daemon, out) = start(&s);
+    let socket = s.dir.path().join("run").join("enforce.sock");
+    daemon.serve_control(ControlServer::bind(&socket).unwrap());
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600, "root only");
+    let bundle = s.dir.path().join("v1.json");
+
+    // Added: verified, in the kernel before the reply, listed as the control socket's.
+    let reply = over_socket(&mut daemon, &socket, add_request("c1", &container.path, bundle.clone()));
+    assert!(reply.ok, "{reply:?}");
+    let desired = daemon.kernel().applied.last().unwrap().clone();
+    let id = enforce::cgroup::cgroup_id(&container.path).unwrap();
+    assert_eq!(desired.scope(id).unwrap().mode, Mode::Enforce);
+    let listed = reply.scopes.iter().find(|l| l.name == "c1").unwrap();
+    assert_eq!((listed.origin.as_str(), listed.cgroup_id), ("control", id));
+    assert_eq!(out.records().last().unwrap()["action"], "scope-added");
+
+    // A bundle the trust store does not accept: refused, nothing changes in the kernel.
+    let applied = daemon.kernel().applied.len();
+    let untrusted = sign_now(&s.image, "b", "web", 1, &s.dir.path().join("by-b.json"));
+    let reply = over_socket(&mut daemon, &socket, add_request("c2", &container.path, untrusted.clone()));
+    assert!(!reply.ok && reply.error.as_deref().unwrap().contains("c1"), "same cgroup as c1: {reply:?}");
+    let Some(third) = TestCgroup::new("control-3") else { return };
+    let reply = over_socket(&mut daemon, &socket, add_request("c3", &third.path, untrusted));
+    assert!(!reply.ok, "{reply:?}");
+    assert_eq!(daemon.kernel().applied.len(), applied, "nothing applied for a refused scope");
+    assert!(daemon.plan().scopes.iter().all(|s| s.name != "c3"));
+    // A later reload does not bring the refused scope back, and keeps c1.
+    daemon.reload(SystemTime::now()).unwrap();
+    let names: Vec<String> = daemon.plan().scopes.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, ["web", "c1"]);
+
+    // Names and cgroups of the policy's scopes are not the control socket's to take.
+    let reply = over_socket(&mut daemon, &socket, add_request("web", &third.path, bundle.clone()));
+    assert!(!reply.ok && reply.error.unwrap().contains("policy"));
+    let reply = over_socket(&mut daemon, &socket, add_request("c4", &s.cgroup.path, bundle));
+    assert!(!reply.ok && reply.error.unwrap().contains("policy"));
+
+    // Removed: gone from the kernel; the policy's scope cannot be removed here.
+    let reply = over_socket(&mut daemon, &socket, Request::Remove { name: "web".into() });
+    assert!(!reply.ok, "{reply:?}");
+    let reply = over_socket(&mut daemon, &socket, Request::Remove { name: "c1".into() });
+    assert!(reply.ok, "{reply:?}");
+    assert!(daemon.kernel().applied.last().unwrap().scope(id).is_none());
+    let reply = over_socket(&mut daemon, &socket, Request::List);
+    assert_eq!(reply.scopes.len(), 1);
+    assert_eq!(reply.scopes[0].origin, "policy");
+}
+
+#[test]
+fn the_control_socket_refuses_what_is_not_a_request() {
+    let Some(s) = setup("control-bad") else { return };
+    let (mut daemon, _out) = start(&s);
+    let socket = s.dir.path().join("enforce.sock");
+    daemon.serve_control(ControlServer::bind(&socket).unwrap());
+    let path = socket.clone();
+    let client = std::thread::spawn(move || {
+        use std::io::{BufRead as _, Write as _};
+        let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        stream.write_all(b"{\"op\":\"format\"}\n").unwrap();
+        let mut answer = String::new();
+        std::io::BufReader::new(stream).read_line(&mut answer).unwrap();
+        answer
+    });
+    while !client.is_finished() {
+        daemon.serve_pending().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reply: Reply = serde_json::from_str(&client.join().unwrap()).unwrap();
+    assert!(!reply.ok && reply.error.unwrap().contains("not a valid request"));
+    // A file that is not a socket is not replaced.
+    let file = s.dir.path().join("not-a-socket");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(ControlServer::bind(&file).is_err());
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }

@@ -134,8 +134,12 @@ fn semantic_errors_name_the_scope_and_field() {
             other => panic!("expected an error on {field}, got {other:?}"),
         }
     }
-    let e = error("trust = \"/t\"\n");
-    assert!(e.contains("scope") && e.contains("enforce nothing"), "{e}");
+    // No scope is fine: scopes can come through the control socket; its path must be absolute.
+    let bare = parse("trust = \"/t\"\n").unwrap();
+    assert!(bare.scopes.is_empty());
+    assert_eq!(bare.control, Path::new(enforce::control::DEFAULT_SOCKET));
+    let e = error("trust = \"/t\"\ncontrol = \"enforce.sock\"\n");
+    assert!(e.contains("control") && e.contains("absolute"), "{e}");
 }
 
 #[test]

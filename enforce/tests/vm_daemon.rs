@@ -257,3 +257,46 @@ fn vm_daemon_enforcement_outlives_the_daemon_until_detached() {
     assert!(!enforce::bpf::status(&lab.pin_dir).unwrap().pinned);
     assert!(!enforce::bpf::detach(&lab.pin_dir).unwrap(), "a second detach finds nothing");
 }
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by the kernel lab"]
+fn vm_daemon_control_socket_scopes_a_new_cgroup_before_its_first_exec() {
+    use enforce::control::{self, AddScope, ControlServer, Request};
+    let lab = lab("vm-control");
+    let listed = unique_busybox(lab.dir.path(), "listed");
+    let unlisted = unique_busybox(lab.dir.path(), "unlisted");
+    let web = signed_dir(lab.dir.path(), "web", &[&listed]);
+    let policy = write_policy(lab.dir.path(), &one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&web], None));
+    let kernel = BpfKernel::open(&lab.pin_dir).expect("attach the enforcer");
+    let mut daemon = start(&policy, kernel, Box::new(Output::default())).expect("start");
+    let socket = lab.dir.path().join("enforce.sock");
+    daemon.serve_control(ControlServer::bind(&socket).unwrap());
+
+    // A container's cgroup, made after the daemon started: unscoped until it is added.
+    let container = TestCgroup::new("vm-control-ctr").expect("cgroup");
+    let bundle = signed_dir(lab.dir.path(), "ctr", &[&unlisted]);
+    assert!(runs(&listed, &container.path), "an unscoped cgroup runs anything");
+    let request = Request::Add(AddScope {
+        name: "ctr".into(),
+        cgroup: container.path.clone(),
+        mode: enforce::Mode::Enforce,
+        profile: enforce::Profile::Default,
+        remote_fs: false,
+        bundles: vec![bundle],
+        image: None,
+    });
+    let path = socket.clone();
+    let client = std::thread::spawn(move || control::call(&path, &request, Duration::from_secs(60)).unwrap());
+    while !client.is_finished() {
+        daemon.serve_pending().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reply = client.join().unwrap();
+    assert!(reply.ok, "{reply:?}");
+    // The reply came after the kernel had it: the very next exec is judged by the new scope.
+    assert!(runs(&unlisted, &container.path), "the container's own signed binary is denied");
+    assert!(!runs(&listed, &container.path), "a binary not in the container's manifest ran");
+    // The policy's scope is untouched.
+    assert!(runs(&listed, &lab.cgroup.path) && !runs(&unlisted, &lab.cgroup.path));
+    drop(daemon);
+}

@@ -17,10 +17,14 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
-    /// Policy file (TOML: trust store, event output, scopes; see enforce/README.md).
-    #[arg(long)]
-    pub policy: PathBuf,
+    #[command(subcommand)]
+    pub command: Option<EnforceCommand>,
+    /// Policy file (TOML: trust store, event output, control socket, scopes; see
+    /// enforce/README.md).
+    #[arg(long, required = true)]
+    pub policy: Option<PathBuf>,
     /// Verify every bundle and print the plan; load nothing into the kernel.
     #[arg(long, conflicts_with_all = ["status", "detach"])]
     pub check: bool,
@@ -35,8 +39,18 @@ pub struct Args {
     pub json: bool,
 }
 
+#[derive(clap::Subcommand)]
+pub enum EnforceCommand {
+    /// Add, remove or list scopes of the running daemon (its control socket).
+    Scope(super::scope::ScopeArgs),
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let source = PolicySource::open(&args.policy)?;
+    if let Some(EnforceCommand::Scope(scope)) = args.command {
+        return super::scope::run(scope);
+    }
+    let policy = args.policy.expect("clap requires --policy without a subcommand");
+    let source = PolicySource::open(&policy)?;
     if args.check {
         let plan = match node::check(&source, SystemTime::now()) {
             Ok(plan) => plan,

@@ -7,6 +7,7 @@ pub mod enforce;
 pub mod images;
 pub mod keygen;
 pub mod run;
+pub mod scope;
 pub mod sign;
 pub mod trust;
 pub mod verify;
