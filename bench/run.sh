@@ -63,8 +63,11 @@ fi
 bench_imgsign
 
 WORK=$(mktemp -d "$CACHE/run-bench.XXXXXX")   # on disk, like /var/lib/imgsign
-trap 'rm -rf "$WORK"' EXIT
-chmod 0755 "$WORK"
+# Container state (the upper layers): on disk too, where container root (an unprivileged host uid)
+# can walk to it (not below /root).
+STATE=$(mktemp -d /var/tmp/imgsign-bench-state.XXXXXX)
+trap 'rm -rf "$WORK" "$STATE"' EXIT
+chmod 0755 "$STATE"
 export IMGSIGN_PASSPHRASE=imgsign-bench
 "$IMGSIGN" keygen --out "$WORK/key" >/dev/null 2>&1
 "$IMGSIGN" trust init "$WORK/trust" >/dev/null
@@ -76,7 +79,7 @@ irun() { # store tag args...
     local store=$1 tag=$2
     shift 2
     "$IMGSIGN" run "oci:$OCI:$tag" --bundle "$WORK/$tag.json" --trust "$WORK/trust" --store "$store" \
-        --state-root "$WORK/state" --no-record "$@"
+        --state-root "$STATE" --no-record "$@"
 }
 
 # The runc bundle: the same image unpacked by umoci, `runc spec` running `true`.
@@ -150,7 +153,7 @@ du_store=$(du -sb "$SHARED/objects" | cut -f1)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 {
-    echo "# bench/run.sh $(date -u +%Y-%m-%dT%H:%MZ) $(cd "$ROOT" && git rev-parse --short HEAD) ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)); $(basename "$IMGSIGN") release"
+    echo "# bench/run.sh $(date -u +%Y-%m-%dT%H:%MZ) $(cd "$ROOT" && git rev-parse --short HEAD) ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)); binary $IMGSIGN"
     echo "image: oci:$OCI:$TAG ($(jq '[.layers[].size] | add' "$(manifest_of "$OCI" "$TAG")") bytes in $(jq '.layers | length' "$(manifest_of "$OCI" "$TAG")") gzip layers)"
     echo "(a) $ROUNDS rounds interleaved, \`-- true\`: imgsign run, warm store: median $A_I ms (p10 $A_I10 ms), of which ensure (verify bundle + find the stored image) $A_E ms (p10 $A_E10 ms); runc run of the umoci bundle: median $A_R ms (p10 $A_R10 ms); imgsign/runc = $(ratio "$A_I" "$A_R")x (p10 $(ratio "$A_I10" "$A_R10")x)"
     echo "(b) $COLD_ROUNDS rounds interleaved, empty store / empty directory each: imgsign run cold: median $B_R ms (p10 $B_R10 ms), its ensure (verify, unpack with verify-on-write, syncfs) $B_E ms (p10 $B_E10 ms), cold minus warm run $B_RW ms; umoci unpack: median $B_U ms (p10 $B_U10 ms); imgsign ensure/umoci = $(ratio "$B_E" "$B_U")x (p10 $(ratio "$B_E10" "$B_U10")x); (cold run - warm run)/umoci = $(ratio "$B_RW" "$B_U")x"
