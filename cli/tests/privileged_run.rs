@@ -103,7 +103,7 @@ fn signed_with_config() -> (String, PathBuf, PathBuf) {
         tar.dir(d, 0o755);
     }
     tar.dir("tmp", 0o1777);
-    tar.file("bin/busybox", 0o755, &busybox());
+    tar.file("bin/busybox", 0o755, busybox());
     tar.symlink("bin/sh", "busybox");
     tar.file("etc/passwd", 0o644, "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/srv:/bin/sh\n");
     tar.file("etc/group", 0o644, "root:x:0:\napp:x:1001:\n");
