@@ -4,6 +4,8 @@
 #   1. host tests: `cargo test --workspace` (unit, integration, CLI, hostile inputs; as root the
 #      tests that need root run too)
 #   2. the independent Sigstore client check (npm @sigstore/verify verifies imgsign's bundles)
+#   2b. run-debian: `imgsign run` of the signing benchmark's Debian image as root (verified run,
+#      warm second run, a tampered /usr/bin/env and an untrusted signer refused)
 #   3. a short fuzz run of every cargo-fuzz target
 #   4. the kernel lab: in-VM tests on Debian 12 (6.1) and Debian 13 (6.12) kernels under QEMU,
 #      plus the lab's own tests (an injected failure and an injected panic must fail the run)
@@ -38,6 +40,7 @@ stage format cargo fmt --all -- --check
 stage lint cargo clippy --workspace --all-targets --quiet -- -D warnings
 stage host-tests cargo test --workspace --quiet
 stage sigstore-interop bash tests/sigstore-interop/run.sh
+stage run-debian bash tests/run-debian/run.sh
 if [ "$fast" -eq 0 ]; then
     stage fuzz bash fuzz/run.sh "$FUZZ_SECONDS"
     stage kernel-lab bash scripts/lab.sh

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use support::*;
-use testdata::oci::{write_layout, Layer};
+use testdata::oci::{write_layout, write_layout_with_config, Layer};
 use testdata::tar::TarWriter;
 
 fn busybox() -> Vec<u8> {
@@ -91,6 +91,70 @@ fn privileged_run_echo_ok_and_exit_codes() {
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(&format!("/{id}/")), "{id}: mount left");
     }
+}
+
+/// An image whose config names the process: Entrypoint, Cmd, Env, WorkingDir and User (a
+/// name from the image's /etc/passwd).
+fn signed_with_config() -> (String, PathBuf, PathBuf) {
+    let root = scratch_root().join("run-config-image");
+    fs::create_dir_all(&root).unwrap();
+    let mut tar = TarWriter::new();
+    for d in ["bin", "dev", "etc", "proc", "run", "srv", "sys"] {
+        tar.dir(d, 0o755);
+    }
+    tar.dir("tmp", 0o1777);
+    tar.file("bin/busybox", 0o755, busybox());
+    tar.symlink("bin/sh", "busybox");
+    tar.file("etc/passwd", 0o644, "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/srv:/bin/sh\n");
+    tar.file("etc/group", 0o644, "root:x:0:\napp:x:1001:\n");
+    let process = serde_json::json!({
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo \"$GREETING $OTHER from $(pwd) as $(busybox id -u):$(busybox id -g)\""],
+        "Env": ["GREETING=hello", "OTHER=image"],
+        "WorkingDir": "/srv",
+        "User": "app",
+    });
+    let written = write_layout_with_config(&root.join("oci"), "v1", &[Layer::gzip(&tar.finish())], process).unwrap();
+    let [a, ..] = keys();
+    let bundle = sign_ok(&written.reference(), &[a], &root.join("bundle.json"), &["--name", "cfg", "--version", "1"]);
+    let trust = trust_store(&root.join("trust"), &[a], 1);
+    (written.reference(), bundle, trust)
+}
+
+#[test]
+fn privileged_run_uses_the_image_config() {
+    let (image, bundle, trust) = signed_with_config();
+    // A store of its own: other tests count the images of the shared one.
+    let store = scratch_root().join("run-config-image").join("store");
+    let run_cmd = |image: &str, bundle: &Path, trust: &Path, extra: &[&str], cmd: &[&str]| {
+        run_cmd_in(&store, image, bundle, trust, extra, cmd)
+    };
+    // No command: Entrypoint + Cmd, with the image's Env, WorkingDir and User.
+    let r = run(&mut run_cmd(&image, &bundle, &trust, &["--name", "cfg1"], &[]));
+    r.code(0);
+    assert_eq!(r.stdout, "hello image from /srv as 1000:1001\n", "{}", r.all());
+    // `-- CMD` replaces Cmd (the Entrypoint stays); --env comes after (and over) the image's;
+    // --user and --workdir replace the image's.
+    let r = run(&mut run_cmd(
+        &image,
+        &bundle,
+        &trust,
+        &["--name", "cfg2", "--env", "OTHER=flag", "--user", "0:0", "--workdir", "/tmp"],
+        &["echo \"$GREETING $OTHER from $(pwd) as $(busybox id -u)\""],
+    ));
+    r.code(0);
+    assert_eq!(r.stdout, "hello flag from /tmp as 0\n", "{}", r.all());
+    // A user name the image's /etc/passwd does not hold: a clear error, nothing runs.
+    run(&mut run_cmd(&image, &bundle, &trust, &["--name", "cfg3", "--user", "nobody"], &[]))
+        .code(2)
+        .says("no user \"nobody\" in the image's /etc/passwd");
+}
+
+#[test]
+fn privileged_run_without_command_or_image_default_is_refused() {
+    // The busybox image's config has neither Entrypoint nor Cmd.
+    run_signed(&["--name", "nocmd-cfg"], &[]).code(2).says("neither Entrypoint nor Cmd");
+    assert!(!state_root().join("nocmd-cfg").exists());
 }
 
 #[test]

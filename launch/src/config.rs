@@ -228,6 +228,14 @@ pub fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The ids the container's command runs as (container ids, mapped by the user namespace).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
 /// Everything the engine needs to make one container.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LaunchConfig {
@@ -243,6 +251,8 @@ pub struct LaunchConfig {
     pub env: Vec<String>,
     /// Working directory inside the container.
     pub cwd: PathBuf,
+    /// The user the command runs as, in the container's ids (default root).
+    pub user: ProcessUser,
     /// Hostname; defaults to the id.
     pub hostname: Option<String>,
     /// No upper layer: the lower is bind-mounted read-only.
@@ -272,6 +282,7 @@ impl LaunchConfig {
             args,
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()],
             cwd: PathBuf::from("/"),
+            user: ProcessUser::default(),
             hostname: None,
             read_only: false,
             net: Net::None,

@@ -24,7 +24,7 @@ pub mod host;
 pub mod spec;
 pub mod state;
 
-pub use config::{IdRange, LaunchConfig, Net, Secret, Volume};
+pub use config::{IdRange, LaunchConfig, Net, ProcessUser, Secret, Volume};
 pub use container::{Container, LaunchError, Layout};
 pub use nix::sys::signal::Signal;
 pub use oci_spec::runtime::Capability;

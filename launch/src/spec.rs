@@ -191,13 +191,22 @@ fn mounts(config: &LaunchConfig, secrets: Option<&Path>) -> Result<Vec<Mount>, S
     Ok(mounts)
 }
 
+fn user(config: &LaunchConfig) -> Result<oci_spec::runtime::User, SpecError> {
+    let u = &config.user;
+    let mut builder = UserBuilder::default().uid(u.uid).gid(u.gid);
+    if !u.additional_gids.is_empty() {
+        builder = builder.additional_gids(u.additional_gids.clone());
+    }
+    Ok(builder.build()?)
+}
+
 /// Builds the spec for `config` with root file system `rootfs` (absolute) and, when the config
 /// has secrets, the directory holding them (`secrets`).
 pub fn build(config: &LaunchConfig, rootfs: &Path, secrets: Option<&Path>) -> Result<Spec, SpecError> {
     let caps = capabilities(config);
     let process = ProcessBuilder::default()
         .terminal(false)
-        .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+        .user(user(config)?)
         .args(config.args.clone())
         .env(config.env.clone())
         .cwd(config.cwd.clone())

@@ -22,6 +22,7 @@
 
 pub mod lock;
 pub mod objects;
+pub mod process;
 
 use crate::lock::LockMode;
 use crate::objects::{ContentStats, Expected, ObjectSink, Shared};
@@ -41,7 +42,9 @@ use verifier_core::image::tree::LayerError;
 use verifier_core::image::{unpack_source, UnpackError, UnpackOptions, UnpackedImage, Written};
 use verifier_core::manifest::{Difference, FileEntry, FileType};
 use verifier_core::progress::{NoProgress, Progress};
-use verifier_core::source::{self, ImageContent, ImageIdentity, ImageRef, ImageSource, LayerDescriptor, SourceError};
+use verifier_core::source::{
+    self, ImageConfiguration, ImageContent, ImageIdentity, ImageRef, ImageSource, LayerDescriptor, SourceError,
+};
 use verifier_core::verify::{error_chain, verify_statement, Accepted, PolicyError, VerifiedStatement, VerifyError};
 
 /// Where the store lives unless told otherwise.
@@ -151,6 +154,11 @@ pub struct StoredImage {
     /// The version the verified statement would record in the trust store: the caller records
     /// it ([`verifier_core::verify::accept`]) once it uses the image (the store only reads trust).
     pub accepted: Accepted,
+    /// The image config (default command, environment, working directory, user), from the
+    /// source this call verified: covered by the signature only through the manifest digest
+    /// (OCI) or config digest (docker archive) the statement's subject was checked against,
+    /// not by the per-file manifest. See [`process`].
+    pub config: Option<ImageConfiguration>,
 }
 
 /// How to ensure.
@@ -279,16 +287,21 @@ impl Store {
             return Err(diagnose_subject(source.as_ref(), &statement, policy));
         }
 
+        // The subject check above bound this source's identity to the signed statement; the
+        // config below is the one that identity names (digest-checked by the source).
+        let config = source.config().cloned();
+
         let _lock = self.lock(LockMode::Wait)?;
         let entry = self.entry(&digest);
         if entry.exists() {
             match self.read_record(&entry) {
-                Ok(record) => return self.stored(&entry, record, &statement),
+                Ok(record) => return Ok(StoredImage { config, ..self.stored(&entry, record, &statement)? }),
                 // An entry without a readable record is not one this store completed.
                 Err(_) => std::fs::remove_dir_all(&entry).map_err(io_at(&entry))?,
             }
         }
-        self.unpack(reference, source.as_ref(), identity, digest, &statement, options, progress)
+        let stored = self.unpack(reference, source.as_ref(), identity, digest, &statement, options, progress)?;
+        Ok(StoredImage { config, ..stored })
     }
 
     /// An image already stored: returned from its record.
@@ -312,6 +325,7 @@ impl Store {
             record,
             stats: EnsureStats { unpacked: false, content: ContentStats::default() },
             accepted: statement.accepted(),
+            config: None,
         })
     }
 
@@ -381,6 +395,7 @@ impl Store {
             record,
             stats: EnsureStats { unpacked: true, content },
             accepted: statement.accepted(),
+            config: None,
         })
     }
 
@@ -746,5 +761,9 @@ impl ImageSource for CountedLayers<'_> {
     fn open_layer(&self, layer: &LayerDescriptor) -> Result<Box<dyn Read + Send>, SourceError> {
         self.opened.fetch_add(1, Ordering::SeqCst);
         self.inner.open_layer(layer)
+    }
+
+    fn config(&self) -> Option<&ImageConfiguration> {
+        self.inner.config()
     }
 }

@@ -67,7 +67,18 @@ pub fn blob_path(dir: &Path, digest: &str) -> PathBuf {
 
 /// Writes an OCI layout at `dir` (created) holding one image, tagged `tag`, with `layers`.
 pub fn write_layout(dir: &Path, tag: &str, layers: &[Layer]) -> Result<Written, FixtureError> {
-    let image = write_image(dir, layers, ("linux", "amd64"))?;
+    write_layout_with_config(dir, tag, layers, json!({}))
+}
+
+/// [`write_layout`] with `process` as the image config's `config` object (Entrypoint, Cmd, Env,
+/// WorkingDir, User, ...).
+pub fn write_layout_with_config(
+    dir: &Path,
+    tag: &str,
+    layers: &[Layer],
+    process: serde_json::Value,
+) -> Result<Written, FixtureError> {
+    let image = write_image(dir, layers, ("linux", "amd64"), process)?;
     let index = json!({
         "schemaVersion": 2,
         "manifests": [{
@@ -101,7 +112,7 @@ pub fn write_platform_index(dir: &Path, tag: &str, images: &[PlatformImage<'_>])
     for image in images {
         let parts: Vec<&str> = image.platform.split('/').collect();
         let (os, arch) = (parts[0], parts[1]);
-        let blobs = write_image(dir, image.layers, (os, arch))?;
+        let blobs = write_image(dir, image.layers, (os, arch), json!({}))?;
         let mut platform = json!({ "os": os, "architecture": arch });
         if let Some(variant) = parts.get(2) {
             platform["variant"] = json!(variant);
@@ -158,11 +169,16 @@ fn write_blob(dir: &Path, bytes: &[u8]) -> Result<String, FixtureError> {
 }
 
 /// Writes the config, layers and manifest of one image.
-fn write_image(dir: &Path, layers: &[Layer], (os, arch): (&str, &str)) -> Result<ImageBlobs, FixtureError> {
+fn write_image(
+    dir: &Path,
+    layers: &[Layer],
+    (os, arch): (&str, &str),
+    process: serde_json::Value,
+) -> Result<ImageBlobs, FixtureError> {
     let config = json!({
         "architecture": arch,
         "os": os,
-        "config": {},
+        "config": process,
         "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>() },
         "history": [],
     });

@@ -2,7 +2,9 @@
 //! unpacked, unpack the image into the local store checking every file against the signed
 //! manifest (`store::Store::ensure`; an image already stored is neither unpacked nor hashed
 //! again), then launch it in a hardened container (`launch`) over the stored tree and return
-//! its exit code. `imgsign ps` lists containers.
+//! its exit code. Without a command after `--`, the image config's Entrypoint + Cmd run (a
+//! command replaces Cmd), with its Env (then `--env`), WorkingDir and User (`store::process`).
+//! `imgsign ps` lists containers.
 //!
 //! Exit codes: the container's own (128 + N if a signal N ended it); 1 the image was refused
 //! (verification failed); 2 bad usage or unreadable input; 125 the container could not be
@@ -15,7 +17,7 @@ use launch::config::{
     parse_capability, parse_size, random_id, DEFAULT_MEMORY, DEFAULT_PIDS_LIMIT, DEFAULT_STATE_ROOT,
     DEFAULT_USERNS_BASE, USERNS_SIZE,
 };
-use launch::{Capability, Container, IdRange, LaunchConfig, Net, Secret, Volume};
+use launch::{Capability, Container, IdRange, LaunchConfig, Net, ProcessUser, Secret, Volume};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -39,7 +41,8 @@ pub struct Args {
     /// Trust store directory (see `imgsign trust`).
     #[arg(long)]
     pub trust: PathBuf,
-    /// Print a JSON summary (id, image, digest, exit code) on stdout after the container ends.
+    /// Print a JSON summary on stdout after the container ends: id, image, exitCode, and what the
+    /// store did (digest, unpacked, content: objects and bytes written and reused; ensureMs).
     #[arg(long)]
     pub json: bool,
     /// Container id (default: 12 random hex digits).
@@ -78,9 +81,13 @@ pub struct Args {
     /// KEY=VALUE added to the environment (repeatable).
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
-    /// Working directory inside the container.
-    #[arg(long, default_value = "/")]
-    pub workdir: PathBuf,
+    /// Working directory inside the container (default: the image's WorkingDir, else /).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// USER[:GROUP] (ids, or names from the image's /etc/passwd and /etc/group) the command runs
+    /// as (default: the image's User, else 0:0).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
     /// Require kernel enforcement of the image's signed digests (needs the enforcement daemon's
     /// control socket).
     #[arg(long)]
@@ -93,7 +100,7 @@ pub struct Args {
     pub state_root: PathBuf,
     #[command(flatten)]
     pub store: super::images::StoreArg,
-    /// The command and its arguments (required: the image's default command is not read yet).
+    /// The command and its arguments, replacing the image's Cmd (its Entrypoint stays).
     #[arg(last = true)]
     pub command: Vec<String>,
 }
@@ -103,6 +110,8 @@ enum Outcome {
     Exited(i32),
     Refused(String),
     LaunchFailed(anyhow::Error),
+    /// No command to run, or a user, group or working directory that cannot be (exit 2).
+    BadProcess(anyhow::Error),
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -112,21 +121,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
              refusing to run the container unenforced"
         );
     }
-    if args.command.is_empty() {
-        anyhow::bail!("no command: give one after `--` (reading the image's entrypoint and cmd is not supported yet)");
-    }
     let id = args.name.clone().unwrap_or_else(random_id);
     launch::config::check_id(&id)?;
     let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
     let mut trust = TrustStore::open(&args.trust)?;
     let bundles = read_bundles(&args.bundles)?;
     let json = args.json;
-    let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles);
+    let mut ensured = None;
+    let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured);
     let (code, exit) = match outcome {
         Ok(Outcome::Exited(code)) => (Some(code), ExitCode::from(code.clamp(0, 255) as u8)),
         Ok(Outcome::Refused(reason)) => {
             eprintln!("imgsign: refused {image}: {reason}");
             (None, output::exit_failed())
+        }
+        Ok(Outcome::BadProcess(err)) => {
+            output::print_error(&err.context(format!("cannot run {image}")));
+            (None, output::exit_usage_or_input())
         }
         Ok(Outcome::LaunchFailed(err)) | Err(err) => {
             output::print_error(&err.context(format!("cannot launch {image}")));
@@ -134,7 +145,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     if json {
-        let summary = serde_json::json!({ "id": id, "image": image.to_string(), "exitCode": code });
+        let mut summary = serde_json::json!({ "id": id, "image": image.to_string(), "exitCode": code });
+        if let Some(e) = ensured {
+            summary["ensure"] = e;
+        }
         println!("{summary}");
     }
     Ok(exit)
@@ -146,8 +160,10 @@ fn verify_and_launch(
     image: &ImageRef,
     trust: &mut TrustStore,
     bundles: &[verifier_core::bundle::CheckedBundle],
+    ensured: &mut Option<serde_json::Value>,
 ) -> anyhow::Result<Outcome> {
     let store = args.store.open().context("cannot open the image store")?;
+    let started = std::time::Instant::now();
     // Signatures, expiry and rollback are checked before anything is unpacked; an image that
     // cannot be read whole, or differs from the signed manifest, is refused: nothing of it runs.
     let options = EnsureOptions { now: SystemTime::now(), create_devices: false };
@@ -158,12 +174,39 @@ fn verify_and_launch(
         }
         Err(e) => return Ok(Outcome::Refused(error_chain(&e))),
     };
+    *ensured = Some(serde_json::json!({
+        "digest": stored.digest.oci(),
+        "unpacked": stored.stats.unpacked,
+        "content": stored.stats.content,
+        "ensureMs": started.elapsed().as_secs_f64() * 1000.0,
+    }));
     if !args.no_record {
         accept(trust, [&stored.accepted]).context("cannot record the accepted version")?;
     }
     let digest = format!("sha256:{}", stored.digest.hex());
 
-    let mut config = LaunchConfig::new(id, &stored.rootfs, args.command.clone());
+    // The image config came from the source whose identity `ensure` checked against the signed
+    // subject (see `store::process` for what that binding covers).
+    let overrides = store::process::Overrides {
+        command: args.command.clone(),
+        env: args.env.clone(),
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+    };
+    let accounts = if store::process::needs_accounts(stored.config.as_ref(), &overrides) {
+        match store::process::Accounts::read(&stored.rootfs) {
+            Ok(a) => a,
+            Err(e) => return Ok(Outcome::BadProcess(e.into())),
+        }
+    } else {
+        store::process::Accounts::default()
+    };
+    let process = match store::process::resolve(stored.config.as_ref(), &overrides, &accounts) {
+        Ok(p) => p,
+        Err(e) => return Ok(Outcome::BadProcess(e.into())),
+    };
+
+    let mut config = LaunchConfig::new(id, &stored.rootfs, process.args);
     config.state_root = args.state_root.clone();
     config.hostname = args.hostname.clone();
     config.read_only = args.read_only;
@@ -174,8 +217,9 @@ fn verify_and_launch(
     config.memory = args.memory.unwrap_or(DEFAULT_MEMORY);
     config.secrets = args.secrets.clone();
     config.volumes = args.volumes.clone();
-    config.env.extend(args.env.iter().cloned());
-    config.cwd = args.workdir.clone();
+    config.env = process.env;
+    config.cwd = process.cwd;
+    config.user = ProcessUser { uid: process.uid, gid: process.gid, additional_gids: process.additional_gids };
     config.image = image.to_string();
     config.digest = digest;
     let container = match Container::prepare(config) {

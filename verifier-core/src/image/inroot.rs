@@ -92,6 +92,26 @@ impl InRoot {
         Ok(File::from(self.resolve(path, flags, Mode::from_raw_mode(0o600))?))
     }
 
+    /// Reads at most `max` bytes of the regular file at `path`, every component (symlinks
+    /// included) resolved inside the root; `None` when nothing is there.
+    pub fn read_file(&self, path: &[u8], max: u64) -> io::Result<Option<Vec<u8>>> {
+        use std::io::Read as _;
+        let file = match self.resolve(path, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        let mut data = Vec::new();
+        file.take(max + 1).read_to_end(&mut data)?;
+        if data.len() as u64 > max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than {max} bytes")));
+        }
+        Ok(Some(data))
+    }
+
     /// Creates a directory, mode 0700 until its metadata is set.
     pub fn mkdir(&self, path: &[u8]) -> io::Result<()> {
         let (dir, name) = self.parent(path)?;

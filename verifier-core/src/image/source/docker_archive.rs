@@ -39,6 +39,7 @@ pub(super) struct DockerArchive {
     layers: Vec<LayerDescriptor>,
     /// Where each layer's member lies, by layer label (its member name).
     members: HashMap<String, Member>,
+    config: ImageConfiguration,
 }
 
 impl ImageSource for DockerArchive {
@@ -57,16 +58,20 @@ impl ImageSource for DockerArchive {
         })?;
         open_member(&self.file, member)
     }
+
+    fn config(&self) -> Option<&ImageConfiguration> {
+        Some(&self.config)
+    }
 }
 
 impl DockerArchive {
     pub(super) fn open(file: &Path) -> Result<Self, SourceError> {
-        let (identity, layers, members) = open(file)?;
-        Ok(Self { file: file.to_path_buf(), identity, layers, members })
+        let (identity, layers, members, config) = open(file)?;
+        Ok(Self { file: file.to_path_buf(), identity, layers, members, config })
     }
 }
 
-type Opened = (ImageIdentity, Vec<LayerDescriptor>, HashMap<String, Member>);
+type Opened = (ImageIdentity, Vec<LayerDescriptor>, HashMap<String, Member>, ImageConfiguration);
 
 fn open(file: &Path) -> Result<Opened, SourceError> {
     let members = index_members(file)?;
@@ -88,6 +93,8 @@ fn open(file: &Path) -> Result<Opened, SourceError> {
         }
     };
     let config_bytes = read_member(file, get(&manifest.config)?)?;
+    // The config's digest is computed from the bytes read (and is the identity a signature
+    // binds to), so the config parsed below is the one a verified image names.
     let config_digest = Sha256Digest::of(&config_bytes);
     if let Some(named) = digest_in_name(&manifest.config) {
         if named != config_digest {
@@ -139,7 +146,7 @@ fn open(file: &Path) -> Result<Opened, SourceError> {
         config_digest: Some(config_digest),
         layers: Vec::new(),
     };
-    Ok((identity, layers, layer_members))
+    Ok((identity, layers, layer_members, config))
 }
 
 /// Lists the regular-file members of the archive and where their content starts.

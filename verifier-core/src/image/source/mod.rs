@@ -24,6 +24,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use oci_spec::image::ImageConfiguration;
+
 /// Largest JSON document (index, manifest, config) read into memory.
 const MAX_JSON: u64 = 4 << 20;
 
@@ -212,6 +214,16 @@ pub trait ImageSource: Send + Sync {
     fn content(&self) -> ImageContent<'_>;
     /// Opens the raw blob of one of [`ImageContent::Layers`] (compressed as stored).
     fn open_layer(&self, layer: &LayerDescriptor) -> Result<Box<dyn Read + Send>, SourceError>;
+    /// The image config (entrypoint, cmd, env, working directory, user), parsed only after its
+    /// blob was read under the size cap and matched the digest that names it: for an OCI layout,
+    /// the config descriptor of the image manifest (itself digest-checked against the index, so
+    /// the manifest digest a signature binds to binds the config too); for a docker archive, the
+    /// config's own digest is the image's identity ([`ImageIdentity::config_digest`]). `None`
+    /// for a `dir:` image, which has no config. A signed statement covers the config only through
+    /// that binding: the per-file manifest says nothing of it.
+    fn config(&self) -> Option<&ImageConfiguration> {
+        None
+    }
 }
 
 /// Opens the image a reference names.

@@ -31,6 +31,7 @@ pub(super) struct OciLayout {
     dir: PathBuf,
     identity: ImageIdentity,
     layers: Vec<LayerDescriptor>,
+    config: ImageConfiguration,
 }
 
 impl ImageSource for OciLayout {
@@ -50,6 +51,10 @@ impl ImageSource for OciLayout {
         let path = blob_path(&self.dir, &digest);
         let file = std::fs::File::open(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
         Ok(Box::new(file))
+    }
+
+    fn config(&self) -> Option<&ImageConfiguration> {
+        Some(&self.config)
     }
 }
 
@@ -83,6 +88,8 @@ impl OciLayout {
         let manifest_bytes = read_blob(dir, &manifest_digest, chosen.size(), "image manifest")?;
         let manifest: ImageManifest = parse_json(&format!("image manifest {manifest_digest}"), &manifest_bytes)?;
         let config_digest = parse_digest("image manifest config", manifest.config().digest().as_ref())?;
+        // The manifest's bytes matched `manifest_digest` (what a signature binds to) and name the
+        // config by digest and size: the config is checked against them before it is parsed.
         let config_bytes = read_blob(dir, &config_digest, manifest.config().size(), "image config")?;
         let config: ImageConfiguration = parse_json(&format!("image config {config_digest}"), &config_bytes)?;
         let diff_ids = diff_ids(&config, &format!("image config {config_digest}"))?;
@@ -120,7 +127,7 @@ impl OciLayout {
             config_digest: Some(config_digest),
             layers: Vec::new(),
         };
-        Ok(Self { dir: dir.to_path_buf(), identity, layers })
+        Ok(Self { dir: dir.to_path_buf(), identity, layers, config })
     }
 }
 
