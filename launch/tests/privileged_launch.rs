@@ -312,3 +312,55 @@ fn privileged_network_is_loopback_only_unless_host() {
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().count() > 1, "--net host shows the host's interfaces: {out}");
 }
+
+#[test]
+fn privileged_snapshot_of_a_running_container() {
+    let mut c = config("snap", "echo evidence > /tmp/written; exec busybox sleep 1000");
+    c.volumes.clear();
+    let state_root = c.state_root.clone();
+    let mut container = Container::prepare(c).unwrap();
+    let host_pid = container.start().unwrap();
+    let written = container.layout().upper.join("tmp/written");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Until the file is written and the shell has become the sleep.
+    while !(written.exists()
+        && std::fs::read_to_string(format!("/proc/{host_pid}/cmdline")).is_ok_and(|c| c.contains("sleep")))
+    {
+        assert!(std::time::Instant::now() < deadline, "container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dest = scratch().join("snapshot-snap");
+    let summary = launch::snapshot::snapshot(&state_root, "snap", &dest).unwrap();
+    assert_eq!(summary.processes, 1, "{summary:?}");
+    // The upper layer's file, with its owner (host 100000, container root).
+    let listing = std::process::Command::new("tar")
+        .args(["--list", "--verbose", "--numeric-owner", "--file"])
+        .arg(dest.join("upper.tar"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let line = listing.lines().find(|l| l.ends_with("./tmp/written")).unwrap_or_else(|| panic!("{listing}"));
+    assert!(line.contains("100000/100000"), "{line}");
+    // The process list names the sleep, with the digest of busybox.
+    let procs: Vec<launch::snapshot::ProcessInfo> =
+        serde_json::from_slice(&std::fs::read(dest.join("processes.json")).unwrap()).unwrap();
+    let sleep = procs.iter().find(|p| p.cmdline.iter().any(|a| a == "sleep")).unwrap_or_else(|| panic!("{procs:?}"));
+    assert_eq!(sleep.host_pid, host_pid);
+    assert_eq!(sleep.pid, Some(1));
+    assert_eq!(sleep.exe.as_deref(), Some("/bin/busybox"));
+    let busybox = std::process::Command::new("sha256sum").arg(BUSYBOX).output().unwrap();
+    let want = String::from_utf8_lossy(&busybox.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(sleep.exe_sha256.as_deref(), Some(want.as_str()));
+    assert!(dest.join("imgsign.json").is_file() && dest.join("events.json").is_file());
+    // An existing DEST is refused; the container keeps running.
+    assert!(matches!(
+        launch::snapshot::snapshot(&state_root, "snap", &dest),
+        Err(launch::snapshot::SnapshotError::Exists(_))
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let state = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    assert!(!state.contains("State:\tZ"), "{state}");
+    container.signal(launch::Signal::SIGKILL).unwrap();
+    assert_eq!(container.wait().unwrap(), 128 + 9);
+    container.cleanup().unwrap();
+}
