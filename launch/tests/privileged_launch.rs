@@ -352,6 +352,13 @@ fn privileged_snapshot_of_a_running_container() {
     let want = String::from_utf8_lossy(&busybox.stdout).split_whitespace().next().unwrap().to_string();
     assert_eq!(sleep.exe_sha256.as_deref(), Some(want.as_str()));
     assert!(dest.join("imgsign.json").is_file() && dest.join("events.json").is_file());
+    // A frozen container too (its record says so); thawed afterwards.
+    launch::control::freeze(&state_root, "snap").unwrap();
+    let frozen = launch::snapshot::snapshot(&state_root, "snap", &scratch().join("snapshot-snap-frozen"));
+    launch::control::thaw(&state_root, "snap").unwrap();
+    let frozen = frozen.unwrap();
+    assert_eq!((frozen.status.as_str(), frozen.processes), ("frozen", 1), "{frozen:?}");
+    assert!(frozen.upper_warning.is_none(), "{frozen:?}");
     // An existing DEST is refused; the container keeps running.
     assert!(matches!(
         launch::snapshot::snapshot(&state_root, "snap", &dest),
