@@ -78,6 +78,8 @@ pub struct Layout {
     pub work: PathBuf,
     pub merged: PathBuf,
     pub secrets: PathBuf,
+    /// Mount point of the idmapped view of the lower (with a user namespace).
+    pub lower: PathBuf,
     /// libcontainer's state root (it keeps `runtime/<id>/state.json`).
     pub runtime: PathBuf,
 }
@@ -90,6 +92,7 @@ impl Layout {
             work: dir.join("work"),
             merged: dir.join("merged"),
             secrets: dir.join("secrets"),
+            lower: dir.join("lower"),
             runtime: dir.join("runtime"),
         }
     }
@@ -177,9 +180,21 @@ impl<H: Host> Container<H> {
             std::fs::DirBuilder::new().mode(0o711).create(d).map_err(io("cannot create", d))?;
         }
         self.host.private_mount_namespace()?;
+        // With a user namespace the image's tree is seen through a mount idmapped with its
+        // mapping, so image files owned by root are owned by container root (host base).
+        let mut lower = self.config.lower.clone();
         if self.config.read_only {
-            self.host.bind_read_only(&self.config.lower, &l.merged)?;
+            match self.config.userns {
+                Some(range) => self.host.mount_idmapped(&self.config.lower, &l.merged, range, true)?,
+                None => self.host.bind_read_only(&self.config.lower, &l.merged)?,
+            }
         } else {
+            if let Some(range) = self.config.userns {
+                std::fs::DirBuilder::new().mode(0o700).create(&l.lower).map_err(io("cannot create", &l.lower))?;
+                self.host.mount_idmapped(&self.config.lower, &l.lower, range, false)?;
+                self.mounted.push(l.lower.clone());
+                lower = l.lower.clone();
+            }
             for d in [&l.upper, &l.work] {
                 std::fs::DirBuilder::new().mode(0o755).create(d).map_err(io("cannot create", d))?;
             }
@@ -194,9 +209,9 @@ impl<H: Host> Container<H> {
             // Mount points missing from the image are made in the upper layer before it is
             // mounted: container root could not create them under directories owned by host ids.
             for m in spec.mounts().iter().flatten() {
-                ensure_mount_point(&self.config.lower, &l.upper, m.destination())?;
+                ensure_mount_point(&self.config.lower, &l.upper, m.destination(), self.config.userns)?;
             }
-            self.host.mount_overlay(&self.config.lower, &l.upper, &l.work, &l.merged)?;
+            self.host.mount_overlay(&lower, &l.upper, &l.work, &l.merged)?;
         }
         self.mounted.push(l.merged.clone());
         if !self.config.secrets.is_empty() {
@@ -406,9 +421,15 @@ impl Executor for UnblockSignals {
 
 /// Makes the directories of `destination` (absolute, inside the container) that the lower does
 /// not have in `upper`; those the lower has are made in the upper with the lower's owner and
-/// mode (so the merged directory looks the same). Stops at anything in the lower that is not a
+/// mode (so the merged directory looks the same; with a user namespace the owner is shifted
+/// as the idmapped lower shows it). Stops at anything in the lower that is not a
 /// directory (a symlink is never followed; libcontainer resolves such targets itself).
-fn ensure_mount_point(lower: &Path, upper: &Path, destination: &Path) -> Result<(), LaunchError> {
+fn ensure_mount_point(
+    lower: &Path,
+    upper: &Path,
+    destination: &Path,
+    userns: Option<crate::config::IdRange>,
+) -> Result<(), LaunchError> {
     use std::os::unix::fs::MetadataExt as _;
     let mut relative = PathBuf::new();
     for component in destination.components() {
@@ -421,7 +442,11 @@ fn ensure_mount_point(lower: &Path, upper: &Path, destination: &Path) -> Result<
                     std::fs::create_dir(&in_upper).map_err(io("cannot create", &in_upper))?;
                     std::fs::set_permissions(&in_upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
                         .map_err(io("cannot chmod", &in_upper))?;
-                    std::os::unix::fs::chown(&in_upper, Some(meta.uid()), Some(meta.gid()))
+                    let shift = |id: u32| match userns {
+                        Some(range) if id < range.size => range.host_id(id),
+                        _ => id,
+                    };
+                    std::os::unix::fs::chown(&in_upper, Some(shift(meta.uid())), Some(shift(meta.gid())))
                         .map_err(io("cannot chown", &in_upper))?;
                 }
             }
@@ -502,6 +527,31 @@ mod tests {
         assert!(!c.dir().exists());
         // The overlay that failed is not unmounted.
         assert_eq!(host.calls().len(), 2);
+    }
+
+    #[test]
+    fn read_only_root_with_a_user_namespace_is_idmapped() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("lower")).unwrap();
+        let mut c = config(tmp.path());
+        c.read_only = true;
+        let range = crate::config::IdRange::default();
+        c.userns = Some(range);
+        let host = RecordingHost::default();
+        let mut container = Container::prepare_on(c.clone(), host.clone()).unwrap();
+        let dir = container.layout().dir.clone();
+        container.cleanup().unwrap();
+        let calls = host.calls();
+        assert_eq!(
+            calls[1],
+            HostCall::Idmapped { source: c.lower.clone(), target: dir.join("merged"), range, root: true }
+        );
+        assert_eq!(calls[2], HostCall::Unmount { target: dir.join("merged") });
+        // Without a user namespace: a plain read-only bind.
+        c.userns = None;
+        let host = RecordingHost::default();
+        drop(Container::prepare_on(c, host.clone()).unwrap());
+        assert!(matches!(host.calls()[1], HostCall::BindReadOnly { .. }));
     }
 
     #[test]

@@ -1,9 +1,24 @@
 //! The engine's one seam to the kernel for what libcontainer does not do: the private mount
-//! namespace of the launching thread, the overlay (or read-only bind) root, the secrets tmpfs,
-//! and unmounting them. [`LinuxHost`] makes the calls (nix, no unsafe); [`RecordingHost`]
-//! records them for tests that run without root.
+//! namespace of the launching thread, the overlay (or read-only bind) root, the idmapped mount
+//! of the image's tree, the secrets tmpfs, and unmounting them. [`LinuxHost`] makes the calls
+//! (nix, and libcontainer's safe wrappers of `open_tree`, `mount_setattr` and `move_mount`: no
+//! unsafe here); [`RecordingHost`] records them for tests that run without root.
+//!
+//! The idmapped mount: the store's tree keeps the image's owners (uid 0 ...). Seen through a
+//! mount idmapped with the container's mapping (container 0..size = host base..), a file owned
+//! by 0 in the image reads as host `base`, which is container root inside the user namespace;
+//! no shifted copy is written. `mount_setattr(MOUNT_ATTR_IDMAP)` needs a user namespace holding
+//! the mapping before libcontainer makes the container's own, so [`LinuxHost`] makes a
+//! throwaway one: a child (libcontainer's `container_clone`) unshares `CLONE_NEWUSER` and waits;
+//! its `uid_map`/`gid_map` are written, `/proc/PID/ns/user` opened, the child killed. The kernel
+//! keeps the mapping with the mount.
 
+use crate::config::IdRange;
+use libcontainer::syscall::linux::{LinuxSyscall, MountAttr};
+use libcontainer::syscall::Syscall as _;
+use nix::libc;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +44,11 @@ pub trait Host {
     fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(), HostError>;
     /// Bind-mounts `source` read-only on `target`.
     fn bind_read_only(&self, source: &Path, target: &Path) -> Result<(), HostError>;
+    /// Mounts `source` on `target` idmapped with `range` (files owned by id N in `source` are
+    /// owned by host id `range.base + N` under `target`), read-only; with `root` also nosuid
+    /// and nodev (the container's read-only root). Not recursive: mounts under `source` are not
+    /// carried over.
+    fn mount_idmapped(&self, source: &Path, target: &Path, range: IdRange, root: bool) -> Result<(), HostError>;
     /// Mounts a tmpfs with `options` (`size=...,mode=...`) on `target`.
     fn mount_tmpfs(&self, target: &Path, options: &str) -> Result<(), HostError>;
     /// Detaches the mount on `target`.
@@ -62,6 +82,50 @@ impl Host for LinuxHost {
         mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(err("cannot make read-only", target))
     }
 
+    fn mount_idmapped(&self, source: &Path, target: &Path, range: IdRange, root: bool) -> Result<(), HostError> {
+        let userns = mapped_user_namespace(range)?;
+        let failed = |what: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |e: libcontainer::syscall::SyscallError| HostError { what, path, source: std::io::Error::other(e) }
+        };
+        let sys = LinuxSyscall;
+        let source_str = source.to_str().ok_or_else(|| HostError {
+            what: "not UTF-8:",
+            path: source.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        // A detached copy of the mount at `source`, not yet in any mount table.
+        let tree = sys
+            .open_tree(libc::AT_FDCWD, Some(source_str), libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC)
+            .map_err(failed("cannot clone the mount (open_tree) of", source))?;
+        let mut attr_set = libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY;
+        if root {
+            attr_set |= libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+        }
+        let attr = MountAttr { attr_set, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+        sys.mount_setattr(
+            tree.as_fd(),
+            Path::new(""),
+            libc::AT_EMPTY_PATH as u32,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+        .map_err(failed(
+            "cannot idmap (mount_setattr MOUNT_ATTR_IDMAP; the file system must support idmapped mounts, \
+                 ext4, xfs and btrfs do, tmpfs only since Linux 6.3) the mount of",
+            source,
+        ))?;
+        let root_dir =
+            std::fs::File::open("/").map_err(|source| HostError { what: "cannot open", path: "/".into(), source })?;
+        let target_str = target.to_str().ok_or_else(|| HostError {
+            what: "not UTF-8:",
+            path: target.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+        sys.move_mount(tree.as_fd(), None, root_dir.as_fd(), Some(target_str), libc::MOVE_MOUNT_F_EMPTY_PATH)
+            .map_err(failed("cannot attach (move_mount) the idmapped mount on", target))
+    }
+
     fn mount_tmpfs(&self, target: &Path, options: &str) -> Result<(), HostError> {
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some(options))
@@ -73,6 +137,56 @@ impl Host for LinuxHost {
     }
 }
 
+/// A user namespace whose uid and gid maps are `range` (container 0..size = host base..), held
+/// by its file descriptor. The unsharing child is util-linux's `unshare --user -- cat` (no safe
+/// way to run code in a forked child is at hand: nix's `fork` is unsafe and libcontainer 0.7
+/// keeps its `container_clone` private): once its user namespace differs from ours, its maps are
+/// written from here (root in the parent namespace may write any mapping), its namespace is
+/// opened, then it is killed and reaped.
+fn mapped_user_namespace(range: IdRange) -> Result<std::fs::File, HostError> {
+    let ours = Path::new("/proc/self/ns/user");
+    let own =
+        std::fs::read_link(ours).map_err(|source| HostError { what: "cannot read", path: ours.into(), source })?;
+    let mut child = std::process::Command::new("unshare")
+        .args(["--user", "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|source| HostError {
+            what: "cannot run util-linux `unshare --user` to make a user namespace for",
+            path: ours.into(),
+            source,
+        })?;
+    let dir = PathBuf::from(format!("/proc/{}", child.id()));
+    let result = (|| {
+        let ns = dir.join("ns/user");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match std::fs::read_link(&ns) {
+                Ok(link) if link != own => break,
+                _ if std::time::Instant::now() > deadline => {
+                    return Err(HostError {
+                        what: "no new user namespace appeared in",
+                        path: ns,
+                        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                    })
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
+        let map = format!("0 {} {}\n", range.base, range.size);
+        for file in ["uid_map", "gid_map"] {
+            let path = dir.join(file);
+            std::fs::write(&path, &map).map_err(|source| HostError { what: "cannot write", path, source })?;
+        }
+        std::fs::File::open(&ns).map_err(|source| HostError { what: "cannot open", path: ns, source })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 /// A call the engine made, as [`RecordingHost`] saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostCall {
@@ -80,6 +194,7 @@ pub enum HostCall {
     Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf, target: PathBuf },
     BindReadOnly { source: PathBuf, target: PathBuf },
     Tmpfs { target: PathBuf, options: String },
+    Idmapped { source: PathBuf, target: PathBuf, range: IdRange, root: bool },
     Unmount { target: PathBuf },
 }
 
@@ -122,6 +237,9 @@ impl Host for RecordingHost {
     }
     fn bind_read_only(&self, source: &Path, target: &Path) -> Result<(), HostError> {
         self.record(HostCall::BindReadOnly { source: source.into(), target: target.into() }, target)
+    }
+    fn mount_idmapped(&self, source: &Path, target: &Path, range: IdRange, root: bool) -> Result<(), HostError> {
+        self.record(HostCall::Idmapped { source: source.into(), target: target.into(), range, root }, target)
     }
     fn mount_tmpfs(&self, target: &Path, options: &str) -> Result<(), HostError> {
         self.record(HostCall::Tmpfs { target: target.into(), options: options.into() }, target)

@@ -21,6 +21,7 @@ pub mod config;
 pub mod container;
 pub mod control;
 pub mod host;
+pub mod snapshot;
 pub mod spec;
 pub mod state;
 

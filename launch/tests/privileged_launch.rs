@@ -29,6 +29,9 @@ fn lower() -> &'static Path {
         std::fs::set_permissions(lower.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
         std::fs::copy(BUSYBOX, lower.join("bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", lower.join("bin/sh")).unwrap();
+        // A root-owned image file, as the store keeps it (host uid 0).
+        std::fs::write(lower.join("etc/motd"), "signed\n").unwrap();
+        std::fs::set_permissions(lower.join("etc/motd"), std::fs::Permissions::from_mode(0o644)).unwrap();
         build_probe(&lower.join("bin/probe"));
         lower
     })
@@ -175,6 +178,54 @@ fn privileged_root_inside_is_not_root_outside() {
 }
 
 #[test]
+fn privileged_image_files_owned_as_in_the_image() {
+    // The lower is seen through a mount idmapped with the container's mapping: a file owned by
+    // host 0 in the store is owned by container root, which can modify it (copy-up).
+    let out = scratch().join("out-idmap");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = config(
+        "idmap",
+        "exec >/out/log 2>&1; busybox stat -c 'owner %u:%g' /etc/motd; \
+         echo x >> /etc/motd && echo APPENDED; busybox cat /etc/motd; echo v > /out/from-volume",
+    );
+    c.volumes.push(format!("{}:/out", out.display()).parse().unwrap());
+    let motd = lower().join("etc/motd");
+    let before = std::fs::metadata(&motd).unwrap();
+    let mut container = Container::prepare(c).unwrap();
+    container.start().unwrap();
+    let code = container.wait().unwrap();
+    let log = std::fs::read_to_string(out.join("log")).unwrap_or_default();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("owner 0:0"), "{log}");
+    assert!(log.contains("APPENDED") && log.contains("signed\nx\n"), "{log}");
+    // The copy-up in the upper is owned by host 100000 (container root).
+    let copied = container.layout().upper.join("etc/motd");
+    let meta = std::fs::metadata(&copied).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (100_000, 100_000));
+    assert_eq!(std::fs::read_to_string(&copied).unwrap(), "signed\nx\n");
+    container.cleanup().unwrap();
+    // The store's object is unchanged: content, owner, mode.
+    assert_eq!(std::fs::read_to_string(&motd).unwrap(), "signed\n");
+    let after = std::fs::metadata(&motd).unwrap();
+    assert_eq!((after.uid(), after.gid(), after.mode()), (before.uid(), before.gid(), before.mode()));
+    assert_eq!((after.uid(), after.gid()), (0, 0));
+    // A volume is not idmapped: a file made there is owned by host 100000.
+    let made = std::fs::metadata(out.join("from-volume")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (100_000, 100_000));
+    assert!(!mountinfo_mentions("/idmap/lower"), "idmapped mount left");
+}
+
+#[test]
+fn privileged_no_userns_keeps_host_owners() {
+    let mut c = config("no-userns", "busybox stat -c 'owner %u' /etc/motd; echo x >> /etc/motd && echo APPENDED");
+    c.userns = None;
+    let (code, out) = run(c);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("owner 0") && out.contains("APPENDED"), "{out}");
+}
+
+#[test]
 fn privileged_mknod_of_a_disk_then_read_fails_by_device_cgroup() {
     // Without a user namespace and with CAP_MKNOD, mknod itself works: the device cgroup must
     // still refuse the open.
@@ -239,11 +290,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn privileged_read_only_root() {
-    let mut c = config("readonly", "echo x > /made && echo WROTE; echo end");
+    let mut c = config("readonly", "echo x > /made && echo WROTE; busybox stat -c 'owner %u' /etc/motd; echo end");
     c.read_only = true;
     let (code, out) = run(c);
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("WROTE"), "{out}");
+    // The read-only root is idmapped too: image root's files are container root's.
+    assert!(out.contains("owner 0\n"), "{out}");
     assert!(!lower().join("made").exists());
 }
 
@@ -258,4 +311,63 @@ fn privileged_network_is_loopback_only_unless_host() {
     let (code, out) = run(host);
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().count() > 1, "--net host shows the host's interfaces: {out}");
+}
+
+#[test]
+fn privileged_snapshot_of_a_running_container() {
+    let mut c = config("snap", "echo evidence > /tmp/written; exec busybox sleep 1000");
+    c.volumes.clear();
+    let state_root = c.state_root.clone();
+    let mut container = Container::prepare(c).unwrap();
+    let host_pid = container.start().unwrap();
+    let written = container.layout().upper.join("tmp/written");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Until the file is written and the shell has become the sleep.
+    while !(written.exists()
+        && std::fs::read_to_string(format!("/proc/{host_pid}/cmdline")).is_ok_and(|c| c.contains("sleep")))
+    {
+        assert!(std::time::Instant::now() < deadline, "container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dest = scratch().join("snapshot-snap");
+    let summary = launch::snapshot::snapshot(&state_root, "snap", &dest).unwrap();
+    assert_eq!(summary.processes, 1, "{summary:?}");
+    // The upper layer's file, with its owner (host 100000, container root).
+    let listing = std::process::Command::new("tar")
+        .args(["--list", "--verbose", "--numeric-owner", "--file"])
+        .arg(dest.join("upper.tar"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let line = listing.lines().find(|l| l.ends_with("./tmp/written")).unwrap_or_else(|| panic!("{listing}"));
+    assert!(line.contains("100000/100000"), "{line}");
+    // The process list names the sleep, with the digest of busybox.
+    let procs: Vec<launch::snapshot::ProcessInfo> =
+        serde_json::from_slice(&std::fs::read(dest.join("processes.json")).unwrap()).unwrap();
+    let sleep = procs.iter().find(|p| p.cmdline.iter().any(|a| a == "sleep")).unwrap_or_else(|| panic!("{procs:?}"));
+    assert_eq!(sleep.host_pid, host_pid);
+    assert_eq!(sleep.pid, Some(1));
+    assert_eq!(sleep.exe.as_deref(), Some("/bin/busybox"));
+    let busybox = std::process::Command::new("sha256sum").arg(BUSYBOX).output().unwrap();
+    let want = String::from_utf8_lossy(&busybox.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(sleep.exe_sha256.as_deref(), Some(want.as_str()));
+    assert!(dest.join("imgsign.json").is_file() && dest.join("events.json").is_file());
+    // A frozen container too (its record says so); thawed afterwards.
+    launch::control::freeze(&state_root, "snap").unwrap();
+    let frozen = launch::snapshot::snapshot(&state_root, "snap", &scratch().join("snapshot-snap-frozen"));
+    launch::control::thaw(&state_root, "snap").unwrap();
+    let frozen = frozen.unwrap();
+    assert_eq!((frozen.status.as_str(), frozen.processes), ("frozen", 1), "{frozen:?}");
+    assert!(frozen.upper_warning.is_none(), "{frozen:?}");
+    // An existing DEST is refused; the container keeps running.
+    assert!(matches!(
+        launch::snapshot::snapshot(&state_root, "snap", &dest),
+        Err(launch::snapshot::SnapshotError::Exists(_))
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let state = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
+    assert!(!state.contains("State:\tZ"), "{state}");
+    container.signal(launch::Signal::SIGKILL).unwrap();
+    assert_eq!(container.wait().unwrap(), 128 + 9);
+    container.cleanup().unwrap();
 }

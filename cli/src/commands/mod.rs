@@ -9,6 +9,7 @@ pub mod keygen;
 pub mod run;
 pub mod scope;
 pub mod sign;
+pub mod snapshot;
 pub mod trust;
 pub mod verify;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Freeze(run::FreezeArgs),
     /// Resume a frozen container.
     Thaw(run::FreezeArgs),
+    /// Save a running or frozen container's writable layer, processes and state into a new directory.
+    Snapshot(snapshot::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kill(args) => run::kill(args),
         Command::Freeze(args) => run::freeze(args),
         Command::Thaw(args) => run::thaw(args),
+        Command::Snapshot(args) => snapshot::run(args),
     }
 }
