@@ -13,35 +13,10 @@ use support::*;
 use testdata::oci::{write_layout, write_layout_with_config, Layer};
 use testdata::tar::TarWriter;
 
-fn busybox() -> Vec<u8> {
-    fs::read("/bin/busybox").expect("busybox-static (Debian package busybox-static) at /bin/busybox")
-}
-
-fn layer(busybox: &[u8]) -> Layer {
-    let mut tar = TarWriter::new();
-    for d in ["bin", "dev", "etc", "proc", "run", "sys"] {
-        tar.dir(d, 0o755);
-    }
-    tar.dir("tmp", 0o1777);
-    tar.file("bin/busybox", 0o755, busybox);
-    tar.symlink("bin/sh", "busybox");
-    tar.file("etc/motd", 0o644, "signed\n");
-    Layer::gzip(&tar.finish())
-}
-
 /// The signed image: (oci reference, bundle, trust store); built once per test binary.
 fn signed() -> &'static (String, PathBuf, PathBuf) {
     static SIGNED: OnceLock<(String, PathBuf, PathBuf)> = OnceLock::new();
-    SIGNED.get_or_init(|| {
-        let root = scratch_root().join("run-image");
-        fs::create_dir_all(&root).unwrap();
-        let written = write_layout(&root.join("oci"), "v1", &[layer(&busybox())]).unwrap();
-        let [a, ..] = keys();
-        let bundle =
-            sign_ok(&written.reference(), &[a], &root.join("bundle.json"), &["--name", "bb", "--version", "1"]);
-        let trust = trust_store(&root.join("trust"), &[a], 1);
-        (written.reference(), bundle, trust)
-    })
+    SIGNED.get_or_init(|| signed_busybox_image("run-image"))
 }
 
 fn state_root() -> PathBuf {
@@ -241,7 +216,7 @@ fn privileged_run_refuses_a_tampered_image_before_launch() {
     let i = changed.len() / 2;
     changed[i] ^= 1;
     let tmp = tempdir();
-    let written = write_layout(&tmp.path().join("oci"), "v1", &[layer(&changed)]).unwrap();
+    let written = write_layout(&tmp.path().join("oci"), "v1", &[busybox_layer(&changed)]).unwrap();
     let marker = tmp.path().join("ran");
     let volume = format!("{}:/m", tmp.path().display());
     let before = stored_images();

@@ -10,34 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use support::*;
-use testdata::oci::{write_layout, Layer};
-use testdata::tar::TarWriter;
-
-fn layer() -> Layer {
-    let busybox = fs::read("/bin/busybox").expect("busybox-static at /bin/busybox");
-    let mut tar = TarWriter::new();
-    for d in ["bin", "dev", "etc", "proc", "run", "sys"] {
-        tar.dir(d, 0o755);
-    }
-    tar.dir("tmp", 0o1777);
-    tar.file("bin/busybox", 0o755, &busybox);
-    tar.symlink("bin/sh", "busybox");
-    tar.file("etc/motd", 0o644, "signed\n");
-    Layer::gzip(&tar.finish())
-}
 
 fn signed() -> &'static (String, PathBuf, PathBuf) {
     static SIGNED: OnceLock<(String, PathBuf, PathBuf)> = OnceLock::new();
-    SIGNED.get_or_init(|| {
-        let root = scratch_root().join("snapshot-image");
-        fs::create_dir_all(&root).unwrap();
-        let written = write_layout(&root.join("oci"), "v1", &[layer()]).unwrap();
-        let [a, ..] = keys();
-        let bundle =
-            sign_ok(&written.reference(), &[a], &root.join("bundle.json"), &["--name", "bb", "--version", "1"]);
-        let trust = trust_store(&root.join("trust"), &[a], 1);
-        (written.reference(), bundle, trust)
-    })
+    SIGNED.get_or_init(|| signed_busybox_image("snapshot-image"))
 }
 
 fn state_root() -> PathBuf {

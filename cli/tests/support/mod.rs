@@ -192,3 +192,34 @@ pub fn assert_nothing_written(out: &Path) {
 pub fn statement(bundle: &Path) -> serde_json::Value {
     testdata::hostile::statement(&fs::read(bundle).unwrap()).expect("bundle statement")
 }
+
+/// The static busybox the container tests put in their images.
+pub fn busybox() -> Vec<u8> {
+    fs::read("/bin/busybox").expect("busybox-static (Debian package busybox-static) at /bin/busybox")
+}
+
+/// A one-layer container image: busybox as /bin/busybox and /bin/sh, the directories a
+/// container needs as mount points, and a root-owned /etc/motd.
+pub fn busybox_layer(busybox: &[u8]) -> testdata::oci::Layer {
+    let mut tar = testdata::tar::TarWriter::new();
+    for d in ["bin", "dev", "etc", "proc", "run", "sys"] {
+        tar.dir(d, 0o755);
+    }
+    tar.dir("tmp", 0o1777);
+    tar.file("bin/busybox", 0o755, busybox);
+    tar.symlink("bin/sh", "busybox");
+    tar.file("etc/motd", 0o644, "signed\n");
+    testdata::oci::Layer::gzip(&tar.finish())
+}
+
+/// [`busybox_layer`] as an OCI layout under `scratch_root()/name`, signed by the first test key:
+/// (oci reference, bundle, trust store).
+pub fn signed_busybox_image(name: &str) -> (String, PathBuf, PathBuf) {
+    let root = scratch_root().join(name);
+    fs::create_dir_all(&root).unwrap();
+    let written = testdata::oci::write_layout(&root.join("oci"), "v1", &[busybox_layer(&busybox())]).unwrap();
+    let [a, ..] = keys();
+    let bundle = sign_ok(&written.reference(), &[a], &root.join("bundle.json"), &["--name", "bb", "--version", "1"]);
+    let trust = trust_store(&root.join("trust"), &[a], 1);
+    (written.reference(), bundle, trust)
+}
