@@ -164,6 +164,7 @@ impl<K: Kernel> Daemon<K> {
     /// failure the old plan stays in force (re-applied if the kernel refused the new one half
     /// way) and the error is logged; it is returned too, for callers that want it.
     pub fn rebuild(&mut self, now: SystemTime, action: &str) -> Result<(), DaemonError> {
+        self.collect_gone_scopes()?;
         let mut specs = self.fixed_scopes();
         specs.extend(self.control_scopes.values().cloned());
         let plan = match plan::assemble(self.policy.policy(), &specs, &mut self.cache, now) {
@@ -283,6 +284,26 @@ impl<K: Kernel> Daemon<K> {
                 self.rebuild_for_control(now, "scope-removed", |d| drop(d.control_scopes.insert(name, old)))
             }
         }
+    }
+
+    /// Forgets control scopes whose cgroup directory is gone (the container ended without
+    /// removing its scope): one such scope must not make every later rebuild fail. Each is
+    /// recorded. (Policy scopes are the operator's: a missing cgroup there still fails.)
+    fn collect_gone_scopes(&mut self) -> Result<(), DaemonError> {
+        let gone: Vec<String> = self
+            .control_scopes
+            .values()
+            .filter(
+                |s| matches!(std::fs::symlink_metadata(&s.cgroup), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+            )
+            .map(|s| s.name.clone())
+            .collect();
+        for name in gone {
+            let spec = self.control_scopes.remove(&name).expect("listed above");
+            self.write(&json!({"record": "plan", "action": "scope-collected", "time": now_rfc3339(),
+                "scope": name, "cgroup": spec.cgroup, "reason": "its cgroup is gone"}))?;
+        }
+        Ok(())
     }
 
     /// Rebuilds after a control change; on failure undoes the change (`undo`) and refuses.

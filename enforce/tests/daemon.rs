@@ -458,3 +458,24 @@ fn the_control_socket_refuses_what_is_not_a_request() {
     assert!(ControlServer::bind(&file).is_err());
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
+
+#[test]
+fn a_control_scope_whose_cgroup_is_gone_is_collected_not_fatal() {
+    let Some(s) = setup("control-gone") else { return };
+    let Some(second) = TestCgroup::new("control-gone-2") else { return };
+    let (mut daemon, out) = start(&s);
+    let bundle = s.dir.path().join("v1.json");
+    let now = SystemTime::now();
+    let gone_path = {
+        let Some(ended) = TestCgroup::new("control-gone-1") else { return };
+        assert!(daemon.control(add_request("ended", &ended.path, bundle.clone()), now).unwrap().ok);
+        ended.path.clone()
+    }; // the container's cgroup is removed here, its scope is not
+    assert!(!gone_path.exists());
+    let reply = daemon.control(add_request("next", &second.path, bundle), now).unwrap();
+    assert!(reply.ok, "a gone cgroup blocked the next container: {reply:?}");
+    let names: Vec<&str> = reply.scopes.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["web", "next"]);
+    let collected = out.records().into_iter().find(|r| r["action"] == "scope-collected").expect("recorded");
+    assert_eq!(collected["scope"], "ended");
+}
