@@ -12,7 +12,6 @@
 //! passing its expiry) verifies it afresh.
 
 use crate::desired::{DigestSet, Privs};
-use base64::Engine as _;
 use keys::{TrustError, TrustStore};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -249,12 +248,7 @@ fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<
 /// The privileges a signed entry gives an exec of its content: its setuid/setgid bits and its
 /// signed `security.capability` (base64 in the manifest).
 fn entry_privileges(entry: &verifier_core::manifest::FileEntry) -> Result<Privs, String> {
-    let capability = match entry.xattrs.get("security.capability") {
-        Some(b64) => {
-            Some(base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("not base64: {e}"))?)
-        }
-        None => None,
-    };
+    let capability = entry.xattr_bytes("security.capability").transpose().map_err(|e| format!("not base64: {e}"))?;
     Privs::of_entry(entry.mode, capability.as_deref()).map_err(|e| e.to_string())
 }
 

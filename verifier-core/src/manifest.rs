@@ -65,6 +65,12 @@ impl FileEntry {
             .collect()
     }
 
+    /// The raw bytes of the signed xattr `name` (the manifest holds them base64, as
+    /// [`FileEntry::signed_xattrs`] wrote them); `None` when the entry has none.
+    pub fn xattr_bytes(&self, name: &str) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+        self.xattrs.get(name).map(|b64| base64::engine::general_purpose::STANDARD.decode(b64))
+    }
+
     /// Pairs of (field, expected, actual) for every field that differs.
     pub fn field_differences(&self, actual: &FileEntry) -> Vec<FieldDifference> {
         let mut out = Vec::new();

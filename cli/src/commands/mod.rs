@@ -9,6 +9,7 @@ pub mod keygen;
 pub mod run;
 pub mod scope;
 pub mod sign;
+pub mod signed;
 pub mod snapshot;
 pub mod trust;
 pub mod verify;

@@ -23,24 +23,15 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 use store::{EnsureOptions, StoreError};
 use verifier_core::source::ImageRef;
-use verifier_core::verify::{accept, error_chain, read_bundles};
+use verifier_core::verify::{accept, error_chain};
 
 /// Exit code when the container could not be launched.
 const EXIT_LAUNCH: u8 = 125;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Image: oci:DIR[:TAG] or docker-archive:FILE.
-    pub image: String,
-    /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: verifier_core::image::Platform,
-    /// Bundle file (repeat to pool signatures from several bundles of the same statement).
-    #[arg(long = "bundle", required = true)]
-    pub bundles: Vec<PathBuf>,
-    /// Trust store directory (see `imgsign trust`).
-    #[arg(long)]
-    pub trust: PathBuf,
+    #[command(flatten)]
+    pub signed: super::signed::SignedImageArgs,
     /// Print a JSON summary on stdout after the container ends: id, image, exitCode, and what the
     /// store did (digest, unpacked, content: objects and bytes written and reused; ensureMs).
     #[arg(long)]
@@ -117,15 +108,13 @@ enum Outcome {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.enforce {
         anyhow::bail!(
-            "--enforce: no enforcement daemon control socket on this node (`imgsign enforce` has none yet), \
-             refusing to run the container unenforced"
+            "--enforce: `imgsign run` does not register containers with the enforcement daemon yet \
+             (its control socket is there: `imgsign enforce scope`), refusing to run the container unenforced"
         );
     }
     let id = args.name.clone().unwrap_or_else(random_id);
     launch::config::check_id(&id)?;
-    let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
-    let mut trust = TrustStore::open(&args.trust)?;
-    let bundles = read_bundles(&args.bundles)?;
+    let (image, mut trust, bundles) = args.signed.open()?;
     let json = args.json;
     let mut ensured = None;
     let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured);

@@ -2,30 +2,18 @@
 //! signed manifest. Exit 0 verified, 1 verification failed, 2 bad usage or unreadable input.
 
 use crate::output;
-use keys::TrustStore;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 use verifier_core::manifest::Difference;
-use verifier_core::source::ImageRef;
-use verifier_core::verify::{read_bundles, verify, VerifyOptions, VerifyReport};
+use verifier_core::verify::{verify, VerifyOptions, VerifyReport};
 
 /// Differences listed in human output before "... and N more".
 const MAX_LISTED: usize = 50;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH.
-    pub image: String,
-    /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: verifier_core::image::Platform,
-    /// Bundle file (repeat to pool signatures from several bundles of the same statement).
-    #[arg(long = "bundle", required = true)]
-    pub bundles: Vec<PathBuf>,
-    /// Trust store directory (see `imgsign trust`).
-    #[arg(long)]
-    pub trust: PathBuf,
+    #[command(flatten)]
+    pub signed: super::signed::SignedImageArgs,
     /// Do not record the accepted version in the trust store.
     #[arg(long)]
     pub no_record: bool,
@@ -35,9 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
-    let mut trust = TrustStore::open(&args.trust)?;
-    let bundles = read_bundles(&args.bundles)?;
+    let (image, mut trust, bundles) = args.signed.open()?;
     let options = VerifyOptions { now: SystemTime::now(), record_version: !args.no_record };
     let report = verify(&image, &bundles, &mut trust, &options, output::progress())?;
     if args.json {

@@ -1,0 +1,34 @@
+//! What every command that checks a signed image is given, in one place: the image, the platform
+//! chosen in an index, the bundles and the trust store (`verify`, `run`), and how they are read.
+
+use keys::TrustStore;
+use std::path::PathBuf;
+use verifier_core::bundle::CheckedBundle;
+use verifier_core::source::ImageRef;
+use verifier_core::verify::read_bundles;
+
+#[derive(clap::Args)]
+pub struct SignedImageArgs {
+    /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH (`run` needs layers: not dir:).
+    pub image: String,
+    /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: verifier_core::image::Platform,
+    /// Bundle file (repeat to pool signatures from several bundles of the same statement).
+    #[arg(long = "bundle", required = true)]
+    pub bundles: Vec<PathBuf>,
+    /// Trust store directory (see `imgsign trust`).
+    #[arg(long)]
+    pub trust: PathBuf,
+}
+
+impl SignedImageArgs {
+    /// The image reference (with the platform), the trust store and the bundles, each read and
+    /// checked; the first that cannot be is the error.
+    pub fn open(&self) -> anyhow::Result<(ImageRef, TrustStore, Vec<CheckedBundle>)> {
+        let image = self.image.parse::<ImageRef>()?.with_platform(self.platform.clone());
+        let trust = TrustStore::open(&self.trust)?;
+        let bundles = read_bundles(&self.bundles)?;
+        Ok((image, trust, bundles))
+    }
+}
