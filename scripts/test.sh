@@ -24,26 +24,43 @@ command -v node >/dev/null && command -v npm >/dev/null || ensure_packages nodej
 FUZZ_SECONDS="${IMGSIGN_FUZZ_SECONDS:-20}"
 fast=0; [ "${1:-}" = "--fast" ] && fast=1
 passed=0; failed=0; failed_names=()
+stage_pid=
+# Ctrl-C reaches the stage's own process group too (setsid takes it off the terminal's).
+trap '[ -n "$stage_pid" ] && kill -KILL -- -"$stage_pid" 2>/dev/null; exit 130' INT TERM
+# stage NAME SECONDS CMD...: runs CMD in its own process group with a deadline. A stage that
+# hangs fails with the process tree it hung in, instead of eating CI's whole budget.
 stage() {
-    local name="$1"; shift
+    local name="$1" limit="$2"; shift 2
     printf '\n\033[1m==> stage: %s\033[0m\n' "$name"
-    local start=$SECONDS
-    if "$@"; then
+    local start=$SECONDS rc
+    setsid "$@" &
+    local pid=$!
+    stage_pid=$pid
+    while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -lt "$limit" ]; do sleep 1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "==> stage $name: no end after $limit s; the processes it left:"
+        ps -eo pid,ppid,pgid,stat,wchan:24,etime,args --forest | cut -c1-220 | head -200
+        kill -KILL -- -"$pid" 2>/dev/null
+    fi
+    wait "$pid"; rc=$?
+    if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1)); echo "==> stage $name: PASS ($((SECONDS - start)) s)"
     else
-        failed=$((failed + 1)); failed_names+=("$name"); echo "==> stage $name: FAIL ($((SECONDS - start)) s)"
+        failed=$((failed + 1)); failed_names+=("$name"); echo "==> stage $name: FAIL ($((SECONDS - start)) s, exit $rc)"
     fi
 }
 
-stage format cargo fmt --all -- --check
+# Deadlines are ceilings well above a cold run's (a clean clone, empty caches): a hang fails
+# its own stage, with the process tree it hung in, instead of eating CI's 90 minutes.
+stage format 120 cargo fmt --all -- --check
 # [workspace.lints] (no unsafe, no printing in libraries) and clippy's defaults, as errors.
-stage lint cargo clippy --workspace --all-targets --quiet -- -D warnings
-stage host-tests cargo test --workspace --quiet
-stage sigstore-interop bash tests/sigstore-interop/run.sh
-stage run-debian bash tests/run-debian/run.sh
+stage lint 900 cargo clippy --workspace --all-targets --quiet -- -D warnings
+stage host-tests 1500 cargo test --workspace --quiet
+stage sigstore-interop 300 bash tests/sigstore-interop/run.sh
+stage run-debian 600 bash tests/run-debian/run.sh
 if [ "$fast" -eq 0 ]; then
-    stage fuzz bash fuzz/run.sh "$FUZZ_SECONDS"
-    stage kernel-lab bash scripts/lab.sh
+    stage fuzz 600 bash fuzz/run.sh "$FUZZ_SECONDS"
+    stage kernel-lab 2400 bash scripts/lab.sh
 fi
 
 echo

@@ -274,6 +274,8 @@ impl<H: Host> Container<H> {
     /// device rules, mounts, seccomp, capabilities) and starts its process. Returns its host pid.
     pub fn start(&mut self) -> Result<i32, LaunchError> {
         let runtime_err = |what| move |source| LaunchError::Runtime { what, source };
+        // Until `start` returns, libcontainer's children run Rust code between fork and exec.
+        let _forks = crate::fork::guard();
         let runtime = ContainerBuilder::new(self.config.id.clone(), SyscallType::default())
             .with_root_path(self.layout.runtime.clone())
             .map_err(runtime_err("use its state root"))?

@@ -147,6 +147,7 @@ fn mapped_user_namespace(range: IdRange) -> Result<std::fs::File, HostError> {
     let ours = Path::new("/proc/self/ns/user");
     let own =
         std::fs::read_link(ours).map_err(|source| HostError { what: "cannot read", path: ours.into(), source })?;
+    let forks = crate::fork::guard();
     let mut child = std::process::Command::new("unshare")
         .args(["--user", "--", "cat"])
         .stdin(std::process::Stdio::piped())
@@ -158,6 +159,7 @@ fn mapped_user_namespace(range: IdRange) -> Result<std::fs::File, HostError> {
             path: ours.into(),
             source,
         })?;
+    drop(forks);
     let dir = PathBuf::from(format!("/proc/{}", child.id()));
     let result = (|| {
         let ns = dir.join("ns/user");

@@ -12,14 +12,17 @@
 //!                           detached; the directory removed (also on drop, so on every error path)
 //! ```
 //!
-//! The lower directory is never written: today `imgsign run` unpacks a verified image into a
-//! per-run directory; the content-addressed store will hand over its `rootfs/` instead.
+//! The lower directory is never written: `imgsign run` hands over the store's verified
+//! `rootfs/` of the image.
 //! `state::list` reads what `imgsign ps` prints. Everything that mounts goes through the
-//! [`host::Host`] seam ([`host::RecordingHost`] in tests).
+//! [`host::Host`] seam ([`host::RecordingHost`] in tests). Every fork this crate makes takes
+//! one lock (`fork.rs` says why: a fork while another thread holds std's environment lock
+//! deadlocks libcontainer's child).
 
 pub mod config;
 pub mod container;
 pub mod control;
+mod fork;
 pub mod host;
 pub mod snapshot;
 pub mod spec;

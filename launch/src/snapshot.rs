@@ -170,7 +170,8 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 /// GNU tar of `upper` into `out`: numeric owners, xattrs (all namespaces), ACLs; links are
 /// archived as links. Exit status 1 ("file changed as we read it") is a warning.
 fn tar_upper(upper: &Path, out: &Path) -> Result<(usize, Option<String>), SnapshotError> {
-    let output = std::process::Command::new("tar")
+    let forks = crate::fork::guard();
+    let child = std::process::Command::new("tar")
         .arg("--create")
         .arg("--file")
         .arg(out)
@@ -178,8 +179,12 @@ fn tar_upper(upper: &Path, out: &Path) -> Result<(usize, Option<String>), Snapsh
         .arg(upper)
         .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--verbose", "."])
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(io("cannot run tar for", upper))?;
+    drop(forks);
+    let output = child.wait_with_output().map_err(io("cannot run tar for", upper))?;
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     match output.status.code() {
         Some(0) => {}
