@@ -59,6 +59,19 @@ pub fn find_below(root: &Path, id: u64, max_depth: usize) -> Option<PathBuf> {
     None
 }
 
+/// Freezes (`cgroup.freeze`) or kills (`cgroup.kill`, Linux 5.14 and later) every task in the
+/// cgroup v2 directory `dir` and below: the response to a violation in a scope.
+pub fn respond(dir: &Path, action: crate::policy::Violation) -> std::io::Result<()> {
+    let file = match action {
+        crate::policy::Violation::Freeze => "cgroup.freeze",
+        crate::policy::Violation::Kill => "cgroup.kill",
+    };
+    // Opened without O_CREAT: a path that is not a cgroup (or a kernel without the file) is an
+    // error to report, not a file to make.
+    let mut f = std::fs::OpenOptions::new().write(true).open(dir.join(file))?;
+    std::io::Write::write_all(&mut f, b"1")
+}
+
 /// The file system magic number of the file system holding `path` (`statfs(2)`'s `f_type`).
 pub fn fs_magic(path: &Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statfs(path).map_err(std::io::Error::from)?;

@@ -12,7 +12,7 @@
 //! in force). What the daemon does with a request is [`crate::daemon::Daemon::control`]; this
 //! module is the socket, its framing, and the client.
 
-use crate::policy::{Mode, Profile};
+use crate::policy::{Mode, Profile, Violation};
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -74,6 +74,9 @@ pub struct AddScope {
     pub profile: Profile,
     #[serde(default)]
     pub remote_fs: bool,
+    /// Freeze or kill the cgroup when the kernel reports a violation in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_violation: Option<Violation>,
     pub bundles: Vec<PathBuf>,
     /// Also compare this image's files with the manifest (`oci:DIR[:TAG]`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,11 +243,12 @@ mod tests {
             mode: Mode::Enforce,
             profile: Profile::Default,
             remote_fs: false,
+            on_violation: Some(Violation::Freeze),
             bundles: vec!["/b.json".into()],
             image: None,
         });
         let text = serde_json::to_string(&add).unwrap();
-        assert!(text.contains(r#""op":"add""#), "{text}");
+        assert!(text.contains(r#""op":"add""#) && text.contains(r#""onViolation":"freeze""#), "{text}");
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), add);
         assert_eq!(serde_json::from_str::<Request>(r#"{"op":"list"}"#).unwrap(), Request::List);
         let extra = text.replacen('{', r#"{"runAs":"someone","#, 1);

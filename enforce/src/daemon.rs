@@ -14,7 +14,7 @@
 
 use crate::control::{AddScope, ControlServer, ListedScope, Reply, Request};
 use crate::desired::DesiredState;
-use crate::kernel::{Event, Kernel, KernelError};
+use crate::kernel::{Event, Kernel, KernelError, Verdict};
 use crate::plan::{self, Plan, PlanError};
 use crate::source::ScopeSpec;
 use crate::source::{PolicySource, ScopeSource, SourceError};
@@ -223,6 +223,7 @@ impl<K: Kernel> Daemon<K> {
                     .map(|p| p.display().to_string());
             }
             self.write(&EventRecord { record: "event", time: now_rfc3339(), event: &event })?;
+            self.respond_to(&event)?;
         }
         Ok(n)
     }
@@ -355,6 +356,7 @@ impl<K: Kernel> Daemon<K> {
             mode: add.mode,
             remote_fs: add.remote_fs,
             profile: add.profile,
+            on_violation: add.on_violation,
             bundles: add.bundles,
             image,
         })
@@ -384,6 +386,24 @@ impl<K: Kernel> Daemon<K> {
             })
             .collect();
         Reply { ok: true, error: None, scopes }
+    }
+
+    /// A violation (denied, or audited in audit mode) in a scope that asks for a response: its
+    /// cgroup is frozen or killed, and the outcome recorded next to the event.
+    fn respond_to(&mut self, event: &Event) -> Result<(), DaemonError> {
+        if !matches!(event.verdict, Verdict::Denied | Verdict::Audited) {
+            return Ok(());
+        }
+        let Some(scope) = self.plan.scope_by_cgroup_id(event.scope_cgroup_id) else { return Ok(()) };
+        let Some(action) = scope.on_violation else { return Ok(()) };
+        let (name, cgroup) = (scope.name.clone(), scope.cgroup.clone());
+        let mut record = json!({"record": "response", "time": now_rfc3339(), "scope": name, "cgroup": cgroup,
+            "action": action, "hostPid": event.host_pid});
+        if let Err(e) = crate::cgroup::respond(&cgroup, action) {
+            // A cgroup removed since the event (its tasks ended) needs no response.
+            record["error"] = format!("cannot {action} {}: {e}", cgroup.display()).into();
+        }
+        self.write(&record)
     }
 
     fn after_apply(&mut self, action: &str) -> Result<(), DaemonError> {

@@ -31,4 +31,4 @@ pub mod verified;
 
 pub use desired::{DesiredScope, DesiredState};
 pub use plan::Plan;
-pub use policy::{Mode, Policy, Profile};
+pub use policy::{Mode, Policy, Profile, Violation};

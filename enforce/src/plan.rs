@@ -13,7 +13,7 @@
 
 use crate::cgroup::{cgroup_id, CgroupError};
 use crate::desired::{DesiredScope, DesiredState, DigestSet};
-use crate::policy::{Mode, Policy, Profile};
+use crate::policy::{Mode, Policy, Profile, Violation};
 use crate::source::ScopeSpec;
 use crate::verified::{self, Accepted, BundleFile, StatementCache, Trust, VerifiedError};
 use keys::TrustError;
@@ -121,6 +121,9 @@ pub struct ScopePlan {
     /// Code from remote file systems is judged by digest instead of refused.
     pub remote_fs: bool,
     pub profile: Profile,
+    /// What the daemon does to the cgroup on a violation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_violation: Option<Violation>,
     /// Every `file` and `hardlink` digest of the scope's signed manifests, once each (shared with
     /// the verified statement when the scope has one).
     #[serde(serialize_with = "hex_digests")]
@@ -332,6 +335,7 @@ fn build_scope(
         mode: spec.mode,
         remote_fs: spec.remote_fs,
         profile: spec.profile,
+        on_violation: spec.on_violation,
         privileged: digests
             .iter()
             .flat_map(|set| set.iter())

@@ -66,6 +66,27 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// What the daemon does to a scope's cgroup when the kernel reports a violation there (an event
+/// whose verdict is `denied`, or `audited` in audit mode): a response after the refusal, so the
+/// process that tried keeps no foothold. Optional; none when absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Violation {
+    /// Stop every task of the scope (`cgroup.freeze`), for `imgsign snapshot` and a decision.
+    Freeze,
+    /// End every task of the scope (`cgroup.kill`).
+    Kill,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Violation::Freeze => "freeze",
+            Violation::Kill => "kill",
+        })
+    }
+}
+
 /// Which attacker a scope is hardened against (the README's threat model). Optional in the
 /// policy; `default` when absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -136,6 +157,8 @@ struct ScopeFile {
     remote_fs: bool,
     #[serde(default)]
     profile: Profile,
+    #[serde(default)]
+    on_violation: Option<Violation>,
     bundles: Vec<PathBuf>,
     #[serde(default)]
     image: Option<String>,
@@ -224,6 +247,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             mode: scope.mode,
             remote_fs: scope.remote_fs,
             profile: scope.profile,
+            on_violation: scope.on_violation,
             bundles: scope.bundles.iter().map(|b| resolve(b)).collect(),
             image,
         });

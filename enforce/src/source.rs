@@ -4,7 +4,7 @@
 //! policy file is the first source ([`PolicySource`]); a control socket handing out container
 //! scopes is meant to be a second one, added beside it without changing it.
 
-use crate::policy::{self, Mode, Policy, PolicyError, Profile};
+use crate::policy::{self, Mode, Policy, PolicyError, Profile, Violation};
 use std::path::{Path, PathBuf};
 use verifier_core::source::ImageRef;
 
@@ -34,6 +34,8 @@ pub struct ScopeSpec {
     pub remote_fs: bool,
     /// The default profile, or strict.
     pub profile: Profile,
+    /// What the daemon does to the cgroup on a violation, if anything.
+    pub on_violation: Option<Violation>,
     /// Bundles carrying the same statement pool their signatures; different statements add
     /// their files to the scope's set.
     pub bundles: Vec<PathBuf>,

@@ -9,7 +9,7 @@ use enforce::control::{self, AddScope, ControlServer, Reply, Request};
 use enforce::daemon::{Daemon, DaemonError, Notice, Notices};
 use enforce::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
 use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
-use enforce::{DesiredScope, DesiredState, Mode, Profile};
+use enforce::{DesiredScope, DesiredState, Mode, Profile, Violation};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
@@ -338,6 +338,7 @@ fn a_second_scope_source_adds_its_scopes_beside_the_policys() {
         mode: Mode::Enforce,
         remote_fs: false,
         profile: Profile::Default,
+        on_violation: None,
         bundles: vec![s.dir.path().join("v1.json")],
         image: None,
     }])));
@@ -362,6 +363,7 @@ fn add_request(name: &str, cgroup: &std::path::Path, bundle: PathBuf) -> Request
         mode: Mode::Enforce,
         profile: Profile::Default,
         remote_fs: false,
+        on_violation: None,
         bundles: vec![bundle],
         image: None,
     })
@@ -478,4 +480,105 @@ fn a_control_scope_whose_cgroup_is_gone_is_collected_not_fatal() {
     assert_eq!(names, ["web", "next"]);
     let collected = out.records().into_iter().find(|r| r["action"] == "scope-collected").expect("recorded");
     assert_eq!(collected["scope"], "ended");
+}
+
+/// An exec event in the scope whose cgroup id is `scope`, with `verdict`.
+fn exec_event(scope: u64, verdict: Verdict) -> Event {
+    Event {
+        hook: Hook::Exec,
+        verdict,
+        reason: Reason::Digest,
+        mode: Some(Mode::Enforce),
+        boot_time_ns: None,
+        scope_cgroup_id: scope,
+        scope: None,
+        cgroup_id: scope,
+        cgroup: None,
+        host_pid: 4242,
+        ns_pid: 1,
+        pid_ns: None,
+        mnt_ns: None,
+        comm: "sh".into(),
+        path: Some("/tmp/unlisted".into()),
+        sha256: Some(Sha256Digest::of(b"unlisted")),
+    }
+}
+
+/// A `sleep` moved into `cgroup`; killed and reaped on drop.
+struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    fn into(cgroup: &std::path::Path) -> Sleeper {
+        let child = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
+        Sleeper(child)
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cgroup_frozen(cgroup: &std::path::Path) -> bool {
+    std::fs::read_to_string(cgroup.join("cgroup.events")).unwrap().lines().any(|l| l == "frozen 1")
+}
+
+#[test]
+fn a_violation_freezes_or_kills_the_scope_that_asks_for_it() {
+    let Some(s) = setup("respond") else { return };
+    let (Some(frozen), Some(killed)) = (TestCgroup::new("respond-freeze"), TestCgroup::new("respond-kill")) else {
+        return;
+    };
+    let (mut daemon, out) = start(&s);
+    let socket = s.dir.path().join("run").join("enforce.sock");
+    daemon.serve_control(ControlServer::bind(&socket).unwrap());
+    let bundle = s.dir.path().join("v1.json");
+    for (name, cgroup, action) in [("f", &frozen.path, Violation::Freeze), ("k", &killed.path, Violation::Kill)] {
+        let Request::Add(mut add) = add_request(name, cgroup, bundle.clone()) else { unreachable!() };
+        add.on_violation = Some(action);
+        let reply = over_socket(&mut daemon, &socket, Request::Add(add));
+        assert!(reply.ok, "{reply:?}");
+    }
+    let plan = daemon.plan();
+    assert_eq!(plan.scopes.iter().find(|s| s.name == "f").unwrap().on_violation, Some(Violation::Freeze));
+    let mut in_frozen = Sleeper::into(&frozen.path);
+    let mut in_killed = Sleeper::into(&killed.path);
+    let frozen_id = enforce::cgroup::cgroup_id(&frozen.path).unwrap();
+    let killed_id = enforce::cgroup::cgroup_id(&killed.path).unwrap();
+    let web_id = enforce::cgroup::cgroup_id(&s.cgroup.path).unwrap();
+
+    // An allowed exec, and a denial in a scope that asks for no response: nothing is done.
+    for event in [exec_event(frozen_id, Verdict::Allowed), exec_event(web_id, Verdict::Denied)] {
+        daemon_kernel(&mut daemon).events.push_back(event);
+    }
+    daemon.pump_events(Duration::ZERO).unwrap();
+    assert!(out.records().iter().all(|r| r["record"] != "response"), "{:?}", out.records());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!cgroup_frozen(&frozen.path));
+    assert!(in_killed.0.try_wait().unwrap().is_none());
+
+    // A denial in each: the one cgroup frozen, the other's task killed.
+    daemon_kernel(&mut daemon).events.push_back(exec_event(frozen_id, Verdict::Denied));
+    daemon_kernel(&mut daemon).events.push_back(exec_event(killed_id, Verdict::Denied));
+    daemon.pump_events(Duration::ZERO).unwrap();
+    let responses: Vec<_> = out.records().into_iter().filter(|r| r["record"] == "response").collect();
+    assert_eq!(responses.len(), 2, "{responses:?}");
+    assert_eq!((responses[0]["scope"].as_str(), responses[0]["action"].as_str()), (Some("f"), Some("freeze")));
+    assert_eq!((responses[1]["scope"].as_str(), responses[1]["action"].as_str()), (Some("k"), Some("kill")));
+    assert!(responses.iter().all(|r| r.get("error").is_none()), "{responses:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cgroup_frozen(&frozen.path) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(cgroup_frozen(&frozen.path), "the scope's cgroup is frozen");
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = in_killed.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "the task in the kill scope got SIGKILL: {status:?}");
+
+    std::fs::write(frozen.path.join("cgroup.freeze"), "0").unwrap();
+    let _ = in_frozen.0.kill();
+    let _ = in_frozen.0.wait();
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use enforce::policy::{self, EventSink, Mode, PolicyError, Profile};
+use enforce::policy::{self, EventSink, Mode, PolicyError, Profile, Violation};
 use std::path::{Path, PathBuf};
 
 const GOOD: &str = r#"
@@ -78,6 +78,18 @@ fn a_scope_profile_is_default_unless_strict_is_asked() {
     assert!(e.contains("paranoid") && e.contains("default") && e.contains("strict"), "{e}");
     let e = error(&GOOD.replace("mode = \"audit\"", "mode = \"audit\"\nprofile = true"));
     assert!(e.contains("profile"), "{e}");
+}
+
+#[test]
+fn a_scope_responds_to_violations_only_when_asked() {
+    let p = parse(GOOD).unwrap();
+    assert_eq!((p.scopes[0].on_violation, p.scopes[1].on_violation), (None, None));
+    let p = parse(&GOOD.replace("mode = \"audit\"", "mode = \"audit\"\non_violation = \"freeze\"")).unwrap();
+    assert_eq!((p.scopes[0].on_violation, p.scopes[1].on_violation), (None, Some(Violation::Freeze)));
+    let p = parse(&GOOD.replace("mode = \"enforce\"", "mode = \"enforce\"\non_violation = \"kill\"")).unwrap();
+    assert_eq!(p.scopes[0].on_violation, Some(Violation::Kill));
+    let e = error(&GOOD.replace("mode = \"audit\"", "mode = \"audit\"\non_violation = \"reboot\""));
+    assert!(e.contains("reboot") && e.contains("freeze") && e.contains("kill"), "{e}");
 }
 
 #[test]

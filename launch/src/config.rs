@@ -201,6 +201,12 @@ pub fn parse_size(s: &str) -> Result<i64, ConfigError> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
+/// The container's cgroup path, relative to each hierarchy's root (`/sys/fs/cgroup` on a
+/// unified node): where libcontainer puts it, and what `imgsign run --enforce` registers.
+pub fn cgroup_path(id: &str) -> String {
+    format!("/imgsign/{id}")
+}
+
 /// Checks a container id: it names a directory under the state root and a cgroup.
 pub fn check_id(id: &str) -> Result<(), ConfigError> {
     let ok = !id.is_empty()
@@ -270,6 +276,8 @@ pub struct LaunchConfig {
     /// Shown by `ps`: the image reference and its signed subject digest.
     pub image: String,
     pub digest: String,
+    /// Shown by `ps`: the enforcement scope the container's cgroup was registered as.
+    pub scope: Option<String>,
 }
 
 impl LaunchConfig {
@@ -294,6 +302,7 @@ impl LaunchConfig {
             volumes: Vec::new(),
             image: String::new(),
             digest: String::new(),
+            scope: None,
         }
     }
 

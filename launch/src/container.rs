@@ -156,7 +156,8 @@ impl<H: Host> Container<H> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            cgroup: format!("/imgsign/{}", config.id),
+            cgroup: crate::config::cgroup_path(&config.id),
+            scope: config.scope.clone(),
         };
         let mut container = Container {
             layout: Layout::new(&dir),
@@ -285,6 +286,10 @@ impl<H: Host> Container<H> {
             .as_init(&self.layout.dir)
             .with_systemd(false)
             .with_detach(false)
+            // pivot_root cannot leave a ramdisk root (diskless nodes, the kernel lab): there
+            // libcontainer moves the rootfs over / and chroots, as runc does on a ramdisk. The
+            // container holds no CAP_SYS_CHROOT by default to climb back out with.
+            .with_no_pivot(crate::host::root_is_ramdisk())
             .build()
             .map_err(runtime_err("create the container"))?;
         let pid = runtime.pid().map(Pid::as_raw);

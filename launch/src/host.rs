@@ -137,6 +137,22 @@ impl Host for LinuxHost {
     }
 }
 
+/// Whether this mount namespace's `/` is the initial ramdisk (`rootfs` in mountinfo), which
+/// `pivot_root(2)` refuses to move.
+pub fn root_is_ramdisk() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| ramdisk_root_in(&text))
+}
+
+/// [`root_is_ramdisk`] over mountinfo text: the last mount on `/` (the one in force) is rootfs.
+fn ramdisk_root_in(mountinfo: &str) -> bool {
+    let root_fstype = mountinfo
+        .lines()
+        .filter(|line| line.split(' ').nth(4) == Some("/"))
+        .filter_map(|line| line.split_once(" - ").and_then(|(_, after)| after.split(' ').next()))
+        .next_back();
+    root_fstype == Some("rootfs")
+}
+
 /// A user namespace whose uid and gid maps are `range` (container 0..size = host base..), held
 /// by its file descriptor. The unsharing child is util-linux's `unshare --user -- cat` (no safe
 /// way to run code in a forked child is at hand: nix's `fork` is unsafe and libcontainer 0.7
@@ -248,5 +264,22 @@ impl Host for RecordingHost {
     }
     fn unmount(&self, target: &Path) -> Result<(), HostError> {
         self.record(HostCall::Unmount { target: target.into() }, target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ramdisk_root_in;
+
+    #[test]
+    fn a_ramdisk_root_is_told_from_a_disk_root() {
+        let lab = "1 1 0:2 / / rw - rootfs rootfs rw,size=1000k\n22 1 0:20 / /proc rw - proc proc rw\n";
+        assert!(ramdisk_root_in(lab));
+        let disk = "23 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n24 23 0:22 / /proc rw - proc proc rw\n";
+        assert!(!ramdisk_root_in(disk));
+        // A root mounted over the ramdisk (switch_root's, or a chroot's bind) is what counts.
+        let over = format!("{lab}30 1 254:1 / / rw - ext4 /dev/vda rw\n");
+        assert!(!ramdisk_root_in(&over));
+        assert!(!ramdisk_root_in(""));
     }
 }

@@ -275,6 +275,7 @@ mod tests {
             status: "running".into(),
             created: 0,
             cgroup: format!("/imgsign-test-none/{id}"),
+            scope: None,
         };
         record.save(&dir).unwrap();
         dir

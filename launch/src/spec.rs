@@ -249,7 +249,7 @@ pub fn build(config: &LaunchConfig, rootfs: &Path, secrets: Option<&Path>) -> Re
         .build()?;
 
     let mut linux = LinuxBuilder::default()
-        .cgroups_path(PathBuf::from(format!("/imgsign/{}", config.id)))
+        .cgroups_path(PathBuf::from(crate::config::cgroup_path(&config.id)))
         .resources(resources)
         .rootfs_propagation("private")
         .masked_paths(masked_paths())

@@ -39,6 +39,9 @@ pub struct ContainerRecord {
     pub created: u64,
     /// The container's cgroup path (relative to each hierarchy's root).
     pub cgroup: String,
+    /// The enforcement scope its cgroup is (`imgsign run --enforce`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl ContainerRecord {

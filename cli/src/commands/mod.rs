@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 pub mod enforce;
+pub mod enforced;
 pub mod images;
 pub mod keygen;
 pub mod run;
@@ -41,7 +42,7 @@ pub enum Command {
     /// Free store objects no image uses and stale temporaries.
     Gc(images::GcArgs),
     /// Verify an image, then run a command in it in a hardened container (exit code: the container's).
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// List running containers (id, pid, status, image, signed digest, cgroup).
     Ps(run::PsArgs),
     /// Signal every task of a container (default SIGKILL).
@@ -64,7 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(args) => images::images(args),
         Command::Rmi(args) => images::rmi(args),
         Command::Gc(args) => images::gc(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Ps(args) => run::ps(args),
         Command::Kill(args) => run::kill(args),
         Command::Freeze(args) => run::freeze(args),

@@ -10,6 +10,7 @@
 //! (verification failed); 2 bad usage or unreadable input; 125 the container could not be
 //! launched.
 
+use super::enforced::NotEnforced;
 use crate::output;
 use anyhow::Context as _;
 use keys::TrustStore;
@@ -79,10 +80,8 @@ pub struct Args {
     /// as (default: the image's User, else 0:0).
     #[arg(long, short = 'u')]
     pub user: Option<String>,
-    /// Require kernel enforcement of the image's signed digests (needs the enforcement daemon's
-    /// control socket).
-    #[arg(long)]
-    pub enforce: bool,
+    #[command(flatten)]
+    pub enforcement: super::enforced::EnforceArgs,
     /// Do not record the accepted version in the trust store.
     #[arg(long)]
     pub no_record: bool,
@@ -106,12 +105,6 @@ enum Outcome {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.enforce {
-        anyhow::bail!(
-            "--enforce: `imgsign run` does not register containers with the enforcement daemon yet \
-             (its control socket is there: `imgsign enforce scope`), refusing to run the container unenforced"
-        );
-    }
     let id = args.name.clone().unwrap_or_else(random_id);
     launch::config::check_id(&id)?;
     let (image, mut trust, bundles) = args.signed.open()?;
@@ -211,9 +204,17 @@ fn verify_and_launch(
     config.user = ProcessUser { uid: process.uid, gid: process.gid, additional_gids: process.additional_gids };
     config.image = image.to_string();
     config.digest = digest;
+    config.scope = args.enforcement.enforce.is_some().then(|| id.to_string());
     let container = match Container::prepare(config) {
         Ok(c) => c,
         Err(e) => return Ok(Outcome::LaunchFailed(e.into())),
+    };
+    // With --enforce the kernel holds the image's digests for the container's cgroup before
+    // the container starts; removed again (on every path) when `scope` drops.
+    let _scope = match args.enforcement.register(id, &args.signed.bundles) {
+        Ok(scope) => scope,
+        Err(NotEnforced::Refused(reason)) => return Ok(Outcome::Refused(reason)),
+        Err(NotEnforced::Failed(e)) => return Ok(Outcome::LaunchFailed(e)),
     };
     match container.run(true) {
         Ok(code) => Ok(Outcome::Exited(code)),
@@ -241,10 +242,11 @@ pub fn ps(args: PsArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(output::EXIT_OK);
     }
-    println!("{:<14} {:<8} {:<9} {:<40} {:<73} CGROUP", "ID", "PID", "STATUS", "IMAGE", "DIGEST");
+    println!("{:<14} {:<8} {:<9} {:<40} {:<73} {:<14} CGROUP", "ID", "PID", "STATUS", "IMAGE", "DIGEST", "SCOPE");
     for r in records {
         let pid = r.pid.map_or("-".to_string(), |p| p.to_string());
-        println!("{:<14} {:<8} {:<9} {:<40} {:<73} {}", r.id, pid, r.status, r.image, r.digest, r.cgroup);
+        let scope = r.scope.as_deref().unwrap_or("-");
+        println!("{:<14} {:<8} {:<9} {:<40} {:<73} {:<14} {}", r.id, pid, r.status, r.image, r.digest, scope, r.cgroup);
     }
     Ok(output::EXIT_OK)
 }

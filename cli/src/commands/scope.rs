@@ -5,7 +5,7 @@
 
 use crate::output;
 use enforce::control::{self, AddScope, Reply, Request, DEFAULT_SOCKET};
-use enforce::{Mode, Profile};
+use enforce::{Mode, Profile, Violation};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub enum ScopeCommand {
         /// Judge code from FUSE, NFS, 9p, CIFS and ceph by digest instead of refusing it.
         #[arg(long)]
         remote_fs: bool,
+        /// Freeze or kill the cgroup when the kernel reports a violation in it.
+        #[arg(long, value_enum)]
+        on_violation: Option<ViolationArg>,
         /// Also compare this image's files with the manifest.
         #[arg(long)]
         image: Option<String>,
@@ -67,23 +70,54 @@ pub enum ProfileArg {
     Strict,
 }
 
+/// What the daemon does to a scope's cgroup on a violation.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ViolationArg {
+    /// Stop every task (cgroup.freeze): `imgsign snapshot`, then `imgsign kill` or `thaw`.
+    Freeze,
+    /// End every task (cgroup.kill).
+    Kill,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(mode: ModeArg) -> Mode {
+        match mode {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        }
+    }
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(profile: ProfileArg) -> Profile {
+        match profile {
+            ProfileArg::Default => Profile::Default,
+            ProfileArg::Strict => Profile::Strict,
+        }
+    }
+}
+
+impl From<ViolationArg> for Violation {
+    fn from(action: ViolationArg) -> Violation {
+        match action {
+            ViolationArg::Freeze => Violation::Freeze,
+            ViolationArg::Kill => Violation::Kill,
+        }
+    }
+}
+
 pub fn run(args: ScopeArgs) -> anyhow::Result<ExitCode> {
     let request = match args.command {
-        ScopeCommand::Add { name, cgroup, bundles, mode, profile, remote_fs, image } => {
+        ScopeCommand::Add { name, cgroup, bundles, mode, profile, remote_fs, on_violation, image } => {
             // The daemon reads the files: absolute paths, resolved here.
             let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
             Request::Add(AddScope {
                 name,
                 cgroup: absolute(cgroup),
-                mode: match mode {
-                    ModeArg::Enforce => Mode::Enforce,
-                    ModeArg::Audit => Mode::Audit,
-                },
-                profile: match profile {
-                    ProfileArg::Default => Profile::Default,
-                    ProfileArg::Strict => Profile::Strict,
-                },
+                mode: mode.into(),
+                profile: profile.into(),
                 remote_fs,
+                on_violation: on_violation.map(Violation::from),
                 bundles: bundles.into_iter().map(absolute).collect(),
                 image,
             })

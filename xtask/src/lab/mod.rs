@@ -160,13 +160,13 @@ fn run(args: &RunArgs) -> Result<bool> {
     }
     let prepared = Instant::now();
 
-    let suites = testbins::build(&workspace_root(), args.filter.as_deref())?;
+    let (suites, programs) = testbins::build(&workspace_root(), args.filter.as_deref())?;
     let plan = initramfs::Plan {
         suites,
         inject_failure: args.inject_failure,
         inject_panic: args.inject_panic,
         inject_hang: args.inject_hang,
-        binaries: Vec::new(),
+        binaries: programs,
         scripts: Vec::new(),
     };
     let mut boots = Vec::new();

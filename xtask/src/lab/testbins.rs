@@ -13,7 +13,11 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Packages whose `vm_*` test targets the lab runs.
-const PACKAGES: &[&str] = &["bpf-lsm", "enforce"];
+const PACKAGES: &[&str] = &["bpf-lsm", "enforce", "imgsign"];
+
+/// Executables the in-VM tests run, copied to `/lab/bin` (the CLI's `vm_*` tests run the
+/// `imgsign` built beside them).
+const PROGRAMS: &[&str] = &["imgsign"];
 
 /// The suite that changes the boot for good (an IMA policy): run last.
 const BOOT_STATE_SUITE: &str = "vm_enforcer_bench";
@@ -29,8 +33,9 @@ pub struct Suite {
     pub tests: Vec<String>,
 }
 
-/// Builds the `vm_*` test targets and lists their `vm_*` tests.
-pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
+/// Builds the `vm_*` test targets and lists their `vm_*` tests; also returns the
+/// [`PROGRAMS`] built with them.
+pub fn build(root: &Path, filter: Option<&str>) -> Result<(Vec<Suite>, Vec<PathBuf>)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let release = release_build()?;
     let mut cmd = Command::new(cargo);
@@ -58,6 +63,7 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
     }
 
     let mut suites = Vec::new();
+    let mut programs = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -68,7 +74,12 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
         let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) else {
             continue;
         };
-        let is_test = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test"));
+        let kind = |want: &str| msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == want));
+        if kind("bin") && PROGRAMS.contains(&name) {
+            programs.push(PathBuf::from(exe));
+            continue;
+        }
+        let is_test = kind("test");
         if !is_test || !name.starts_with("vm_") || !in_lab_package(&msg["package_id"]) {
             continue;
         }
@@ -86,7 +97,7 @@ pub fn build(root: &Path, filter: Option<&str>) -> Result<Vec<Suite>> {
     if suites.iter().all(|s| s.tests.is_empty()) {
         bail!("no vm_* tests found (filter {filter:?}); the lab refuses to pass with nothing to run");
     }
-    Ok(suites)
+    Ok((suites, programs))
 }
 
 /// Whether the lab builds release binaries: `IMGSIGN_LAB_PROFILE=release`
