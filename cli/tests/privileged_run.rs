@@ -264,10 +264,23 @@ fn privileged_run_refuses_untrusted_and_enforce() {
     let other = trust_store(&tmp.path().join("trust-b"), &[b], 1);
     let r = run(&mut run_cmd(image, bundle, &other, &["--name", "untrusted"], &["true"]));
     r.code(1).says("refused");
+    // --enforce with no daemon at the socket (or, on a node with cgroup v1 controllers, with no
+    // unified hierarchy to scope): the container does not run unenforced.
     let (_, _, trust) = signed();
-    let r = run(&mut run_cmd(image, bundle, trust, &["--name", "enf", "--enforce"], &["true"]));
-    r.code(2).says("--enforce");
+    let extra = ["--name", "enf", "--enforce", "--control-socket", "/run/imgsign-test-no-daemon.sock"];
+    let r = run(&mut run_cmd(image, bundle, trust, &extra, &["/bin/sh", "-c", "echo RAN"]));
+    r.code(125);
+    assert!(
+        r.stderr.contains("cannot reach the enforcement daemon") || r.stderr.contains("unified cgroup v2"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("RAN"), "{}", r.all());
     assert!(!state_root().join("enf").exists());
+    assert!(!Path::new("/sys/fs/cgroup/imgsign/enf").exists(), "cgroup left");
+    // A response to violations needs enforcement to report them.
+    let r = run(&mut run_cmd(image, bundle, trust, &["--name", "enf2", "--on-violation", "kill"], &["true"]));
+    r.code(2).says("--enforce");
 }
 
 #[test]

@@ -200,9 +200,20 @@ fn vm_run_on_violation_kills_or_freezes_the_container() {
     );
     let state = Path::new(WORK).join("state");
     let dest = Path::new(WORK).join("respond").join("snapshot");
-    let r = run(imgsign().arg("snapshot").arg("frozen").arg(&dest).arg("--state-root").arg(&state));
+    let r = run(imgsign()
+        .arg("snapshot")
+        .arg("frozen")
+        .arg(&dest)
+        .arg("--state-root")
+        .arg(&state)
+        .arg("--control-socket")
+        .arg(&node.socket));
     r.code(0);
     assert!(fs::read_to_string(dest.join("processes.json")).unwrap().contains("sleep"), "{}", r.all());
+    // The snapshot holds the daemon's records of the container's scope: the denial, the response.
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&fs::read(dest.join("events.json")).unwrap()).unwrap();
+    assert!(events.iter().any(|e| e["verdict"] == "denied" && e["path"] == "/tmp/dropped"), "{events:?}");
+    assert!(events.iter().any(|e| e["record"] == "response" && e["action"] == "freeze"), "{events:?}");
     run(imgsign().args(["kill", "frozen", "--state-root"]).arg(&state)).code(0);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(137), "{out:?}");

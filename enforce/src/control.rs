@@ -61,6 +61,8 @@ pub enum Request {
     Remove { name: String },
     /// Every scope in force, from the policy and from here.
     List,
+    /// The scope's most recent event and response records, oldest first (`imgsign snapshot`).
+    Events { name: String },
 }
 
 /// A scope to add: as a policy `[[scope]]`, with absolute paths (the daemon reads them).
@@ -108,11 +110,14 @@ pub struct Reply {
     /// Every scope in force after the request.
     #[serde(default)]
     pub scopes: Vec<ListedScope>,
+    /// The records asked for by [`Request::Events`], as the daemon wrote them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<serde_json::Value>,
 }
 
 impl Reply {
     pub fn refused(error: impl Into<String>) -> Self {
-        Reply { ok: false, error: Some(error.into()), scopes: Vec::new() }
+        Reply { ok: false, error: Some(error.into()), scopes: Vec::new(), events: Vec::new() }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::source::{PolicySource, ScopeSource, SourceError};
 use crate::verified::StatementCache;
 use serde::Serialize;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,7 +86,12 @@ pub struct Daemon<K: Kernel> {
     /// Scopes added through the control socket, by name (kept across reloads).
     control_scopes: BTreeMap<String, ScopeSpec>,
     control: Option<ControlServer>,
+    /// The last [`RECENT_PER_SCOPE`] event and response records of each scope, by name.
+    recent: BTreeMap<String, VecDeque<serde_json::Value>>,
 }
+
+/// How many records of each scope the daemon keeps for [`Request::Events`].
+const RECENT_PER_SCOPE: usize = 256;
 
 impl<K: Kernel> Daemon<K> {
     /// Builds the plan from the policy's scopes as of `now` and applies it. Any failure here is
@@ -113,6 +118,7 @@ impl<K: Kernel> Daemon<K> {
             cgroup_paths: Default::default(),
             control_scopes: BTreeMap::new(),
             control: None,
+            recent: BTreeMap::new(),
         };
         daemon.after_apply("started")?;
         Ok(daemon)
@@ -222,7 +228,10 @@ impl<K: Kernel> Daemon<K> {
                     .as_ref()
                     .map(|p| p.display().to_string());
             }
-            self.write(&EventRecord { record: "event", time: now_rfc3339(), event: &event })?;
+            let record = serde_json::to_value(EventRecord { record: "event", time: now_rfc3339(), event: &event })
+                .expect("events serialise");
+            self.write(&record)?;
+            self.remember(event.scope.as_deref(), record);
             self.respond_to(&event)?;
         }
         Ok(n)
@@ -264,6 +273,13 @@ impl<K: Kernel> Daemon<K> {
     pub fn control(&mut self, request: Request, now: SystemTime) -> Result<Reply, DaemonError> {
         match request {
             Request::List => Ok(self.listed()),
+            Request::Events { name } => {
+                if self.plan.scopes.iter().all(|s| s.name != name) {
+                    return Ok(Reply::refused(format!("no scope {name:?} is in force")));
+                }
+                let events = self.recent.get(&name).map(|r| r.iter().cloned().collect()).unwrap_or_default();
+                Ok(Reply { ok: true, error: None, scopes: Vec::new(), events })
+            }
             Request::Add(add) => {
                 let spec = match self.check_add(add) {
                     Ok(spec) => spec,
@@ -282,6 +298,7 @@ impl<K: Kernel> Daemon<K> {
                         "no scope {name:?} was added through the control socket (policy scopes are changed in the policy)"
                     )));
                 };
+                self.recent.remove(&name);
                 self.rebuild_for_control(now, "scope-removed", |d| drop(d.control_scopes.insert(name, old)))
             }
         }
@@ -385,7 +402,7 @@ impl<K: Kernel> Daemon<K> {
                 origin: if self.control_scopes.contains_key(&s.name) { "control" } else { "policy" }.into(),
             })
             .collect();
-        Reply { ok: true, error: None, scopes }
+        Reply { ok: true, error: None, scopes, events: Vec::new() }
     }
 
     /// A violation (denied, or audited in audit mode) in a scope that asks for a response: its
@@ -403,7 +420,19 @@ impl<K: Kernel> Daemon<K> {
             // A cgroup removed since the event (its tasks ended) needs no response.
             record["error"] = format!("cannot {action} {}: {e}", cgroup.display()).into();
         }
-        self.write(&record)
+        self.write(&record)?;
+        self.remember(Some(&name), record);
+        Ok(())
+    }
+
+    /// Keeps `record` among the recent ones of `scope`.
+    fn remember(&mut self, scope: Option<&str>, record: serde_json::Value) {
+        let Some(scope) = scope else { return };
+        let kept = self.recent.entry(scope.to_string()).or_default();
+        if kept.len() == RECENT_PER_SCOPE {
+            kept.pop_front();
+        }
+        kept.push_back(record);
     }
 
     fn after_apply(&mut self, action: &str) -> Result<(), DaemonError> {

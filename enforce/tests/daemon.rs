@@ -578,6 +578,21 @@ fn a_violation_freezes_or_kills_the_scope_that_asks_for_it() {
     let status = in_killed.0.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "the task in the kill scope got SIGKILL: {status:?}");
 
+    // What a snapshot asks for: the scope's recent records, its event and the response.
+    let reply = over_socket(&mut daemon, &socket, Request::Events { name: "f".into() });
+    assert!(reply.ok, "{reply:?}");
+    let kinds: Vec<_> = reply.events.iter().map(|r| (r["record"].clone(), r["verdict"].clone())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("event".into(), "allowed".into()),
+            ("event".into(), "denied".into()),
+            ("response".into(), serde_json::Value::Null)
+        ]
+    );
+    let reply = over_socket(&mut daemon, &socket, Request::Events { name: "nope".into() });
+    assert!(!reply.ok && reply.error.unwrap().contains("nope"));
+
     std::fs::write(frozen.path.join("cgroup.freeze"), "0").unwrap();
     let _ = in_frozen.0.kill();
     let _ = in_frozen.0.wait();

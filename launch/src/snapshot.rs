@@ -5,9 +5,9 @@
 //! overlay's `trusted.*` whiteout/opaque marks, ACLs; symlinks are archived as links, never
 //! followed), `processes.json` ([`ProcessInfo`] per task of the container's cgroup: host and
 //! container pid, command line, exe path and the SHA-256 of `/proc/PID/exe`, state),
-//! `imgsign.json` (the record), `events.json` (an empty list: there is no per-container event
-//! source yet; the enforce daemon writes its events where its policy's `events` says, stdout by
-//! default, no fixed path) and `snapshot.json` ([`SnapshotSummary`]). It is written under a
+//! `imgsign.json` (the record), `events.json` (the container's recent enforcement events, which
+//! the caller brings: [`Events`]; `imgsign snapshot` asks the enforcement daemon for those of the
+//! container's scope) and `snapshot.json` ([`SnapshotSummary`]). It is written under a
 //! temporary name beside DEST and renamed with `RENAME_NOREPLACE`: an existing DEST is refused,
 //! and a failure leaves nothing. A running container's files may change while they are read
 //! (tar says so, the summary keeps its warning): freeze it first for a consistent layer.
@@ -80,15 +80,23 @@ pub struct SnapshotSummary {
     /// tar's warnings (files changed while read), if any.
     pub upper_warning: Option<String>,
     pub events: usize,
-    pub events_note: String,
+    /// Why `events.json` is empty, when the events could not be had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_note: Option<String>,
 }
 
-/// Why `events.json` is empty.
-pub const EVENTS_NOTE: &str = "no per-container event source yet: the enforce daemon writes its events \
-     where its policy's `events` setting says (stdout by default), no fixed path to read";
+/// The container's enforcement events, as the caller could get them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Events {
+    /// Event records, oldest first.
+    Recorded(Vec<serde_json::Value>),
+    /// Why there are none (the container is not enforced, the daemon cannot be reached, ...).
+    Unavailable(String),
+}
 
-/// Saves container `id`'s writable layer, processes and record into `dest` (a new directory).
-pub fn snapshot(state_root: &Path, id: &str, dest: &Path) -> Result<SnapshotSummary, SnapshotError> {
+/// Saves container `id`'s writable layer, processes, record and `events` into `dest` (a new
+/// directory).
+pub fn snapshot(state_root: &Path, id: &str, dest: &Path, events: &Events) -> Result<SnapshotSummary, SnapshotError> {
     check_id(id)?;
     let layout = Layout::new(&state_root.join(id));
     let record_path = layout.dir.join(STATE_FILE);
@@ -111,7 +119,7 @@ pub fn snapshot(state_root: &Path, id: &str, dest: &Path) -> Result<SnapshotSumm
     };
     let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     std::fs::DirBuilder::new().mode(0o700).create(&tmp).map_err(io("cannot create", &tmp))?;
-    let result = write_into(&tmp, dest, &layout, &record, &record_bytes).and_then(|summary| {
+    let result = write_into(&tmp, dest, &layout, &record, &record_bytes, events).and_then(|summary| {
         nix::fcntl::renameat2(None, &tmp, None, dest, nix::fcntl::RenameFlags::RENAME_NOREPLACE).map_err(|e| {
             if e == nix::errno::Errno::EEXIST {
                 SnapshotError::Exists(dest.to_path_buf())
@@ -133,6 +141,7 @@ fn write_into(
     layout: &Layout,
     record: &ContainerRecord,
     record_bytes: &[u8],
+    events: &Events,
 ) -> Result<SnapshotSummary, SnapshotError> {
     let write = |file: &str, bytes: &[u8]| {
         let path = tmp.join(file);
@@ -144,7 +153,11 @@ fn write_into(
     let (upper_entries, upper_warning) =
         if layout.upper.is_dir() { tar_upper(&layout.upper, &tmp.join("upper.tar"))? } else { (0, None) };
     write(STATE_FILE, record_bytes)?;
-    write("events.json", b"[]\n")?;
+    let (recorded, events_note) = match events {
+        Events::Recorded(list) => (list.as_slice(), None),
+        Events::Unavailable(why) => (&[][..], Some(why.clone())),
+    };
+    write("events.json", &json(&recorded))?;
     let summary = SnapshotSummary {
         id: record.id.clone(),
         dest: dest.to_path_buf(),
@@ -153,8 +166,8 @@ fn write_into(
         processes: processes.len(),
         upper_entries,
         upper_warning,
-        events: 0,
-        events_note: EVENTS_NOTE.to_string(),
+        events: recorded.len(),
+        events_note,
     };
     write("snapshot.json", &json(&summary))?;
     Ok(summary)
@@ -281,13 +294,18 @@ mod tests {
         dir
     }
 
+    fn none() -> Events {
+        Events::Unavailable("not enforced".into())
+    }
+
     #[test]
     fn snapshot_writes_a_new_directory_and_refuses_an_existing_one() {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("state");
         record_in(&state, "c1");
         let dest = tmp.path().join("snap");
-        let summary = snapshot(&state, "c1", &dest).unwrap();
+        let events = Events::Recorded(vec![serde_json::json!({"record": "event", "verdict": "denied"})]);
+        let summary = snapshot(&state, "c1", &dest, &events).unwrap();
         // No cgroup here: the recorded init (this test process) is the process list.
         assert_eq!(summary.processes, 1);
         assert!(summary.upper_entries >= 3, "{summary:?}");
@@ -295,15 +313,21 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dest.join("processes.json")).unwrap()).unwrap();
         assert_eq!(procs[0].host_pid, std::process::id() as i32);
         assert_eq!(procs[0].exe_sha256.as_ref().map(String::len), Some(64));
-        assert_eq!(std::fs::read_to_string(dest.join("events.json")).unwrap().trim(), "[]");
+        let events: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(dest.join("events.json")).unwrap()).unwrap();
+        assert_eq!((events.len(), summary.events, summary.events_note.as_deref()), (1, 1, None));
+        assert_eq!(events[0]["verdict"], "denied");
         assert!(dest.join(STATE_FILE).is_file() && dest.join("upper.tar").is_file());
         // An existing DEST (even empty) is refused, and nothing is left beside it.
-        assert!(matches!(snapshot(&state, "c1", &dest), Err(SnapshotError::Exists(_))));
+        assert!(matches!(snapshot(&state, "c1", &dest, &none()), Err(SnapshotError::Exists(_))));
         let empty = tmp.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
-        assert!(matches!(snapshot(&state, "c1", &empty), Err(SnapshotError::Exists(_))));
+        assert!(matches!(snapshot(&state, "c1", &empty, &none()), Err(SnapshotError::Exists(_))));
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 3); // state, snap, empty
-        assert!(matches!(snapshot(&state, "nope", &tmp.path().join("x")), Err(SnapshotError::NotFound { .. })));
-        assert!(matches!(snapshot(&state, "../c1", &tmp.path().join("x")), Err(SnapshotError::Config(_))));
+        assert!(matches!(
+            snapshot(&state, "nope", &tmp.path().join("x"), &none()),
+            Err(SnapshotError::NotFound { .. })
+        ));
+        assert!(matches!(snapshot(&state, "../c1", &tmp.path().join("x"), &none()), Err(SnapshotError::Config(_))));
     }
 }

@@ -313,6 +313,10 @@ fn privileged_network_is_loopback_only_unless_host() {
     assert!(out.lines().count() > 1, "--net host shows the host's interfaces: {out}");
 }
 
+fn not_enforced() -> launch::snapshot::Events {
+    launch::snapshot::Events::Unavailable("not enforced".into())
+}
+
 #[test]
 fn privileged_snapshot_of_a_running_container() {
     let mut c = config("snap", "echo evidence > /tmp/written; exec busybox sleep 1000");
@@ -330,7 +334,7 @@ fn privileged_snapshot_of_a_running_container() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let dest = scratch().join("snapshot-snap");
-    let summary = launch::snapshot::snapshot(&state_root, "snap", &dest).unwrap();
+    let summary = launch::snapshot::snapshot(&state_root, "snap", &dest, &not_enforced()).unwrap();
     assert_eq!(summary.processes, 1, "{summary:?}");
     // The upper layer's file, with its owner (host 100000, container root).
     let listing = std::process::Command::new("tar")
@@ -354,14 +358,15 @@ fn privileged_snapshot_of_a_running_container() {
     assert!(dest.join("imgsign.json").is_file() && dest.join("events.json").is_file());
     // A frozen container too (its record says so); thawed afterwards.
     launch::control::freeze(&state_root, "snap").unwrap();
-    let frozen = launch::snapshot::snapshot(&state_root, "snap", &scratch().join("snapshot-snap-frozen"));
+    let frozen =
+        launch::snapshot::snapshot(&state_root, "snap", &scratch().join("snapshot-snap-frozen"), &not_enforced());
     launch::control::thaw(&state_root, "snap").unwrap();
     let frozen = frozen.unwrap();
     assert_eq!((frozen.status.as_str(), frozen.processes), ("frozen", 1), "{frozen:?}");
     assert!(frozen.upper_warning.is_none(), "{frozen:?}");
     // An existing DEST is refused; the container keeps running.
     assert!(matches!(
-        launch::snapshot::snapshot(&state_root, "snap", &dest),
+        launch::snapshot::snapshot(&state_root, "snap", &dest, &not_enforced()),
         Err(launch::snapshot::SnapshotError::Exists(_))
     ));
     std::thread::sleep(std::time::Duration::from_millis(200));

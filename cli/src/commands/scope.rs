@@ -56,6 +56,8 @@ pub enum ScopeCommand {
     Rm { name: String },
     /// List the scopes in force.
     Ls,
+    /// The scope's recent event and response records (the daemon keeps the last 256), as JSON lines.
+    Events { name: String },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -124,6 +126,7 @@ pub fn run(args: ScopeArgs) -> anyhow::Result<ExitCode> {
         }
         ScopeCommand::Rm { name } => Request::Remove { name },
         ScopeCommand::Ls => Request::List,
+        ScopeCommand::Events { name } => Request::Events { name },
     };
     let reply = control::call(&args.socket, &request, TIMEOUT)?;
     if args.json {
@@ -138,6 +141,9 @@ fn print_reply(reply: &Reply) {
     if let Some(error) = &reply.error {
         eprintln!("imgsign: refused: {error}");
         return;
+    }
+    for record in &reply.events {
+        println!("{record}");
     }
     for s in &reply.scopes {
         println!(
