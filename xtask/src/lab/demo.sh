@@ -123,4 +123,62 @@ until in_scope "$DEMO/app/bin/busybox-new" true 2>/dev/null; do
 done
 expect_runs "$DEMO/app/bin/busybox-new" echo "the new binary runs again: nothing enforces any more"
 
-step "demo: signed, enforced by the kernel, denial reported, enforcement outlived the daemon, detached"
+# ---------------------------------------------------------------------------------------------
+step "a container image: busybox in one layer, packed as an OCI layout with busybox's own tools"
+# blob FILE: stores FILE under image/blobs/sha256 and prints its digest.
+blob() { d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$DEMO/image/blobs/sha256/$d"; echo "$d"; }
+mkdir -p image/blobs/sha256 rootfs/bin || fail "mkdir image"
+for d in dev etc proc run sys tmp; do mkdir -p "rootfs/$d"; done
+chmod 1777 rootfs/tmp
+cp /bin/busybox rootfs/bin/busybox && ln -s busybox rootfs/bin/sh || fail "rootfs"
+echo "signed" > rootfs/etc/motd
+(cd rootfs && tar -cf ../layer.tar bin dev etc proc run sys tmp) || fail "tar the layer"
+LAYER=$(blob layer.tar)
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$LAYER" > config.json
+CONFIG=$(blob config.json)
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "$CONFIG" "$(wc -c < config.json)" "$LAYER" "$(wc -c < layer.tar)" > manifest.json
+MANIFEST=$(blob manifest.json)
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' \
+    "$MANIFEST" "$(wc -c < manifest.json)" > image/index.json
+echo '{"imageLayoutVersion":"1.0.0"}' > image/oci-layout
+echo "image: oci:$DEMO/image:v1 (manifest sha256:$MANIFEST)"
+run "$IMGSIGN" sign oci:"$DEMO/image":v1 --key signer.key --out image.sigstore.json --name busybox --version 1 ||
+    fail "sign the image"
+
+step "the daemon again, enforcing nothing yet: containers register their scopes over its control socket"
+printf 'trust = "trust"\nevents = "node-events.jsonl"\npin_dir = "/sys/fs/bpf/imgsign-demo"\ncontrol = "%s/enforce.sock"\n' \
+    "$DEMO" > node.toml
+run cat node.toml
+"$IMGSIGN" enforce --policy node.toml >daemon.out 2>daemon.err </dev/null &
+DAEMON=$!
+wait_for '"action":"started"' node-events.jsonl 60 || fail "the daemon did not start within 60 s"
+RUN="$IMGSIGN run oci:$DEMO/image:v1 --bundle image.sigstore.json --trust trust --store $DEMO/store --state-root $DEMO/containers --enforce --control-socket $DEMO/enforce.sock"
+
+step "imgsign run --enforce: verified, unpacked into the store, its cgroup a scope before its first instruction"
+printf '$ %s --name hello -- /bin/sh -c %s\n' "$RUN" "'echo hello from a verified container; cat /etc/motd'"
+OUT=$($RUN --name hello -- /bin/sh -c 'echo hello from a verified container; cat /etc/motd' 2>&1)
+RC=$?
+printf '%s\n' "$OUT"
+[ "$RC" = 0 ] || fail "the signed container did not run (exit $RC)"
+case "$OUT" in *"hello from a verified container"*) ;; *) fail "no greeting from the container" ;; esac
+
+step "inside the container an attacker writes a script and runs it: the kernel refuses it, the daemon kills the container"
+SCRIPT='printf "#!/bin/sh\necho PAYLOAD RAN\n" > /tmp/payload; chmod 755 /tmp/payload; /tmp/payload; echo "exec exit code $?"; sleep 10; echo STILL RUNNING'
+printf '$ %s --name attacked --on-violation kill -- /bin/sh -c %s\n' "$RUN" "'$SCRIPT'"
+OUT=$($RUN --name attacked --on-violation kill -- /bin/sh -c "$SCRIPT" 2>&1)
+RC=$?
+printf '%s\n' "$OUT"
+echo "(imgsign run exit code $RC)"
+case "$OUT" in *"PAYLOAD RAN"*) fail "the unsigned script ran" ;; esac
+case "$OUT" in *"STILL RUNNING"*) fail "the container outlived its violation" ;; esac
+[ "$RC" = 137 ] || fail "expected exit code 137 (SIGKILL, the daemon's response), got $RC"
+wait_for '"record":"response"' node-events.jsonl 20 || fail "no response record in node-events.jsonl"
+echo "the daemon's records of scope attacked (node-events.jsonl):"
+grep '"scope":"attacked"' node-events.jsonl | grep -v '"record":"plan"'
+
+kill "$DAEMON"; wait "$DAEMON" 2>/dev/null; DAEMON=
+run "$IMGSIGN" enforce --policy node.toml --detach || fail "enforce --detach"
+
+step "demo: signed, enforced by the kernel, denial reported, enforcement outlived the daemon, detached; a verified container ran enforced, and was killed for running what its image did not sign"
