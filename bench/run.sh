@@ -100,15 +100,36 @@ stats() { sort -g "$1" | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2
 WARM=$WORK/store-warm
 irun "$WARM" "$TAG" -- true >/dev/null 2>&1 || die "imgsign run of the image failed"
 runc run -b "$WORK/bundle" "bench-check" >/dev/null 2>&1 || die "runc run of the bundle failed"
-say "(a) $ROUNDS interleaved rounds: imgsign run (warm) vs runc run"
-: >"$WORK/a-imgsign"; : >"$WORK/a-runc"; : >"$WORK/a-ensure"
+
+# The equivalent bundle: the spec imgsign generates for this image (user namespace, capabilities,
+# seccomp, masked paths, /dev, mounts, cgroup limits, hostname), copied from a running container,
+# with the umoci rootfs (read-only) in place of imgsign's overlay. Under $STATE: container root
+# (host uid 100000) must reach it.
+say "the equivalent runc bundle: imgsign's own spec"
+EQ=$STATE/equivalent
+mkdir -p "$EQ"
+irun "$WARM" "$TAG" --name spec-dump -- sleep 30 >/dev/null 2>&1 &
+dump=$!
+for _ in $(seq 1 200); do [ -s "$STATE/spec-dump/config.json" ] && break; sleep 0.05; done
+jq '.root = {path: "rootfs", readonly: true} | .process.args = ["true"] | .process.terminal = false
+    | .linux.cgroupsPath = "/imgsign-bench-runc"' "$STATE/spec-dump/config.json" >"$EQ/config.json" ||
+    die "no spec from the running container"
+"$IMGSIGN" kill spec-dump --state-root "$STATE" >/dev/null 2>&1; wait "$dump" 2>/dev/null
+cp -a "$WORK/bundle/rootfs" "$EQ/rootfs"
+runc run -b "$EQ" "bench-eq-check" >/dev/null 2>&1 || die "runc run of the equivalent bundle failed"
+
+say "(a) $ROUNDS interleaved rounds: imgsign run (warm) vs runc run (equivalent bundle, plain bundle)"
+: >"$WORK/a-imgsign"; : >"$WORK/a-runc"; : >"$WORK/a-eq"; : >"$WORK/a-ensure"
 for i in $(seq 1 "$ROUNDS"); do
-    for which in $( ((i % 2)) && echo "imgsign runc" || echo "runc imgsign"); do
+    for which in $( ((i % 2)) && echo "imgsign eq runc" || echo "runc eq imgsign"); do
         if [ "$which" = imgsign ]; then
             t0=$(date +%s%N); out=$(irun "$WARM" "$TAG" --json -- true 2>/dev/null); t1=$(date +%s%N)
             ms "$t0" "$t1" >>"$WORK/a-imgsign"
             [ "$(jq -r .ensure.unpacked <<<"$out")" = false ] || die "warm run unpacked"
             jq -r .ensure.ensureMs <<<"$out" >>"$WORK/a-ensure"
+        elif [ "$which" = eq ]; then
+            t0=$(date +%s%N); runc run -b "$EQ" "bench-eq-$i" >/dev/null 2>&1; t1=$(date +%s%N)
+            ms "$t0" "$t1" >>"$WORK/a-eq"
         else
             t0=$(date +%s%N); runc run -b "$WORK/bundle" "bench-$i" >/dev/null 2>&1; t1=$(date +%s%N)
             ms "$t0" "$t1" >>"$WORK/a-runc"
@@ -117,6 +138,7 @@ for i in $(seq 1 "$ROUNDS"); do
 done
 read -r A_I A_I10 < <(stats "$WORK/a-imgsign")
 read -r A_R A_R10 < <(stats "$WORK/a-runc")
+read -r A_Q A_Q10 < <(stats "$WORK/a-eq")
 read -r A_E A_E10 < <(stats "$WORK/a-ensure")
 
 # --- (b) cold store against umoci unpack ---------------------------------------------------------
@@ -155,7 +177,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 {
     echo "# bench/run.sh $(date -u +%Y-%m-%dT%H:%MZ) $(cd "$ROOT" && git rev-parse --short HEAD) ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)); binary $IMGSIGN"
     echo "image: oci:$OCI:$TAG ($(jq '[.layers[].size] | add' "$(manifest_of "$OCI" "$TAG")") bytes in $(jq '.layers | length' "$(manifest_of "$OCI" "$TAG")") gzip layers)"
-    echo "(a) $ROUNDS rounds interleaved, \`-- true\`: imgsign run, warm store: median $A_I ms (p10 $A_I10 ms), of which ensure (verify bundle + find the stored image) $A_E ms (p10 $A_E10 ms); runc run of the umoci bundle: median $A_R ms (p10 $A_R10 ms); imgsign/runc = $(ratio "$A_I" "$A_R")x (p10 $(ratio "$A_I10" "$A_R10")x)"
+    echo "(a) $ROUNDS rounds interleaved, \`-- true\`: imgsign run, warm store: median $A_I ms (p10 $A_I10 ms), of which ensure (verify bundle + find the stored image) $A_E ms (p10 $A_E10 ms); runc run of the equivalent bundle (imgsign's spec: user namespace, seccomp, capabilities, masked paths, limits; umoci's rootfs): median $A_Q ms (p10 $A_Q10 ms); imgsign/runc-equivalent = $(ratio "$A_I" "$A_Q")x (p10 $(ratio "$A_I10" "$A_Q10")x); runc run of the plain \`runc spec\` bundle (no user namespace, no seccomp): median $A_R ms (p10 $A_R10 ms); imgsign/runc-plain = $(ratio "$A_I" "$A_R")x (p10 $(ratio "$A_I10" "$A_R10")x)"
     echo "(b) $COLD_ROUNDS rounds interleaved, empty store / empty directory each: imgsign run cold: median $B_R ms (p10 $B_R10 ms), its ensure (verify, unpack with verify-on-write, syncfs) $B_E ms (p10 $B_E10 ms), cold minus warm run $B_RW ms; umoci unpack: median $B_U ms (p10 $B_U10 ms); imgsign ensure/umoci = $(ratio "$B_E" "$B_U")x (p10 $(ratio "$B_E10" "$B_U10")x); (cold run - warm run)/umoci = $(ratio "$B_RW" "$B_U")x"
     echo "(c) one store: first image wrote $(c "$first" objectsWritten) objects, $(c "$first" bytesWritten) bytes (reused $(c "$first" bytesReused)); second image (+1 layer of $PLUS_LAYER gzip bytes, 64 files of 16 KB) wrote $(c "$second" objectsWritten) objects, $(c "$second" bytesWritten) bytes, reused $(c "$second" objectsReused) objects / $(c "$second" bytesReused) bytes; store objects total $du_store bytes"
 } | tee "$RESULTS/run-latest.txt"

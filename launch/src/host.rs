@@ -70,7 +70,18 @@ impl Host for LinuxHost {
 
     fn mount_overlay(&self, lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(), HostError> {
         let options = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        // `volatile` (Linux 5.10+): no sync of the upper file system, at the container's fsyncs
+        // or at unmount (which otherwise waits for a journal commit of the upper's file system on
+        // every exit). The upper is the container's scratch, made fresh and removed with it;
+        // what must survive a host crash belongs in a volume. Older kernels refuse the option.
+        let volatile = format!("{options},volatile");
+        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(volatile.as_str()))
+            .or_else(|e| match e {
+                nix::errno::Errno::EINVAL => {
+                    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+                }
+                other => Err(other),
+            })
             .map_err(err("cannot mount the overlay on", target))
     }
 
