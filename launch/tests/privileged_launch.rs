@@ -41,7 +41,7 @@ fn lower() -> &'static Path {
 /// A static program trying what busybox has no applet for: ptrace, bpf, io_uring_setup; and,
 /// for the allowlist, syscalls the profile does not name (`ustat`: ENOSYS), names only with a
 /// capability (`kcmp`, SYS_PTRACE), `clone3` (ENOSYS) and `clone(CLONE_NEWUSER)`. With an
-/// argument (on the host), no ptrace.
+/// argument (on the host), no ptrace; with `int80`, only a getpid through the i386 ABI.
 const PROBE_C: &str = r#"
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -57,6 +57,12 @@ const PROBE_C: &str = r#"
 static void say(const char *what, long r) { printf("%s %s\n", what, r < 0 ? strerror(errno) : "ok"); }
 int main(int argc, char **argv) {
     char buf[64];
+    if (argc > 1 && !strcmp(argv[1], "int80")) {
+        /* getpid (20) through the i386 ABI: another architecture for seccomp. */
+        long r; __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+        printf("int80 %s\n", r == getpid() ? "ok" : "failed");
+        return 0;
+    }
     errno = 0; say("bpf", syscall(SYS_bpf, 0, 0, 0));
     errno = 0; say("io_uring_setup", syscall(SYS_io_uring_setup, 1, 0));
     errno = 0; say("ustat", syscall(SYS_ustat, 0, buf));
@@ -262,6 +268,17 @@ fn privileged_seccomp_is_an_allowlist() {
     let (code, out) = run(c);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("kcmp ok") && out.contains("ptrace Operation not permitted"), "{out}");
+}
+
+#[test]
+fn privileged_seccomp_kills_a_syscall_through_another_abi() {
+    // The profile lists x86_64 only: the i386 table (`int $0x80`), whose numbers no rule and no
+    // argument filter was written for, kills the thread (SIGSYS, 31) instead of being judged.
+    let host = std::process::Command::new(lower().join("bin/probe")).arg("int80").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&host.stdout), "int80 ok\n", "the host has no i386 ABI: the test shows nothing");
+    let (code, out) = run(config("int80", "/bin/probe int80; echo status $?"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("status 159\n") && !out.contains("int80 ok"), "{out}");
 }
 
 #[test]
