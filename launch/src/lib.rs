@@ -24,6 +24,7 @@ pub mod container;
 pub mod control;
 mod fork;
 pub mod host;
+pub mod seccomp;
 pub mod snapshot;
 pub mod spec;
 pub mod state;

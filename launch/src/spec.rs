@@ -2,110 +2,26 @@
 //! types: a pure function, so every hardened default is visible (and unit-tested) here and
 //! libcontainer applies it. Defaults, each loosened only by a named config field:
 //! a user namespace (container root is an unprivileged host range), [`MINIMAL_CAPABILITIES`],
-//! no_new_privs, a seccomp policy ([`seccomp`]), runc's masked and read-only /proc paths, a /dev
-//! tmpfs holding only null, zero, full, random, urandom, tty (+ pts, shm) with a device cgroup
-//! that refuses every other node, private root propagation, a new network namespace, pids and
-//! memory limits, and a hostname.
+//! no_new_privs, a seccomp allowlist ([`seccomp::profile`] of the capability set), runc's
+//! masked and read-only /proc paths, a /dev tmpfs holding only null, zero, full, random,
+//! urandom, tty (+ pts, shm) with a device cgroup that refuses every other node, private root
+//! propagation, a new network namespace, pids and memory limits, and a hostname.
 
 use crate::config::{LaunchConfig, Net, MINIMAL_CAPABILITIES};
+use crate::seccomp::{self, SeccompError};
 use oci_spec::runtime::{
     Capabilities, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
     LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
-    LinuxSeccompOperator, LinuxSyscallBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build the container spec")]
-pub struct SpecError(#[from] oci_spec::OciSpecError);
-
-/// System calls refused with EPERM whatever their arguments.
-pub const REFUSED_SYSCALLS: &[&str] = &[
-    "mount",
-    "umount2",
-    "move_mount",
-    "open_tree",
-    "fsopen",
-    "fsmount",
-    "fsconfig",
-    "fspick",
-    "mount_setattr",
-    "pivot_root",
-    "ptrace",
-    "process_vm_writev",
-    "kexec_load",
-    "kexec_file_load",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "bpf",
-    "keyctl",
-    "add_key",
-    "request_key",
-    "perf_event_open",
-    "io_uring_setup",
-    "io_uring_enter",
-    "io_uring_register",
-    "userfaultfd",
-    "setns",
-    "swapon",
-    "swapoff",
-    "reboot",
-    "acct",
-    "quotactl",
-    "syslog",
-    "open_by_handle_at",
-    "name_to_handle_at",
-    "lookup_dcookie",
-    "personality",
-];
-
-/// `CLONE_NEWUSER` (include/uapi/linux/sched.h).
-pub const CLONE_NEWUSER: u64 = 0x1000_0000;
-/// `ENOSYS`, `EPERM`.
-const ENOSYS: u32 = 38;
-const EPERM: u32 = 1;
-
-/// The seccomp policy: everything not named is allowed; [`REFUSED_SYSCALLS`] fail with EPERM;
-/// `unshare` and `clone` with `CLONE_NEWUSER` in their flags fail with EPERM; `clone3` (whose
-/// flags sit behind a pointer seccomp cannot read) fails with ENOSYS, which makes libc fall back
-/// to `clone`, where the flag is seen.
-pub fn seccomp() -> Result<LinuxSeccomp, SpecError> {
-    let newuser = |index: usize| {
-        LinuxSeccompArgBuilder::default()
-            .index(index)
-            .value(CLONE_NEWUSER)
-            .value_two(CLONE_NEWUSER)
-            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-            .build()
-    };
-    let refuse = |names: &[&str], errno: u32| {
-        LinuxSyscallBuilder::default()
-            .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(errno)
-            .build()
-    };
-    let syscalls = vec![
-        refuse(REFUSED_SYSCALLS, EPERM)?,
-        refuse(&["clone3"], ENOSYS)?,
-        LinuxSyscallBuilder::default()
-            .names(vec!["unshare".to_string()])
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(EPERM)
-            .args(vec![newuser(0)?])
-            .build()?,
-        // x86-64 clone(flags, ...): flags is argument 0.
-        LinuxSyscallBuilder::default()
-            .names(vec!["clone".to_string()])
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(EPERM)
-            .args(vec![newuser(0)?])
-            .build()?,
-    ];
-    Ok(LinuxSeccompBuilder::default().default_action(LinuxSeccompAction::ScmpActAllow).syscalls(syscalls).build()?)
+pub enum SpecError {
+    #[error("cannot build the container spec")]
+    Oci(#[from] oci_spec::OciSpecError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 /// The capability set: the minimal one plus `cap_add`.
@@ -254,7 +170,7 @@ pub fn build(config: &LaunchConfig, rootfs: &Path, secrets: Option<&Path>) -> Re
         .rootfs_propagation("private")
         .masked_paths(masked_paths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
-        .seccomp(seccomp()?);
+        .seccomp(seccomp::profile(&capabilities(config).iter().copied().collect::<Vec<_>>())?);
     if let Some(range) = config.userns {
         let mut ns = LinuxNamespace::default();
         ns.set_typ(LinuxNamespaceType::User);
@@ -314,14 +230,10 @@ mod tests {
         assert!(devices.iter().all(|d| !d.allow() || d.typ() == Some(LinuxDeviceType::C)));
         assert!(linux.masked_paths().as_ref().unwrap().contains(&"/proc/kcore".to_string()));
         assert!(linux.readonly_paths().as_ref().unwrap().contains(&"/proc/sys".to_string()));
+        // The allowlist of the container's capabilities (its own tests: seccomp.rs).
         let seccomp = linux.seccomp().as_ref().unwrap();
-        let refused: Vec<&String> = seccomp.syscalls().as_ref().unwrap().iter().flat_map(|s| s.names()).collect();
-        for name in ["mount", "umount2", "ptrace", "kexec_load", "init_module", "finit_module", "bpf", "keyctl"] {
-            assert!(refused.iter().any(|r| *r == name), "{name} allowed");
-        }
-        for name in ["add_key", "perf_event_open", "io_uring_setup", "userfaultfd", "unshare", "clone", "clone3"] {
-            assert!(refused.iter().any(|r| *r == name), "{name} allowed");
-        }
+        assert_eq!(seccomp, &seccomp::profile(&MINIMAL_CAPABILITIES).unwrap());
+        assert_eq!(seccomp.default_errno_ret(), Some(seccomp::ENOSYS));
         assert!(spec.root().as_ref().unwrap().readonly() == Some(false));
         let pids = linux.resources().as_ref().unwrap().pids().as_ref().unwrap().limit();
         assert_eq!(pids, crate::config::DEFAULT_PIDS_LIMIT);
@@ -331,7 +243,7 @@ mod tests {
     fn loosened_only_by_named_fields() {
         let mut c = config();
         c.net = Net::Host;
-        c.cap_add = vec![Capability::NetAdmin];
+        c.cap_add = vec![Capability::NetAdmin, Capability::SysChroot];
         c.userns = None;
         c.read_only = true;
         c.hostname = Some("web".into());
@@ -348,6 +260,14 @@ mod tests {
         let secrets = mounts.iter().find(|m| m.destination() == Path::new("/run/secrets")).unwrap();
         assert!(secrets.options().as_ref().unwrap().contains(&"ro".to_string()));
         assert!(mounts.iter().any(|m| m.destination() == Path::new("/data")));
+        // An added capability brings its syscalls (chroot with SYS_CHROOT), never mount.
+        let seccomp = linux.seccomp().as_ref().unwrap().syscalls().as_ref().unwrap();
+        let allowed = |name: &str| {
+            seccomp.iter().any(|s| {
+                s.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActAllow && s.names().iter().any(|n| n == name)
+            })
+        };
+        assert!(allowed("chroot") && !allowed("mount"));
         let _ = IdRange::default();
     }
 }

@@ -33,25 +33,47 @@ fn lower() -> &'static Path {
         std::fs::write(lower.join("etc/motd"), "signed\n").unwrap();
         std::fs::set_permissions(lower.join("etc/motd"), std::fs::Permissions::from_mode(0o644)).unwrap();
         build_probe(&lower.join("bin/probe"));
+        build_glibc_program(&lower);
         lower
     })
 }
 
-/// A static program trying what busybox has no applet for: ptrace, bpf, io_uring_setup.
+/// A static program trying what busybox has no applet for: ptrace, bpf, io_uring_setup; and,
+/// for the allowlist, syscalls the profile does not name (`ustat`: ENOSYS), names only with a
+/// capability (`kcmp`, SYS_PTRACE), `clone3` (ENOSYS) and `clone(CLONE_NEWUSER)`. With an
+/// argument (on the host), no ptrace; with `int80`, only a getpid through the i386 ABI.
 const PROBE_C: &str = r#"
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <sys/ptrace.h>
-int main(void) {
-    errno = 0; long r = ptrace(PTRACE_TRACEME, 0, 0, 0);
-    printf("ptrace %s\n", r < 0 ? strerror(errno) : "ok");
-    errno = 0; r = syscall(SYS_bpf, 0, 0, 0);
-    printf("bpf %s\n", r < 0 ? strerror(errno) : "ok");
-    errno = 0; r = syscall(SYS_io_uring_setup, 1, 0);
-    printf("io_uring_setup %s\n", r < 0 ? strerror(errno) : "ok");
+#include <sys/wait.h>
+#include <linux/kcmp.h>
+static void say(const char *what, long r) { printf("%s %s\n", what, r < 0 ? strerror(errno) : "ok"); }
+int main(int argc, char **argv) {
+    char buf[64];
+    if (argc > 1 && !strcmp(argv[1], "int80")) {
+        /* getpid (20) through the i386 ABI: another architecture for seccomp. */
+        long r; __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+        printf("int80 %s\n", r == getpid() ? "ok" : "failed");
+        return 0;
+    }
+    errno = 0; say("bpf", syscall(SYS_bpf, 0, 0, 0));
+    errno = 0; say("io_uring_setup", syscall(SYS_io_uring_setup, 1, 0));
+    errno = 0; say("ustat", syscall(SYS_ustat, 0, buf));
+    errno = 0; say("kcmp", syscall(SYS_kcmp, getpid(), getpid(), KCMP_VM, 0, 0));
+    errno = 0; say("clone3", syscall(SYS_clone3, 0, 0));
+    errno = 0; long r = syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0);
+    if (r == 0) _exit(0);
+    if (r > 0) waitpid(r, 0, 0);
+    say("clone_newuser", r);
+    /* Last, and not on the host (`probe host`): a traced process stops at its next signal. */
+    if (argc < 2) { errno = 0; say("ptrace", ptrace(PTRACE_TRACEME, 0, 0, 0)); }
     return 0;
 }
 "#;
@@ -62,6 +84,61 @@ fn build_probe(out: &Path) {
     std::fs::write(&src, PROBE_C).unwrap();
     let status = std::process::Command::new("clang-19").arg("-static").arg("-O1").arg("-o").arg(out).arg(&src).status();
     assert!(status.is_ok_and(|s| s.success()), "clang-19 -static failed (needs clang-19 and libc6-dev)");
+}
+
+/// A dynamically linked glibc program doing what ordinary programs do at start and after:
+/// threads and posix_spawn (glibc tries `clone3`, and falls back to `clone` only on ENOSYS),
+/// fork, statx, faccessat with AT_EACCESS (`faccessat2`), getrandom, memfd_create.
+const GLIBC_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+static void *thread(void *arg) { return arg; }
+static int fail(const char *what, int err) { printf("FAIL %s: %s\n", what, strerror(err)); return 1; }
+int main(void) {
+    pthread_t t; void *back = 0; int e;
+    if ((e = pthread_create(&t, 0, thread, (void *)42))) return fail("pthread_create", e);
+    if ((e = pthread_join(t, &back)) || back != (void *)42) return fail("pthread_join", e);
+    pid_t pid = fork(); int status;
+    if (pid < 0) return fail("fork", errno);
+    if (pid == 0) _exit(3);
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 3) return fail("wait", errno);
+    char *argv[] = {"/bin/busybox", "true", 0};
+    if ((e = posix_spawn(&pid, "/bin/busybox", 0, 0, argv, environ))) return fail("posix_spawn", e);
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status)) return fail("spawned", errno);
+    struct statx sx;
+    if (statx(AT_FDCWD, "/etc/motd", 0, STATX_SIZE, &sx) || sx.stx_size != 7) return fail("statx", errno);
+    if (faccessat(AT_FDCWD, "/etc/motd", R_OK, AT_EACCESS)) return fail("faccessat", errno);
+    char b[16];
+    if (getrandom(b, sizeof b, 0) != sizeof b) return fail("getrandom", errno);
+    if (memfd_create("x", MFD_CLOEXEC) < 0) return fail("memfd_create", errno);
+    puts("glibc ok");
+    return 0;
+}
+"#;
+
+/// Compiles [`GLIBC_C`] dynamically and copies the host's loader and libc into `lower`.
+fn build_glibc_program(lower: &Path) {
+    let src = scratch().join("glibc.c");
+    std::fs::write(&src, GLIBC_C).unwrap();
+    let out = lower.join("bin/glibc");
+    let status = std::process::Command::new("clang-19").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status();
+    assert!(status.is_ok_and(|s| s.success()), "clang-19 failed (needs clang-19 and libc6-dev)");
+    for lib in ["/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6"] {
+        let dest = lower.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dest).unwrap_or_else(|e| panic!("{lib}: {e}"));
+    }
 }
 
 fn config(name: &str, script: &str) -> LaunchConfig {
@@ -159,11 +236,55 @@ fn privileged_seccomp_refuses_ptrace_bpf_io_uring() {
     let (code, out) = run(config("probe", "/bin/probe"));
     assert_eq!(code, 0, "{out}");
     // On the host these give "ok", "Invalid argument" and "Bad address": EPERM is seccomp's.
-    for line in
-        ["ptrace Operation not permitted", "bpf Operation not permitted", "io_uring_setup Operation not permitted"]
-    {
+    for line in [
+        "ptrace Operation not permitted",
+        "bpf Operation not permitted",
+        "io_uring_setup Operation not permitted",
+        "clone_newuser Operation not permitted",
+    ] {
         assert!(out.contains(line), "want {line:?}:\n{out}");
     }
+}
+
+#[test]
+fn privileged_seccomp_is_an_allowlist() {
+    // On the host, unfiltered: each call reaches the kernel (none answers ENOSYS or EPERM).
+    let host = std::process::Command::new(lower().join("bin/probe")).arg("host").output().unwrap();
+    let host = String::from_utf8_lossy(&host.stdout);
+    for line in ["ustat Invalid argument", "kcmp ok", "clone3 Invalid argument", "clone_newuser ok"] {
+        assert!(host.contains(line), "on the host, want {line:?}:\n{host}");
+    }
+    // In the container: what the profile does not name is ENOSYS (clone3 too, so libc falls
+    // back to clone); what it names only with a capability is EPERM without it.
+    let (code, out) = run(config("allowlist", "/bin/probe"));
+    assert_eq!(code, 0, "{out}");
+    for line in ["ustat Function not implemented", "kcmp Operation not permitted", "clone3 Function not implemented"] {
+        assert!(out.contains(line), "want {line:?}:\n{out}");
+    }
+    // With the capability, its syscalls come back (Docker's capability-dependent extras); ptrace
+    // does not.
+    let mut c = config("allowlist-ptrace", "/bin/probe");
+    c.cap_add = vec![launch::config::parse_capability("SYS_PTRACE").unwrap()];
+    let (code, out) = run(c);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kcmp ok") && out.contains("ptrace Operation not permitted"), "{out}");
+}
+
+#[test]
+fn privileged_seccomp_kills_a_syscall_through_another_abi() {
+    // The profile lists x86_64 only: the i386 table (`int $0x80`), whose numbers no rule and no
+    // argument filter was written for, kills the thread (SIGSYS, 31) instead of being judged.
+    let host = std::process::Command::new(lower().join("bin/probe")).arg("int80").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&host.stdout), "int80 ok\n", "the host has no i386 ABI: the test shows nothing");
+    let (code, out) = run(config("int80", "/bin/probe int80; echo status $?"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("status 159\n") && !out.contains("int80 ok"), "{out}");
+}
+
+#[test]
+fn privileged_seccomp_lets_a_dynamic_glibc_program_work() {
+    let (code, out) = run(config("glibc", "/bin/glibc"));
+    assert_eq!((code, out.as_str()), (0, "glibc ok\n"));
 }
 
 #[test]

@@ -4,6 +4,8 @@
 # `imgsign run`, verified:
 #   1. `/bin/sh -c 'echo ok'` runs and prints ok (into a fresh store: verified, unpacked, launched);
 #   2. a second run of the same image does not unpack again (`--json`: "unpacked": false), timed;
+#      then the image's own glibc programs (perl's fork, sort's threads, xargs -P, tar | gzip,
+#      dpkg, apt-get) work under the seccomp allowlist, and unshare -U and mount are refused;
 #   3. the image's default command (its config has none: a clear error, exit 2);
 #   4. the same image plus a layer in which one byte of /usr/bin/env is changed, every digest
 #      consistent (blob, diff_id, config, manifest, index), is refused (exit 1) before launch,
@@ -117,6 +119,36 @@ summary=$(tail -1 <<<"$out")
 [ "$(jq -r '.ensure.content.bytesWritten' <<<"$summary")" = 0 ] || die "the second run wrote content: $summary"
 [ "$(stored)" = 1 ] || die "expected still one stored image"
 echo "ok: second run unpacked nothing ($summary), ${warm} s against ${cold} s cold"
+
+# 2b. The image's own glibc programs under the seccomp allowlist (libseccomp filter mode 2):
+#     fork (perl), threads and processes (sort --parallel, xargs -P), pipes of tar and gzip, dpkg
+#     and apt-get reading their databases; and what it refuses (unshare -U, mount) still refused.
+say "2b. the image's programs under the seccomp allowlist"
+script='grep -q "^Seccomp:[[:space:]]*2" /proc/self/status && echo seccomp-filter
+perl -e '"'"'$p = fork; if (!$p) { exit 3 } waitpid($p, 0); print "perl-fork ", $? >> 8, "\n"'"'"'
+seq 200000 | sort -R --parallel=4 -S 8M | sort -n --parallel=4 -S 8M | tail -n 1
+seq 1000 | xargs -P 4 -n 100 echo | wc -l
+tar -cf - /etc 2>/dev/null | gzip | gzip -d | tar -tf - | grep -qx etc/passwd && echo tar-gzip
+dpkg -s libc6 | grep -qx "Status: install ok installed" && echo dpkg
+apt-get -v >/dev/null && echo apt-get
+unshare -U true 2>/dev/null || echo unshare-refused
+mount -t tmpfs none /mnt 2>/dev/null || echo mount-refused'
+want='seccomp-filter
+perl-fork 3
+200000
+10
+tar-gzip
+dpkg
+apt-get
+unshare-refused
+mount-refused'
+out=$(run "oci:$OCI:$TAG" "$WORK/debian.json" -- /bin/sh -c "$script" 2>"$WORK/err2b") \
+    || { cat "$WORK/err2b" >&2; die "the image's programs failed under the allowlist: $out"; }
+[ "$out" = "$want" ] || die "the image's programs under the allowlist: expected
+$want
+got
+$out"
+echo "ok: fork, threads, pipes, dpkg and apt-get work; unshare -U and mount refused"
 
 # 3. No command, and the image config has none.
 say "3. no command"
