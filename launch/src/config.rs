@@ -264,6 +264,8 @@ pub struct LaunchConfig {
     /// No upper layer: the lower is bind-mounted read-only.
     pub read_only: bool,
     pub net: Net,
+    /// No seccomp filter at all: an explicit loosening (`--seccomp unconfined`).
+    pub seccomp_unconfined: bool,
     /// The user namespace mapping; `None` only with an explicit loosening (root is host root).
     pub userns: Option<IdRange>,
     /// Capabilities added to [`MINIMAL_CAPABILITIES`].
@@ -294,6 +296,7 @@ impl LaunchConfig {
             hostname: None,
             read_only: false,
             net: Net::None,
+            seccomp_unconfined: false,
             userns: Some(IdRange::default()),
             cap_add: Vec::new(),
             pids_limit: DEFAULT_PIDS_LIMIT,

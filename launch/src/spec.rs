@@ -169,8 +169,10 @@ pub fn build(config: &LaunchConfig, rootfs: &Path, secrets: Option<&Path>) -> Re
         .resources(resources)
         .rootfs_propagation("private")
         .masked_paths(masked_paths())
-        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
-        .seccomp(seccomp::profile(&capabilities(config).iter().copied().collect::<Vec<_>>())?);
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths());
+    if !config.seccomp_unconfined {
+        linux = linux.seccomp(seccomp::profile(&capabilities(config).iter().copied().collect::<Vec<_>>())?);
+    }
     if let Some(range) = config.userns {
         let mut ns = LinuxNamespace::default();
         ns.set_typ(LinuxNamespaceType::User);
@@ -237,6 +239,14 @@ mod tests {
         assert!(spec.root().as_ref().unwrap().readonly() == Some(false));
         let pids = linux.resources().as_ref().unwrap().pids().as_ref().unwrap().limit();
         assert_eq!(pids, crate::config::DEFAULT_PIDS_LIMIT);
+    }
+
+    #[test]
+    fn seccomp_is_dropped_only_when_asked() {
+        let mut c = config();
+        c.seccomp_unconfined = true;
+        let spec = build(&c, Path::new("/s/merged"), None).unwrap();
+        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Args {
     /// Network: none (a new namespace, loopback only) or host.
     #[arg(long, default_value = "none")]
     pub net: Net,
+    /// Seccomp: `default` (an allowlist, see the README) or `unconfined` (no filter).
+    #[arg(long, value_enum, default_value = "default")]
+    pub seccomp: SeccompArg,
     /// First host uid/gid of the user namespace (container 0..65536 -> BASE..BASE+65536).
     #[arg(long, default_value_t = DEFAULT_USERNS_BASE)]
     pub userns_base: u32,
@@ -93,6 +96,12 @@ pub struct Args {
     /// The command and its arguments, replacing the image's Cmd (its Entrypoint stays).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SeccompArg {
+    Default,
+    Unconfined,
 }
 
 /// A refusal (exit 1) or a launch failure (exit 125), printed with its reason.
@@ -193,6 +202,7 @@ fn verify_and_launch(
     config.hostname = args.hostname.clone();
     config.read_only = args.read_only;
     config.net = args.net;
+    config.seccomp_unconfined = matches!(args.seccomp, SeccompArg::Unconfined);
     config.userns = (!args.no_userns).then_some(IdRange { base: args.userns_base, size: USERNS_SIZE });
     config.cap_add = args.cap_add.clone();
     config.pids_limit = args.pids_limit;
