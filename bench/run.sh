@@ -114,7 +114,8 @@ for _ in $(seq 1 200); do [ -s "$STATE/spec-dump/config.json" ] && break; sleep 
 jq '.root = {path: "rootfs", readonly: true} | .process.args = ["true"] | .process.terminal = false
     | .linux.cgroupsPath = "/imgsign-bench-runc"' "$STATE/spec-dump/config.json" >"$EQ/config.json" ||
     die "no spec from the running container"
-"$IMGSIGN" kill spec-dump --state-root "$STATE" >/dev/null 2>&1; wait "$dump" 2>/dev/null
+"$IMGSIGN" kill spec-dump --state-root "$STATE" >/dev/null 2>&1 || true
+wait "$dump" 2>/dev/null || true
 cp -a "$WORK/bundle/rootfs" "$EQ/rootfs"
 runc run -b "$EQ" "bench-eq-check" >/dev/null 2>&1 || die "runc run of the equivalent bundle failed"
 

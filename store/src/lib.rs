@@ -6,7 +6,9 @@
 //!   `objects/tmp/`: unnamed `O_TMPFILE`s being written.
 //! - `images/<digest hex>/`: one verified image, named by its OCI manifest digest (the config
 //!   digest for a docker-archive, which has no manifest): `image.json` (the [`ImageRecord`]),
-//!   `files.json` (the manifest of what was unpacked) and `rootfs/`, the flattened tree with
+//!   `files.json` (the manifest of what was unpacked), `verity.json` (object key -> fs-verity
+//!   SHA-256 of each object it uses, when the file system has fs-verity: [`verity`]) and
+//!   `rootfs/`, the flattened tree with
 //!   directories, symlinks and (when asked) device nodes created for real and every regular file a
 //!   hardlink to its object. `rootfs/` is what the launch engine mounts as the read-only overlay
 //!   lower. An entry is written as `images/.tmp-<random>` and renamed into place only when
@@ -23,12 +25,14 @@
 pub mod lock;
 pub mod objects;
 pub mod process;
+pub mod verity;
 
 use crate::lock::LockMode;
 use crate::objects::{ContentStats, Expected, ObjectSink, Shared};
 use keys::TrustStore;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -53,6 +57,11 @@ pub const DEFAULT_ROOT: &str = "/var/lib/imgsign";
 /// Version of `image.json`.
 const RECORD_FORMAT: u32 = 1;
 const TMP_PREFIX: &str = ".tmp-";
+/// Beside `image.json`: the fs-verity digests of the image's objects.
+pub const VERITY_FILE: &str = "verity.json";
+
+/// The fs-verity SHA-256 digest of each object an image uses, by object key.
+type VerityDigests = BTreeMap<String, [u8; 32]>;
 /// Differences named in an error message.
 const NAMED_DIFFERENCES: usize = 5;
 
@@ -350,7 +359,7 @@ impl Store {
         let attempt = |predict: bool, progress: Arc<dyn Progress>| {
             self.unpack_once(source, &rootfs, expected.clone(), predict, options, progress)
         };
-        let (unpacked, content) = match attempt(true, progress.clone()) {
+        let (unpacked, content, verity) = match attempt(true, progress.clone()) {
             Ok(done) => done,
             // Rare: a hardlink to a lower layer's version of a path that was only hashed. Redone
             // writing every file (what the first attempt wrote is reused).
@@ -379,6 +388,10 @@ impl Store {
             stored_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
         write_json(&tmp.path().join("files.json"), &unpacked.files)?;
+        if !verity.is_empty() {
+            let digests: BTreeMap<&String, String> = verity.iter().map(|(k, d)| (k, hex::encode(d))).collect();
+            write_json(&tmp.path().join(VERITY_FILE), &digests)?;
+        }
         write_json(&tmp.path().join("image.json"), &record)?;
         // One flush of the whole file system instead of one fsync per object.
         let root_fd = std::fs::File::open(&self.root).map_err(io_at(&self.root))?;
@@ -408,7 +421,7 @@ impl Store {
         predict: bool,
         options: &EnsureOptions,
         progress: Arc<dyn Progress>,
-    ) -> Result<(UnpackedImage, ContentStats), Box<FailedUnpack>> {
+    ) -> Result<(UnpackedImage, ContentStats, VerityDigests), Box<FailedUnpack>> {
         let shared = Rc::new(RefCell::new(Shared::default()));
         let counted = CountedLayers::new(source);
         let first_mismatch = Rc::new(RefCell::new(None));
@@ -426,7 +439,10 @@ impl Store {
             content: Some(Box::new(sink)),
         };
         match unpack_source(&counted, rootfs, unpack_options, progress) {
-            Ok(unpacked) => Ok((unpacked, shared.borrow().stats)),
+            Ok(unpacked) => {
+                let shared = shared.borrow();
+                Ok((unpacked, shared.stats, shared.verity.clone()))
+            }
             Err(error) => Err(Box::new(FailedUnpack {
                 error,
                 mismatch: first_mismatch.borrow_mut().take(),

@@ -12,7 +12,8 @@
 //! manifest says a path holds, when an object for it exists already, is only hashed (not
 //! written); other content goes to an unnamed `O_TMPFILE` in `objects/tmp` and is linked into
 //! place under its key once hashed and checked. Objects of an unpack that fails stay until
-//! [`crate::Store::gc`] (their link count is 1).
+//! [`crate::Store::gc`] (their link count is 1). Every object an image uses is sealed with
+//! fs-verity where the file system has it ([`crate::verity`]), its digest kept for the record.
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use sha2::{Digest as _, Sha256};
@@ -72,6 +73,9 @@ pub struct ContentStats {
     /// Bytes written to a temporary file and dropped because the object turned up meanwhile
     /// (content the signed manifest did not predict for that path, e.g. a lower layer's version).
     pub bytes_discarded: u64,
+    /// Distinct objects of the image sealed with fs-verity (0 on a file system without it).
+    #[serde(default)]
+    pub verity_objects: u64,
 }
 
 /// State the sink and the verify-on-write check share during one unpack.
@@ -83,6 +87,27 @@ pub struct Shared {
     /// A hardlink asked for a placeholder's content: the unpack must be redone writing every
     /// file (see [`ObjectSink::new`]'s `predict`).
     pub placeholder_linked: bool,
+    /// The fs-verity digest of each object the image uses, by object key.
+    pub verity: BTreeMap<String, [u8; 32]>,
+    /// The store's file system has no fs-verity: no more attempts.
+    pub verity_unsupported: bool,
+}
+
+impl Shared {
+    /// Seals `object` (key `key`) with fs-verity unless done already or unsupported.
+    fn seal(&mut self, key: String, object: &Path) -> io::Result<()> {
+        if self.verity_unsupported || self.verity.contains_key(&key) {
+            return Ok(());
+        }
+        match crate::verity::seal(object)? {
+            Some(digest) => {
+                self.verity.insert(key, digest);
+                self.stats.verity_objects += 1;
+            }
+            None => self.verity_unsupported = true,
+        }
+        Ok(())
+    }
 }
 
 /// The signed manifest by relative path (`usr/bin/env`), for lookups while unpacking.
@@ -166,11 +191,13 @@ impl ContentSink for ObjectSink {
     fn place(&mut self, path: &[u8], meta: &Meta, content: Hashed, written: Option<File>) -> io::Result<Placed> {
         let mut shared = self.shared.borrow_mut();
         shared.stats.files += 1;
+        let key = object_key(&content.sha256, meta);
         let Some(file) = written else {
             return match self.pending.take() {
                 Some((expected, object)) if expected == content.sha256 => {
                     shared.stats.objects_reused += 1;
                     shared.stats.bytes_reused += content.size;
+                    shared.seal(key, &object)?;
                     Ok(Placed::Link(object))
                 }
                 _ => {
@@ -179,7 +206,7 @@ impl ContentSink for ObjectSink {
                 }
             };
         };
-        let object = object_path(&self.objects, &object_key(&content.sha256, meta));
+        let object = object_path(&self.objects, &key);
         if let Some(dir) = object.parent() {
             match std::fs::create_dir(dir) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
@@ -198,6 +225,9 @@ impl ContentSink for ObjectSink {
             }
             Err(e) => return Err(e),
         }
+        // fs-verity needs the object's only writer closed.
+        drop(file);
+        shared.seal(key, &object)?;
         Ok(Placed::Link(object))
     }
 }

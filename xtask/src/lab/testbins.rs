@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Packages whose `vm_*` test targets the lab runs.
-const PACKAGES: &[&str] = &["bpf-lsm", "enforce", "imgsign"];
+const PACKAGES: &[&str] = &["bpf-lsm", "enforce", "imgsign", "store"];
 
 /// Executables the in-VM tests run, copied to `/lab/bin` (the CLI's `vm_*` tests run the
 /// `imgsign` built beside them).

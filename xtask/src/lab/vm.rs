@@ -91,12 +91,13 @@ impl Outcome {
 const SCRATCH_DISK_SIZE: &str = "2G";
 
 /// Makes the empty ext4 file system `/init` mounts on `/tmp`, next to the
-/// console log (one per boot, made anew each time).
+/// console log (one per boot, made anew each time), with the `verity` feature
+/// (the store seals its objects with fs-verity where it can).
 fn scratch_disk(boot: &Boot) -> Result<PathBuf> {
     let disk = boot.console_log.with_extension("scratch.img");
     let _ = std::fs::remove_file(&disk);
     let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .args(["-q", "-F", "-O", "verity", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
         .arg(&disk)
         .arg(SCRATCH_DISK_SIZE)
         // It says "Creating regular file" even with -q.
