@@ -88,6 +88,8 @@ pub struct Daemon<K: Kernel> {
     control: Option<ControlServer>,
     /// The last [`RECENT_PER_SCOPE`] event and response records of each scope, by name.
     recent: BTreeMap<String, VecDeque<serde_json::Value>>,
+    /// Scopes in force fail-closed (or left out), with why: reported when they change.
+    failed: BTreeMap<String, String>,
 }
 
 /// How many records of each scope the daemon keeps for [`Request::Events`].
@@ -104,7 +106,9 @@ impl<K: Kernel> Daemon<K> {
         now: SystemTime,
     ) -> Result<Self, DaemonError> {
         let mut cache = StatementCache::default();
-        let plan = plan::assemble(policy.policy(), &policy.scopes(), &mut cache, now)?;
+        // A scope that does not verify fails closed, reported; it does not keep the others
+        // (and the node) unenforced.
+        let (plan, failures) = plan::assemble_each(policy.policy(), &policy.scopes(), &mut cache, now)?;
         kernel.apply(&plan.desired()).map_err(DaemonError::Kernel)?;
         let mut daemon = Daemon {
             trust: policy.policy().trust.clone(),
@@ -119,7 +123,9 @@ impl<K: Kernel> Daemon<K> {
             control_scopes: BTreeMap::new(),
             control: None,
             recent: BTreeMap::new(),
+            failed: BTreeMap::new(),
         };
+        daemon.report_failures(&failures)?;
         daemon.after_apply("started")?;
         Ok(daemon)
     }
@@ -166,15 +172,37 @@ impl<K: Kernel> Daemon<K> {
         self.rebuild(now, "reloaded")
     }
 
-    /// Builds the plan from what the sources want now and, when it verifies, applies it. On
-    /// failure the old plan stays in force (re-applied if the kernel refused the new one half
-    /// way) and the error is logged; it is returned too, for callers that want it.
+    /// Builds the plan from what the sources want now and applies it, each scope on its own: a
+    /// scope whose bundles do not verify (any more) fails closed and is reported, the others
+    /// are applied. When no plan can be made (the trust store is unreadable) or the kernel
+    /// refuses it, the old plan stays in force (re-applied if the kernel refused the new one
+    /// half way) and the error is logged; it is returned too, for callers that want it.
     pub fn rebuild(&mut self, now: SystemTime, action: &str) -> Result<(), DaemonError> {
+        self.rebuild_quietly(now).and_then(|changed| match changed {
+            Some(_) => self.after_apply(action),
+            None => Ok(()),
+        })
+    }
+
+    /// Verifies every scope again as of `now` (expiry, revocation, bundles changed on disk) and
+    /// applies what changed: what the daemon does every `recheck_seconds` of the policy, so a
+    /// revoked key or an expired manifest loses its digests without a SIGHUP. Writes a plan
+    /// record (`rechecked`) only when something changed.
+    pub fn recheck(&mut self, now: SystemTime) -> Result<(), DaemonError> {
+        match self.rebuild_quietly(now)? {
+            Some(true) => self.after_apply("rechecked"),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`Daemon::rebuild`] without its plan record: `Some(changed)` once applied, `changed`
+    /// saying whether the desired state or a scope's failure differs from before.
+    fn rebuild_quietly(&mut self, now: SystemTime) -> Result<Option<bool>, DaemonError> {
         self.collect_gone_scopes()?;
         let mut specs = self.fixed_scopes();
         specs.extend(self.control_scopes.values().cloned());
-        let plan = match plan::assemble(self.policy.policy(), &specs, &mut self.cache, now) {
-            Ok(plan) => plan,
+        let (plan, failures) = match plan::assemble_each(self.policy.policy(), &specs, &mut self.cache, now) {
+            Ok(built) => built,
             Err(e) => {
                 let e = DaemonError::Plan(e);
                 self.log_failure("reload-failed", &e, "the old plan stays in force")?;
@@ -191,9 +219,45 @@ impl<K: Kernel> Daemon<K> {
             self.log_failure("apply-failed", &e, &kept)?;
             return Err(e);
         }
+        let changed = plan.desired() != self.plan.desired();
         self.plan = plan;
         self.trust = self.policy.policy().trust.clone();
-        self.after_apply(action)
+        let failures_changed = self.report_failures(&failures)?;
+        Ok(Some(changed || failures_changed))
+    }
+
+    /// Records each scope that fails (anew, or for another reason) and each that verifies
+    /// again; returns whether anything did.
+    fn report_failures(&mut self, failures: &[plan::ScopeFailure]) -> Result<bool, DaemonError> {
+        let now: BTreeMap<String, (String, bool)> =
+            failures.iter().map(|f| (f.scope.clone(), (chain(&f.error), f.fail_closed))).collect();
+        let mut changed = false;
+        for (scope, (error, closed)) in &now {
+            if self.failed.get(scope) == Some(error) {
+                continue;
+            }
+            changed = true;
+            let outcome = if *closed {
+                "failed closed: the scope holds no digests, so every exec and executable mapping in it is denied \
+                 (reported in audit mode) until its bundles verify again"
+            } else {
+                "left out: its cgroup is not one the enforcer can scope (gone?)"
+            };
+            (self.notices)(Notice::Failure {
+                action: "scope-failed".into(),
+                error: error.clone(),
+                outcome: outcome.into(),
+            });
+            self.write(&json!({"record": "plan", "action": "scope-failed", "time": now_rfc3339(), "scope": scope,
+                "error": error, "outcome": outcome}))?;
+        }
+        let restored: Vec<String> = self.failed.keys().filter(|s| !now.contains_key(*s)).cloned().collect();
+        for scope in restored {
+            changed = true;
+            self.write(&json!({"record": "plan", "action": "scope-restored", "time": now_rfc3339(), "scope": scope}))?;
+        }
+        self.failed = now.into_iter().map(|(scope, (error, _))| (scope, error)).collect();
+        Ok(changed)
     }
 
     /// The desired state in force (what the kernel was last given successfully).
@@ -238,12 +302,19 @@ impl<K: Kernel> Daemon<K> {
     }
 
     /// Runs until `stop` is set: streams events, reloads when `reload` was set (and clears it),
-    /// answers control requests between event waits.
+    /// rechecks every scope every `recheck_seconds`, answers control requests between event
+    /// waits.
     pub fn run(&mut self, reload: &AtomicBool, stop: &AtomicBool) -> Result<(), DaemonError> {
+        let mut next_recheck = std::time::Instant::now() + self.policy.policy().recheck;
         while !stop.load(Ordering::SeqCst) {
             if reload.swap(false, Ordering::SeqCst) {
                 // Logged by reload; the old plan stays in force.
                 let _ = self.reload(SystemTime::now());
+            }
+            if std::time::Instant::now() >= next_recheck {
+                // Logged by the rebuild when it fails; failing scopes are reported there.
+                let _ = self.recheck(SystemTime::now());
+                next_recheck = std::time::Instant::now() + self.policy.policy().recheck;
             }
             self.serve_pending()?;
             self.pump_events(if self.control.is_some() { CONTROL_POLL } else { POLL })?;
@@ -285,12 +356,27 @@ impl<K: Kernel> Daemon<K> {
                     Ok(spec) => spec,
                     Err(reason) => return Ok(Reply::refused(reason)),
                 };
+                // A scope asked for must verify before anything changes (a running scope that
+                // stops verifying fails closed instead; a request is simply refused).
+                if let Err(e) = plan::assemble(self.policy.policy(), std::slice::from_ref(&spec), &mut self.cache, now)
+                {
+                    return Ok(Reply::refused(chain(&e)));
+                }
                 let name = spec.name.clone();
                 let before = self.control_scopes.insert(name.clone(), spec);
-                self.rebuild_for_control(now, "scope-added", |d| match before {
-                    Some(old) => drop(d.control_scopes.insert(name, old)),
+                let restore = |d: &mut Self, before: Option<ScopeSpec>| match before {
+                    Some(old) => drop(d.control_scopes.insert(name.clone(), old)),
                     None => drop(d.control_scopes.remove(&name)),
-                })
+                };
+                let reply = self.rebuild_for_control(now, "scope-added", |d| restore(d, before.clone()))?;
+                if let Some(error) = self.failed.get(&name).cloned() {
+                    // Verified alone but not beside the others (an older version of an image
+                    // another scope runs newer): refused, and the plan is rebuilt without it.
+                    restore(self, before);
+                    self.rebuild(now, "scope-refused")?;
+                    return Ok(Reply::refused(error));
+                }
+                Ok(reply)
             }
             Request::Remove { name } => {
                 let Some(old) = self.control_scopes.remove(&name) else {

@@ -133,6 +133,20 @@ pub struct ScopePlan {
     #[serde(serialize_with = "hex_list")]
     pub privileged: Vec<Sha256Digest>,
     pub manifests: Vec<ManifestInfo>,
+    /// Why the scope holds no digests: its bundles no longer verify (a revoked key, an expired
+    /// manifest, a bundle gone or broken). It fails closed: every exec and executable mapping
+    /// in it is denied (enforce) or reported (audit) until it verifies again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// A scope that could not be built as asked (see [`assemble_each`]).
+#[derive(Debug)]
+pub struct ScopeFailure {
+    pub scope: String,
+    pub error: PlanError,
+    /// In the plan with no digests (its cgroup exists), or left out (its cgroup does not).
+    pub fail_closed: bool,
 }
 
 /// A verified statement a scope draws from.
@@ -199,45 +213,78 @@ pub fn build(policy: &Policy, now: SystemTime) -> Result<Plan, PlanError> {
 
 /// Verifies `specs` (the scopes of every source) against the trust store `policy` names and
 /// builds the plan, as of `now`; statements verified before with the same trust store state
-/// come from `cache`.
+/// come from `cache`. Any scope that fails fails the whole plan (`--check`, a scope being
+/// added); [`assemble_each`] is what a running node applies.
 pub fn assemble(
     policy: &Policy,
     specs: &[ScopeSpec],
     cache: &mut StatementCache,
     now: SystemTime,
 ) -> Result<Plan, PlanError> {
+    let (plan, failures) = assemble_each(policy, specs, cache, now)?;
+    match failures.into_iter().next() {
+        Some(failure) => Err(failure.error),
+        None => Ok(plan),
+    }
+}
+
+/// [`assemble`], scope by scope: a scope whose bundles do not verify (or that a newer version
+/// of its image elsewhere in the plan replaces) is in the plan fail-closed, with no digests and
+/// the reason, and one whose cgroup is gone is left out; each is also returned as a failure.
+/// So a broken bundle of one scope never keeps a revocation or an expiry from withdrawing
+/// another's digests. Only what makes no plan at all is an error: an unreadable trust store,
+/// two scopes on one cgroup.
+pub fn assemble_each(
+    policy: &Policy,
+    specs: &[ScopeSpec],
+    cache: &mut StatementCache,
+    now: SystemTime,
+) -> Result<(Plan, Vec<ScopeFailure>), PlanError> {
     let mut trust =
         Trust::open(&policy.trust).map_err(|e| PlanError::Trust { path: policy.trust.clone(), source: Box::new(e) })?;
     let mut scopes = Vec::new();
+    let mut failures = Vec::new();
     for spec in specs {
-        scopes.push(build_scope(spec, &mut trust, cache, now)?);
+        match build_scope(spec, &mut trust, cache, now) {
+            Ok(scope) => scopes.push(scope),
+            Err(error) => {
+                let closed = fail_closed(spec, &error);
+                failures.push(ScopeFailure { scope: spec.name.clone(), error, fail_closed: closed.is_some() });
+                scopes.extend(closed);
+            }
+        }
     }
     cache.finish_plan();
 
     // One version per image name within the plan.
-    let mut versions: BTreeMap<String, (u64, &str)> = BTreeMap::new();
+    let mut versions: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for scope in &scopes {
         for m in &scope.manifests {
-            let entry = versions.entry(m.name.clone()).or_insert((m.version, &scope.name));
+            let entry = versions.entry(m.name.clone()).or_insert((m.version, scope.name.clone()));
             if m.version > entry.0 {
-                *entry = (m.version, &scope.name);
+                *entry = (m.version, scope.name.clone());
             }
         }
     }
-    for scope in &scopes {
-        for m in &scope.manifests {
-            let (newer, newer_scope) = versions[&m.name];
-            if m.version < newer {
-                return Err(PlanError::Rollback {
-                    scope: scope.name.clone(),
-                    bundle: m.bundles[0].clone(),
-                    name: m.name.clone(),
-                    version: m.version,
-                    newer,
-                    newer_scope: newer_scope.to_string(),
-                });
-            }
+    let mut replayed = Vec::new();
+    for (index, scope) in scopes.iter().enumerate() {
+        if let Some(m) = scope.manifests.iter().find(|m| m.version < versions[&m.name].0) {
+            let (newer, newer_scope) = versions[&m.name].clone();
+            let error = PlanError::Rollback {
+                scope: scope.name.clone(),
+                bundle: m.bundles[0].clone(),
+                name: m.name.clone(),
+                version: m.version,
+                newer,
+                newer_scope,
+            };
+            replayed.push((index, error));
         }
+    }
+    for (index, error) in replayed {
+        let reason = error.to_string();
+        failures.push(ScopeFailure { scope: scopes[index].name.clone(), error, fail_closed: true });
+        scopes[index].close(reason);
     }
     for (i, a) in scopes.iter().enumerate() {
         if let Some(b) = scopes[..i].iter().find(|b| b.cgroup_id == a.cgroup_id) {
@@ -245,7 +292,37 @@ pub fn assemble(
         }
     }
     let versions = versions.into_iter().map(|(name, (version, _))| (name, version)).collect();
-    Ok(Plan { policy: policy.path.clone(), pin_dir: policy.pin_dir.clone(), scopes, versions })
+    Ok((Plan { policy: policy.path.clone(), pin_dir: policy.pin_dir.clone(), scopes, versions }, failures))
+}
+
+impl ScopePlan {
+    /// Withdraws every digest: the scope fails closed, for `reason`.
+    fn close(&mut self, reason: String) {
+        self.digests = Arc::new(DigestSet::default());
+        self.privileged.clear();
+        self.manifests.clear();
+        self.failed = Some(reason);
+    }
+}
+
+/// The fail-closed form of a scope that failed with `error`: no digests, when its cgroup is one
+/// the programs can scope; `None` when there is no such cgroup (gone, not cgroup v2, too deep).
+fn fail_closed(spec: &ScopeSpec, error: &PlanError) -> Option<ScopePlan> {
+    let cgroup_id = cgroup_id(&spec.cgroup).ok()?;
+    check_level(&spec.name, &spec.cgroup, crate::cgroup::level(&spec.cgroup)).ok()?;
+    Some(ScopePlan {
+        name: spec.name.clone(),
+        cgroup: spec.cgroup.clone(),
+        cgroup_id,
+        mode: spec.mode,
+        remote_fs: spec.remote_fs,
+        profile: spec.profile,
+        on_violation: spec.on_violation,
+        digests: Arc::new(DigestSet::default()),
+        privileged: Vec::new(),
+        manifests: Vec::new(),
+        failed: Some(crate::verified::error_chain(error)),
+    })
 }
 
 fn build_scope(
@@ -344,6 +421,7 @@ fn build_scope(
             .collect(),
         digests: digests.unwrap_or_default(),
         manifests,
+        failed: None,
     })
 }
 

@@ -131,7 +131,12 @@ pub struct Policy {
     pub control: PathBuf,
     /// May be empty: scopes can also come through the control socket.
     pub scopes: Vec<ScopeSpec>,
+    /// How often the running daemon verifies every scope again (expiry, revocation).
+    pub recheck: std::time::Duration,
 }
+
+/// [`Policy::recheck`] when the policy does not say.
+pub const DEFAULT_RECHECK_SECONDS: u64 = 60;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +148,8 @@ struct PolicyFile {
     pin_dir: Option<PathBuf>,
     #[serde(default)]
     control: Option<PathBuf>,
+    #[serde(default)]
+    recheck_seconds: Option<u64>,
     #[serde(default, rename = "scope")]
     scopes: Vec<ScopeFile>,
 }
@@ -202,6 +209,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         return Err(invalid("control".into(), "must be an absolute path"));
     }
 
+    let recheck = match file.recheck_seconds {
+        None => DEFAULT_RECHECK_SECONDS,
+        Some(0) => return Err(invalid("recheck_seconds".into(), "must be at least 1")),
+        Some(s) if s > 86_400 => return Err(invalid("recheck_seconds".into(), "must be at most 86400 (a day)")),
+        Some(s) => s,
+    };
     let mut names = BTreeSet::new();
     let mut cgroups = BTreeSet::new();
     let mut scopes = Vec::new();
@@ -252,7 +265,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             image,
         });
     }
-    Ok(Policy { path: path.to_path_buf(), trust: resolve(&file.trust), events, pin_dir, control, scopes })
+    Ok(Policy {
+        path: path.to_path_buf(),
+        trust: resolve(&file.trust),
+        events,
+        pin_dir,
+        control,
+        scopes,
+        recheck: std::time::Duration::from_secs(recheck),
+    })
 }
 
 /// Whether `name` can name a scope: 1 to 64 letters, digits, '-', '_' or '.'.

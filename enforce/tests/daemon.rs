@@ -134,17 +134,26 @@ fn start_applies_the_plan_and_records_its_versions() {
 }
 
 #[test]
-fn a_refused_policy_at_start_applies_nothing() {
+fn a_scope_that_does_not_verify_at_start_fails_closed() {
     let Some(s) = setup("refused-start") else { return };
     let unsigned = sign_now(&s.image, "c", "web", 1, &s.dir.path().join("c.json"));
     write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&unsigned], None));
-    let kernel = Recording::default();
     let policy = PolicySource::open(&s.policy).unwrap();
-    match Daemon::start(policy, kernel, Box::new(Output::default()), Heard::default().sink(), SystemTime::now()) {
-        Err(DaemonError::Plan(e)) => assert!(e.is_verification_failure(), "{e}"),
-        Err(e) => panic!("{e}"),
-        Ok(_) => panic!("a daemon started on an unsigned bundle"),
-    }
+    let out = Output::default();
+    let heard = Heard::default();
+    let daemon = Daemon::start(policy, Recording::default(), Box::new(out.clone()), heard.sink(), SystemTime::now())
+        .expect("the node enforces what it can");
+    // In the kernel with no digests: nothing runs there, rather than everything.
+    let applied = daemon.kernel().applied.last().unwrap();
+    let id = enforce::cgroup::cgroup_id(&s.cgroup.path).unwrap();
+    assert_eq!((applied.scope(id).unwrap().mode, applied.scope(id).unwrap().digests.len()), (Mode::Enforce, 0));
+    assert!(daemon.plan().scopes[0].failed.as_deref().unwrap().contains("c.json"), "{:?}", daemon.plan().scopes[0]);
+    let failed = out.records().into_iter().find(|r| r["action"] == "scope-failed").expect("reported");
+    assert_eq!(failed["scope"], "web");
+    assert!(failed["outcome"].as_str().unwrap().contains("failed closed"), "{failed}");
+    assert!(matches!(heard.all().first(), Some(Notice::Failure { action, .. }) if action == "scope-failed"));
+    // What never verified is not recorded as accepted.
+    assert_eq!(keys::TrustStore::open(&s.trust).unwrap().highest_version("web"), None);
 }
 
 #[test]
@@ -171,14 +180,14 @@ fn reload_applies_a_valid_new_policy() {
     assert_eq!(out.records().last().unwrap()["action"], "reloaded");
     assert_eq!(keys::TrustStore::open(&s.trust).unwrap().highest_version("web"), Some(2));
 
-    // Going back to version 1 is now a rollback: refused, version 2 stays in force.
+    // Going back to version 1 is now a rollback: the scope does not verify, so it fails closed
+    // (no digests), reported; it does not keep version 2's.
     write_policy(s.dir.path(), &one_scope(&s.trust, &s.cgroup.path, "enforce", &[&s.dir.path().join("v1.json")], None));
-    assert!(daemon.reload(SystemTime::now()).is_err());
-    assert_eq!(daemon.kernel().applied.len(), 2);
-    assert_eq!(*daemon.plan().scopes[0].digests, [(digest(b"new binary\n"), enforce::desired::Privs::NONE)].into());
-    let last = out.records().last().unwrap().clone();
-    assert_eq!(last["action"], "reload-failed");
-    assert!(last["error"].as_str().unwrap().contains("rollback"), "{last}");
+    daemon.reload(SystemTime::now()).unwrap();
+    assert_eq!(daemon.kernel().applied.len(), 3);
+    assert!(daemon.plan().scopes[0].digests.is_empty());
+    let failed = out.records().into_iter().find(|r| r["action"] == "scope-failed").expect("reported");
+    assert!(failed["error"].as_str().unwrap().contains("rollback"), "{failed}");
 }
 
 #[test]
@@ -187,7 +196,9 @@ fn a_broken_new_policy_keeps_the_old_plan_and_logs_the_error() {
     let ((mut daemon, out), heard) = start_hearing(&s);
     let before = daemon.plan().clone();
 
-    let broken: [(&str, String); 3] = [
+    // (A policy that parses but whose scope does not verify is applied with that scope failed
+    // closed: a_scope_that_stops_verifying_fails_closed_and_the_others_keep_theirs.)
+    let broken: [(&str, String); 2] = [
         ("not TOML", "trust = [unclosed".to_string()),
         (
             "unknown field",
@@ -195,10 +206,6 @@ fn a_broken_new_policy_keeps_the_old_plan_and_logs_the_error() {
                 .unwrap()
                 .replace("mode = \"audit\"", "mode = \"audit\"\nallow_all = true"),
         ),
-        ("bundle signed by an untrusted key", {
-            let unsigned = sign_now(&s.image, "c", "web", 5, &s.dir.path().join("c.json"));
-            one_scope(&s.trust, &s.cgroup.path, "enforce", &[&unsigned], None)
-        }),
     ];
     for (what, text) in broken {
         std::fs::write(&s.policy, text).unwrap();
@@ -596,4 +603,80 @@ fn a_violation_freezes_or_kills_the_scope_that_asks_for_it() {
     std::fs::write(frozen.path.join("cgroup.freeze"), "0").unwrap();
     let _ = in_frozen.0.kill();
     let _ = in_frozen.0.wait();
+}
+
+/// A `[[scope]]` table.
+fn scope_table(name: &str, cgroup: &std::path::Path, bundle: &std::path::Path) -> String {
+    format!(
+        "\n[[scope]]\nname = {name:?}\ncgroup = {:?}\nmode = \"enforce\"\nbundles = [{:?}]\n",
+        cgroup.display().to_string(),
+        bundle.display().to_string()
+    )
+}
+
+#[test]
+fn a_scope_that_stops_verifying_fails_closed_and_the_others_keep_theirs() {
+    let Some(s) = setup("recheck") else { return };
+    let (Some(revoked), Some(expiring), Some(broken)) =
+        (TestCgroup::new("recheck-rev"), TestCgroup::new("recheck-exp"), TestCgroup::new("recheck-broken"))
+    else {
+        return;
+    };
+    let dir = s.dir.path();
+    let mut trust = keys::TrustStore::open(&s.trust).unwrap();
+    let b = trust.add_key(&testdata::keys::test_key("b").public_key()).unwrap();
+    let by_b = sign_now(&s.image, "b", "rev", 1, &dir.join("rev.json"));
+    let hour = Duration::from_secs(3600);
+    let expires = sign_to(&s.image, &["a"], "exp", 1, SystemTime::now(), hour, &dir.join("exp.json"));
+    let fragile = sign_now(&s.image, "a", "broken", 1, &dir.join("broken.json"));
+    let text = one_scope(&s.trust, &s.cgroup.path, "enforce", &[&dir.join("v1.json")], None);
+    let mut text = text.replacen("events = \"-\"\n", "events = \"-\"\nrecheck_seconds = 1\n", 1);
+    for (name, cgroup, bundle) in
+        [("rev", &revoked, &by_b), ("exp", &expiring, &expires), ("broken", &broken, &fragile)]
+    {
+        text.push_str(&scope_table(name, &cgroup.path, bundle));
+    }
+    write_policy(dir, &text);
+    let (mut daemon, out) = start(&s);
+    let digests = |d: &Daemon<Recording>| -> Vec<(String, usize)> {
+        d.plan().scopes.iter().map(|s| (s.name.clone(), s.digests.len())).collect()
+    };
+    let full = digests(&daemon)[0].1;
+    assert!(full > 0);
+    assert!(digests(&daemon).iter().all(|(_, n)| *n == full), "{:?}", digests(&daemon));
+
+    // Key b revoked, the time past one manifest's expiry, one bundle overwritten with garbage:
+    // each of those scopes loses its digests on the next recheck, without a reload; web keeps
+    // its own.
+    trust.revoke(&b).unwrap();
+    std::fs::write(&fragile, b"{ not a bundle").unwrap();
+    let later = SystemTime::now() + 2 * hour;
+    daemon.recheck(later).unwrap();
+    assert_eq!(
+        digests(&daemon),
+        [("web".to_string(), full), ("rev".into(), 0), ("exp".into(), 0), ("broken".into(), 0)]
+    );
+    let applied = daemon.kernel().applied.last().unwrap();
+    assert_eq!(applied.scopes.len(), 4, "the failed scopes stay in the kernel, empty");
+    let failed: Vec<_> = out.records().into_iter().filter(|r| r["action"] == "scope-failed").collect();
+    let reasons: Vec<(String, String)> =
+        failed.iter().map(|r| (r["scope"].as_str().unwrap().into(), r["error"].as_str().unwrap().into())).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    let reason = |scope: &str| reasons.iter().find(|(s, _)| s == scope).map(|(_, r)| r.as_str()).unwrap_or("");
+    assert!(reason("rev").contains("revoked"), "{reasons:?}");
+    assert!(reason("exp").contains("expired"), "{reasons:?}");
+    assert!(reason("broken").contains("broken.json"), "{reasons:?}");
+    assert_eq!(out.records().last().unwrap()["action"], "rechecked");
+
+    // Nothing changed: a recheck writes nothing and applies nothing new.
+    let (records, applies) = (out.records().len(), daemon.kernel().applied.len());
+    daemon.recheck(later).unwrap();
+    assert_eq!((out.records().len(), daemon.kernel().applied.len() - applies), (records, 1));
+    assert_eq!(daemon.kernel().applied.last(), daemon.kernel().applied.get(applies - 1));
+
+    // The bundle restored: the scope verifies again and gets its digests back.
+    sign_now(&s.image, "a", "broken", 1, &fragile);
+    daemon.recheck(later).unwrap();
+    assert_eq!(digests(&daemon)[3], ("broken".into(), full));
+    assert!(out.records().iter().any(|r| r["action"] == "scope-restored" && r["scope"] == "broken"));
 }

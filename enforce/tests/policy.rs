@@ -81,6 +81,15 @@ fn a_scope_profile_is_default_unless_strict_is_asked() {
 }
 
 #[test]
+fn recheck_defaults_to_a_minute_and_is_bounded() {
+    assert_eq!(parse(GOOD).unwrap().recheck, std::time::Duration::from_secs(60));
+    let with = |v: &str| GOOD.replacen("\n[[scope]]", &format!("recheck_seconds = {v}\n\n[[scope]]"), 1);
+    assert_eq!(parse(&with("5")).unwrap().recheck, std::time::Duration::from_secs(5));
+    assert!(error(&with("0")).contains("recheck_seconds"), "{}", error(&with("0")));
+    assert!(error(&with("100000")).contains("recheck_seconds"));
+}
+
+#[test]
 fn a_scope_responds_to_violations_only_when_asked() {
     let p = parse(GOOD).unwrap();
     assert_eq!((p.scopes[0].on_violation, p.scopes[1].on_violation), (None, None));
