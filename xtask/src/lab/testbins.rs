@@ -169,7 +169,8 @@ mod selection_tests {
         assert!(in_lab_package(&id("path+file:///work/main/bpf-lsm#0.1.0")));
         assert!(in_lab_package(&id("path+file:///work/main/enforce#enforce@0.1.0")));
         assert!(in_lab_package(&id("bpf-lsm 0.1.0 (path+file:///work/main/bpf-lsm)")));
-        assert!(!in_lab_package(&id("path+file:///work/main/cli#imgsign@0.1.0")));
+        assert!(in_lab_package(&id("path+file:///work/main/cli#imgsign@0.1.0")));
         assert!(!in_lab_package(&id("path+file:///work/main/verifier-core#0.1.0")));
+        assert!(!in_lab_package(&id("path+file:///work/main/keys#keys@0.1.0")));
     }
 }
