@@ -215,6 +215,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
                     ImageRef::Oci { dir, tag, platform } => ImageRef::Oci { dir: resolve(&dir), tag, platform },
                     ImageRef::DockerArchive { file } => ImageRef::DockerArchive { file: resolve(&file) },
                     ImageRef::Dir { path } => ImageRef::Dir { path: resolve(&path) },
+                    registry @ ImageRef::Registry { .. } => registry,
                 })
             }
         };

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 pub mod enforce;
 pub mod images;
 pub mod keygen;
+pub mod registry;
 pub mod run;
 pub mod scope;
 pub mod sign;

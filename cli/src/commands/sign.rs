@@ -10,7 +10,7 @@ use verifier_core::source::ImageRef;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH.
+    /// Image: oci:DIR[:TAG], docker-archive:FILE, dir:PATH or docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX].
     pub image: String,
     /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
     #[arg(long, default_value = "linux/amd64")]
@@ -39,10 +39,12 @@ pub struct Args {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
+    let image: ImageRef = args.registry.image(&args.image, &args.platform)?;
     if args.outs.len() != args.keys.len() {
         anyhow::bail!(
             "give one --out per --key ({} keys, {} outputs): each signer's bundle holds one signature, as Sigstore bundles must",

@@ -9,7 +9,8 @@ use verifier_core::verify::read_bundles;
 
 #[derive(clap::Args)]
 pub struct SignedImageArgs {
-    /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH (`run` needs layers: not dir:).
+    /// Image: oci:DIR[:TAG], docker-archive:FILE, dir:PATH or docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX]
+    /// (`run` needs layers: not dir:).
     pub image: String,
     /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
     #[arg(long, default_value = "linux/amd64")]
@@ -20,13 +21,15 @@ pub struct SignedImageArgs {
     /// Trust store directory (see `imgsign trust`).
     #[arg(long)]
     pub trust: PathBuf,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
 }
 
 impl SignedImageArgs {
     /// The image reference (with the platform), the trust store and the bundles, each read and
     /// checked; the first that cannot be is the error.
     pub fn open(&self) -> anyhow::Result<(ImageRef, TrustStore, Vec<CheckedBundle>)> {
-        let image = self.image.parse::<ImageRef>()?.with_platform(self.platform.clone());
+        let image = self.registry.image(&self.image, &self.platform)?;
         let trust = TrustStore::open(&self.trust)?;
         let bundles = read_bundles(&self.bundles)?;
         Ok((image, trust, bundles))

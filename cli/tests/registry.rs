@@ -1,0 +1,138 @@
+//! Sign and verify images by registry reference against a real registry (Debian's
+//! `docker-registry`, started by the test on loopback), the image pushed there by skopeo:
+//! plain HTTP with `--insecure`, then TLS with a certificate the test makes and htpasswd basic
+//! auth, credentials from an auth file; refusals name their reason and exit non-zero.
+//!
+//! Needs the Debian packages docker-registry, skopeo, apache2-utils, openssl, umoci.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::registry::TestRegistry;
+use support::*;
+
+/// The binary with no credentials from the machine: HOME points at `home`, no
+/// `REGISTRY_AUTH_FILE`, no `XDG_RUNTIME_DIR`.
+fn imgsign_in(home: &Path) -> Command {
+    let mut c = imgsign();
+    c.env("HOME", home).env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR");
+    c
+}
+
+fn sign_ref(home: &Path, image: &str, out: &Path, extra: &[&str]) -> Run {
+    let [a, ..] = keys();
+    run(imgsign_in(home)
+        .args(["sign", image, "--key"])
+        .arg(&a.private)
+        .arg("--out")
+        .arg(out)
+        .args(["--name", "registry-test", "--json"])
+        .args(extra))
+}
+
+fn verify_ref(home: &Path, image: &str, bundle: &Path, trust: &Path, extra: &[&str]) -> Run {
+    run(imgsign_in(home).args(["verify", image, "--bundle"]).arg(bundle).arg("--trust").arg(trust).args(extra))
+}
+
+fn trust(dir: &Path) -> PathBuf {
+    let [a, ..] = keys();
+    trust_store(&dir.join("trust"), &[a], 1)
+}
+
+#[test]
+fn plain_http_registry_round_trip() {
+    let image = image();
+    let registry = TestRegistry::plain();
+    registry.push(&image.oci_ref(), "test/image:v1");
+    let tmp = tempdir();
+    let home = tmp.path();
+    let trust = trust(home);
+    let by_tag = format!("{}:v1", registry.reference("test/image"));
+
+    // Signed by tag, the subject is the manifest digest the registry (and skopeo) name.
+    let bundle = home.join("registry.bundle");
+    let signed = sign_ref(home, &by_tag, &bundle, &["--insecure"]);
+    signed.code(0);
+    let subject = signed.json()["subject"].as_str().unwrap().to_string();
+    assert_eq!(subject, registry.inspect_digest("test/image:v1"));
+    assert_eq!(signed.stderr, "", "no progress or warnings without a terminal");
+
+    // Verified by tag and by digest; the bundle signed from the OCI layout verifies the pushed
+    // image too (same manifest bytes, same per-file manifest).
+    verify_ref(home, &by_tag, &bundle, &trust, &["--insecure", "--no-record"]).code(0).says("verified");
+    let by_digest = format!("{}@{subject}", registry.reference("test/image"));
+    verify_ref(home, &by_digest, &bundle, &trust, &["--insecure", "--no-record"]).code(0).says("verified");
+    let from_layout =
+        sign_ok(&image.oci_ref(), &[&keys()[0]], &home.join("layout.bundle"), &["--name", "registry-test"]);
+    verify_ref(home, &by_tag, &from_layout, &trust, &["--insecure", "--no-record"]).code(0).says("verified");
+    assert_eq!(statement(&from_layout)["predicate"]["files"], statement(&bundle)["predicate"]["files"]);
+
+    // Without --insecure the client speaks TLS, which a plain HTTP registry cannot answer.
+    let refused = verify_ref(home, &by_tag, &bundle, &trust, &["--no-record"]);
+    refused.code(2).says(&registry.host);
+    // A digest the repository does not hold.
+    let absent = format!("{}@sha256:{}", registry.reference("test/image"), "0".repeat(64));
+    verify_ref(home, &absent, &bundle, &trust, &["--insecure", "--no-record"]).code(2).says("not found");
+    // An unknown tag.
+    verify_ref(home, &format!("{}:nope", registry.reference("test/image")), &bundle, &trust, &["--insecure"])
+        .code(2)
+        .says("not found");
+
+    // The registry still serves the image unchanged.
+    assert_eq!(registry.inspect_digest("test/image:v1"), subject);
+}
+
+#[test]
+fn insecure_is_for_loopback_only() {
+    let tmp = tempdir();
+    let out = tmp.path().join("b");
+    let refused = sign_ref(tmp.path(), "docker://registry.example:5000/x:y", &out, &["--insecure"]);
+    refused.code(2).says("loopback");
+    assert!(!out.exists());
+    sign_ref(tmp.path(), "docker://library/alpine", &out, &[]).code(2).says("registry host");
+}
+
+#[test]
+fn tls_registry_with_basic_auth() {
+    let image = image();
+    let registry = TestRegistry::tls_with_auth();
+    registry.push(&image.oci_ref(), "secure/image:v1");
+    let tmp = tempdir();
+    let home = tmp.path();
+    let trust = trust(home);
+    let certs = registry.cert_dir.clone().unwrap();
+    let certs = certs.to_str().unwrap();
+    let reference = format!("{}:v1", registry.reference("secure/image"));
+    let bundle = home.join("b.bundle");
+
+    // No credentials anywhere: 401, named, and nothing written.
+    let refused = sign_ref(home, &reference, &bundle, &["--cert-dir", certs]);
+    refused.code(2).says("refused access").says("401").says("no credentials for");
+    assert!(!bundle.exists());
+
+    // The CA is not trusted without --cert-dir.
+    let auth = registry.auth_file(&home.join("auth.json"));
+    let untrusted = sign_ref(home, &reference, &bundle, &["--authfile", auth.to_str().unwrap()]);
+    untrusted.code(2);
+    assert!(!bundle.exists());
+
+    // Plain HTTP is not an option to get around TLS (the registry speaks TLS only).
+    sign_ref(home, &reference, &bundle, &["--insecure", "--authfile", auth.to_str().unwrap()]).code(2);
+
+    // With the auth file (given, then found through REGISTRY_AUTH_FILE) it signs and verifies.
+    let signed = sign_ref(home, &reference, &bundle, &["--cert-dir", certs, "--authfile", auth.to_str().unwrap()]);
+    signed.code(0);
+    assert_eq!(signed.json()["subject"].as_str().unwrap(), registry.inspect_digest("secure/image:v1"));
+    let verified = run(imgsign_in(home)
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .args(["verify", &reference, "--cert-dir", certs, "--bundle"])
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(&trust));
+    verified.code(0).says("verified");
+    // The password never shows, neither on success nor on failure.
+    for run in [&refused, &untrusted, &signed, &verified] {
+        assert!(!run.all().contains(support::registry::PASSWORD));
+    }
+}
