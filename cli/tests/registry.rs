@@ -136,3 +136,41 @@ fn tls_registry_with_basic_auth() {
         assert!(!run.all().contains(support::registry::PASSWORD));
     }
 }
+
+/// A registry that lies: each fault is a clear error naming what was wrong, non-zero, and
+/// nothing is written (a bundle or the trust store's rollback record).
+#[test]
+fn hostile_registry_faults() {
+    use support::hostile_registry::{Fault, HostileRegistry};
+    let image = image();
+    let tmp = tempdir();
+    let home = tmp.path();
+    let trust = trust(home);
+    let bundle = sign_ok(&image.oci_ref(), &[&keys()[0]], &home.join("layout.bundle"), &["--name", "registry-test"]);
+    let cases: &[(Fault, i32, &[&str])] = &[
+        (Fault::WrongLayerBytes, 1, &["image integrity", "digest mismatch"]),
+        (Fault::WrongConfigBytes, 1, &["image integrity", "digest mismatch"]),
+        (Fault::HugeManifest, 2, &["larger than the 4194304 byte limit"]),
+        (Fault::HugeManifestUnannounced, 2, &["larger than the 4194304 byte limit"]),
+        (Fault::TruncatedLayer, 1, &["image integrity", "size mismatch"]),
+        (Fault::RedirectLoop, 2, &["redirect"]),
+        (Fault::Unauthorized, 2, &["refused access", "401"]),
+    ];
+    for (fault, code, says) in cases {
+        let registry = HostileRegistry::serve(&image.oci_dir, testdata::real::TAG, *fault);
+        let reference = format!("{}:v1", registry.reference("hostile/image"));
+        let verified = verify_ref(home, &reference, &bundle, &trust, &["--insecure"]);
+        verified.code(*code);
+        for needle in *says {
+            verified.says(needle);
+        }
+        let out = home.join("hostile").join("signed.bundle");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let signed = sign_ref(home, &reference, &out, &["--insecure"]);
+        assert_ne!(signed.code, Some(0), "{fault:?}: signed\n{}", signed.all());
+        assert_nothing_written(&out);
+    }
+    // Nothing was accepted, so nothing was recorded against rollback.
+    let verified = verify_ref(home, &image.oci_ref(), &bundle, &trust, &[]);
+    verified.code(0).says("highest accepted so far: none");
+}

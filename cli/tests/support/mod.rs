@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod hostile_registry;
 pub mod registry;
 
 use std::fs;

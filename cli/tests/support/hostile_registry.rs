@@ -1,0 +1,174 @@
+//! A hostile registry: a tiny HTTP/1.1 server on loopback that serves an image from an OCI
+//! layout the way the distribution API does (`/v2/`, manifests, blobs), with one fault chosen
+//! by the test. Only for the hostile cases: the main path of the tests is the real registry
+//! ([`super::registry`]). One thread; each connection is answered and closed; stops when dropped.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every layer blob is served with its last byte flipped (same size, another digest).
+    WrongLayerBytes,
+    /// The config blob is served with one byte changed.
+    WrongConfigBytes,
+    /// The manifest is padded with spaces past 4 MiB (Content-Length announced).
+    HugeManifest,
+    /// The manifest is padded past 4 MiB with no Content-Length (read until close).
+    HugeManifestUnannounced,
+    /// Layer blobs announce their full length and stop half way.
+    TruncatedLayer,
+    /// The manifest URL redirects to itself.
+    RedirectLoop,
+    /// Every request gets 401 with a Basic challenge.
+    Unauthorized,
+}
+
+pub struct HostileRegistry {
+    pub host: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HostileRegistry {
+    /// Serves the image tagged `tag` in the OCI layout `dir` under every repository name.
+    pub fn serve(dir: &Path, tag: &str, fault: Fault) -> Self {
+        let content = Content::load(dir, tag);
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    let _ = answer(stream, &content, fault);
+                }
+            }
+        });
+        Self { host, stop, thread: Some(thread) }
+    }
+
+    pub fn reference(&self, repo: &str) -> String {
+        format!("docker://{}/{repo}", self.host)
+    }
+}
+
+impl Drop for HostileRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.host);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Content {
+    manifest: Vec<u8>,
+    media_type: String,
+    config: String,
+    layers: Vec<String>,
+    blobs: HashMap<String, Vec<u8>>,
+}
+
+impl Content {
+    fn load(dir: &Path, tag: &str) -> Self {
+        let read_json = |p: &Path| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap();
+        let blob = |digest: &str| std::fs::read(dir.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap();
+        let index = read_json(&dir.join("index.json"));
+        let entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .expect("tag in index.json");
+        let manifest = blob(entry["digest"].as_str().unwrap());
+        let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let config = parsed["config"]["digest"].as_str().unwrap().to_string();
+        let layers: Vec<String> =
+            parsed["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+        let mut blobs = HashMap::new();
+        for digest in layers.iter().chain(Some(&config)) {
+            blobs.insert(digest.clone(), blob(digest));
+        }
+        Self { manifest, media_type: entry["mediaType"].as_str().unwrap().to_string(), config, layers, blobs }
+    }
+}
+
+fn answer(stream: TcpStream, content: &Content, fault: Fault) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut out = stream;
+    let send = |out: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8], length: Option<usize>| {
+        let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            head += &format!("{name}: {value}\r\n");
+        }
+        if let Some(length) = length {
+            head += &format!("Content-Length: {length}\r\n");
+        }
+        head += "\r\n";
+        out.write_all(head.as_bytes())?;
+        out.write_all(body)?;
+        out.flush()
+    };
+    if fault == Fault::Unauthorized {
+        let challenge = ("WWW-Authenticate", "Basic realm=\"hostile\"".to_string());
+        return send(&mut out, "401 Unauthorized", &[challenge], b"{}", Some(2));
+    }
+    if path == "/v2/" {
+        return send(&mut out, "200 OK", &[], b"{}", Some(2));
+    }
+    if path.contains("/manifests/") {
+        if fault == Fault::RedirectLoop {
+            return send(&mut out, "302 Found", &[("Location", path.clone())], b"", Some(0));
+        }
+        let mut body = content.manifest.clone();
+        let announced = match fault {
+            Fault::HugeManifest | Fault::HugeManifestUnannounced => {
+                body.resize(body.len() + (5 << 20), b' ');
+                fault == Fault::HugeManifest
+            }
+            _ => true,
+        };
+        let length = announced.then_some(body.len());
+        return send(&mut out, "200 OK", &[("Content-Type", content.media_type.clone())], &body, length);
+    }
+    if let Some(digest) = path.split("/blobs/").nth(1) {
+        let Some(blob) = content.blobs.get(digest) else {
+            return send(&mut out, "404 Not Found", &[], b"", Some(0));
+        };
+        let mut body = blob.clone();
+        let is_layer = content.layers.iter().any(|l| l == digest);
+        if (fault == Fault::WrongLayerBytes && is_layer)
+            || (fault == Fault::WrongConfigBytes && digest == content.config)
+        {
+            let last = body.len() - 1;
+            body[last] ^= 0x01;
+        }
+        if fault == Fault::TruncatedLayer && is_layer {
+            let length = body.len();
+            return send(&mut out, "200 OK", &[], &body[..length / 2], Some(length));
+        }
+        let length = body.len();
+        return send(&mut out, "200 OK", &[], &body, Some(length));
+    }
+    send(&mut out, "404 Not Found", &[], b"", Some(0))
+}
