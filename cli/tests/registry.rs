@@ -10,6 +10,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::registry::TestRegistry;
+use testdata::oci::{write_platform_index, Layer, PlatformImage};
+use testdata::tar::TarWriter;
 use support::*;
 
 /// The binary with no credentials from the machine: HOME points at `home`, no
@@ -155,22 +157,59 @@ fn hostile_registry_faults() {
         (Fault::TruncatedLayer, 1, &["image integrity", "size mismatch"]),
         (Fault::RedirectLoop, 2, &["redirect"]),
         (Fault::Unauthorized, 2, &["refused access", "401"]),
+        (Fault::Stall, 2, &["timed out"]),
     ];
     for (fault, code, says) in cases {
         let registry = HostileRegistry::serve(&image.oci_dir, testdata::real::TAG, *fault);
         let reference = format!("{}:v1", registry.reference("hostile/image"));
-        let verified = verify_ref(home, &reference, &bundle, &trust, &["--insecure"]);
+        let verified = verify_ref(home, &reference, &bundle, &trust, &["--insecure", "--registry-timeout", "1s"]);
         verified.code(*code);
         for needle in *says {
             verified.says(needle);
         }
         let out = home.join("hostile").join("signed.bundle");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let signed = sign_ref(home, &reference, &out, &["--insecure"]);
+        let signed = sign_ref(home, &reference, &out, &["--insecure", "--registry-timeout", "1s"]);
         assert_ne!(signed.code, Some(0), "{fault:?}: signed\n{}", signed.all());
         assert_nothing_written(&out);
     }
     // Nothing was accepted, so nothing was recorded against rollback.
     let verified = verify_ref(home, &image.oci_ref(), &bundle, &trust, &[]);
     verified.code(0).says("highest accepted so far: none");
+}
+
+/// A multi-platform index pushed with `skopeo copy --all`: linux/amd64 unless `--platform` says
+/// otherwise, and the error lists the platforms there are.
+#[test]
+fn platform_is_chosen_in_a_registry_index() {
+    let registry = TestRegistry::plain();
+    let tmp = tempdir();
+    let home = tmp.path();
+    let layer = |arch: &str| {
+        let mut w = TarWriter::new();
+        w.dir("etc", 0o755).file("etc/arch", 0o644, arch.as_bytes());
+        vec![Layer::gzip(&w.finish())]
+    };
+    let (amd64, arm64) = (layer("amd64"), layer("arm64"));
+    let images = [
+        PlatformImage { platform: "linux/amd64", layers: &amd64 },
+        PlatformImage { platform: "linux/arm64/v8", layers: &arm64 },
+    ];
+    let written = write_platform_index(&home.join("multi"), "multi", &images).unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--all", "--dest-tls-verify=false"])
+        .arg(written[0].reference())
+        .arg(registry.reference("multi/image:v1"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy --all: {}", String::from_utf8_lossy(&out.stderr));
+    let reference = format!("{}:v1", registry.reference("multi/image"));
+    let default = sign_ref(home, &reference, &home.join("amd64.bundle"), &["--insecure"]);
+    assert_eq!(default.code(0).json()["subject"], written[0].manifest_digest.as_str());
+    let arm = sign_ref(home, &reference, &home.join("arm64.bundle"), &["--insecure", "--platform", "linux/arm64"]);
+    assert_eq!(arm.code(0).json()["subject"], written[1].manifest_digest.as_str());
+    sign_ref(home, &reference, &home.join("s390x.bundle"), &["--insecure", "--platform", "linux/s390x"])
+        .code(2)
+        .says("no linux/s390x manifest")
+        .says("linux/arm64/v8");
 }

@@ -27,6 +27,8 @@ pub enum Fault {
     RedirectLoop,
     /// Every request gets 401 with a Basic challenge.
     Unauthorized,
+    /// Manifest requests are read and never answered (the connection stays open 20 s).
+    Stall,
 }
 
 pub struct HostileRegistry {
@@ -137,6 +139,13 @@ fn answer(stream: TcpStream, content: &Content, fault: Fault) -> std::io::Result
         return send(&mut out, "200 OK", &[], b"{}", Some(2));
     }
     if path.contains("/manifests/") {
+        if fault == Fault::Stall {
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(20));
+                drop(out);
+            });
+            return Ok(());
+        }
         if fault == Fault::RedirectLoop {
             return send(&mut out, "302 Found", &[("Location", path.clone())], b"", Some(0));
         }
