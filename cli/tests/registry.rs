@@ -10,9 +10,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::registry::TestRegistry;
+use support::*;
 use testdata::oci::{write_platform_index, Layer, PlatformImage};
 use testdata::tar::TarWriter;
-use support::*;
 
 /// The binary with no credentials from the machine: HOME points at `home`, no
 /// `REGISTRY_AUTH_FILE`, no `XDG_RUNTIME_DIR`.
@@ -212,4 +212,35 @@ fn platform_is_chosen_in_a_registry_index() {
         .code(2)
         .says("no linux/s390x manifest")
         .says("linux/arm64/v8");
+}
+
+/// Bearer tokens from the registry's token service (the flow of Docker Hub, GHCR, Harbor), for
+/// the basic credentials of the auth file; refused without them. Debian's registry has no token
+/// service, so the registry here is the test's small server.
+#[test]
+fn bearer_token_from_the_token_service() {
+    use support::hostile_registry::{Fault, HostileRegistry};
+    let image = image();
+    let tmp = tempdir();
+    let home = tmp.path();
+    let trust = trust(home);
+    let bundle = sign_ok(&image.oci_ref(), &[&keys()[0]], &home.join("layout.bundle"), &["--name", "registry-test"]);
+    let registry = HostileRegistry::serve(&image.oci_dir, testdata::real::TAG, Fault::BearerToken);
+    let reference = format!("{}:v1", registry.reference("bearer/image"));
+    verify_ref(home, &reference, &bundle, &trust, &["--insecure", "--no-record"]).code(2).says("refused access");
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        support::registry::USER,
+        support::registry::PASSWORD
+    ));
+    let auth_file = home.join("auth.json");
+    std::fs::write(&auth_file, format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, registry.host)).unwrap();
+    let verified = run(imgsign_in(home)
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["verify", &reference, "--insecure", "--no-record", "--bundle"])
+        .arg(&bundle)
+        .arg("--trust")
+        .arg(&trust));
+    verified.code(0).says("verified");
 }

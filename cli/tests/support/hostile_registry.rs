@@ -29,7 +29,12 @@ pub enum Fault {
     Unauthorized,
     /// Manifest requests are read and never answered (the connection stays open 20 s).
     Stall,
+    /// Not a fault: the registry wants a bearer token, which its token service (`/token`)
+    /// gives for basic credentials [`super::registry::USER`]:[`super::registry::PASSWORD`].
+    BearerToken,
 }
+
+const TOKEN: &str = "hostile-registry-token";
 
 pub struct HostileRegistry {
     pub host: String,
@@ -45,13 +50,14 @@ impl HostileRegistry {
         let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let own_host = host.clone();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    let _ = answer(stream, &content, fault);
+                    let _ = answer(stream, &content, fault, &own_host);
                 }
             }
         });
@@ -105,15 +111,21 @@ impl Content {
     }
 }
 
-fn answer(stream: TcpStream, content: &Content, fault: Fault) -> std::io::Result<()> {
+fn answer(stream: TcpStream, content: &Content, fault: Fault, host: &str) -> std::io::Result<()> {
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut authorization = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
             break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") {
+                authorization = value.trim().to_string();
+            }
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
@@ -134,6 +146,25 @@ fn answer(stream: TcpStream, content: &Content, fault: Fault) -> std::io::Result
     if fault == Fault::Unauthorized {
         let challenge = ("WWW-Authenticate", "Basic realm=\"hostile\"".to_string());
         return send(&mut out, "401 Unauthorized", &[challenge], b"{}", Some(2));
+    }
+    if fault == Fault::BearerToken {
+        if path.starts_with("/token") {
+            use base64::Engine as _;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                super::registry::USER,
+                super::registry::PASSWORD
+            ));
+            if authorization != format!("Basic {basic}") {
+                return send(&mut out, "401 Unauthorized", &[], b"{}", Some(2));
+            }
+            let body = format!(r#"{{"token": "{TOKEN}"}}"#);
+            return send(&mut out, "200 OK", &[], body.as_bytes(), Some(body.len()));
+        }
+        if authorization != format!("Bearer {TOKEN}") {
+            let challenge = format!(r#"Bearer realm="http://{host}/token",service="hostile""#);
+            return send(&mut out, "401 Unauthorized", &[("WWW-Authenticate", challenge)], b"{}", Some(2));
+        }
     }
     if path == "/v2/" {
         return send(&mut out, "200 OK", &[], b"{}", Some(2));
