@@ -244,3 +244,82 @@ fn bearer_token_from_the_token_service() {
         .arg(&trust));
     verified.code(0).says("verified");
 }
+
+/// `sign --push` attaches bundles as OCI 1.1 referrers; Debian's registry has no referrers API,
+/// so they are listed by the `sha256-<hex>` tag schema index. Two signers pushing at the same
+/// time both stay discoverable; verify without --bundle discovers them and keeps the statement
+/// the trust store accepts; skopeo still reads the image unchanged and reads the index.
+#[test]
+fn push_and_discover_bundles_as_referrers() {
+    let image = image();
+    let registry = TestRegistry::plain();
+    registry.push(&image.oci_ref(), "signed/image:v1");
+    let before = registry.inspect_digest("signed/image:v1");
+    let tmp = tempdir();
+    let home = tmp.path();
+    let reference = format!("{}:v1", registry.reference("signed/image"));
+    let [a, b, c] = keys();
+
+    // Nothing attached yet: a clear error, not an empty success.
+    let trust_a = trust_store(&home.join("trust-a"), &[a], 1);
+    verify_ref_discover(home, &reference, &trust_a).code(2).says("no signed manifest is attached");
+
+    // Two signers at once, each with its own statement (own version).
+    let signers: Vec<_> = [(a, "1"), (b, "2")]
+        .into_iter()
+        .map(|(key, version)| {
+            let mut c = imgsign_in(home);
+            c.args(["sign", &reference, "--insecure", "--push", "--json", "--name", "registry-test", "--key"])
+                .arg(&key.private)
+                .arg("--out")
+                .arg(home.join(format!("{version}.bundle")))
+                .args(["--version", version]);
+            std::thread::spawn(move || run(&mut c))
+        })
+        .collect();
+    for signer in signers {
+        let signed = signer.join().unwrap();
+        signed.code(0);
+        assert_eq!(signed.json()["pushed"][0]["via"], "TagSchema");
+    }
+    assert_eq!(registry.inspect_digest("signed/image:v1"), before, "the image is unchanged");
+
+    // The tag schema index lists both, as a generic client (skopeo) reads it.
+    let tag = format!("sha256-{}", before.trim_start_matches("sha256:"));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("{}:{tag}", registry.reference("signed/image")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = index["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{index}");
+    assert!(listed.iter().all(|m| m["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"));
+
+    // Each trust store finds the statement it trusts among those attached.
+    verify_ref_discover(home, &reference, &trust_a).code(0).says("version 1").says(&a.id);
+    let trust_b = trust_store(&home.join("trust-b"), &[b], 1);
+    verify_ref_discover(home, &reference, &trust_b).code(0).says("version 2").says(&b.id);
+    // A trust store that trusts neither: verification fails (exit 1), naming the signatures.
+    let trust_c = trust_store(&home.join("trust-c"), &[c], 1);
+    verify_ref_discover(home, &reference, &trust_c).code(1).says("FAIL");
+
+    // A third signer's push joins the other two.
+    let again = run(imgsign_in(home)
+        .args(["sign", &reference, "--insecure", "--push", "--name", "registry-test", "--key"])
+        .arg(&c.private)
+        .arg("--out")
+        .arg(home.join("c.bundle")));
+    again.code(0).says("pushed to");
+    verify_ref_discover(home, &reference, &trust_c).code(0).says(&c.id);
+    verify_ref_discover(home, &reference, &trust_a).code(0).says(&a.id);
+
+    // --push needs a registry image.
+    sign(&image.oci_ref(), &[a], &home.join("x.bundle"), &["--push"]).code(2).says("--push needs a registry image");
+    assert!(!home.join("x.bundle").exists());
+}
+
+fn verify_ref_discover(home: &Path, image: &str, trust: &Path) -> Run {
+    run(imgsign_in(home).args(["verify", image, "--insecure", "--no-record", "--trust"]).arg(trust))
+}

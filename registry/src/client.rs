@@ -80,6 +80,8 @@ pub enum RegistryError {
     DigestMismatch { what: String, expected: Digest, actual: Digest },
     #[error("{what}: size mismatch: descriptor says {expected} bytes, the registry sent {actual}")]
     SizeMismatch { what: String, expected: u64, actual: u64 },
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
     #[error("{what}: cannot read the transfer")]
     Read {
         what: String,
@@ -129,6 +131,14 @@ pub struct Manifest {
     pub digest: Digest,
     /// The `Content-Type` the registry gave.
     pub media_type: Option<String>,
+}
+
+/// A response body read under a cap, with the headers that describe it.
+pub(crate) struct Body {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+    /// `Docker-Content-Digest`, as the registry claims it.
+    pub claimed_digest: Option<String>,
 }
 
 /// One repository of a registry, connected and authenticated for pulling.
@@ -273,37 +283,8 @@ impl Registry {
             ),
             Target::Digest(d) => (d.to_string(), format!("manifest {}", self.reference.with_digest(*d))),
         };
-        let url =
-            format!("{}://{}/v2/{}/manifests/{name}", self.scheme, self.reference.host(), self.reference.repository());
-        let transport = |source| RegistryError::Transport { what: what.clone(), source };
-        let (bytes, media_type, header_digest) = self.runtime.block_on(async {
-            let mut request = self.http.get(&url).header(ACCEPT, MANIFEST_TYPES.join(", "));
-            if let Some(authorization) = &self.authorization {
-                request = request.header(AUTHORIZATION, authorization);
-            }
-            let mut response = request.send().await.map_err(transport)?;
-            match response.status() {
-                StatusCode::OK => {}
-                s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => return Err(self.unauthorized(s.as_u16())),
-                StatusCode::NOT_FOUND => return Err(RegistryError::NotFound { what: what.clone() }),
-                s => return Err(RegistryError::Status { what: what.clone(), status: s.as_u16() }),
-            }
-            let limit = size.unwrap_or(MAX_MANIFEST).min(MAX_MANIFEST);
-            if response.content_length().is_some_and(|n| n > limit) {
-                return Err(too_large_or_size(&what, size, response.content_length().unwrap_or(0)));
-            }
-            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-            let media_type = header(CONTENT_TYPE.as_str());
-            let header_digest = header("docker-content-digest");
-            let mut bytes = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(transport)? {
-                bytes.extend_from_slice(&chunk);
-                if bytes.len() as u64 > limit {
-                    return Err(too_large_or_size(&what, size, bytes.len() as u64));
-                }
-            }
-            Ok((bytes, media_type, header_digest))
-        })?;
+        let Body { bytes, content_type: media_type, claimed_digest: header_digest } =
+            self.get_capped(&format!("manifests/{name}"), &what, MANIFEST_TYPES, size.unwrap_or(MAX_MANIFEST))?;
         let actual = Digest::of(&bytes);
         if let Some(expected) = size {
             if bytes.len() as u64 != expected {
@@ -327,6 +308,67 @@ impl Registry {
         Ok(Manifest { bytes, digest: actual, media_type })
     }
 
+    /// `GET /v2/REPO/{path}` with the negotiated credentials, its body read under `limit`
+    /// (at most [`MAX_MANIFEST`]) as it streams; with the `Content-Type` and
+    /// `Docker-Content-Digest` the registry sent.
+    pub(crate) fn get_capped(
+        &self,
+        path: &str,
+        what: &str,
+        accept: &[&str],
+        limit: u64,
+    ) -> Result<Body, RegistryError> {
+        let url = format!("{}://{}/v2/{}/{path}", self.scheme, self.reference.host(), self.reference.repository());
+        let what = what.to_string();
+        let transport = |source| RegistryError::Transport { what: what.clone(), source };
+        let limit = limit.min(MAX_MANIFEST);
+        let too_large = |actual: u64| too_large_or_size(&what, (limit < MAX_MANIFEST).then_some(limit), actual);
+        self.runtime.block_on(async {
+            let mut request = self.http.get(&url).header(ACCEPT, accept.join(", "));
+            if let Some(authorization) = &self.authorization {
+                request = request.header(AUTHORIZATION, authorization);
+            }
+            let mut response = request.send().await.map_err(transport)?;
+            match response.status() {
+                StatusCode::OK => {}
+                s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => return Err(self.unauthorized(s.as_u16())),
+                StatusCode::NOT_FOUND => return Err(RegistryError::NotFound { what: what.clone() }),
+                s => return Err(RegistryError::Status { what: what.clone(), status: s.as_u16() }),
+            }
+            if let Some(length) = response.content_length().filter(|&n| n > limit) {
+                return Err(too_large(length));
+            }
+            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let (content_type, claimed_digest) = (header(CONTENT_TYPE.as_str()), header("docker-content-digest"));
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(transport)? {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() as u64 > limit {
+                    return Err(too_large(bytes.len() as u64));
+                }
+            }
+            Ok(Body { bytes, content_type, claimed_digest })
+        })
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    pub(crate) fn client(&self) -> &oci_client::Client {
+        &self.client
+    }
+
+    /// oci-client's error on a request as ours: 401 with the credentials hint, 404 as not found.
+    pub(crate) fn request_error(&self, what: String, source: OciDistributionError) -> RegistryError {
+        match source {
+            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
+                self.unauthorized(401)
+            }
+            source => distribution_error(what, source),
+        }
+    }
+
     /// Streams the blob `digest` of this repository, capped at one byte past `size` (so a
     /// longer blob shows up as a size mismatch to the reader that checks it). The reader checks
     /// nothing else: read it to the end and compare its digest and size (see [`BlobReader`]).
@@ -335,11 +377,7 @@ impl Registry {
         let reference = self.reference.to_oci();
         let name = digest.to_string();
         let stream = self.runtime.block_on(self.client.pull_blob_stream(&reference, name.as_str()));
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(OciDistributionError::UnauthorizedError { .. }) => return Err(self.unauthorized(401)),
-            Err(source) => return Err(distribution_error(what, source)),
-        };
+        let stream = stream.map_err(|e| self.request_error(what.clone(), e))?;
         if let Some(length) = stream.content_length.filter(|&n| n != size) {
             return Err(RegistryError::SizeMismatch { what, expected: size, actual: length });
         }

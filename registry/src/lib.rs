@@ -11,8 +11,10 @@ pub mod auth;
 mod blob;
 mod client;
 mod reference;
+mod referrers;
 
 pub use auth::{AuthError, Credentials};
 pub use blob::BlobReader;
 pub use client::{Access, Manifest, Registry, RegistryError, MANIFEST_TYPES, MAX_MANIFEST};
 pub use reference::{Digest, Reference, ReferenceError, Target};
+pub use referrers::{Discoverable, Referrer, EMPTY_MEDIA_TYPE, OCI_INDEX, OCI_MANIFEST};

@@ -8,6 +8,7 @@ pub mod image;
 pub mod manifest;
 pub mod payload;
 pub mod progress;
+pub mod referrers;
 pub mod sign;
 pub mod statement;
 pub mod verify;

@@ -16,7 +16,8 @@ pub struct SignedImageArgs {
     #[arg(long, default_value = "linux/amd64")]
     pub platform: verifier_core::image::Platform,
     /// Bundle file (repeat to pool signatures from several bundles of the same statement).
-    #[arg(long = "bundle", required = true)]
+    /// Without one, a docker:// image's bundles are discovered in its registry (OCI referrers).
+    #[arg(long = "bundle")]
     pub bundles: Vec<PathBuf>,
     /// Trust store directory (see `imgsign trust`).
     #[arg(long)]
@@ -31,7 +32,29 @@ impl SignedImageArgs {
     pub fn open(&self) -> anyhow::Result<(ImageRef, TrustStore, Vec<CheckedBundle>)> {
         let image = self.registry.image(&self.image, &self.platform)?;
         let trust = TrustStore::open(&self.trust)?;
-        let bundles = read_bundles(&self.bundles)?;
+        let bundles = if self.bundles.is_empty() { discover(&image, &trust)? } else { read_bundles(&self.bundles)? };
         Ok((image, trust, bundles))
     }
+}
+
+/// The bundles attached to a registry image that the trust store accepts (one statement's);
+/// if none does, one statement's bundles anyway, so that verify reports why they fail.
+fn discover(image: &ImageRef, trust: &TrustStore) -> anyhow::Result<Vec<CheckedBundle>> {
+    if !matches!(image, ImageRef::Registry { .. }) {
+        anyhow::bail!("give --bundle: bundles are discovered only for registry images (docker://HOST/REPO...)");
+    }
+    let found = verifier_core::referrers::discover_bundles(image)?;
+    for (digest, reason) in &found.rejected {
+        eprintln!("imgsign: ignoring referrer {digest} of {image}: not a usable bundle: {reason}");
+    }
+    if found.bundles.is_empty() {
+        anyhow::bail!(
+            "no signed manifest is attached to {image} (manifest {}): give --bundle, or push one with `imgsign sign --push`",
+            found.subject
+        );
+    }
+    Ok(verifier_core::referrers::choose(&found.bundles, found.subject, trust).unwrap_or_else(|| {
+        let first = found.bundles[0].payload().digest();
+        found.bundles.iter().filter(|b| b.payload().digest() == first).cloned().collect()
+    }))
 }

@@ -9,7 +9,7 @@
 mod dir;
 mod docker_archive;
 mod oci;
-mod registry;
+pub(crate) mod registry;
 
 use crate::digest::{DigestError, Sha256Digest};
 use crate::image::apply::hash::HashApplier;

@@ -16,7 +16,7 @@ use super::{
 use crate::digest::Sha256Digest;
 use crate::image::platform::Platform;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
-use registry::{Access, Digest, Reference, Registry, RegistryError, Target};
+use registry::{Access, Digest, Manifest, Reference, Registry, RegistryError, Target};
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -56,23 +56,8 @@ impl ImageSource for RegistrySource {
 impl RegistrySource {
     pub(super) fn open(reference: &Reference, platform: &Platform, access: &Access) -> Result<Self, SourceError> {
         let wrap = |source| SourceError::Registry { reference: reference.to_string(), source };
-        let registry = Registry::connect(reference, access).map_err(wrap)?;
         let label: PathBuf = format!("docker://{reference}").into();
-        let top = registry.manifest(reference.target(), None).map_err(wrap)?;
-        let mut manifest = top.clone();
-        if INDEX_TYPES.contains(&media_type(&top.bytes, top.media_type.as_deref())?.as_str()) {
-            let index: ImageIndex = parse_json(&format!("image index {}", top.digest), &top.bytes)?;
-            let chosen = choose_platform(index.manifests(), platform, &label)?;
-            let digest = parse_digest("image index entry", chosen.digest().as_ref())?;
-            manifest = registry.manifest(&Target::Digest(to_registry(&digest)), Some(chosen.size())).map_err(wrap)?;
-        }
-        let kind = media_type(&manifest.bytes, manifest.media_type.as_deref())?;
-        if !MANIFEST_TYPES.contains(&kind.as_str()) {
-            return Err(SourceError::Layout {
-                path: label,
-                reason: format!("unsupported manifest media type {kind:?}"),
-            });
-        }
+        let (registry, manifest) = resolve(reference, platform, access)?;
         let manifest_digest = from_registry(&manifest.digest);
         let parsed: ImageManifest = parse_json(&format!("image manifest {manifest_digest}"), &manifest.bytes)?;
         let config_digest = parse_digest("image manifest config", parsed.config().digest().as_ref())?;
@@ -95,6 +80,31 @@ impl RegistrySource {
     }
 }
 
+/// Connects to the registry and reads the image manifest `reference` names for `platform`
+/// (following an index), checked against the digest and size that name it, media type included.
+pub(crate) fn resolve(
+    reference: &Reference,
+    platform: &Platform,
+    access: &Access,
+) -> Result<(Registry, Manifest), SourceError> {
+    let wrap = |source| SourceError::Registry { reference: reference.to_string(), source };
+    let registry = Registry::connect(reference, access).map_err(wrap)?;
+    let label: PathBuf = format!("docker://{reference}").into();
+    let top = registry.manifest(reference.target(), None).map_err(wrap)?;
+    let mut manifest = top.clone();
+    if INDEX_TYPES.contains(&media_type(&top.bytes, top.media_type.as_deref())?.as_str()) {
+        let index: ImageIndex = parse_json(&format!("image index {}", top.digest), &top.bytes)?;
+        let chosen = choose_platform(index.manifests(), platform, &label)?;
+        let digest = parse_digest("image index entry", chosen.digest().as_ref())?;
+        manifest = registry.manifest(&Target::Digest(to_registry(&digest)), Some(chosen.size())).map_err(wrap)?;
+    }
+    let kind = media_type(&manifest.bytes, manifest.media_type.as_deref())?;
+    if !MANIFEST_TYPES.contains(&kind.as_str()) {
+        return Err(SourceError::Layout { path: label, reason: format!("unsupported manifest media type {kind:?}") });
+    }
+    Ok((registry, manifest))
+}
+
 /// The media type a manifest declares (its `mediaType`), else the one the registry sent.
 fn media_type(bytes: &[u8], content_type: Option<&str>) -> Result<String, SourceError> {
     #[derive(serde::Deserialize)]
@@ -109,10 +119,10 @@ fn media_type(bytes: &[u8], content_type: Option<&str>) -> Result<String, Source
         .unwrap_or_default())
 }
 
-fn to_registry(digest: &Sha256Digest) -> Digest {
+pub(crate) fn to_registry(digest: &Sha256Digest) -> Digest {
     Digest::from_bytes(digest.0)
 }
 
-fn from_registry(digest: &Digest) -> Sha256Digest {
+pub(crate) fn from_registry(digest: &Digest) -> Sha256Digest {
     Sha256Digest(*digest.bytes())
 }
