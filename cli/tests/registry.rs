@@ -133,8 +133,27 @@ fn tls_registry_with_basic_auth() {
         .arg("--trust")
         .arg(&trust));
     verified.code(0).says("verified");
+    // Pushing needs write access: refused without credentials, done with them; then discovered.
+    let key = &keys()[0].private;
+    let push = |extra: &[&str]| {
+        run(imgsign_in(home)
+            .args(["sign", &reference, "--push", "--cert-dir", certs, "--key"])
+            .arg(key)
+            .arg("--out")
+            .arg(home.join("pushed.bundle"))
+            .args(extra))
+    };
+    push(&[]).code(2).says("refused access");
+    let pushed = push(&["--authfile", auth.to_str().unwrap()]);
+    pushed.code(0).says("pushed to");
+    let discovered = run(imgsign_in(home)
+        .args(["verify", &reference, "--cert-dir", certs, "--no-record", "--authfile"])
+        .arg(&auth)
+        .arg("--trust")
+        .arg(&trust));
+    discovered.code(0).says("verified");
     // The password never shows, neither on success nor on failure.
-    for run in [&refused, &untrusted, &signed, &verified] {
+    for run in [&refused, &untrusted, &signed, &verified, &pushed, &discovered] {
         assert!(!run.all().contains(support::registry::PASSWORD));
     }
 }
@@ -322,4 +341,28 @@ fn push_and_discover_bundles_as_referrers() {
 
 fn verify_ref_discover(home: &Path, image: &str, trust: &Path) -> Run {
     run(imgsign_in(home).args(["verify", image, "--insecure", "--no-record", "--trust"]).arg(trust))
+}
+
+/// A registry with the referrers API (the test's server: Debian's registry has none): the
+/// bundle it lists is discovered and verifies; served with one byte changed, discovery fails
+/// naming the digest mismatch, and nothing is accepted.
+#[test]
+fn referrers_api_listing_and_a_tampered_referrer() {
+    use support::hostile_registry::{Fault, HostileRegistry};
+    let image = image();
+    let tmp = tempdir();
+    let home = tmp.path();
+    let trust = trust(home);
+    let bundle = sign_ok(&image.oci_ref(), &[&keys()[0]], &home.join("layout.bundle"), &["--name", "registry-test"]);
+    let bytes = std::fs::read(&bundle).unwrap();
+
+    let registry = HostileRegistry::serve_with_referrer(&image.oci_dir, testdata::real::TAG, &bytes, Fault::Referrers);
+    let reference = format!("{}:v1", registry.reference("listed/image"));
+    verify_ref_discover(home, &reference, &trust).code(0).says("verified");
+
+    let registry =
+        HostileRegistry::serve_with_referrer(&image.oci_dir, testdata::real::TAG, &bytes, Fault::TamperedReferrer);
+    let reference = format!("{}:v1", registry.reference("listed/image"));
+    verify_ref_discover(home, &reference, &trust).code(2).says("discovering bundles of").says("digest mismatch");
+    verify_ref(home, &image.oci_ref(), &bundle, &trust, &[]).code(0).says("highest accepted so far: none");
 }

@@ -288,3 +288,35 @@ fn parse_index(bytes: &[u8], what: &str) -> Result<Value, RegistryError> {
 fn declared_type(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<Value>(bytes).ok()?["mediaType"].as_str().map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn referrer(n: u8) -> Referrer {
+        Referrer { digest: Digest::from_bytes([n; 32]), size: u64::from(n), artifact_type: Some("t".into()) }
+    }
+
+    #[test]
+    fn union_keeps_order_and_drops_repeats() {
+        let merged = union(vec![referrer(1), referrer(2)], vec![referrer(2), referrer(3)]);
+        assert_eq!(merged, vec![referrer(1), referrer(2), referrer(3)]);
+    }
+
+    #[test]
+    fn index_entries_without_sha256_digest_or_size_are_ignored() {
+        let index = json!({"manifests": [
+            {"digest": Digest::from_bytes([1; 32]).to_string(), "size": 1, "artifactType": "t"},
+            {"digest": "sha512:00", "size": 1},
+            {"digest": Digest::from_bytes([2; 32]).to_string()},
+        ]});
+        assert_eq!(entries(&index), vec![referrer(1)]);
+    }
+
+    #[test]
+    fn own_tag_is_a_valid_tag_under_the_subject() {
+        let tag = own_tag(Digest::from_bytes([0xab; 32]), Digest::from_bytes([0xcd; 32]));
+        assert!(tag.starts_with(&format!("sha256-{}.", "ab".repeat(32))));
+        assert!(tag.len() <= 128);
+    }
+}

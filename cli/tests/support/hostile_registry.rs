@@ -29,6 +29,11 @@ pub enum Fault {
     Unauthorized,
     /// Manifest requests are read and never answered (the connection stays open 20 s).
     Stall,
+    /// Not a fault: the registry has the referrers API and lists one bundle (see
+    /// [`HostileRegistry::serve_with_referrer`]).
+    Referrers,
+    /// The referrers API lists a bundle whose blob is served with one byte changed.
+    TamperedReferrer,
     /// Not a fault: the registry wants a bearer token, which its token service (`/token`)
     /// gives for basic credentials [`super::registry::USER`]:[`super::registry::PASSWORD`].
     BearerToken,
@@ -45,7 +50,35 @@ pub struct HostileRegistry {
 impl HostileRegistry {
     /// Serves the image tagged `tag` in the OCI layout `dir` under every repository name.
     pub fn serve(dir: &Path, tag: &str, fault: Fault) -> Self {
-        let content = Content::load(dir, tag);
+        Self::start(Content::load(dir, tag), fault)
+    }
+
+    /// As [`Self::serve`], with `bundle` attached to the image manifest as an OCI 1.1 referrer
+    /// listed by the referrers API.
+    pub fn serve_with_referrer(dir: &Path, tag: &str, bundle: &[u8], fault: Fault) -> Self {
+        let mut content = Content::load(dir, tag);
+        let digest = |b: &[u8]| format!("sha256:{}", testdata::sha256_hex(b));
+        let bundle_type = "application/vnd.dev.sigstore.bundle.v0.3+json";
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": bundle_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest(b"{}"), "size": 2},
+            "layers": [{"mediaType": bundle_type, "digest": digest(bundle), "size": bundle.len()}],
+            "subject": {"mediaType": content.media_type, "digest": digest(&content.manifest), "size": content.manifest.len()},
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let mut served = bundle.to_vec();
+        if fault == Fault::TamperedReferrer {
+            served[bundle.len() / 2] ^= 0x01;
+        }
+        content.blobs.insert(digest(bundle), served);
+        content.blobs.insert(digest(b"{}"), b"{}".to_vec());
+        content.referrer = Some((digest(&manifest), manifest, bundle_type.to_string()));
+        Self::start(content, fault)
+    }
+
+    fn start(content: Content, fault: Fault) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
         let stop = Arc::new(AtomicBool::new(false));
@@ -85,6 +118,8 @@ struct Content {
     config: String,
     layers: Vec<String>,
     blobs: HashMap<String, Vec<u8>>,
+    /// A referrer of the image manifest: (digest, manifest bytes, artifact type).
+    referrer: Option<(String, Vec<u8>, String)>,
 }
 
 impl Content {
@@ -107,7 +142,8 @@ impl Content {
         for digest in layers.iter().chain(Some(&config)) {
             blobs.insert(digest.clone(), blob(digest));
         }
-        Self { manifest, media_type: entry["mediaType"].as_str().unwrap().to_string(), config, layers, blobs }
+        let media_type = entry["mediaType"].as_str().unwrap().to_string();
+        Self { manifest, media_type, config, layers, blobs, referrer: None }
     }
 }
 
@@ -168,6 +204,26 @@ fn answer(stream: TcpStream, content: &Content, fault: Fault, host: &str) -> std
     }
     if path == "/v2/" {
         return send(&mut out, "200 OK", &[], b"{}", Some(2));
+    }
+    if path.contains("/referrers/") {
+        let Some((digest, manifest, artifact_type)) = &content.referrer else {
+            return send(&mut out, "404 Not Found", &[], b"", Some(0));
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": manifest.len(), "artifactType": artifact_type}],
+        });
+        let body = serde_json::to_vec(&index).unwrap();
+        let content_type = ("Content-Type", "application/vnd.oci.image.index.v1+json".to_string());
+        return send(&mut out, "200 OK", &[content_type], &body, Some(body.len()));
+    }
+    if let Some((digest, manifest, _)) =
+        content.referrer.as_ref().filter(|(d, ..)| path.ends_with(&format!("/manifests/{d}")))
+    {
+        let _ = digest;
+        let content_type = ("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_string());
+        return send(&mut out, "200 OK", &[content_type], manifest, Some(manifest.len()));
     }
     if path.contains("/manifests/") {
         if fault == Fault::Stall {
