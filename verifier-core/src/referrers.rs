@@ -33,7 +33,7 @@ pub enum ReferrerError {
         action: &'static str,
         image: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error(
         "{image} now names manifest {actual}, but the bundle signs {expected}: the tag moved since signing; sign again"
@@ -72,7 +72,11 @@ pub fn push_bundles(
     if actual != subject {
         return Err(ReferrerError::SubjectMoved { image: image.to_string(), expected: subject, actual });
     }
-    let wrap = |source| ReferrerError::Registry { action: "pushing bundles to", image: image.to_string(), source };
+    let wrap = |source| ReferrerError::Registry {
+        action: "pushing bundles to",
+        image: image.to_string(),
+        source: Box::new(source),
+    };
     registry.enable_push().map_err(wrap)?;
     bundles
         .iter()
@@ -92,7 +96,11 @@ pub fn discover_bundles(image: &ImageRef) -> Result<Discovered, ReferrerError> {
     };
     let (registry, manifest) = resolve(reference, platform, access)
         .map_err(|source| ReferrerError::Resolve { image: image.to_string(), source: Box::new(source) })?;
-    let wrap = |source| ReferrerError::Registry { action: "discovering bundles of", image: image.to_string(), source };
+    let wrap = |source| ReferrerError::Registry {
+        action: "discovering bundles of",
+        image: image.to_string(),
+        source: Box::new(source),
+    };
     let referrers = registry.referrers(manifest.digest, BUNDLE_MEDIA_TYPE).map_err(wrap)?;
     let mut found = Discovered { subject: from_registry(&manifest.digest), bundles: Vec::new(), rejected: Vec::new() };
     for referrer in referrers {
