@@ -366,3 +366,53 @@ fn referrers_api_listing_and_a_tampered_referrer() {
     verify_ref_discover(home, &reference, &trust).code(2).says("discovering bundles of").says("digest mismatch");
     verify_ref(home, &image.oci_ref(), &bundle, &trust, &[]).code(0).says("highest accepted so far: none");
 }
+
+/// The store `imgsign run` uses, fed from the registry: the signed image is verified onto disk
+/// from an empty store, a second ensure of the same digest unpacks nothing, and a registry that
+/// serves a wrong layer leaves no image entry and no temporary behind. (Run as root, like the
+/// store's own tests: the image holds root-owned and setuid files.)
+#[test]
+fn store_ensure_from_a_registry() {
+    use keys::TrustStore;
+    use std::sync::Arc;
+    use store::{EnsureOptions, Store};
+    use support::hostile_registry::{Fault, HostileRegistry};
+    use verifier_core::bundle::CheckedBundle;
+    use verifier_core::progress::NoProgress;
+    use verifier_core::source::{ImageRef, RegistryAccess};
+
+    let image = image();
+    let registry = TestRegistry::plain();
+    registry.push(&image.oci_ref(), "stored/image:v1");
+    let tmp = tempdir();
+    let home = tmp.path();
+    let trust = TrustStore::open(&trust(home)).unwrap();
+    let bundle = sign_ok(&image.oci_ref(), &[&keys()[0]], &home.join("layout.bundle"), &["--name", "registry-test"]);
+    let bundles = vec![CheckedBundle::read(&bundle).unwrap()];
+    let access = RegistryAccess { insecure: true, ..RegistryAccess::default() };
+    let parse = |reference: String| reference.parse::<ImageRef>().unwrap().with_registry_access(access.clone());
+    let store = Store::open(home.join("store")).unwrap();
+    let ensure =
+        |image: &ImageRef| store.ensure(image, &bundles, &trust, &EnsureOptions::default(), Arc::new(NoProgress));
+
+    let first = ensure(&parse(format!("{}:v1", registry.reference("stored/image")))).expect("stored from the registry");
+    assert!(first.stats.unpacked);
+    assert!(first.rootfs.join("bin/busybox").is_file());
+    let again = ensure(&parse(format!("{}:v1", registry.reference("stored/image")))).expect("stored again");
+    assert!(!again.stats.unpacked, "a second ensure of the same digest unpacks nothing");
+    assert_eq!(again.digest, first.digest);
+
+    let hostile = HostileRegistry::serve(&image.oci_dir, testdata::real::TAG, Fault::WrongLayerBytes);
+    let fresh = Store::open(home.join("fresh-store")).unwrap();
+    let refused = fresh.ensure(
+        &parse(format!("{}:v1", hostile.reference("stored/image"))),
+        &bundles,
+        &trust,
+        &EnsureOptions::default(),
+        Arc::new(NoProgress),
+    );
+    let err = refused.expect_err("a wrong layer is refused");
+    assert!(format!("{:?}", err).contains("DigestMismatch"), "{err:?}");
+    let left = |dir: &str| std::fs::read_dir(home.join("fresh-store").join(dir)).unwrap().count();
+    assert_eq!((left("images"), left("objects/tmp")), (0, 0), "nothing left in the store");
+}
