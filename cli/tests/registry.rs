@@ -316,6 +316,9 @@ fn push_and_discover_bundles_as_referrers() {
     assert_eq!(listed.len(), 2, "{index}");
     assert!(listed.iter().all(|m| m["artifactType"] == "application/vnd.dev.sigstore.bundle.v0.3+json"));
 
+    // oci-client's own referrers listing (API, then its own tag schema fallback) finds both.
+    assert_eq!(oci_client_referrers(&registry.host, "signed/image", &before).len(), 2);
+
     // Each trust store finds the statement it trusts among those attached.
     verify_ref_discover(home, &reference, &trust_a).code(0).says("version 1").says(&a.id);
     let trust_b = trust_store(&home.join("trust-b"), &[b], 1);
@@ -415,4 +418,18 @@ fn store_ensure_from_a_registry() {
     assert!(format!("{:?}", err).contains("DigestMismatch"), "{err:?}");
     let left = |dir: &str| std::fs::read_dir(home.join("fresh-store").join(dir)).unwrap().count();
     assert_eq!((left("images"), left("objects/tmp")), (0, 0), "nothing left in the store");
+}
+
+/// The bundle referrers of `host/repo@subject` as oci-client lists them, plain HTTP.
+fn oci_client_referrers(host: &str, repo: &str, subject: &str) -> Vec<String> {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = ClientConfig { protocol: ClientProtocol::Http, ..Default::default() };
+    let client = oci_client::Client::try_from(config).unwrap();
+    let reference = oci_client::Reference::with_digest(host.to_string(), repo.to_string(), subject.to_string());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let index = runtime
+        .block_on(client.pull_referrers(&reference, Some("application/vnd.dev.sigstore.bundle.v0.3+json")))
+        .expect("oci-client lists the referrers");
+    index.manifests.into_iter().map(|m| m.digest).collect()
 }
