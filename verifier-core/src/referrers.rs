@@ -18,6 +18,10 @@ use keys::TrustStore;
 use registry::{Discoverable, RegistryError};
 use std::collections::BTreeMap;
 
+/// Bundles fetched per image at most: a registry (or whoever may push to it) listing more gets
+/// the rest reported as not examined rather than fetched.
+pub const MAX_REFERRERS: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReferrerError {
     #[error("{0} is not a registry image: bundles are pushed to and discovered in docker://HOST/REPO images only")]
@@ -103,7 +107,13 @@ pub fn discover_bundles(image: &ImageRef) -> Result<Discovered, ReferrerError> {
     };
     let referrers = registry.referrers(manifest.digest, BUNDLE_MEDIA_TYPE).map_err(wrap)?;
     let mut found = Discovered { subject: from_registry(&manifest.digest), bundles: Vec::new(), rejected: Vec::new() };
-    for referrer in referrers {
+    for (i, referrer) in referrers.into_iter().enumerate() {
+        if i >= MAX_REFERRERS {
+            found
+                .rejected
+                .push((referrer.digest.to_string(), format!("not examined: more than {MAX_REFERRERS} bundles")));
+            continue;
+        }
         // A referrer that cannot be fetched intact is an error (the registry is lying or
         // broken); one that is intact but not a bundle is only set aside.
         let bytes = registry.referrer_payload(&referrer, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES as u64).map_err(wrap)?;
