@@ -182,9 +182,14 @@ fn valid_host(host: &str) -> bool {
         Some((name, port)) => (name, Some(port)),
         None => (host, None),
     };
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && port.is_none_or(valid_port)
+    // DNS labels (or the parts of an IPv4 address): non-empty, letters, digits and inner '-'.
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.split('.').all(label) && port.is_none_or(valid_port)
 }
 
 fn valid_port(port: &str) -> bool {
@@ -246,6 +251,10 @@ mod tests {
             "host.example:99999/x",
             "host.example/x:-bad",
             "ho st.example/x",
+            "../x",
+            "a..b/x",
+            ".example/x",
+            "-a.example/x",
         ] {
             assert!(bad.parse::<Reference>().is_err(), "{bad} accepted");
         }
