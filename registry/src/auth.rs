@@ -37,6 +37,7 @@ impl Credentials {
         Self { username: username.into(), password: password.into() }
     }
 
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
     pub(crate) fn password(&self) -> &str {
         &self.password
     }

@@ -14,7 +14,8 @@
 //! - Credentials (anonymous, basic, bearer from the registry's token service) come from the auth
 //!   files ([`crate::auth`]) and are never part of a message.
 
-use crate::auth::{self, AuthError, Credentials};
+use crate::access::Access;
+use crate::auth::{self, AuthError};
 use crate::blob::BlobReader;
 use crate::reference::{Digest, Reference, Target};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -25,7 +26,6 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Largest manifest or index read into memory.
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -94,33 +94,6 @@ impl RegistryError {
     /// True when the registry's bytes contradict the digest or size that name them.
     pub fn is_integrity(&self) -> bool {
         matches!(self, RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. })
-    }
-}
-
-/// How to reach a registry: TLS policy, credentials, time-outs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Access {
-    /// Plain HTTP; refused unless the host is loopback.
-    pub insecure: bool,
-    /// A directory of extra CA certificates (`*.crt`, PEM), as skopeo's `--cert-dir`.
-    pub cert_dir: Option<PathBuf>,
-    /// Auth files to search; empty means [`auth::default_auth_files`].
-    pub auth_files: Vec<PathBuf>,
-    /// Credentials given directly (they take precedence over the auth files).
-    pub credentials: Option<Credentials>,
-    /// Connect and read time-out of each request.
-    pub timeout: Duration,
-}
-
-impl Default for Access {
-    fn default() -> Self {
-        Self {
-            insecure: false,
-            cert_dir: None,
-            auth_files: Vec::new(),
-            credentials: None,
-            timeout: Duration::from_secs(30),
-        }
     }
 }
 

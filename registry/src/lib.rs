@@ -4,17 +4,27 @@
 //! types, not images: `verifier-core`'s registry source turns manifests into layers and checks
 //! layers as they stream.
 //!
-//! A crate of its own so that the HTTP, TLS and async stack (reqwest, rustls, tokio) is built
-//! only by the crates that reach registries, not by every user of `verifier-core`.
+//! A crate of its own so that the HTTP, TLS and async stack (reqwest, rustls, tokio) stays out of
+//! verifier-core's code, behind the `client` feature: without it (verifier-core without its
+//! `registry-client` feature, as the fuzz targets build it) only references, digests, auth files
+//! and [`Access`] are compiled.
 
+mod access;
 pub mod auth;
+#[cfg(feature = "client")]
 mod blob;
+#[cfg(feature = "client")]
 mod client;
 mod reference;
+#[cfg(feature = "client")]
 mod referrers;
 
+pub use access::Access;
 pub use auth::{AuthError, Credentials};
+#[cfg(feature = "client")]
 pub use blob::BlobReader;
-pub use client::{Access, Manifest, Registry, RegistryError, MANIFEST_TYPES, MAX_MANIFEST};
+#[cfg(feature = "client")]
+pub use client::{Manifest, Registry, RegistryError, MANIFEST_TYPES, MAX_MANIFEST};
 pub use reference::{Digest, Reference, ReferenceError, Target};
+#[cfg(feature = "client")]
 pub use referrers::{Discoverable, Referrer, EMPTY_MEDIA_TYPE, OCI_INDEX, OCI_MANIFEST};

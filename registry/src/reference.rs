@@ -116,6 +116,7 @@ impl Reference {
         name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
+    #[cfg(feature = "client")]
     pub(crate) fn to_oci(&self) -> oci_client::Reference {
         match &self.target {
             Target::Tag(tag) => {

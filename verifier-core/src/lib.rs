@@ -8,6 +8,7 @@ pub mod image;
 pub mod manifest;
 pub mod payload;
 pub mod progress;
+#[cfg(feature = "registry-client")]
 pub mod referrers;
 pub mod sign;
 pub mod statement;

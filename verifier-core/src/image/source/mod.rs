@@ -9,6 +9,7 @@
 mod dir;
 mod docker_archive;
 mod oci;
+#[cfg(feature = "registry-client")]
 pub(crate) mod registry;
 
 use crate::digest::{DigestError, Sha256Digest};
@@ -37,6 +38,9 @@ pub enum SourceError {
     BadReference(String),
     #[error("bad image reference")]
     BadRegistryReference(#[source] ::registry::ReferenceError),
+    #[error("{0}: this build of imgsign has no registry support (verifier-core feature registry-client)")]
+    NoRegistrySupport(String),
+    #[cfg(feature = "registry-client")]
     #[error("registry image {reference}")]
     Registry {
         reference: String,
@@ -94,7 +98,17 @@ impl SourceError {
         matches!(
             self,
             SourceError::DigestMismatch { .. } | SourceError::SizeMismatch { .. } | SourceError::DiffIdMismatch { .. }
-        ) || matches!(self, SourceError::Registry { source, .. } if source.is_integrity())
+        ) || self.is_registry_integrity()
+    }
+
+    #[cfg(feature = "registry-client")]
+    fn is_registry_integrity(&self) -> bool {
+        matches!(self, SourceError::Registry { source, .. } if source.is_integrity())
+    }
+
+    #[cfg(not(feature = "registry-client"))]
+    fn is_registry_integrity(&self) -> bool {
+        false
     }
 }
 
@@ -263,9 +277,12 @@ pub fn open(image: &ImageRef) -> Result<Box<dyn ImageSource>, SourceError> {
         ImageRef::Oci { dir, tag, platform } => Box::new(oci::OciLayout::open(dir, tag.as_deref(), platform)?),
         ImageRef::DockerArchive { file } => Box::new(docker_archive::DockerArchive::open(file)?),
         ImageRef::Dir { path } => Box::new(dir::DirSource::open(path)?),
+        #[cfg(feature = "registry-client")]
         ImageRef::Registry { reference, platform, access } => {
             Box::new(registry::RegistrySource::open(reference, platform, access)?)
         }
+        #[cfg(not(feature = "registry-client"))]
+        ImageRef::Registry { .. } => return Err(SourceError::NoRegistrySupport(image.to_string())),
     })
 }
 
