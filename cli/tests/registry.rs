@@ -433,3 +433,61 @@ fn oci_client_referrers(host: &str, repo: &str, subject: &str) -> Vec<String> {
         .expect("oci-client lists the referrers");
     index.manifests.into_iter().map(|m| m.digest).collect()
 }
+
+/// `imgsign copy docker://... oci:DIR:TAG`: the image (same manifest digest) and its pushed
+/// bundles into an OCI layout, which skopeo reads and which `verify` checks with the bundles it
+/// finds in it (no network); a second copy writes nothing new; a registry serving a wrong layer
+/// leaves the layout without the tag and without the damaged blob.
+#[test]
+fn copy_to_an_oci_layout_with_the_bundles() {
+    use support::hostile_registry::{Fault, HostileRegistry};
+    let image = image();
+    let registry = TestRegistry::plain();
+    registry.push(&image.oci_ref(), "copied/image:v1");
+    let tmp = tempdir();
+    let home = tmp.path();
+    let reference = format!("{}:v1", registry.reference("copied/image"));
+    let [a, ..] = keys();
+    sign_ref(home, &reference, &home.join("pushed.bundle"), &["--insecure", "--push"]).code(0);
+    let digest = registry.inspect_digest("copied/image:v1");
+
+    let layout = home.join("disk/layout");
+    let dst = format!("oci:{}:v1", layout.display());
+    let copy =
+        |extra: &[&str]| run(imgsign_in(home).args(["copy", &reference, &dst, "--insecure", "--json"]).args(extra));
+    let first = copy(&[]);
+    let summary = first.code(0).json();
+    assert_eq!(summary["manifestDigest"], digest.as_str());
+    assert_eq!(summary["bundles"].as_array().unwrap().len(), 1);
+    assert!(summary["blobsWritten"].as_u64().unwrap() >= 2);
+    let again = copy(&[]).code(0).json();
+    assert_eq!(again["blobsWritten"], 0, "a second copy writes nothing: {again}");
+
+    // A generic client reads the layout; the bundles are found in it without a registry.
+    let out = Command::new("skopeo").args(["inspect", &dst]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["Digest"], digest.as_str());
+    drop(registry);
+    let trust = trust_store(&home.join("trust"), &[a], 1);
+    run(imgsign_in(home).args(["verify", &dst, "--no-record", "--trust"]).arg(&trust)).code(0).says("verified");
+
+    // A hostile source: a wrong layer is refused and the layout gets neither the tag nor the blob.
+    let hostile = HostileRegistry::serve(&image.oci_dir, testdata::real::TAG, Fault::WrongLayerBytes);
+    let fresh = home.join("disk/fresh");
+    let refused = run(imgsign_in(home).args([
+        "copy",
+        &format!("{}:v1", hostile.reference("copied/image")),
+        &format!("oci:{}:v1", fresh.display()),
+        "--insecure",
+    ]));
+    refused.code(2).says("digest mismatch");
+    assert!(!fresh.join("index.json").exists(), "no index written");
+    let blobs: Vec<_> =
+        std::fs::read_dir(fresh.join("blobs/sha256")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    for name in &blobs {
+        let bytes = std::fs::read(fresh.join("blobs/sha256").join(name)).unwrap();
+        assert_eq!(testdata::sha256_hex(&bytes), name.to_str().unwrap(), "a blob that is not its digest was left");
+    }
+    // Copies go from a registry to a layout only.
+    run(imgsign_in(home).args(["copy", &image.oci_ref(), &dst])).code(2).says("cannot copy");
+}

@@ -128,7 +128,12 @@ impl Registry {
     /// The repository's tags (`/v2/NAME/tags/list`, read under the manifest cap).
     fn tags(&self) -> Result<Vec<String>, RegistryError> {
         let what = format!("tags of {}/{}", self.reference().host(), self.reference().repository());
-        let body = self.get_capped("tags/list", &what, &["application/json"], MAX_MANIFEST)?;
+        let body = match self.get_capped("tags/list", &what, &["application/json"], MAX_MANIFEST) {
+            Ok(body) => body,
+            // A repository without tags, or a registry without the listing: no tagged artifacts.
+            Err(RegistryError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let list: Value = serde_json::from_slice(&body.bytes)
             .map_err(|_| RegistryError::Invalid { what: what.clone(), reason: "not JSON".into() })?;
         Ok(list["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string)).collect())

@@ -2,6 +2,8 @@
 //! runtime would, builds the per-file manifest, and signs or verifies it as a Sigstore bundle.
 
 pub mod bundle;
+#[cfg(feature = "registry-client")]
+pub mod copy;
 pub mod digest;
 pub mod dsse;
 pub mod image;

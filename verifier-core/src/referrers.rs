@@ -24,7 +24,7 @@ pub const MAX_REFERRERS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferrerError {
-    #[error("{0} is not a registry image: bundles are pushed to and discovered in docker://HOST/REPO images only")]
+    #[error("{0}: bundles are pushed to registry images (docker://HOST/REPO) and discovered there or in OCI layouts (oci:DIR:TAG)")]
     NotRegistry(String),
     #[error("resolving {image}")]
     Resolve {
@@ -93,8 +93,13 @@ pub fn push_bundles(
         .collect()
 }
 
-/// Every bundle attached to the manifest `image` names (for its platform).
+/// Every bundle attached to the manifest `image` names (for its platform): in a registry, its
+/// OCI referrers; in an OCI layout, the artifacts `index.json` lists with the bundle
+/// `artifactType` whose subject is that manifest (as `imgsign copy` writes them).
 pub fn discover_bundles(image: &ImageRef) -> Result<Discovered, ReferrerError> {
+    if let ImageRef::Oci { dir, .. } = image {
+        return discover_in_layout(image, dir);
+    }
     let ImageRef::Registry { reference, platform, access } = image else {
         return Err(ReferrerError::NotRegistry(image.to_string()));
     };
@@ -123,6 +128,79 @@ pub fn discover_bundles(image: &ImageRef) -> Result<Discovered, ReferrerError> {
         }
     }
     Ok(found)
+}
+
+fn discover_in_layout(image: &ImageRef, dir: &std::path::Path) -> Result<Discovered, ReferrerError> {
+    let resolve_err = |source| ReferrerError::Resolve { image: image.to_string(), source: Box::new(source) };
+    let source = crate::source::open(image).map_err(resolve_err)?;
+    let Some(subject) = source.identity().manifest_digest else {
+        return Err(ReferrerError::NotRegistry(image.to_string()));
+    };
+    let index_path = dir.join("index.json");
+    let index: serde_json::Value = crate::image::source::parse_json(
+        &index_path.display().to_string(),
+        &crate::image::source::read_small(&index_path).map_err(resolve_err)?,
+    )
+    .map_err(resolve_err)?;
+    let mut found = Discovered { subject, bundles: Vec::new(), rejected: Vec::new() };
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    let artifacts = entries.iter().filter(|e| e["artifactType"] == BUNDLE_MEDIA_TYPE);
+    for (i, entry) in artifacts.enumerate() {
+        let name = entry["digest"].as_str().unwrap_or("(no digest)").to_string();
+        if i >= MAX_REFERRERS {
+            found.rejected.push((name, format!("not examined: more than {MAX_REFERRERS} bundles")));
+            continue;
+        }
+        match layout_bundle(dir, entry, subject) {
+            Ok(Some(bundle)) => found.bundles.push(bundle),
+            Ok(None) => {}
+            Err(reason) => found.rejected.push((name, reason)),
+        }
+    }
+    Ok(found)
+}
+
+/// The bundle of one artifact entry of a layout's index: `None` if its subject is another
+/// manifest; an error (as text) if it is damaged or not a bundle.
+fn layout_bundle(
+    dir: &std::path::Path,
+    entry: &serde_json::Value,
+    subject: Sha256Digest,
+) -> Result<Option<CheckedBundle>, String> {
+    let descriptor = |v: &serde_json::Value| -> Result<(Sha256Digest, u64), String> {
+        let digest = v["digest"].as_str().and_then(|d| Sha256Digest::parse_oci(d).ok());
+        digest.zip(v["size"].as_u64()).ok_or_else(|| "descriptor without sha256 digest or size".to_string())
+    };
+    let read = |(digest, size): (Sha256Digest, u64), limit: u64| -> Result<Vec<u8>, String> {
+        if size > limit {
+            return Err(format!("blob {digest} is larger than {limit} bytes"));
+        }
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+                size + 1,
+            ),
+            &mut bytes,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        if bytes.len() as u64 != size || Sha256Digest::of(&bytes) != digest {
+            return Err(format!("blob {digest} does not match its descriptor (size or digest)"));
+        }
+        Ok(bytes)
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read(descriptor(entry)?, 4 << 20)?).map_err(|e| format!("artifact manifest: {e}"))?;
+    if manifest["subject"]["digest"].as_str() != Some(subject.oci().as_str()) {
+        return Ok(None);
+    }
+    let layer = &manifest["layers"][0];
+    if layer["mediaType"] != BUNDLE_MEDIA_TYPE {
+        return Err("its first layer is not a bundle".into());
+    }
+    let bytes = read(descriptor(layer)?, MAX_BUNDLE_BYTES as u64)?;
+    CheckedBundle::parse(&bytes).map(Some).map_err(|e| error_text(&e))
 }
 
 /// The bundles of one statement whose signatures the trust store accepts and whose subject is

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod copy;
 pub mod enforce;
 pub mod images;
 pub mod keygen;
@@ -33,6 +34,8 @@ pub enum Command {
     Sign(sign::Args),
     /// Verify an image against signed manifest bundle(s).
     Verify(verify::Args),
+    /// Copy a registry image and its attached bundles into an OCI layout (docker://... oci:DIR:TAG).
+    Copy(copy::Args),
     /// Node daemon: keep the kernel's allowed digests per cgroup current from a policy file.
     Enforce(enforce::Args),
     /// List the images in the local store.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trust(cmd) => trust::run(cmd),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Copy(args) => copy::run(args),
         Command::Enforce(args) => enforce::run(args),
         Command::Images(args) => images::images(args),
         Command::Rmi(args) => images::rmi(args),

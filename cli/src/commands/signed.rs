@@ -16,7 +16,8 @@ pub struct SignedImageArgs {
     #[arg(long, default_value = "linux/amd64")]
     pub platform: verifier_core::image::Platform,
     /// Bundle file (repeat to pool signatures from several bundles of the same statement).
-    /// Without one, a docker:// image's bundles are discovered in its registry (OCI referrers).
+    /// Without one, the bundles attached to a docker:// image (OCI referrers) or listed in an
+    /// oci: layout (as `imgsign copy` writes them) are discovered.
     #[arg(long = "bundle")]
     pub bundles: Vec<PathBuf>,
     /// Trust store directory (see `imgsign trust`).
@@ -40,8 +41,10 @@ impl SignedImageArgs {
 /// The bundles attached to a registry image that the trust store accepts (one statement's);
 /// if none does, one statement's bundles anyway, so that verify reports why they fail.
 fn discover(image: &ImageRef, trust: &TrustStore) -> anyhow::Result<Vec<CheckedBundle>> {
-    if !matches!(image, ImageRef::Registry { .. }) {
-        anyhow::bail!("give --bundle: bundles are discovered only for registry images (docker://HOST/REPO...)");
+    if !matches!(image, ImageRef::Registry { .. } | ImageRef::Oci { .. }) {
+        anyhow::bail!(
+            "give --bundle: bundles are discovered only for registry images (docker://...) and OCI layouts (oci:DIR:TAG)"
+        );
     }
     let found = verifier_core::referrers::discover_bundles(image)?;
     for (digest, reason) in &found.rejected {
@@ -49,7 +52,7 @@ fn discover(image: &ImageRef, trust: &TrustStore) -> anyhow::Result<Vec<CheckedB
     }
     if found.bundles.is_empty() {
         anyhow::bail!(
-            "no signed manifest is attached to {image} (manifest {}): give --bundle, or push one with `imgsign sign --push`",
+            "no signed manifest is attached to {image} (manifest {}): give --bundle, push one with `imgsign sign --push`, or copy the image with its bundles (`imgsign copy`)",
             found.subject
         );
     }

@@ -124,8 +124,9 @@ fn choose<'a>(
             path: index_path.to_path_buf(),
             reason: format!("no image tagged {tag:?} (tags: {})", tags()),
         }),
-        None => match manifests {
-            [only] => Ok(only),
+        // Without a tag: the one image, referrers (artifacts, e.g. bundles) aside.
+        None => match manifests.iter().filter(|m| m.artifact_type().is_none()).collect::<Vec<_>>().as_slice() {
+            [only] => Ok(*only),
             [] => Err(SourceError::Layout { path: index_path.to_path_buf(), reason: "index lists no images".into() }),
             _ => Err(SourceError::Layout {
                 path: index_path.to_path_buf(),

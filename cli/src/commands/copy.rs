@@ -1,0 +1,43 @@
+//! `imgsign copy`: a registry image and the bundles attached to it into an OCI layout on a disk,
+//! for nodes fed without a network (`verify`, `run` then read `oci:DIR:TAG` and find the bundles
+//! in it). Exit 0 copied, 2 anything refused or unreadable (nothing half-written is left).
+
+use std::process::ExitCode;
+use verifier_core::copy::copy;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Source: docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX].
+    pub src: String,
+    /// Destination: oci:DIR:TAG (created if missing; the tag's old entry is replaced).
+    pub dst: String,
+    /// Platform chosen when the source is an index: OS/ARCH[/VARIANT].
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: verifier_core::image::Platform,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let src = args.registry.image(&args.src, &args.platform)?;
+    let dst = args.registry.image(&args.dst, &args.platform)?;
+    let copied = copy(&src, &dst)?;
+    for (digest, reason) in &copied.skipped {
+        eprintln!("imgsign: left behind referrer {digest} of {src}: {reason}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&copied)?);
+    } else {
+        println!(
+            "copied {src} to {dst} (manifest {}; {} blobs written, {} already there; {} bundles)",
+            copied.manifest_digest,
+            copied.blobs_written,
+            copied.blobs_present,
+            copied.bundles.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
