@@ -436,7 +436,8 @@ fn oci_client_referrers(host: &str, repo: &str, subject: &str) -> Vec<String> {
 
 /// `imgsign copy docker://... oci:DIR:TAG`: the image (same manifest digest) and its pushed
 /// bundles into an OCI layout, which skopeo reads and which `verify` checks with the bundles it
-/// finds in it (no network); a second copy writes nothing new; a registry serving a wrong layer
+/// finds in it (no network); a second copy writes nothing new; the layout copied on into another
+/// registry (TLS, basic auth) verifies there by discovery; a registry serving a wrong layer
 /// leaves the layout without the tag and without the damaged blob.
 #[test]
 fn copy_to_an_oci_layout_with_the_bundles() {
@@ -471,6 +472,38 @@ fn copy_to_an_oci_layout_with_the_bundles() {
     let trust = trust_store(&home.join("trust"), &[a], 1);
     run(imgsign_in(home).args(["verify", &dst, "--no-record", "--trust"]).arg(&trust)).code(0).says("verified");
 
+    // And from the layout into another registry (TLS, basic auth), the bundle attached again:
+    // verified there by discovery, same digest for skopeo.
+    let node = TestRegistry::tls_with_auth();
+    let certs = node.cert_dir.clone().unwrap();
+    let auth = node.auth_file(&home.join("node-auth.json"));
+    let fed = format!("{}:v1", node.reference("fed/image"));
+    let pushed = run(imgsign_in(home)
+        .args(["copy", &dst, &fed, "--json", "--cert-dir"])
+        .arg(&certs)
+        .arg("--authfile")
+        .arg(&auth));
+    let summary = pushed.code(0).json();
+    assert_eq!(summary["manifestDigest"], digest.as_str());
+    assert_eq!(summary["bundles"].as_array().unwrap().len(), 1);
+    assert_eq!(node.inspect_digest("fed/image:v1"), digest);
+    run(imgsign_in(home)
+        .args(["verify", &fed, "--no-record", "--cert-dir"])
+        .arg(&certs)
+        .arg("--authfile")
+        .arg(&auth)
+        .arg("--trust")
+        .arg(&trust))
+    .code(0)
+    .says("verified");
+    // Pushing again uploads no blob.
+    let again = run(imgsign_in(home)
+        .args(["copy", &dst, &fed, "--json", "--cert-dir"])
+        .arg(&certs)
+        .arg("--authfile")
+        .arg(&auth));
+    assert_eq!(again.code(0).json()["blobsWritten"], 0);
+
     // A hostile source: a wrong layer is refused and the layout gets neither the tag nor the blob.
     let hostile = HostileRegistry::serve(&image.oci_dir, testdata::real::TAG, Fault::WrongLayerBytes);
     let fresh = home.join("disk/fresh");
@@ -488,6 +521,6 @@ fn copy_to_an_oci_layout_with_the_bundles() {
         let bytes = std::fs::read(fresh.join("blobs/sha256").join(name)).unwrap();
         assert_eq!(testdata::sha256_hex(&bytes), name.to_str().unwrap(), "a blob that is not its digest was left");
     }
-    // Copies go from a registry to a layout only.
+    // Copies go between a registry and a layout.
     run(imgsign_in(home).args(["copy", &image.oci_ref(), &dst])).code(2).says("cannot copy");
 }

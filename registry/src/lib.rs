@@ -15,6 +15,8 @@ pub mod auth;
 mod blob;
 #[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client")]
+mod push;
 mod reference;
 #[cfg(feature = "client")]
 mod referrers;

@@ -20,8 +20,6 @@
 
 use crate::client::{Registry, RegistryError, MAX_MANIFEST};
 use crate::reference::{Digest, Target};
-use oci_client::RegistryOperation;
-use reqwest::header::HeaderValue;
 use serde_json::{json, Value};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -50,12 +48,6 @@ pub struct Referrer {
 }
 
 impl Registry {
-    /// Asks for push access to this repository (a bearer token with `pull,push` scope where the
-    /// registry has a token service).
-    pub fn enable_push(&mut self) -> Result<(), RegistryError> {
-        self.authenticate(RegistryOperation::Push)
-    }
-
     /// Attaches `payload` (one layer of `media_type`) to the manifest `subject` as an artifact of
     /// `artifact_type`, and makes it discoverable. Returns the artifact manifest's digest.
     pub fn push_referrer(
@@ -214,35 +206,6 @@ impl Registry {
                 entry.digest
             ),
         })
-    }
-
-    fn push_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
-        let digest = Digest::of(bytes);
-        let reference = self.reference().to_oci();
-        let what = format!("pushing blob {digest}");
-        let exists = self.runtime().block_on(self.client().blob_exists(&reference, &digest.to_string()));
-        if exists.map_err(|e| self.request_error(what.clone(), e))? {
-            return Ok(digest);
-        }
-        self.runtime()
-            .block_on(self.client().push_blob(&reference, bytes.to_vec(), &digest.to_string()))
-            .map_err(|e| self.request_error(what, e))?;
-        Ok(digest)
-    }
-
-    fn push_manifest(&self, target: &Target, bytes: Vec<u8>, media_type: &'static str) -> Result<(), RegistryError> {
-        let reference = match target {
-            Target::Tag(tag) => self
-                .reference()
-                .with_tag(tag)
-                .map_err(|e| RegistryError::Invalid { what: format!("tag {tag}"), reason: e.to_string() })?,
-            Target::Digest(d) => self.reference().with_digest(*d),
-        };
-        let what = format!("pushing manifest {reference}");
-        self.runtime()
-            .block_on(self.client().push_manifest_raw(&reference.to_oci(), bytes, HeaderValue::from_static(media_type)))
-            .map_err(|e| self.request_error(what, e))?;
-        Ok(())
     }
 }
 

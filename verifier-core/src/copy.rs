@@ -1,7 +1,9 @@
-//! Copying an image, with the bundles attached to it, from a registry into an OCI layout on a
-//! disk (`imgsign copy docker://HOST/REPO:TAG oci:DIR:TAG`), for nodes fed without a network:
-//! `verify`, `run` and the store read the layout directly and discover its bundles.
+//! Copying an image, with the bundles attached to it, between a registry and an OCI layout on a
+//! disk (`imgsign copy docker://HOST/REPO:TAG oci:DIR:TAG` and back), for nodes fed without a
+//! network: `verify`, `run` and the store read the layout directly and discover its bundles, or
+//! the layout is pushed to a registry near the node.
 //!
+//! Into a layout:
 //! The image manifest chosen for the platform is copied byte for byte (its digest, which the
 //! signatures bind, is unchanged), with its config and layers. Every blob streams into a temporary
 //! file beside its final name and is renamed into `blobs/sha256/` only once its size and digest
@@ -12,6 +14,11 @@
 //! referrers. `index.json` is replaced whole (the tag's old entry dropped), and only after every
 //! blob it names is in place, so a failed copy leaves the layout as it was (plus, at most, blobs
 //! that are complete and correct).
+//!
+//! Into a registry: the layout's image manifest (checked against the digest its index names)
+//! is pushed byte for byte under the destination tag after its config and layers (streamed from
+//! their files; the registry refuses a blob that does not hash to its name), then each bundle
+//! the layout lists for it is attached as a referrer (see [`crate::referrers`]).
 
 use crate::bundle::{CheckedBundle, BUNDLE_MEDIA_TYPE, MAX_BUNDLE_BYTES};
 use crate::digest::Sha256Digest;
@@ -30,7 +37,7 @@ const EMPTY: &[u8] = b"{}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("cannot copy {src} to {dst}: copy goes from a registry image (docker://...) to an OCI layout with a tag (oci:DIR:TAG)")]
+    #[error("cannot copy {src} to {dst}: copy goes between a registry image (docker://HOST/REPO:TAG) and an OCI layout with a tag (oci:DIR:TAG)")]
     Unsupported { src: String, dst: String },
     #[error("resolving {image}")]
     Resolve {
@@ -75,11 +82,23 @@ pub struct Copied {
     pub skipped: Vec<(String, String)>,
 }
 
-/// Copies `src` (a registry image) into the OCI layout `dst` names (created if missing).
+/// Copies `src` to `dst`: a registry image into an OCI layout (created if missing), or an OCI
+/// layout's image into a registry repository under a tag.
 pub fn copy(src: &ImageRef, dst: &ImageRef) -> Result<Copied, CopyError> {
-    let (ImageRef::Registry { reference, platform, access }, ImageRef::Oci { dir, tag: Some(tag), .. }) = (src, dst)
-    else {
-        return Err(CopyError::Unsupported { src: src.to_string(), dst: dst.to_string() });
+    match (src, dst) {
+        (ImageRef::Registry { .. }, ImageRef::Oci { dir, tag: Some(tag), .. }) => into_layout(src, dir, tag),
+        (ImageRef::Oci { dir, .. }, ImageRef::Registry { reference, access, .. })
+            if matches!(reference.target(), Target::Tag(_)) =>
+        {
+            into_registry(src, dir, dst, reference, access)
+        }
+        _ => Err(CopyError::Unsupported { src: src.to_string(), dst: dst.to_string() }),
+    }
+}
+
+fn into_layout(src: &ImageRef, dir: &Path, tag: &str) -> Result<Copied, CopyError> {
+    let ImageRef::Registry { reference, platform, access } = src else {
+        unreachable!("copy dispatches registry sources here")
     };
     let image = src.to_string();
     let (registry, manifest) = resolve(reference, platform, access)
@@ -145,6 +164,51 @@ pub fn copy(src: &ImageRef, dst: &ImageRef) -> Result<Copied, CopyError> {
     Ok(copied)
 }
 
+fn into_registry(
+    src: &ImageRef,
+    dir: &Path,
+    dst: &ImageRef,
+    reference: &registry::Reference,
+    access: &registry::Access,
+) -> Result<Copied, CopyError> {
+    let found = crate::referrers::layout_bundles(src, dir)
+        .map_err(|e| CopyError::Invalid { what: src.to_string(), reason: crate::referrers::error_chain(&e) })?;
+    let subject = found.subject;
+    let layout = Layout { dir: dir.to_path_buf() };
+    let manifest_bytes = layout.read_checked(subject, 4 << 20)?;
+    let parsed = json_of(&format!("image manifest {subject}"), &manifest_bytes)?;
+    let manifest_type =
+        parsed["mediaType"].as_str().unwrap_or("application/vnd.oci.image.manifest.v1+json").to_string();
+    let image = dst.to_string();
+    let wrap = |source| CopyError::Registry { image: image.clone(), source: Box::new(source) };
+    let mut registry = Registry::connect(reference, access).map_err(wrap)?;
+    registry.enable_push().map_err(wrap)?;
+    let mut copied = Copied {
+        manifest_digest: subject,
+        blobs_written: 0,
+        blobs_present: 0,
+        bundles: Vec::new(),
+        skipped: found.rejected,
+    };
+    let mut descriptors = vec![descriptor(&parsed["config"], "config")?];
+    for layer in parsed["layers"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        descriptors.push(descriptor(layer, "layer")?);
+    }
+    for (digest, size) in descriptors {
+        let path = layout.blob_path(&digest);
+        let file = std::fs::File::open(&path).map_err(|source| CopyError::Io { path: path.clone(), source })?;
+        let pushed = registry.push_blob_from(to_registry(&digest), size, file).map_err(wrap)?;
+        *if pushed { &mut copied.blobs_written } else { &mut copied.blobs_present } += 1;
+    }
+    registry.push_manifest(reference.target(), manifest_bytes, &manifest_type).map_err(wrap)?;
+    for (bytes, _) in &found.bundles {
+        let (digest, _) =
+            registry.push_referrer(to_registry(&subject), BUNDLE_MEDIA_TYPE, BUNDLE_MEDIA_TYPE, bytes).map_err(wrap)?;
+        copied.bundles.push(digest.to_string());
+    }
+    Ok(copied)
+}
+
 fn json_of(what: &str, bytes: &[u8]) -> Result<Value, CopyError> {
     serde_json::from_slice(bytes).map_err(|e| CopyError::Invalid { what: what.to_string(), reason: format!("{e}") })
 }
@@ -175,6 +239,23 @@ impl Layout {
 
     fn blob_path(&self, digest: &Sha256Digest) -> PathBuf {
         self.dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// A blob of at most `limit` bytes, read and checked against its name.
+    fn read_checked(&self, digest: Sha256Digest, limit: u64) -> Result<Vec<u8>, CopyError> {
+        let path = self.blob_path(&digest);
+        let file = std::fs::File::open(&path).map_err(|source| CopyError::Io { path: path.clone(), source })?;
+        let mut bytes = Vec::new();
+        file.take(limit + 1).read_to_end(&mut bytes).map_err(|source| CopyError::Io { path: path.clone(), source })?;
+        let what = path.display().to_string();
+        if bytes.len() as u64 > limit {
+            return Err(CopyError::Invalid { what, reason: format!("larger than {limit} bytes") });
+        }
+        let actual = Sha256Digest::of(&bytes);
+        if actual != digest {
+            return Err(CopyError::Invalid { what, reason: format!("its content is {actual}, not {digest}") });
+        }
+        Ok(bytes)
     }
 
     /// True if the blob is there and hashes to its name (a damaged one is replaced).

@@ -131,6 +131,23 @@ pub fn discover_bundles(image: &ImageRef) -> Result<Discovered, ReferrerError> {
 }
 
 fn discover_in_layout(image: &ImageRef, dir: &std::path::Path) -> Result<Discovered, ReferrerError> {
+    let found = layout_bundles(image, dir)?;
+    Ok(Discovered {
+        subject: found.subject,
+        bundles: found.bundles.into_iter().map(|(_, bundle)| bundle).collect(),
+        rejected: found.rejected,
+    })
+}
+
+/// The bundles of a layout image with the bytes they were stored as.
+pub(crate) struct LayoutBundles {
+    pub subject: Sha256Digest,
+    pub bundles: Vec<(Vec<u8>, CheckedBundle)>,
+    pub rejected: Vec<(String, String)>,
+}
+
+/// What [`discover_bundles`] finds in an OCI layout, with each bundle's stored bytes.
+pub(crate) fn layout_bundles(image: &ImageRef, dir: &std::path::Path) -> Result<LayoutBundles, ReferrerError> {
     let resolve_err = |source| ReferrerError::Resolve { image: image.to_string(), source: Box::new(source) };
     let source = crate::source::open(image).map_err(resolve_err)?;
     let Some(subject) = source.identity().manifest_digest else {
@@ -142,7 +159,7 @@ fn discover_in_layout(image: &ImageRef, dir: &std::path::Path) -> Result<Discove
         &crate::image::source::read_small(&index_path).map_err(resolve_err)?,
     )
     .map_err(resolve_err)?;
-    let mut found = Discovered { subject, bundles: Vec::new(), rejected: Vec::new() };
+    let mut found = LayoutBundles { subject, bundles: Vec::new(), rejected: Vec::new() };
     let entries = index["manifests"].as_array().cloned().unwrap_or_default();
     let artifacts = entries.iter().filter(|e| e["artifactType"] == BUNDLE_MEDIA_TYPE);
     for (i, entry) in artifacts.enumerate() {
@@ -166,7 +183,7 @@ fn layout_bundle(
     dir: &std::path::Path,
     entry: &serde_json::Value,
     subject: Sha256Digest,
-) -> Result<Option<CheckedBundle>, String> {
+) -> Result<Option<(Vec<u8>, CheckedBundle)>, String> {
     let descriptor = |v: &serde_json::Value| -> Result<(Sha256Digest, u64), String> {
         let digest = v["digest"].as_str().and_then(|d| Sha256Digest::parse_oci(d).ok());
         digest.zip(v["size"].as_u64()).ok_or_else(|| "descriptor without sha256 digest or size".to_string())
@@ -200,7 +217,8 @@ fn layout_bundle(
         return Err("its first layer is not a bundle".into());
     }
     let bytes = read(descriptor(layer)?, MAX_BUNDLE_BYTES as u64)?;
-    CheckedBundle::parse(&bytes).map(Some).map_err(|e| error_text(&e))
+    let bundle = CheckedBundle::parse(&bytes).map_err(|e| error_text(&e))?;
+    Ok(Some((bytes, bundle)))
 }
 
 /// The bundles of one statement whose signatures the trust store accepts and whose subject is
@@ -221,6 +239,11 @@ pub fn choose(bundles: &[CheckedBundle], subject: Sha256Digest, trust: &TrustSto
 }
 
 fn error_text(e: &BundleError) -> String {
+    error_chain(e)
+}
+
+/// An error and its sources, as one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
