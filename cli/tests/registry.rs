@@ -468,8 +468,15 @@ fn copy_to_an_oci_layout_with_the_bundles() {
     let out = Command::new("skopeo").args(["inspect", &dst]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["Digest"], digest.as_str());
-    drop(registry);
     let trust = trust_store(&home.join("trust"), &[a], 1);
+    // Registry to registry (both plain HTTP on loopback here), the bundle along.
+    let mirror = TestRegistry::plain();
+    let mirrored = format!("{}:v2", mirror.reference("mirror/image"));
+    let across = run(imgsign_in(home).args(["copy", &reference, &mirrored, "--insecure", "--json"]));
+    assert_eq!(across.code(0).json()["bundles"].as_array().unwrap().len(), 1);
+    assert_eq!(mirror.inspect_digest("mirror/image:v2"), digest);
+    verify_ref_discover(home, &mirrored, &trust).code(0).says("verified");
+    drop((registry, mirror));
     run(imgsign_in(home).args(["verify", &dst, "--no-record", "--trust"]).arg(&trust)).code(0).says("verified");
 
     // And from the layout into another registry (TLS, basic auth), the bundle attached again:

@@ -15,6 +15,8 @@
 //! blob it names is in place, so a failed copy leaves the layout as it was (plus, at most, blobs
 //! that are complete and correct).
 //!
+//! Between two registries: down into a temporary layout, then up (every blob checked on the way).
+//!
 //! Into a registry: the layout's image manifest (checked against the digest its index names)
 //! is pushed byte for byte under the destination tag after its config and layers (streamed from
 //! their files; the registry refuses a blob that does not hash to its name), then each bundle
@@ -37,7 +39,7 @@ const EMPTY: &[u8] = b"{}";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("cannot copy {src} to {dst}: copy goes between a registry image (docker://HOST/REPO:TAG) and an OCI layout with a tag (oci:DIR:TAG)")]
+    #[error("cannot copy {src} to {dst}: copy goes from a registry image (docker://...) or an OCI layout (oci:DIR[:TAG]) to an OCI layout with a tag (oci:DIR:TAG) or a registry tag (docker://HOST/REPO:TAG)")]
     Unsupported { src: String, dst: String },
     #[error("resolving {image}")]
     Resolve {
@@ -91,6 +93,22 @@ pub fn copy(src: &ImageRef, dst: &ImageRef) -> Result<Copied, CopyError> {
             if matches!(reference.target(), Target::Tag(_)) =>
         {
             into_registry(src, dir, dst, reference, access)
+        }
+        // Registry to registry: through a temporary layout (removed after), so that every blob is
+        // checked on the way down before it is offered to the destination.
+        (ImageRef::Registry { platform, .. }, ImageRef::Registry { reference, access, .. })
+            if matches!(reference.target(), Target::Tag(_)) =>
+        {
+            let staging = tempfile::Builder::new()
+                .prefix("imgsign-copy-")
+                .tempdir()
+                .map_err(|source| CopyError::Io { path: std::env::temp_dir(), source })?;
+            let dir = staging.path().join("layout");
+            let via = ImageRef::Oci { dir: dir.clone(), tag: Some("copy".into()), platform: platform.clone() };
+            let down = into_layout(src, &dir, "copy")?;
+            let mut up = into_registry(&via, &dir, dst, reference, access)?;
+            up.skipped.extend(down.skipped);
+            Ok(up)
         }
         _ => Err(CopyError::Unsupported { src: src.to_string(), dst: dst.to_string() }),
     }

@@ -1,15 +1,18 @@
-//! `imgsign copy`: a registry image and the bundles attached to it into an OCI layout on a disk,
-//! for nodes fed without a network (`verify`, `run` then read `oci:DIR:TAG` and find the bundles
-//! in it). Exit 0 copied, 2 anything refused or unreadable (nothing half-written is left).
+//! `imgsign copy`: an image and the bundles attached to it between registries and OCI layouts
+//! (registry to layout, layout to registry, registry to registry), for nodes fed without a
+//! network (`verify`, `run` read `oci:DIR:TAG` and find the bundles in it). The registry flags
+//! apply to both ends. Exit 0 copied, 2 anything refused or unreadable (a layout gets no
+//! half-written blob and no tag for a failed copy).
 
 use std::process::ExitCode;
 use verifier_core::copy::copy;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Source: docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX].
+    /// Source: docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX] or oci:DIR[:TAG].
     pub src: String,
-    /// Destination: oci:DIR:TAG (created if missing; the tag's old entry is replaced).
+    /// Destination: oci:DIR:TAG (created if missing; the tag's old entry is replaced) or
+    /// docker://HOST[:PORT]/REPO:TAG.
     pub dst: String,
     /// Platform chosen when the source is an index: OS/ARCH[/VARIANT].
     #[arg(long, default_value = "linux/amd64")]

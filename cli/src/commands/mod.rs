@@ -34,7 +34,7 @@ pub enum Command {
     Sign(sign::Args),
     /// Verify an image against signed manifest bundle(s).
     Verify(verify::Args),
-    /// Copy a registry image and its attached bundles into an OCI layout (docker://... oci:DIR:TAG).
+    /// Copy an image and its attached bundles between registries and OCI layouts.
     Copy(copy::Args),
     /// Node daemon: keep the kernel's allowed digests per cgroup current from a policy file.
     Enforce(enforce::Args),
