@@ -337,6 +337,20 @@ fn push_and_discover_bundles_as_referrers() {
     verify_ref_discover(home, &reference, &trust_c).code(0).says(&c.id);
     verify_ref_discover(home, &reference, &trust_a).code(0).says(&a.id);
 
+    // A bundle is attached only to the manifest it signs: when the tag names another manifest
+    // (it moved since signing), the push is refused and nothing is attached.
+    {
+        use verifier_core::digest::Sha256Digest;
+        use verifier_core::referrers::{push_bundles, ReferrerError};
+        use verifier_core::source::{ImageRef, RegistryAccess};
+        let access = RegistryAccess { insecure: true, ..RegistryAccess::default() };
+        let image = reference.parse::<ImageRef>().unwrap().with_registry_access(access);
+        let bundle = verifier_core::bundle::CheckedBundle::read(&home.join("1.bundle")).unwrap();
+        let other = Sha256Digest::of(b"another image manifest");
+        let refused = push_bundles(&image, other, &[bundle]);
+        assert!(matches!(refused, Err(ReferrerError::SubjectMoved { .. })), "{:?}", refused.err());
+    }
+
     // --push needs a registry image.
     sign(&image.oci_ref(), &[a], &home.join("x.bundle"), &["--push"]).code(2).says("--push needs a registry image");
     assert!(!home.join("x.bundle").exists());
