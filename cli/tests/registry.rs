@@ -152,8 +152,23 @@ fn tls_registry_with_basic_auth() {
         .arg("--trust")
         .arg(&trust));
     discovered.code(0).says("verified");
+    // Credentials from flags: the user, and the password from an environment variable.
+    let by_flags = run(imgsign_in(home)
+        .env("REGISTRY_TEST_PASSWORD", support::registry::PASSWORD)
+        .args(["verify", &reference, "--cert-dir", certs, "--no-record", "--registry-user"])
+        .arg(support::registry::USER)
+        .args(["--registry-password-env", "REGISTRY_TEST_PASSWORD", "--trust"])
+        .arg(&trust));
+    by_flags.code(0).says("verified");
+    let wrong = run(imgsign_in(home)
+        .env("REGISTRY_TEST_PASSWORD", "not the password")
+        .args(["verify", &reference, "--cert-dir", certs, "--no-record", "--registry-user"])
+        .arg(support::registry::USER)
+        .args(["--registry-password-env", "REGISTRY_TEST_PASSWORD", "--trust"])
+        .arg(&trust));
+    wrong.code(2).says("refused access").says("the credentials given");
     // The password never shows, neither on success nor on failure.
-    for run in [&refused, &untrusted, &signed, &verified, &pushed, &discovered] {
+    for run in [&refused, &untrusted, &signed, &verified, &pushed, &discovered, &by_flags, &wrong] {
         assert!(!run.all().contains(support::registry::PASSWORD));
     }
 }

@@ -26,7 +26,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use ::registry::{Access as RegistryAccess, Reference as RegistryReference};
+pub use ::registry::{Access as RegistryAccess, Credentials as RegistryCredentials, Reference as RegistryReference};
 pub use oci_spec::image::ImageConfiguration;
 
 /// Largest JSON document (index, manifest, config) read into memory.
