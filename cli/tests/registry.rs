@@ -207,6 +207,11 @@ fn hostile_registry_faults() {
         assert_ne!(signed.code, Some(0), "{fault:?}: signed\n{}", signed.all());
         assert_nothing_written(&out);
     }
+    // A transfer cut once is resumed with a Range request, and the image verifies.
+    let flaky = HostileRegistry::serve(&image.oci_dir, testdata::real::TAG, Fault::DropOnceThenRange);
+    let reference = format!("{}:v1", flaky.reference("hostile/image"));
+    verify_ref(home, &reference, &bundle, &trust, &["--insecure", "--no-record"]).code(0).says("verified");
+
     // Nothing was accepted, so nothing was recorded against rollback.
     let verified = verify_ref(home, &image.oci_ref(), &bundle, &trust, &[]);
     verified.code(0).says("highest accepted so far: none");

@@ -16,7 +16,7 @@
 
 use crate::access::Access;
 use crate::auth::{self, AuthError};
-use crate::blob::BlobReader;
+use crate::blob::{BlobReader, Resume};
 use crate::reference::{Digest, Reference, Target};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
@@ -354,7 +354,8 @@ impl Registry {
         if let Some(length) = stream.content_length.filter(|&n| n != size) {
             return Err(RegistryError::SizeMismatch { what, expected: size, actual: length });
         }
-        Ok(BlobReader::new(self.runtime.clone(), stream.stream, size.saturating_add(1)))
+        let resume = Resume { client: self.client.clone(), reference, digest: name };
+        Ok(BlobReader::new(self.runtime.clone(), stream.stream, size.saturating_add(1), resume))
     }
 
     /// A small blob (an image config) read whole under `limit`, with its size and digest checked

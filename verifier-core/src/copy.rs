@@ -59,6 +59,12 @@ pub enum CopyError {
     DigestMismatch { what: String, expected: Sha256Digest, actual: Sha256Digest },
     #[error("{what}: size mismatch: descriptor says {expected} bytes, the registry sent {actual}")]
     SizeMismatch { what: String, expected: u64, actual: u64 },
+    #[error("{what}: the transfer failed")]
+    Transfer {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot write {path}")]
     Io {
         path: PathBuf,
@@ -295,7 +301,16 @@ impl Layout {
             .map_err(|source| CopyError::Registry { image: what.clone(), source: Box::new(source) })?;
         let path = self.blob_path(&digest);
         let mut out = HashWriter { file: Some(AtomicFile::create(&path, 0o644)?), ..HashWriter::default() };
-        io::copy(&mut reader, &mut out).map_err(|source| CopyError::Io { path: path.clone(), source })?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(CopyError::Transfer { what, source }),
+            };
+            out.write_all(&buf[..n]).map_err(|source| CopyError::Io { path: path.clone(), source })?;
+        }
         let file = out.file.take();
         let (actual, read) = out.finish();
         if read != size {

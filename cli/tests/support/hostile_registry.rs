@@ -21,8 +21,11 @@ pub enum Fault {
     HugeManifest,
     /// The manifest is padded past 4 MiB with no Content-Length (read until close).
     HugeManifestUnannounced,
-    /// Layer blobs announce their full length and stop half way.
+    /// Layer blobs announce their full length and stop half way, every time.
     TruncatedLayer,
+    /// Not quite a fault: the first transfer of each layer blob stops half way, and a `Range`
+    /// request gets the rest (206), as a flaky network and a good registry would.
+    DropOnceThenRange,
     /// The manifest URL redirects to itself.
     RedirectLoop,
     /// Every request gets 401 with a Basic challenge.
@@ -120,6 +123,8 @@ struct Content {
     blobs: HashMap<String, Vec<u8>>,
     /// A referrer of the image manifest: (digest, manifest bytes, artifact type).
     referrer: Option<(String, Vec<u8>, String)>,
+    /// Blobs whose first transfer was already cut ([`Fault::DropOnceThenRange`]).
+    cut: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 impl Content {
@@ -143,7 +148,7 @@ impl Content {
             blobs.insert(digest.clone(), blob(digest));
         }
         let media_type = entry["mediaType"].as_str().unwrap().to_string();
-        Self { manifest, media_type, config, layers, blobs, referrer: None }
+        Self { manifest, media_type, config, layers, blobs, referrer: None, cut: Default::default() }
     }
 }
 
@@ -153,6 +158,7 @@ fn answer(stream: TcpStream, content: &Content, fault: Fault, host: &str) -> std
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut authorization = String::new();
+    let mut range_start: Option<usize> = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
@@ -161,6 +167,9 @@ fn answer(stream: TcpStream, content: &Content, fault: Fault, host: &str) -> std
         if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("authorization") {
                 authorization = value.trim().to_string();
+            }
+            if name.eq_ignore_ascii_case("range") {
+                range_start = value.trim().strip_prefix("bytes=").and_then(|r| r.trim_end_matches('-').parse().ok());
             }
         }
     }
@@ -258,6 +267,17 @@ fn answer(stream: TcpStream, content: &Content, fault: Fault, host: &str) -> std
         {
             let last = body.len() - 1;
             body[last] ^= 0x01;
+        }
+        if fault == Fault::DropOnceThenRange && is_layer {
+            if let Some(start) = range_start {
+                let rest = &body[start.min(body.len())..];
+                let range = format!("bytes {start}-{}/{}", body.len() - 1, body.len());
+                return send(&mut out, "206 Partial Content", &[("Content-Range", range)], rest, Some(rest.len()));
+            }
+            if content.cut.borrow_mut().insert(digest.to_string()) {
+                let length = body.len();
+                return send(&mut out, "200 OK", &[], &body[..length / 2], Some(length));
+            }
         }
         if fault == Fault::TruncatedLayer && is_layer {
             let length = body.len();
