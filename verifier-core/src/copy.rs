@@ -3,8 +3,7 @@
 //! network: `verify`, `run` and the store read the layout directly and discover its bundles, or
 //! the layout is pushed to a registry near the node.
 //!
-//! Into a layout:
-//! The image manifest chosen for the platform is copied byte for byte (its digest, which the
+//! Into a layout: the image manifest chosen for the platform is copied byte for byte (its digest, which the
 //! signatures bind, is unchanged), with its config and layers. Every blob streams into a temporary
 //! file beside its final name and is renamed into `blobs/sha256/` only once its size and digest
 //! are the descriptor's; a blob already there is kept only if it hashes to its name. The bundles
@@ -12,8 +11,8 @@
 //! the same artifacts (empty config, the bundle layer, the manifest naming the image as its
 //! subject) and listed in `index.json` with their `artifactType`, as the OCI image layout lists
 //! referrers. `index.json` is replaced whole (the tag's old entry dropped), and only after every
-//! blob it names is in place, so a failed copy leaves the layout as it was (plus, at most, blobs
-//! that are complete and correct).
+//! blob it names is in place, so a failed copy leaves the layout as it was (plus, at most, its
+//! `oci-layout` marker and blobs that are complete and correct).
 //!
 //! Between two registries: down into a temporary layout, then up (every blob checked on the way).
 //!
