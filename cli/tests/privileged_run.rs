@@ -384,3 +384,23 @@ fn privileged_freeze_thaw_and_kill() {
     assert!(!Path::new("/sys/fs/cgroup/freezer/imgsign/frz").exists());
     run(imgsign().args(["kill", "frz", "--state-root"]).arg(state_root())).code(2).says("no container frz");
 }
+
+/// `imgsign run docker://...` from an empty store: the busybox image pushed by skopeo to Debian's
+/// docker-registry on loopback, signed there with `sign --push`, its bundle discovered (no
+/// `--bundle`), verified onto disk and launched.
+#[test]
+fn privileged_run_by_registry_reference_from_an_empty_store() {
+    let (reference, _, trust) = signed();
+    let registry = support::registry::TestRegistry::plain();
+    registry.push(reference, "busybox/run:v1");
+    let image = format!("{}:v1", registry.reference("busybox/run"));
+    let tmp = tempdir();
+    let [a, ..] = keys();
+    let signed = sign(&image, &[a], &tmp.path().join("pushed.bundle"), &["--insecure", "--push", "--name", "bb"]);
+    signed.code(0).says("pushed to");
+    let mut c = imgsign();
+    c.arg("run").arg(&image).arg("--insecure").arg("--trust").arg(trust);
+    c.arg("--state-root").arg(state_root()).arg("--store").arg(tmp.path().join("store"));
+    c.args(["--no-record", "--", "/bin/sh", "-c", "echo ran from the registry"]);
+    run(&mut c).code(0).says("ran from the registry");
+}

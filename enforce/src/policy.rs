@@ -245,12 +245,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             None => None,
             Some(text) => {
                 let image: ImageRef = text.parse().map_err(|_| {
-                    invalid(at("image"), &format!("{text:?} is not oci:DIR[:TAG], docker-archive:FILE or dir:PATH"))
+                    invalid(at("image"), &format!("{text:?} is not oci:DIR[:TAG], docker-archive:FILE, dir:PATH or docker://HOST/REPO[:TAG|@DIGEST]"))
                 })?;
                 Some(match image {
                     ImageRef::Oci { dir, tag, platform } => ImageRef::Oci { dir: resolve(&dir), tag, platform },
                     ImageRef::DockerArchive { file } => ImageRef::DockerArchive { file: resolve(&file) },
                     ImageRef::Dir { path } => ImageRef::Dir { path: resolve(&path) },
+                    registry @ ImageRef::Registry { .. } => registry,
                 })
             }
         };

@@ -2,12 +2,16 @@
 //! runtime would, builds the per-file manifest, and signs or verifies it as a Sigstore bundle.
 
 pub mod bundle;
+#[cfg(feature = "registry-client")]
+pub mod copy;
 pub mod digest;
 pub mod dsse;
 pub mod image;
 pub mod manifest;
 pub mod payload;
 pub mod progress;
+#[cfg(feature = "registry-client")]
+pub mod referrers;
 pub mod sign;
 pub mod statement;
 pub mod verify;

@@ -135,6 +135,7 @@ impl Statement {
             SourceKind::Oci => "oci",
             SourceKind::DockerArchive => "docker-archive",
             SourceKind::Dir => "dir",
+            SourceKind::Registry => "registry",
         };
         Statement {
             statement_type: STATEMENT_TYPE.into(),

@@ -121,6 +121,19 @@ impl EnforceArgs {
 /// creates, so for the cgroup made here they are enabled first, on every level above it.
 const CONTROLLERS: [&str; 2] = ["memory", "pids"];
 
+/// Writes `bundles` (discovered, not read from files) as `dir/bundle-N.json` for the daemon.
+pub fn write_bundles(bundles: &[verifier_core::bundle::CheckedBundle], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    bundles
+        .iter()
+        .enumerate()
+        .map(|(i, bundle)| {
+            let path = dir.join(format!("bundle-{i}.json"));
+            bundle.write_file(&path).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
+}
+
 /// Makes `dir` (and `/sys/fs/cgroup/imgsign`) with [`CONTROLLERS`] enabled for it; an existing
 /// `dir` is refused: it would be another container's cgroup, or one left by a crash that its
 /// owner should look at.

@@ -3,10 +3,12 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+pub mod copy;
 pub mod enforce;
 pub mod enforced;
 pub mod images;
 pub mod keygen;
+pub mod registry;
 pub mod run;
 pub mod scope;
 pub mod sign;
@@ -33,6 +35,8 @@ pub enum Command {
     Sign(sign::Args),
     /// Verify an image against signed manifest bundle(s).
     Verify(verify::Args),
+    /// Copy an image and its attached bundles between registries and OCI layouts.
+    Copy(copy::Args),
     /// Node daemon: keep the kernel's allowed digests per cgroup current from a policy file.
     Enforce(enforce::Args),
     /// List the images in the local store.
@@ -61,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trust(cmd) => trust::run(cmd),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Copy(args) => copy::run(args),
         Command::Enforce(args) => enforce::run(args),
         Command::Images(args) => images::images(args),
         Command::Rmi(args) => images::rmi(args),

@@ -221,7 +221,17 @@ fn verify_and_launch(
     };
     // With --enforce the kernel holds the image's digests for the container's cgroup before
     // the container starts; removed again (on every path) when `scope` drops.
-    let _scope = match args.enforcement.register(id, &args.signed.bundles) {
+    // The daemon reads bundle files: discovered bundles (a registry's referrers) are written
+    // into the container's directory for it.
+    let bundle_files = if args.enforcement.enforce.is_some() && args.signed.bundles.is_empty() {
+        match super::enforced::write_bundles(bundles, &container.layout().dir) {
+            Ok(files) => files,
+            Err(e) => return Ok(Outcome::LaunchFailed(e)),
+        }
+    } else {
+        args.signed.bundles.clone()
+    };
+    let _scope = match args.enforcement.register(id, &bundle_files) {
         Ok(scope) => scope,
         Err(NotEnforced::Refused(reason)) => return Ok(Outcome::Refused(reason)),
         Err(NotEnforced::Failed(e)) => return Ok(Outcome::LaunchFailed(e)),

@@ -10,7 +10,7 @@ use verifier_core::source::ImageRef;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Image: oci:DIR[:TAG], docker-archive:FILE or dir:PATH.
+    /// Image: oci:DIR[:TAG], docker-archive:FILE, dir:PATH or docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX].
     pub image: String,
     /// Platform chosen when an OCI index lists several: OS/ARCH[/VARIANT].
     #[arg(long, default_value = "linux/amd64")]
@@ -39,10 +39,19 @@ pub struct Args {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Attach the bundles to the docker:// image as OCI referrers (tag schema where the
+    /// registry has no referrers API).
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let image = args.image.parse::<ImageRef>()?.with_platform(args.platform.clone());
+    let image: ImageRef = args.registry.image(&args.image, &args.platform)?;
+    if args.push && !matches!(image, ImageRef::Registry { .. }) {
+        anyhow::bail!("--push needs a registry image (docker://HOST/REPO:TAG), not {image}");
+    }
     if args.outs.len() != args.keys.len() {
         anyhow::bail!(
             "give one --out per --key ({} keys, {} outputs): each signer's bundle holds one signature, as Sigstore bundles must",
@@ -63,9 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let key_refs: Vec<&SigningKey> = keys.iter().collect();
     let prepared = prepared?;
     let out_refs: Vec<&std::path::Path> = args.outs.iter().map(PathBuf::as_path).collect();
-    prepared.sign_to(&key_refs, &out_refs)?;
-    let outs: Vec<String> = args.outs.iter().map(|p| p.display().to_string()).collect();
+    let bundles = prepared.sign_to(&key_refs, &out_refs)?;
     let statement = &prepared.statement;
+    let pushed = match (args.push, statement.subject_digests().next()) {
+        (false, _) => Vec::new(),
+        (true, Some(subject)) => verifier_core::referrers::push_bundles(&image, subject, &bundles)?,
+        (true, None) => anyhow::bail!("{image} has no subject digest to attach bundles to"),
+    };
+    let pushed_text: Vec<String> = pushed.iter().map(|p| format!("{} ({:?})", p.digest, p.via)).collect();
+    let outs: Vec<String> = args.outs.iter().map(|p| p.display().to_string()).collect();
     let subject = statement.subject_digests().next().map(|d| d.oci()).unwrap_or_default();
     let signers: Vec<String> = keys.iter().map(|k| k.public_key().key_id().to_string()).collect();
     if args.json {
@@ -78,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "subject": subject,
             "files": statement.files,
             "signers": signers,
+            "pushed": pushed.iter().map(|p| serde_json::json!({"digest": p.digest, "via": format!("{:?}", p.via)})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -91,6 +107,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             signers.join(", "),
             outs.join(", ")
         );
+        if !pushed.is_empty() {
+            println!("pushed to {image} as referrers: {}", pushed_text.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod hostile_registry;
+pub mod registry;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,5 +1,5 @@
-//! Image sources, named the way skopeo names them: `oci:DIR[:TAG]`, `docker-archive:FILE` and
-//! `dir:PATH`, each behind [`ImageSource`]: the image's identity (the digests a signature binds
+//! Image sources, named the way skopeo names them: `oci:DIR[:TAG]`, `docker-archive:FILE`,
+//! `dir:PATH` and `docker://HOST/REPO[:TAG|@DIGEST]` (a registry), each behind [`ImageSource`]: the image's identity (the digests a signature binds
 //! to), its layers (each with the blob digest, size and diff_id it must have) and a way to open a
 //! layer's blob. [`open`] is the one place a reference becomes a source; a registry or a local
 //! store is one more implementation and one more arm there. [`scan`] and the unpacker are generic
@@ -9,6 +9,8 @@
 mod dir;
 mod docker_archive;
 mod oci;
+#[cfg(feature = "registry-client")]
+pub(crate) mod registry;
 
 use crate::digest::{DigestError, Sha256Digest};
 use crate::image::apply::hash::HashApplier;
@@ -24,15 +26,27 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use ::registry::{Access as RegistryAccess, Credentials as RegistryCredentials, Reference as RegistryReference};
 pub use oci_spec::image::ImageConfiguration;
 
 /// Largest JSON document (index, manifest, config) read into memory.
-const MAX_JSON: u64 = 4 << 20;
+pub(crate) const MAX_JSON: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("bad image reference {0:?}: expected oci:DIR[:TAG], docker-archive:FILE or dir:PATH")]
+    #[error("bad image reference {0:?}: expected oci:DIR[:TAG], docker-archive:FILE, dir:PATH or docker://HOST[:PORT]/REPO[:TAG|@sha256:HEX]")]
     BadReference(String),
+    #[error("bad image reference")]
+    BadRegistryReference(#[source] ::registry::ReferenceError),
+    #[error("{0}: this build of imgsign has no registry support (verifier-core feature registry-client)")]
+    NoRegistrySupport(String),
+    #[cfg(feature = "registry-client")]
+    #[error("registry image {reference}")]
+    Registry {
+        reference: String,
+        #[source]
+        source: ::registry::RegistryError,
+    },
     #[error("cannot read {path}")]
     Io {
         path: PathBuf,
@@ -84,17 +98,29 @@ impl SourceError {
         matches!(
             self,
             SourceError::DigestMismatch { .. } | SourceError::SizeMismatch { .. } | SourceError::DiffIdMismatch { .. }
-        )
+        ) || self.is_registry_integrity()
+    }
+
+    #[cfg(feature = "registry-client")]
+    fn is_registry_integrity(&self) -> bool {
+        matches!(self, SourceError::Registry { source, .. } if source.is_integrity())
+    }
+
+    #[cfg(not(feature = "registry-client"))]
+    fn is_registry_integrity(&self) -> bool {
+        false
     }
 }
 
-/// Where an image comes from. An OCI layout may hold an index of several platforms: `platform`
-/// chooses among them (linux/amd64 unless [`ImageRef::with_platform`] says otherwise).
+/// Where an image comes from. An OCI layout or a registry may hold an index of several
+/// platforms: `platform` chooses among them (linux/amd64 unless [`ImageRef::with_platform`] says
+/// otherwise). A registry reference carries how to reach the registry (TLS, credentials).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     Oci { dir: PathBuf, tag: Option<String>, platform: Platform },
     DockerArchive { file: PathBuf },
     Dir { path: PathBuf },
+    Registry { reference: RegistryReference, platform: Platform, access: RegistryAccess },
 }
 
 impl ImageRef {
@@ -102,6 +128,15 @@ impl ImageRef {
     pub fn with_platform(self, platform: Platform) -> Self {
         match self {
             ImageRef::Oci { dir, tag, .. } => ImageRef::Oci { dir, tag, platform },
+            ImageRef::Registry { reference, access, .. } => ImageRef::Registry { reference, platform, access },
+            other => other,
+        }
+    }
+
+    /// The same reference, reaching a registry with `access` (no change to other sources).
+    pub fn with_registry_access(self, access: RegistryAccess) -> Self {
+        match self {
+            ImageRef::Registry { reference, platform, .. } => ImageRef::Registry { reference, platform, access },
             other => other,
         }
     }
@@ -112,6 +147,14 @@ impl std::str::FromStr for ImageRef {
 
     fn from_str(s: &str) -> Result<Self, SourceError> {
         let bad = || SourceError::BadReference(s.to_string());
+        if let Some(rest) = s.strip_prefix("docker://") {
+            let reference = rest.parse().map_err(SourceError::BadRegistryReference)?;
+            return Ok(ImageRef::Registry {
+                reference,
+                platform: Platform::default(),
+                access: RegistryAccess::default(),
+            });
+        }
         let (transport, rest) = s.split_once(':').ok_or_else(bad)?;
         if rest.is_empty() {
             return Err(bad());
@@ -141,6 +184,7 @@ impl fmt::Display for ImageRef {
             ImageRef::Oci { dir, tag: None, .. } => write!(f, "oci:{}", dir.display()),
             ImageRef::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
             ImageRef::Dir { path } => write!(f, "dir:{}", path.display()),
+            ImageRef::Registry { reference, .. } => write!(f, "docker://{reference}"),
         }
     }
 }
@@ -151,6 +195,7 @@ pub enum SourceKind {
     Oci,
     DockerArchive,
     Dir,
+    Registry,
 }
 
 /// Digests of one layer, as named by the image and as read.
@@ -232,6 +277,12 @@ pub fn open(image: &ImageRef) -> Result<Box<dyn ImageSource>, SourceError> {
         ImageRef::Oci { dir, tag, platform } => Box::new(oci::OciLayout::open(dir, tag.as_deref(), platform)?),
         ImageRef::DockerArchive { file } => Box::new(docker_archive::DockerArchive::open(file)?),
         ImageRef::Dir { path } => Box::new(dir::DirSource::open(path)?),
+        #[cfg(feature = "registry-client")]
+        ImageRef::Registry { reference, platform, access } => {
+            Box::new(registry::RegistrySource::open(reference, platform, access)?)
+        }
+        #[cfg(not(feature = "registry-client"))]
+        ImageRef::Registry { .. } => return Err(SourceError::NoRegistrySupport(image.to_string())),
     })
 }
 
@@ -383,6 +434,14 @@ mod tests {
         );
         assert_eq!("dir:/usr/bin".parse::<ImageRef>().unwrap(), ImageRef::Dir { path: "/usr/bin".into() });
         assert!("docker://x".parse::<ImageRef>().is_err());
+        let ImageRef::Registry { reference, .. } = "docker://127.0.0.1:5000/a/b:t".parse::<ImageRef>().unwrap() else {
+            panic!("not a registry reference")
+        };
+        assert_eq!(reference.to_string(), "127.0.0.1:5000/a/b:t");
+        assert_eq!(
+            "docker://127.0.0.1:5000/a/b:t".parse::<ImageRef>().unwrap().to_string(),
+            "docker://127.0.0.1:5000/a/b:t"
+        );
         assert!("oci:".parse::<ImageRef>().is_err());
         assert!("/plain/path".parse::<ImageRef>().is_err());
     }

@@ -14,9 +14,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const INDEX_TYPES: &[&str] =
+pub(super) const INDEX_TYPES: &[&str] =
     &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
-const MANIFEST_TYPES: &[&str] =
+pub(super) const MANIFEST_TYPES: &[&str] =
     &["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"];
 const LAYER_TYPES: &[&str] = &[
     "application/vnd.oci.image.layer.v1.tar",
@@ -92,34 +92,12 @@ impl OciLayout {
         // config by digest and size: the config is checked against them before it is parsed.
         let config_bytes = read_blob(dir, &config_digest, manifest.config().size(), "image config")?;
         let config: ImageConfiguration = parse_json(&format!("image config {config_digest}"), &config_bytes)?;
-        let diff_ids = diff_ids(&config, &format!("image config {config_digest}"))?;
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(SourceError::Layout {
-                path: blob_path(dir, &manifest_digest),
-                reason: format!(
-                    "manifest lists {} layers but the config has {} diff_ids",
-                    manifest.layers().len(),
-                    diff_ids.len()
-                ),
-            });
-        }
-        let mut layers = Vec::new();
-        for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
-            let media_type = layer.media_type().to_string();
-            if !LAYER_TYPES.contains(&media_type.as_str()) {
-                return Err(SourceError::Layout {
-                    path: blob_path(dir, &manifest_digest),
-                    reason: format!("layer {} has unsupported media type {media_type:?}", layer.digest()),
-                });
-            }
-            let digest = parse_digest("layer descriptor", layer.digest().as_ref())?;
-            layers.push(LayerDescriptor {
-                label: digest.oci(),
-                digest: Some(digest),
-                size: Some(layer.size()),
-                diff_id,
-            });
-        }
+        let layers = manifest_layers(
+            &manifest,
+            &config,
+            &format!("image config {config_digest}"),
+            &blob_path(dir, &manifest_digest),
+        )?;
         let identity = ImageIdentity {
             kind: SourceKind::Oci,
             default_name: super::basename(dir),
@@ -146,8 +124,9 @@ fn choose<'a>(
             path: index_path.to_path_buf(),
             reason: format!("no image tagged {tag:?} (tags: {})", tags()),
         }),
-        None => match manifests {
-            [only] => Ok(only),
+        // Without a tag: the one image, referrers (artifacts, e.g. bundles) aside.
+        None => match manifests.iter().filter(|m| m.artifact_type().is_none()).collect::<Vec<_>>().as_slice() {
+            [only] => Ok(*only),
             [] => Err(SourceError::Layout { path: index_path.to_path_buf(), reason: "index lists no images".into() }),
             _ => Err(SourceError::Layout {
                 path: index_path.to_path_buf(),
@@ -158,7 +137,7 @@ fn choose<'a>(
 }
 
 /// The first manifest of an image index that serves `platform`; the error lists what there is.
-fn choose_platform<'a>(
+pub(super) fn choose_platform<'a>(
     manifests: &'a [Descriptor],
     platform: &Platform,
     index_path: &Path,
@@ -186,6 +165,40 @@ fn choose_platform<'a>(
                 ),
             }
         })
+}
+
+/// The layers of a checked image manifest, each with the diff_id its checked config gives;
+/// `what_config` and `manifest_path` name the two in errors.
+pub(super) fn manifest_layers(
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+    what_config: &str,
+    manifest_path: &Path,
+) -> Result<Vec<LayerDescriptor>, SourceError> {
+    let diff_ids = diff_ids(config, what_config)?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(SourceError::Layout {
+            path: manifest_path.to_path_buf(),
+            reason: format!(
+                "manifest lists {} layers but the config has {} diff_ids",
+                manifest.layers().len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let mut layers = Vec::new();
+    for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
+        let media_type = layer.media_type().to_string();
+        if !LAYER_TYPES.contains(&media_type.as_str()) {
+            return Err(SourceError::Layout {
+                path: manifest_path.to_path_buf(),
+                reason: format!("layer {} has unsupported media type {media_type:?}", layer.digest()),
+            });
+        }
+        let digest = parse_digest("layer descriptor", layer.digest().as_ref())?;
+        layers.push(LayerDescriptor { label: digest.oci(), digest: Some(digest), size: Some(layer.size()), diff_id });
+    }
+    Ok(layers)
 }
 
 fn blob_path(dir: &Path, digest: &Sha256Digest) -> PathBuf {
