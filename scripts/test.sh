@@ -54,12 +54,12 @@ stage() {
 # its own stage, with the process tree it hung in, instead of eating CI's 90 minutes.
 stage format 120 cargo fmt --all -- --check
 # [workspace.lints] (no unsafe, no printing in libraries) and clippy's defaults, as errors.
-stage lint 900 cargo clippy --workspace --all-targets --quiet -- -D warnings
+stage lint 1200 cargo clippy --workspace --all-targets --quiet -- -D warnings
 stage host-tests 1500 cargo test --workspace --quiet
-stage sigstore-interop 300 bash tests/sigstore-interop/run.sh
-stage run-debian 600 bash tests/run-debian/run.sh
+stage sigstore-interop 600 bash tests/sigstore-interop/run.sh
+stage run-debian 1200 bash tests/run-debian/run.sh
 if [ "$fast" -eq 0 ]; then
-    stage fuzz 600 bash fuzz/run.sh "$FUZZ_SECONDS"
+    stage fuzz 1500 bash fuzz/run.sh "$FUZZ_SECONDS"
     stage kernel-lab 2400 bash scripts/lab.sh
 fi
 
