@@ -33,6 +33,11 @@ struct Node {
 impl Node {
     /// A signed busybox image, and the daemon enforcing nothing yet (scopes come from `run`).
     fn start(name: &str) -> Node {
+        Node::start_with(name, "")
+    }
+
+    /// [`Node::start`] with `scopes` (policy `[[scope]]` tables) in the policy.
+    fn start_with(name: &str, scopes: &str) -> Node {
         let work = Path::new(WORK).join(name);
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work).unwrap();
@@ -43,7 +48,7 @@ impl Node {
         fs::write(
             &policy,
             format!(
-                "trust = {:?}\nevents = {:?}\ncontrol = {:?}\npin_dir = \"/sys/fs/bpf/imgsign-vm-run\"\n",
+                "trust = {:?}\nevents = {:?}\ncontrol = {:?}\npin_dir = \"/sys/fs/bpf/imgsign-vm-run\"\n{scopes}",
                 trust, events, socket
             ),
         )
@@ -252,4 +257,27 @@ fn vm_run_enforce_refuses_without_the_daemon_or_its_trust() {
     assert!(!r.stdout.contains("RAN"), "{}", r.all());
     assert!(!Path::new(CGROUPS).join("untrusted").exists(), "cgroup left");
     assert!(!node.scopes().contains("scope untrusted "), "{}", node.scopes());
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_run_a_deny_unknown_parent_fails_unregistered_containers_closed() {
+    fs::create_dir_all(CGROUPS).unwrap();
+    let parent =
+        format!("\n[[scope]]\nname = \"containers\"\ncgroup = {CGROUPS:?}\nmode = \"enforce\"\ndeny_unknown = true\n");
+    let node = Node::start_with("unknown", &parent);
+    // Without --enforce nothing gives the container a scope of its own: the parent's, which
+    // allows nothing, refuses its entrypoint.
+    let mut c = imgsign();
+    c.arg("run").arg(&node.image).arg("--bundle").arg(&node.bundle).arg("--trust").arg(&node.trust);
+    c.arg("--store").arg(Path::new(WORK).join("store")).arg("--state-root").arg(Path::new(WORK).join("state"));
+    c.args(["--no-record", "--name", "unregistered", "--", "/bin/sh", "-c", "echo RAN"]);
+    let r = run(&mut c);
+    assert!(!r.stdout.contains("RAN"), "{}", r.all());
+    assert_ne!(r.code, Some(0), "{}", r.all());
+    node.wait_for(|| !node.verdicts("containers", "denied").is_empty(), "a denial in the parent scope");
+    // With --enforce the container's own scope, nearer, holds the image's digests.
+    let r = run(&mut node.run_cmd("registered", &[], &sh("echo ok")));
+    r.code(0);
+    assert_eq!(r.stdout, "ok\n", "{}", r.all());
 }

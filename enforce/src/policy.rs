@@ -166,6 +166,11 @@ struct ScopeFile {
     profile: Profile,
     #[serde(default)]
     on_violation: Option<Violation>,
+    /// A parent that allows nothing of its own: tasks below it that no nearer scope holds
+    /// (a container whose scope was never made) fail closed. Takes no bundles.
+    #[serde(default)]
+    deny_unknown: bool,
+    #[serde(default)]
     bundles: Vec<PathBuf>,
     #[serde(default)]
     image: Option<String>,
@@ -238,8 +243,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         if !cgroups.insert(scope.cgroup.clone()) {
             return Err(invalid(at("cgroup"), "is the cgroup of an earlier scope"));
         }
-        if scope.bundles.is_empty() {
-            return Err(invalid(at("bundles"), "is empty: a scope needs at least one signed manifest"));
+        match (scope.deny_unknown, scope.bundles.is_empty()) {
+            (false, true) => {
+                return Err(invalid(
+                    at("bundles"),
+                    "is empty: a scope needs at least one signed manifest (or deny_unknown = true, for a parent \
+                     cgroup that allows nothing of its own)",
+                ))
+            }
+            (true, false) => {
+                return Err(invalid(
+                    at("bundles"),
+                    "must be empty in a deny_unknown scope: it allows nothing of its own",
+                ))
+            }
+            (true, true) if scope.image.is_some() => {
+                return Err(invalid(at("image"), "is meaningless in a deny_unknown scope: it has no manifest"))
+            }
+            _ => {}
         }
         let image = match scope.image.as_deref() {
             None => None,

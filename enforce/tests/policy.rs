@@ -90,6 +90,21 @@ fn recheck_defaults_to_a_minute_and_is_bounded() {
 }
 
 #[test]
+fn a_deny_unknown_scope_takes_no_bundles_and_only_it_may_have_none() {
+    let parent = |extra: &str| {
+        format!("trust = \"trust\"\n\n[[scope]]\nname = \"parent\"\ncgroup = \"/sys/fs/cgroup/c\"\nmode = \"enforce\"\n{extra}")
+    };
+    let p = parse(&parent("deny_unknown = true\n")).unwrap();
+    assert!(p.scopes[0].bundles.is_empty());
+    let e = error(&parent("bundles = []\n"));
+    assert!(e.contains("bundles") && e.contains("deny_unknown"), "{e}");
+    let e = error(&parent("deny_unknown = true\nbundles = [\"b.json\"]\n"));
+    assert!(e.contains("must be empty"), "{e}");
+    let e = error(&parent("deny_unknown = true\nimage = \"oci:/i\"\n"));
+    assert!(e.contains("image"), "{e}");
+}
+
+#[test]
 fn a_scope_responds_to_violations_only_when_asked() {
     let p = parse(GOOD).unwrap();
     assert_eq!((p.scopes[0].on_violation, p.scopes[1].on_violation), (None, None));
