@@ -310,7 +310,14 @@ impl ScopePlan {
 fn fail_closed(spec: &ScopeSpec, error: &PlanError) -> Option<ScopePlan> {
     let cgroup_id = cgroup_id(&spec.cgroup).ok()?;
     check_level(&spec.name, &spec.cgroup, crate::cgroup::level(&spec.cgroup)).ok()?;
-    Some(ScopePlan {
+    let mut plan = empty_scope(spec, cgroup_id);
+    plan.failed = Some(crate::verified::error_chain(error));
+    Some(plan)
+}
+
+/// `spec` as a scope of cgroup `cgroup_id` holding no digests yet.
+fn empty_scope(spec: &ScopeSpec, cgroup_id: u64) -> ScopePlan {
+    ScopePlan {
         name: spec.name.clone(),
         cgroup: spec.cgroup.clone(),
         cgroup_id,
@@ -321,8 +328,8 @@ fn fail_closed(spec: &ScopeSpec, error: &PlanError) -> Option<ScopePlan> {
         digests: Arc::new(DigestSet::default()),
         privileged: Vec::new(),
         manifests: Vec::new(),
-        failed: Some(crate::verified::error_chain(error)),
-    })
+        failed: None,
+    }
 }
 
 fn build_scope(
@@ -405,24 +412,12 @@ fn build_scope(
     }
     let cgroup_id = cgroup_id(&spec.cgroup).map_err(|source| PlanError::Cgroup { scope: scope(), source })?;
     check_level(&spec.name, &spec.cgroup, crate::cgroup::level(&spec.cgroup))?;
-    Ok(ScopePlan {
-        name: spec.name.clone(),
-        cgroup: spec.cgroup.clone(),
-        cgroup_id,
-        mode: spec.mode,
-        remote_fs: spec.remote_fs,
-        profile: spec.profile,
-        on_violation: spec.on_violation,
-        privileged: digests
-            .iter()
-            .flat_map(|set| set.iter())
-            .filter(|(_, p)| p.is_privileged())
-            .map(|(d, _)| *d)
-            .collect(),
-        digests: digests.unwrap_or_default(),
-        manifests,
-        failed: None,
-    })
+    let mut plan = empty_scope(spec, cgroup_id);
+    plan.privileged =
+        digests.iter().flat_map(|set| set.iter()).filter(|(_, p)| p.is_privileged()).map(|(d, _)| *d).collect();
+    plan.digests = digests.unwrap_or_default();
+    plan.manifests = manifests;
+    Ok(plan)
 }
 
 /// The deepest cgroup level the kernel programs search for a scope (the root is level 0).
