@@ -105,41 +105,75 @@ impl Loaded {
     }
 }
 
-/// The steps that take the kernel from `loaded` to `desired`: every changed or new set replaced
-/// (new scopes get a fresh scope id), then the cgroups' scope entries set (new scopes, mode or
-/// profile changes), then removals of scopes no longer desired and the retirement of their sets
-/// (forgotten later by [`reap`]). An unchanged scope costs nothing.
+/// The steps that take the kernel from `loaded` to `desired`: every new or changed set written
+/// (cgroups that want the same digests share one scope id and one set in the kernel, so a
+/// hundred containers of one image cost one set), then the cgroups' scope entries set (new
+/// scopes, a scope id, mode or profile change), then removals of scopes no longer desired and
+/// the retirement of sets no cgroup points at any more (forgotten later by [`reap`]). A set
+/// changes in place only when every cgroup pointing at it wants the change; otherwise the
+/// cgroups that want it move to a fresh scope id. An unchanged scope costs nothing.
 pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
-    let mut replaces = Vec::new();
-    let mut switches = Vec::new();
-    let mut removals = Vec::new();
-    let mut next_id = loaded.next_id.max(1);
+    // Cgroups wanting equal digest sets (the same statement's set is one Arc).
+    let mut groups: Vec<(&DigestSet, Vec<u64>)> = Vec::new();
     for (&cgroup_id, scope) in &desired.scopes {
-        let (id, mode, profile, remote_fs) = match loaded.scopes.get(&cgroup_id) {
-            Some(&current) => current,
+        let set: &DigestSet = &scope.digests;
+        match groups.iter_mut().find(|(g, _)| std::ptr::eq(*g, set) || *g == set) {
+            Some((_, members)) => members.push(cgroup_id),
+            None => groups.push((set, vec![cgroup_id])),
+        }
+    }
+    let group_of: BTreeMap<u64, usize> =
+        groups.iter().enumerate().flat_map(|(i, (_, members))| members.iter().map(move |&c| (c, i))).collect();
+    // Whether every cgroup that points at `id` now is in group `index` (so its set may change).
+    let only_group = |id: u32, index: usize| {
+        loaded.scopes.iter().filter(|(_, s)| s.0 == id).all(|(c, _)| group_of.get(c) == Some(&index))
+    };
+
+    let mut next_id = loaded.next_id.max(1);
+    let mut taken = BTreeSet::new();
+    let mut replaces = Vec::new();
+    let mut assigned: BTreeMap<u64, u32> = BTreeMap::new();
+    for (index, (set, members)) in groups.iter().enumerate() {
+        let current: Vec<u32> = members.iter().filter_map(|c| loaded.scopes.get(c).map(|s| s.0)).collect();
+        let unchanged = current
+            .iter()
+            .copied()
+            .find(|id| !taken.contains(id) && !loaded.unknown.contains(id) && loaded.set(*id) == **set);
+        let id = match unchanged {
+            Some(id) => id,
             None => {
-                let id = next_id;
-                next_id = next_id.wrapping_add(1).max(1);
-                (id, scope.mode, scope.profile, scope.remote_fs)
+                let id = current.iter().copied().find(|&id| !taken.contains(&id) && only_group(id, index));
+                let id = id.unwrap_or_else(|| {
+                    let fresh = next_id;
+                    next_id = next_id.wrapping_add(1).max(1);
+                    fresh
+                });
+                let digests = set.iter().map(|(d, p)| (*d, *p)).collect();
+                replaces.push(Op::Replace { scope_id: id, digests });
+                id
             }
         };
-        let is_new = !loaded.scopes.contains_key(&cgroup_id);
-        if is_new || loaded.unknown.contains(&id) || loaded.set(id) != *scope.digests {
-            let digests = scope.digests.iter().map(|(d, p)| (*d, *p)).collect();
-            replaces.push(Op::Replace { scope_id: id, digests });
-        }
-        if is_new || mode != scope.mode || profile != scope.profile || remote_fs != scope.remote_fs {
+        taken.insert(id);
+        assigned.extend(members.iter().map(|&c| (c, id)));
+    }
+
+    let mut switches = Vec::new();
+    for (&cgroup_id, scope) in &desired.scopes {
+        let id = assigned[&cgroup_id];
+        let wanted = (id, scope.mode, scope.profile, scope.remote_fs);
+        if loaded.scopes.get(&cgroup_id) != Some(&wanted) {
             let (mode, profile, remote_fs) = (scope.mode, scope.profile, scope.remote_fs);
             switches.push(Op::SetScope { cgroup_id, scope_id: id, mode, profile, remote_fs });
         }
     }
-    let mut retires = Vec::new();
-    for (&cgroup_id, &(id, ..)) in &loaded.scopes {
-        if desired.scope(cgroup_id).is_none() {
-            removals.push(Op::RemoveScope { cgroup_id });
-            retires.push(Op::Retire { scope_id: id });
-        }
-    }
+    let removals: Vec<Op> = loaded
+        .scopes
+        .keys()
+        .filter(|c| desired.scope(**c).is_none())
+        .map(|&cgroup_id| Op::RemoveScope { cgroup_id })
+        .collect();
+    let in_use: BTreeSet<u32> = loaded.scopes.values().map(|s| s.0).chain(loaded.unknown.iter().copied()).collect();
+    let retires = in_use.into_iter().filter(|id| !taken.contains(id)).map(|scope_id| Op::Retire { scope_id });
     replaces.into_iter().chain(switches).chain(removals).chain(retires).collect()
 }
 
@@ -451,6 +485,67 @@ mod tests {
             "{ops:?}"
         );
         assert_ne!(loaded.scopes[&10].0, loaded.scopes[&11].0, "one scope id per cgroup");
+    }
+
+    #[test]
+    fn cgroups_wanting_one_set_share_it_and_a_change_moves_only_those_that_want_it() {
+        let mut loaded = Loaded::default();
+        // Three containers of one image (one Arc, as a statement's set is), one of another.
+        let image = scope(10, Mode::Enforce, &[1, 2]).1.digests;
+        let of_image = |c: u64| (c, DesiredScope { digests: image.clone(), ..scope(c, Mode::Enforce, &[]).1 });
+        let ops =
+            apply(&mut loaded, &plan(vec![of_image(10), of_image(11), of_image(12), scope(13, Mode::Audit, &[3])]));
+        assert_eq!(ops.iter().filter(|op| matches!(op, Op::Replace { .. })).count(), 2, "{ops:?}");
+        let id = |l: &Loaded, c: u64| l.scopes[&c].0;
+        assert!(id(&loaded, 10) == id(&loaded, 11) && id(&loaded, 11) == id(&loaded, 12));
+        assert_ne!(id(&loaded, 10), id(&loaded, 13));
+        assert_eq!(loaded.sets.len(), 2, "one set in the kernel per distinct digest set");
+        let shared = id(&loaded, 10);
+
+        // 11 moves to a new version: only it moves, to a fresh id; the others' set is untouched.
+        let ops = apply(
+            &mut loaded,
+            &plan(vec![of_image(10), scope(11, Mode::Enforce, &[1, 2, 5]), of_image(12), scope(13, Mode::Audit, &[3])]),
+        );
+        let fresh = id(&loaded, 11);
+        assert_ne!(fresh, shared);
+        assert_eq!(
+            ops,
+            vec![
+                Op::Replace { scope_id: fresh, digests: plain(&[d(1), d(2), d(5)]) },
+                Op::SetScope {
+                    cgroup_id: 11,
+                    scope_id: fresh,
+                    mode: Mode::Enforce,
+                    profile: Profile::Default,
+                    remote_fs: false
+                },
+            ]
+        );
+        // An equal set from another Arc joins the shared one without a write.
+        let ops = apply(
+            &mut loaded,
+            &plan(vec![
+                of_image(10),
+                scope(11, Mode::Enforce, &[1, 2, 5]),
+                of_image(12),
+                scope(13, Mode::Audit, &[3]),
+                scope(14, Mode::Enforce, &[1, 2]),
+            ]),
+        );
+        assert!(matches!(ops[..], [Op::SetScope { cgroup_id: 14, scope_id, .. }] if scope_id == shared), "{ops:?}");
+
+        // Every container of the image gone: their set is retired, once, and no other.
+        let ops = apply(&mut loaded, &plan(vec![scope(11, Mode::Enforce, &[1, 2, 5]), scope(13, Mode::Audit, &[3])]));
+        assert_eq!(
+            ops,
+            vec![
+                Op::RemoveScope { cgroup_id: 10 },
+                Op::RemoveScope { cgroup_id: 12 },
+                Op::RemoveScope { cgroup_id: 14 },
+                Op::Retire { scope_id: shared },
+            ]
+        );
     }
 
     #[test]
