@@ -680,3 +680,24 @@ fn a_scope_that_stops_verifying_fails_closed_and_the_others_keep_theirs() {
     assert_eq!(digests(&daemon)[3], ("broken".into(), full));
     assert!(out.records().iter().any(|r| r["action"] == "scope-restored" && r["scope"] == "broken"));
 }
+
+#[test]
+fn a_scope_the_kernel_cannot_take_is_refused_not_left_unenforced() {
+    // A full digest map (or any refused update) fails the apply: the request is refused, the
+    // plan in force is put back, and the caller (`imgsign run --enforce`) runs nothing.
+    let Some(s) = setup("control-full") else { return };
+    let Some(container) = TestCgroup::new("control-full-2") else { return };
+    let (mut daemon, out) = start(&s);
+    let socket = s.dir.path().join("run").join("enforce.sock");
+    daemon.serve_control(ControlServer::bind(&socket).unwrap());
+    let before = daemon.plan().clone();
+    daemon_kernel(&mut daemon).refuse_next = true;
+    let reply = over_socket(&mut daemon, &socket, add_request("c1", &container.path, s.dir.path().join("v1.json")));
+    assert!(!reply.ok && reply.error.as_deref().unwrap().contains("map update refused"), "{reply:?}");
+    assert_eq!(daemon.plan(), &before);
+    assert_eq!(daemon.kernel().applied.last(), Some(&before.desired()), "the plan in force was put back");
+    assert!(out.records().iter().any(|r| r["action"] == "apply-failed"));
+    // The next request, with room in the kernel, works.
+    let reply = over_socket(&mut daemon, &socket, add_request("c1", &container.path, s.dir.path().join("v1.json")));
+    assert!(reply.ok, "{reply:?}");
+}
