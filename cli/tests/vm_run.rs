@@ -143,6 +143,11 @@ fn vm_run_enforce_runs_the_signed_image_and_the_kernel_refuses_what_it_lacks() {
     let denied = &node.verdicts("drop", "denied")[0];
     assert_eq!(denied["path"], "/tmp/dropped", "{denied}");
     assert_eq!(denied["cgroup"], format!("{CGROUPS}/drop"), "{denied}");
+    assert_eq!(
+        (denied["container"]["id"].as_str(), denied["container"]["image"].as_str()),
+        (Some("drop"), Some(node.image.as_str())),
+        "{denied}"
+    );
 
     // --enforce=audit: the same script runs, reported.
     let r = run(&mut node.run_cmd("audit", &["--enforce=audit"], &sh(DROP_AND_RUN)));

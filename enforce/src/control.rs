@@ -79,10 +79,25 @@ pub struct AddScope {
     /// Freeze or kill the cgroup when the kernel reports a violation in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_violation: Option<Violation>,
+    /// The container the cgroup is, named in every event of the scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerInfo>,
     pub bundles: Vec<PathBuf>,
     /// Also compare this image's files with the manifest (`oci:DIR[:TAG]`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+}
+
+/// What a runtime says of the container whose cgroup a scope is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerInfo {
+    /// The runtime's container id.
+    pub id: String,
+    /// The image reference it was started from.
+    pub image: String,
+    /// The image's signed digest (`sha256:...`).
+    pub digest: String,
 }
 
 /// A scope as listed.
@@ -249,6 +264,7 @@ mod tests {
             profile: Profile::Default,
             remote_fs: false,
             on_violation: Some(Violation::Freeze),
+            container: None,
             bundles: vec!["/b.json".into()],
             image: None,
         });

@@ -292,8 +292,11 @@ impl<K: Kernel> Daemon<K> {
                     .as_ref()
                     .map(|p| p.display().to_string());
             }
-            let record = serde_json::to_value(EventRecord { record: "event", time: now_rfc3339(), event: &event })
+            let mut record = serde_json::to_value(EventRecord { record: "event", time: now_rfc3339(), event: &event })
                 .expect("events serialise");
+            if let Some(container) = scope.and_then(|s| s.container.as_ref()) {
+                record["container"] = serde_json::to_value(container).expect("containers serialise");
+            }
             self.write(&record)?;
             self.remember(event.scope.as_deref(), record);
             self.respond_to(&event)?;
@@ -460,6 +463,7 @@ impl<K: Kernel> Daemon<K> {
             remote_fs: add.remote_fs,
             profile: add.profile,
             on_violation: add.on_violation,
+            container: add.container,
             bundles: add.bundles,
             image,
         })

@@ -124,6 +124,9 @@ pub struct ScopePlan {
     /// What the daemon does to the cgroup on a violation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_violation: Option<Violation>,
+    /// The container the cgroup is, when a runtime said so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::control::ContainerInfo>,
     /// Every `file` and `hardlink` digest of the scope's signed manifests, once each (shared with
     /// the verified statement when the scope has one).
     #[serde(serialize_with = "hex_digests")]
@@ -325,6 +328,7 @@ fn empty_scope(spec: &ScopeSpec, cgroup_id: u64) -> ScopePlan {
         remote_fs: spec.remote_fs,
         profile: spec.profile,
         on_violation: spec.on_violation,
+        container: spec.container.clone(),
         digests: Arc::new(DigestSet::default()),
         privileged: Vec::new(),
         manifests: Vec::new(),

@@ -283,6 +283,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             remote_fs: scope.remote_fs,
             profile: scope.profile,
             on_violation: scope.on_violation,
+            container: None,
             bundles: scope.bundles.iter().map(|b| resolve(b)).collect(),
             image,
         });

@@ -36,6 +36,8 @@ pub struct ScopeSpec {
     pub profile: Profile,
     /// What the daemon does to the cgroup on a violation, if anything.
     pub on_violation: Option<Violation>,
+    /// The container the cgroup is (from the control socket), named in its events.
+    pub container: Option<crate::control::ContainerInfo>,
     /// Bundles carrying the same statement pool their signatures; different statements add
     /// their files to the scope's set.
     pub bundles: Vec<PathBuf>,

@@ -346,6 +346,7 @@ fn a_second_scope_source_adds_its_scopes_beside_the_policys() {
         remote_fs: false,
         profile: Profile::Default,
         on_violation: None,
+        container: None,
         bundles: vec![s.dir.path().join("v1.json")],
         image: None,
     }])));
@@ -371,6 +372,7 @@ fn add_request(name: &str, cgroup: &std::path::Path, bundle: PathBuf) -> Request
         profile: Profile::Default,
         remote_fs: false,
         on_violation: None,
+        container: None,
         bundles: vec![bundle],
         image: None,
     })
@@ -546,6 +548,11 @@ fn a_violation_freezes_or_kills_the_scope_that_asks_for_it() {
     for (name, cgroup, action) in [("f", &frozen.path, Violation::Freeze), ("k", &killed.path, Violation::Kill)] {
         let Request::Add(mut add) = add_request(name, cgroup, bundle.clone()) else { unreachable!() };
         add.on_violation = Some(action);
+        add.container = Some(control::ContainerInfo {
+            id: format!("ctr-{name}"),
+            image: "oci:/images/web:1".into(),
+            digest: "sha256:00".into(),
+        });
         let reply = over_socket(&mut daemon, &socket, Request::Add(add));
         assert!(reply.ok, "{reply:?}");
     }
@@ -576,6 +583,12 @@ fn a_violation_freezes_or_kills_the_scope_that_asks_for_it() {
     assert_eq!((responses[0]["scope"].as_str(), responses[0]["action"].as_str()), (Some("f"), Some("freeze")));
     assert_eq!((responses[1]["scope"].as_str(), responses[1]["action"].as_str()), (Some("k"), Some("kill")));
     assert!(responses.iter().all(|r| r.get("error").is_none()), "{responses:?}");
+    // The events name the container the runtime registered.
+    let denied = out.records().into_iter().find(|r| r["record"] == "event" && r["scope"] == "k").unwrap();
+    assert_eq!(
+        (denied["container"]["id"].as_str(), denied["container"]["image"].as_str()),
+        (Some("ctr-k"), Some("oci:/images/web:1"))
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !cgroup_frozen(&frozen.path) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

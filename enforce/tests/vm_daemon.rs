@@ -283,6 +283,7 @@ fn vm_daemon_control_socket_scopes_a_new_cgroup_before_its_first_exec() {
         profile: enforce::Profile::Default,
         remote_fs: false,
         on_violation: None,
+        container: None,
         bundles: vec![bundle],
         image: None,
     });

@@ -12,7 +12,7 @@
 
 use super::scope::{ModeArg, ProfileArg, ViolationArg};
 use anyhow::Context as _;
-use enforce::control::{self, AddScope, Request, DEFAULT_SOCKET};
+use enforce::control::{self, AddScope, ContainerInfo, Request, DEFAULT_SOCKET};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -65,9 +65,12 @@ pub struct Registered {
 }
 
 impl EnforceArgs {
-    /// Makes the cgroup of container `id` and registers it as scope `id` holding `bundles`'
-    /// digests. `None` without `--enforce`.
-    pub fn register(&self, id: &str, bundles: &[PathBuf]) -> Result<Option<Registered>, NotEnforced> {
+    /// Makes the cgroup of container `container.id` and registers it as scope `container.id`
+    /// holding `bundles`' digests; the daemon names the container in the scope's events. `None`
+    /// without `--enforce`.
+    pub fn register(&self, container: ContainerInfo, bundles: &[PathBuf]) -> Result<Option<Registered>, NotEnforced> {
+        let id = container.id.clone();
+        let id = id.as_str();
         let Some(mode) = self.enforce else { return Ok(None) };
         let root = Path::new(CGROUP_ROOT);
         match enforce::cgroup::fs_magic(root) {
@@ -94,6 +97,7 @@ impl EnforceArgs {
             profile: self.enforce_profile.into(),
             remote_fs: false,
             on_violation: self.on_violation.map(Into::into),
+            container: Some(container),
             bundles,
             image: None,
         });

@@ -231,7 +231,12 @@ fn verify_and_launch(
     } else {
         args.signed.bundles.clone()
     };
-    let _scope = match args.enforcement.register(id, &bundle_files) {
+    let named = enforce::control::ContainerInfo {
+        id: id.to_string(),
+        image: container.config().image.clone(),
+        digest: container.config().digest.clone(),
+    };
+    let _scope = match args.enforcement.register(named, &bundle_files) {
         Ok(scope) => scope,
         Err(NotEnforced::Refused(reason)) => return Ok(Outcome::Refused(reason)),
         Err(NotEnforced::Failed(e)) => return Ok(Outcome::LaunchFailed(e)),

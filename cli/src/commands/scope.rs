@@ -120,6 +120,7 @@ pub fn run(args: ScopeArgs) -> anyhow::Result<ExitCode> {
                 profile: profile.into(),
                 remote_fs,
                 on_violation: on_violation.map(Violation::from),
+                container: None,
                 bundles: bundles.into_iter().map(absolute).collect(),
                 image,
             })
