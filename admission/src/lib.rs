@@ -20,22 +20,37 @@
 //! The gate closes the gap until the container's first exec; what is written or swapped after
 //! it is the kernel enforcer's part (`imgsign enforce`).
 
+pub mod candidates;
+pub mod hashes;
+pub mod matcher;
 pub mod policy;
+pub mod walk;
 
 pub use policy::{EnforceMode, Policy, PolicyError, WhenNoEnforcer};
 
+use candidates::{Candidate, CandidateError};
+use matcher::{IdMaps, Mounts};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use verifier_core::manifest::{Difference, FileEntry};
 
 /// Why a container was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("cannot read the container's root file system {path}")]
-    Rootfs { path: PathBuf, source: std::io::Error },
-    #[error("no signed manifest is usable: {reasons}")]
+    #[error(transparent)]
+    Candidates(#[from] CandidateError),
+    #[error("cannot list the container's root file system")]
+    Walk(#[from] walk::WalkError),
+    #[error("cannot check the container's root file system")]
+    Hash(#[from] hashes::HashError),
+    #[error("no signed manifest in the runtime policy verifies: {reasons}")]
     NoTrustedManifest { reasons: String },
-    #[error("the container's root file system {rootfs} does not match any signed manifest the node trusts; closest: {closest}")]
+    #[error(
+        "the container's root file system {rootfs} matches no signed manifest the node trusts; closest: {closest}"
+    )]
     Mismatch { rootfs: PathBuf, closest: String },
 }
 
@@ -48,7 +63,7 @@ pub struct Admitted {
     pub digest: String,
     /// The bundle files of the statement that matched (for the enforcer's scope).
     pub bundles: Vec<PathBuf>,
-    /// Entries compared, files whose content was hashed now, files whose hash came from the cache.
+    /// Paths listed, files whose content was read now, files whose digest came from the cache.
     pub entries: usize,
     pub hashed: usize,
     pub cached: usize,
@@ -56,6 +71,92 @@ pub struct Admitted {
 
 /// Decides whether `rootfs`, about to be started with `spec`, may run under `policy`.
 pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Admitted, AdmitError> {
-    let _ = (policy, spec, rootfs);
-    unimplemented!("lead is writing this")
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
+    let (candidates, refused) = candidates::verify(&files, &policy.trust, SystemTime::now())?;
+    if candidates.is_empty() {
+        let reasons =
+            if refused.is_empty() { "the policy's bundle directories are empty".into() } else { refused.join("; ") };
+        return Err(AdmitError::NoTrustedManifest { reasons });
+    }
+    let observed = walk::walk(rootfs)?;
+    let listing: Vec<FileEntry> = observed.iter().map(|o| o.entry.clone()).collect();
+    let by_path: HashMap<&str, &walk::Observed> = observed.iter().map(|o| (o.entry.path.as_str(), o)).collect();
+    let mounts = Mounts::new(spec.mounts().iter().flatten().map(|m| m.destination().to_str().unwrap_or("")));
+    let ids = id_maps(spec);
+    let mut cache = hashes::HashCache::open(&policy.cache);
+    let mut closest: Option<(&Candidate, Vec<Difference>)> = None;
+    for candidate in &candidates {
+        let mut differences = matcher::metadata_differences(&candidate.files, &listing, &mounts, &ids);
+        if differences.is_empty() {
+            for expected in matcher::files_to_hash(&candidate.files, &mounts) {
+                let Some(seen) = by_path.get(expected.path.as_str()) else {
+                    differences.push(Difference::Missing { path: expected.path.clone() });
+                    continue;
+                };
+                differences.extend(matcher::content_difference(expected, cache.digest(seen)?));
+            }
+            if differences.is_empty() {
+                // The cache is an optimisation: failing to write it refuses nothing.
+                let _ = cache.save();
+                return Ok(Admitted {
+                    name: candidate.name.clone(),
+                    digest: candidate.digest.clone(),
+                    bundles: candidate.bundles.clone(),
+                    entries: listing.len(),
+                    hashed: cache.hashed,
+                    cached: cache.cached,
+                });
+            }
+        }
+        if closest.as_ref().is_none_or(|(_, best)| differences.len() < best.len()) {
+            closest = Some((candidate, differences));
+        }
+    }
+    let _ = cache.save();
+    let (candidate, differences) = closest.expect("at least one candidate");
+    let mut closest = format!(
+        "image {} ({}, bundle {}): {}",
+        candidate.name,
+        candidate.digest,
+        candidate.bundles[0].display(),
+        describe(&differences)
+    );
+    if !refused.is_empty() {
+        closest.push_str(&format!("; not verified: {}", refused.join("; ")));
+    }
+    Err(AdmitError::Mismatch { rootfs: rootfs.to_path_buf(), closest })
+}
+
+fn id_maps(spec: &oci_spec::runtime::Spec) -> IdMaps {
+    let Some(linux) = spec.linux() else { return IdMaps::default() };
+    let maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter().flatten().map(|m| (u64::from(m.container_id()), u64::from(m.host_id()), u64::from(m.size()))).collect()
+    };
+    IdMaps { uids: maps(linux.uid_mappings()), gids: maps(linux.gid_mappings()) }
+}
+
+/// The first differences, one phrase each (`/usr/bin/env: sha256 signed 3f2a..., found 9b1c...`).
+fn describe(differences: &[Difference]) -> String {
+    const SHOWN: usize = 5;
+    let short = |v: &str| if v.len() > 16 { format!("{}...", &v[..12]) } else { v.to_string() };
+    let mut parts: Vec<String> = differences
+        .iter()
+        .take(SHOWN)
+        .map(|d| match d {
+            Difference::Missing { path } => format!("{path}: missing"),
+            Difference::Extra { path } => format!("{path}: not in the signed manifest"),
+            Difference::Changed { path, fields } => {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|f| format!("{} signed {}, found {}", f.field, short(&f.expected), short(&f.actual)))
+                    .collect();
+                format!("{path}: {}", fields.join(", "))
+            }
+        })
+        .collect();
+    if differences.len() > SHOWN {
+        parts.push(format!("and {} more", differences.len() - SHOWN));
+    }
+    format!("{} difference(s): {}", differences.len(), parts.join("; "))
 }

@@ -100,7 +100,11 @@ impl Policy {
             return Err(PolicyError::NoBundles { path: path.to_path_buf() });
         }
         let relative = |field: &'static str, value: &Path| {
-            (!value.is_absolute()).then(|| PolicyError::Relative { path: path.to_path_buf(), field, value: value.into() })
+            (!value.is_absolute()).then(|| PolicyError::Relative {
+                path: path.to_path_buf(),
+                field,
+                value: value.into(),
+            })
         };
         let mut problems = [relative("trust", &policy.trust), relative("cache", &policy.cache)].into_iter().flatten();
         if let Some(problem) = problems.next() {

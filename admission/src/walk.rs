@@ -1,0 +1,155 @@
+//! Lists a container's root file system without reading any content: one [`FileEntry`] per path
+//! (no `sha256` yet), in path order, with the identity of every regular file ([`FileKey`]) so
+//! that its content is hashed once, or taken from the hash cache. Symlinks are listed, never
+//! followed; nothing outside the root is looked at. Files sharing an inode are recorded as a
+//! file and hardlinks to it, as the signed manifest records them.
+
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use verifier_core::manifest::{canonicalize_hardlinks, FileEntry, FileType, SIGNED_XATTRS};
+
+/// What identifies one version of a file's content without reading it: its inode, size, and
+/// modification, change and birth times (ctime and btime cannot be set from user space). The
+/// device is left out on purpose: an overlay reports a new device at every mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+    pub btime: Option<(i64, u32)>,
+}
+
+impl FileKey {
+    /// The cache's text form of the key.
+    pub fn text(&self) -> String {
+        let b = self.btime.map_or("-".to_string(), |(s, n)| format!("{s}.{n:09}"));
+        format!(
+            "{}:{}:{}.{:09}:{}.{:09}:{b}",
+            self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+        )
+    }
+}
+
+/// One path of the root file system.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub entry: FileEntry,
+    /// Where it is on the host.
+    pub host_path: PathBuf,
+    /// For regular files (and hardlinks): what its content is known by.
+    pub key: Option<FileKey>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("cannot read {path}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a directory")]
+    NotADirectory { path: PathBuf },
+}
+
+/// Lists `root` (which must be a directory), sorted by path bytes.
+pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| WalkError::Io { path, source }
+    };
+    if !fs::symlink_metadata(root).map_err(io(root))?.is_dir() {
+        return Err(WalkError::NotADirectory { path: root.to_path_buf() });
+    }
+    let mut out = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = pending.pop() {
+        for child in fs::read_dir(&dir).map_err(io(&dir))? {
+            let child = child.map_err(io(&dir))?;
+            // A name that is not UTF-8 cannot be in a manifest: listed lossily, it stays an extra.
+            let name = String::from_utf8_lossy(child.file_name().as_bytes()).into_owned();
+            let path = format!("{prefix}/{name}");
+            let host_path = child.path();
+            let meta = fs::symlink_metadata(&host_path).map_err(io(&host_path))?;
+            let observed = observe(path.clone(), host_path.clone(), &meta)?;
+            if observed.entry.kind == FileType::Dir {
+                pending.push((host_path, path));
+            }
+            out.push(observed);
+        }
+    }
+    out.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
+    let inodes: Vec<Option<u64>> =
+        out.iter().map(|o| o.key.filter(|_| o.entry.kind == FileType::File).map(|k| k.ino)).collect();
+    let mut entries: Vec<FileEntry> = out.iter().map(|o| o.entry.clone()).collect();
+    canonicalize_hardlinks(&mut entries, &inodes);
+    for (observed, entry) in out.iter_mut().zip(entries) {
+        observed.entry = entry;
+    }
+    Ok(out)
+}
+
+fn observe(path: String, host_path: PathBuf, meta: &fs::Metadata) -> Result<Observed, WalkError> {
+    let ft = meta.file_type();
+    let mut entry = FileEntry {
+        path,
+        kind: FileType::File,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        size: None,
+        sha256: None,
+        link_target: None,
+        dev_major: None,
+        dev_minor: None,
+        xattrs: BTreeMap::new(),
+    };
+    let mut key = None;
+    if ft.is_dir() {
+        entry.kind = FileType::Dir;
+    } else if ft.is_symlink() {
+        entry.kind = FileType::Symlink;
+        let target = fs::read_link(&host_path).map_err(|source| WalkError::Io { path: host_path.clone(), source })?;
+        entry.link_target = Some(String::from_utf8_lossy(target.as_os_str().as_bytes()).into_owned());
+    } else if ft.is_file() {
+        entry.size = Some(meta.len());
+        entry.xattrs = privilege_xattrs(&host_path);
+        key = Some(file_key(&host_path, meta));
+    } else if ft.is_char_device() || ft.is_block_device() {
+        entry.kind = if ft.is_char_device() { FileType::Char } else { FileType::Block };
+        entry.dev_major = Some(rustix::fs::major(meta.rdev()));
+        entry.dev_minor = Some(rustix::fs::minor(meta.rdev()));
+    } else {
+        // FIFOs, and sockets (which no manifest lists: a socket where a FIFO was signed is as
+        // harmless as the FIFO, and anywhere else it is an extra path).
+        entry.kind = FileType::Fifo;
+    }
+    Ok(Observed { entry, host_path, key })
+}
+
+fn file_key(path: &Path, meta: &fs::Metadata) -> FileKey {
+    let btime =
+        rustix::fs::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::BTIME)
+            .ok()
+            .filter(|s| s.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
+            .map(|s| (s.stx_btime.tv_sec, s.stx_btime.tv_nsec));
+    FileKey {
+        ino: meta.ino(),
+        size: meta.len(),
+        mtime: (meta.mtime(), meta.mtime_nsec() as u32),
+        ctime: (meta.ctime(), meta.ctime_nsec() as u32),
+        btime,
+    }
+}
+
+fn privilege_xattrs(path: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for name in SIGNED_XATTRS {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = rustix::fs::lgetxattr(path, *name, &mut buf) {
+            out.insert(name.to_string(), base64::engine::general_purpose::STANDARD.encode(&buf[..n]));
+        }
+    }
+    out
+}

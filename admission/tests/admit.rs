@@ -1,0 +1,213 @@
+//! The gate on a real image: testdata's busybox image (three layers, made with umoci), signed,
+//! and its umoci-unpacked rootfs as the container's root file system. Each refusal test
+//! changes one thing an attacker could change and expects the reason to name it.
+
+use admission::{admit, AdmitError, Policy};
+use oci_spec::runtime::{MountBuilder, Spec};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use testdata::real::{paths, RealImage};
+use verifier_core::progress::NoProgress;
+use verifier_core::sign::{sign, SignOptions};
+
+struct Scene {
+    _dir: tempfile::TempDir,
+    image: RealImage,
+    bundle: PathBuf,
+    trust: PathBuf,
+    cache: PathBuf,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let image = RealImage::build(&dir.path().join("image")).expect("building the test image (umoci, busybox)");
+        let bundle = dir.path().join("image.bundle.json");
+        sign_as(&image.oci_ref(), "alice", "busybox", &bundle);
+        let trust = dir.path().join("trust");
+        trust_store(&trust, &["alice"]);
+        let cache = dir.path().join("cache");
+        Scene { image, bundle, trust, cache, _dir: dir }
+    }
+
+    fn policy(&self, extra: &str) -> Policy {
+        let text =
+            format!("trust = {:?}\nbundles = [{:?}]\ncache = {:?}\n{extra}", self.trust, self.bundle, self.cache);
+        Policy::parse(&text, Path::new("runtime.toml")).unwrap()
+    }
+
+    fn admit(&self, spec: &Spec) -> Result<admission::Admitted, AdmitError> {
+        admit(&self.policy(""), spec, &self.image.rootfs)
+    }
+
+    fn file(&self, image_path: &str) -> PathBuf {
+        self.image.rootfs.join(image_path.trim_start_matches('/'))
+    }
+}
+
+fn sign_as(image: &str, key: &str, name: &str, out: &Path) {
+    let image = image.parse().unwrap();
+    let key = testdata::keys::test_key(key);
+    let options = SignOptions {
+        name: Some(name.into()),
+        version: 1,
+        expires_in: Duration::from_secs(86400),
+        now: SystemTime::now(),
+    };
+    let signed = sign(&image, &[&key], &options, Arc::new(NoProgress)).expect("sign");
+    std::fs::write(out, signed.bundles[0].to_json()).unwrap();
+}
+
+fn trust_store(dir: &Path, keys: &[&str]) {
+    let mut trust = keys::TrustStore::init(dir, 1).unwrap();
+    for k in keys {
+        trust.add_key(&testdata::keys::test_key(k).public_key()).unwrap();
+    }
+}
+
+fn refusal(result: Result<admission::Admitted, AdmitError>) -> String {
+    match result {
+        Ok(admitted) => panic!("admitted: {admitted:?}"),
+        Err(e) => verifier_core::verify::error_chain(&e),
+    }
+}
+
+/// Writes `content` over a file keeping its size, mode and mtime (only ctime moves).
+fn overwrite_keeping_mtime(path: &Path, content: &[u8]) {
+    let before = std::fs::metadata(path).unwrap();
+    assert_eq!(before.len(), content.len() as u64, "same size, so only the content tells");
+    std::fs::write(path, content).unwrap();
+    let mtime = before.modified().unwrap();
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(mtime).unwrap();
+}
+
+#[test]
+fn a_signed_rootfs_is_admitted_and_a_second_admission_reads_no_content() {
+    let scene = Scene::new();
+    let first = scene.admit(&Spec::default()).expect("the signed rootfs");
+    assert_eq!(first.name, "busybox");
+    assert!(first.hashed > 0, "{first:?}");
+    let second = scene.admit(&Spec::default()).expect("again");
+    assert_eq!((second.hashed, second.cached), (0, first.hashed + first.cached), "{second:?}");
+}
+
+#[test]
+fn one_changed_byte_is_refused_naming_the_path_even_after_a_cached_admission() {
+    let scene = Scene::new();
+    scene.admit(&Spec::default()).expect("the signed rootfs, cached");
+    let target = scene.file(paths::PLAIN_FILE);
+    let mut content = std::fs::read(&target).unwrap();
+    content[0] ^= 1;
+    overwrite_keeping_mtime(&target, &content);
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains(paths::PLAIN_FILE) && why.contains("sha256"), "{why}");
+}
+
+#[test]
+fn an_added_executable_a_chmod_and_a_swapped_symlink_are_refused() {
+    type Change = fn(&Scene);
+    let changes: [(&str, Change); 3] = [
+        ("/bin/evil", |s| {
+            std::fs::write(s.file("/bin/evil"), b"#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(s.file("/bin/evil"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }),
+        (paths::PLAIN_FILE, |s| {
+            std::fs::set_permissions(s.file(paths::PLAIN_FILE), std::fs::Permissions::from_mode(0o4755)).unwrap()
+        }),
+        (paths::SYMLINK, |s| {
+            std::fs::remove_file(s.file(paths::SYMLINK)).unwrap();
+            std::os::unix::fs::symlink("/tmp/x", s.file(paths::SYMLINK)).unwrap();
+        }),
+    ];
+    for (path, change) in changes {
+        let scene = Scene::new();
+        change(&scene);
+        let why = refusal(scene.admit(&Spec::default()));
+        assert!(why.contains(path), "{path}: {why}");
+    }
+}
+
+#[test]
+fn an_image_signed_by_a_key_the_node_does_not_trust_is_refused() {
+    let scene = Scene::new();
+    sign_as(&scene.image.oci_ref(), "mallory", "busybox", &scene.bundle);
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains("no signed manifest in the runtime policy verifies"), "{why}");
+}
+
+#[test]
+fn a_key_revoked_after_a_cached_admission_refuses_the_next_one() {
+    let scene = Scene::new();
+    scene.admit(&Spec::default()).expect("admitted while trusted");
+    let mut trust = keys::TrustStore::open(&scene.trust).unwrap();
+    let id = testdata::keys::test_key("alice").public_key().key_id();
+    trust.revoke(&id).unwrap();
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains("revoked"), "{why}");
+}
+
+#[test]
+fn a_hash_cache_others_can_write_is_not_believed() {
+    let scene = Scene::new();
+    scene.admit(&Spec::default()).expect("cached");
+    let target = scene.file(paths::PLAIN_FILE);
+    let signed = std::fs::read(&target).unwrap();
+    let mut content = signed.clone();
+    content[0] ^= 1;
+    overwrite_keeping_mtime(&target, &content);
+    // Forge an entry: the tampered file's key, claiming the signed content.
+    let tampered = admission::walk::walk(&scene.image.rootfs).unwrap();
+    let key = tampered.iter().find(|o| o.entry.path == paths::PLAIN_FILE).unwrap().key.unwrap();
+    let forged = format!("{} {}\n", key.text(), testdata::sha256_hex(&signed));
+    let cache = scene.cache.join("hashes");
+    std::fs::write(&cache, forged).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains(paths::PLAIN_FILE), "{why}");
+}
+
+#[test]
+fn an_image_name_the_policy_maps_narrows_the_candidates_and_never_widens_them() {
+    let scene = Scene::new();
+    let other = scene.image.root.join("other.bundle.json");
+    let other_image = scene.image.root.join("other");
+    testdata::hostile::write_good_image(&other_image).unwrap();
+    sign_as(&format!("oci:{}:good", other_image.display()), "alice", "other", &other);
+    let policy = scene.policy(&format!("[images]\n\"app:2\" = [{other:?}]\n"));
+    let mut spec = Spec::default();
+    spec.set_annotations(Some([("io.kubernetes.cri.image-name".to_string(), "app:2".to_string())].into()));
+    let why = refusal(admit(&policy, &spec, &scene.image.rootfs));
+    assert!(why.contains("image other"), "{why}");
+    // A name the policy does not know leaves the policy's bundles.
+    spec.set_annotations(Some([("io.kubernetes.cri.image-name".to_string(), "app:3".to_string())].into()));
+    admit(&policy, &spec, &scene.image.rootfs).expect("the general bundles apply");
+}
+
+#[test]
+fn an_empty_mount_point_the_engine_made_is_fine_only_where_it_mounts() {
+    let scene = Scene::new();
+    std::fs::write(scene.file("/etc/resolv.conf"), b"").unwrap();
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains("/etc/resolv.conf"), "{why}");
+    // Where the signed file is hardlinked to a visible path, the mount does not hide the change.
+    let original = std::fs::read(scene.file(paths::HARDLINK_TARGET)).unwrap();
+    let mut changed = original.clone();
+    changed[0] ^= 1; // same size: only the content tells
+    std::fs::write(scene.file(paths::HARDLINK_TARGET), changed).unwrap();
+    let mut spec = Spec::default();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for destination in ["/etc/resolv.conf", paths::HARDLINK_TARGET] {
+        mounts.push(MountBuilder::default().destination(destination).source("/tmp/x").typ("bind").build().unwrap());
+    }
+    spec.set_mounts(Some(mounts));
+    let why = refusal(scene.admit(&spec));
+    assert!(why.contains(paths::HARDLINK), "{why}");
+    std::fs::write(scene.file(paths::HARDLINK_TARGET), original).unwrap();
+    let mut spec = Spec::default();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(MountBuilder::default().destination("/etc/resolv.conf").source("/tmp/x").typ("bind").build().unwrap());
+    spec.set_mounts(Some(mounts));
+    scene.admit(&spec).expect("a mount point the spec mounts over");
+}
