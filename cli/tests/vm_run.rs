@@ -7,9 +7,10 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::node::Node;
 use support::*;
 
 /// On the lab's ext4 scratch disk (the store and the containers' upper layers).
@@ -20,102 +21,22 @@ const CGROUPS: &str = "/sys/fs/cgroup/imgsign";
 const DROP_AND_RUN: &str = "printf '#!/bin/sh\\necho UNSIGNED-RAN\\n' > /tmp/dropped && chmod 755 /tmp/dropped; \
                             /tmp/dropped; echo \"rc=$?\"";
 
-struct Node {
-    image: String,
-    bundle: PathBuf,
-    trust: PathBuf,
-    socket: PathBuf,
-    events: PathBuf,
-    policy: PathBuf,
-    daemon: Option<Child>,
+/// `imgsign run --enforce ... --name ID EXTRA... -- CMD...` (`--enforce=MODE` in EXTRA
+/// replaces the plain `--enforce`).
+fn run_cmd(node: &Node, id: &str, extra: &[&str], cmd: &[&str]) -> Command {
+    let mut c = imgsign();
+    c.arg("run").arg(&node.image).arg("--bundle").arg(&node.bundle).arg("--trust").arg(&node.trust);
+    c.arg("--store").arg(Path::new(WORK).join("store")).arg("--state-root").arg(Path::new(WORK).join("state"));
+    c.arg("--no-record").arg("--name").arg(id).arg("--control-socket").arg(&node.socket);
+    if !extra.iter().any(|a| a.starts_with("--enforce")) {
+        c.arg("--enforce");
+    }
+    c.args(extra).arg("--").args(cmd);
+    c
 }
 
-impl Node {
-    /// A signed busybox image, and the daemon enforcing nothing yet (scopes come from `run`).
-    fn start(name: &str) -> Node {
-        Node::start_with(name, "")
-    }
-
-    /// [`Node::start`] with `scopes` (policy `[[scope]]` tables) in the policy.
-    fn start_with(name: &str, scopes: &str) -> Node {
-        let work = Path::new(WORK).join(name);
-        let _ = fs::remove_dir_all(&work);
-        fs::create_dir_all(&work).unwrap();
-        let (image, bundle, trust) = signed_busybox_image(&format!("vm-run-{name}"));
-        let socket = work.join("enforce.sock");
-        let events = work.join("events.jsonl");
-        let policy = work.join("policy.toml");
-        fs::write(
-            &policy,
-            format!(
-                "trust = {:?}\nevents = {:?}\ncontrol = {:?}\npin_dir = \"/sys/fs/bpf/imgsign-vm-run\"\n{scopes}",
-                trust, events, socket
-            ),
-        )
-        .unwrap();
-        let daemon = imgsign()
-            .args(["enforce", "--policy"])
-            .arg(&policy)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(work.join("daemon.err")).unwrap())
-            .spawn()
-            .unwrap();
-        let node = Node { image, bundle, trust, socket, events, policy, daemon: Some(daemon) };
-        node.wait_for(|| node.socket.exists() && node.events_text().contains("\"started\""), "the daemon to start");
-        node
-    }
-
-    fn events_text(&self) -> String {
-        fs::read_to_string(&self.events).unwrap_or_default()
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        self.events_text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-
-    fn wait_for(&self, done: impl Fn() -> bool, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !done() {
-            assert!(Instant::now() < deadline, "waited 60 s for {what}; events:\n{}", self.events_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `imgsign run --enforce ... --name ID EXTRA... -- CMD...` (`--enforce=MODE` in EXTRA
-    /// replaces the plain `--enforce`).
-    fn run_cmd(&self, id: &str, extra: &[&str], cmd: &[&str]) -> Command {
-        let mut c = imgsign();
-        c.arg("run").arg(&self.image).arg("--bundle").arg(&self.bundle).arg("--trust").arg(&self.trust);
-        c.arg("--store").arg(Path::new(WORK).join("store")).arg("--state-root").arg(Path::new(WORK).join("state"));
-        c.arg("--no-record").arg("--name").arg(id).arg("--control-socket").arg(&self.socket);
-        if !extra.iter().any(|a| a.starts_with("--enforce")) {
-            c.arg("--enforce");
-        }
-        c.args(extra).arg("--").args(cmd);
-        c
-    }
-
-    fn scopes(&self) -> String {
-        let r = run(imgsign().args(["enforce", "scope", "--socket"]).arg(&self.socket).arg("ls"));
-        r.code(0);
-        r.stdout
-    }
-
-    /// Event records of scope `id` with `verdict`.
-    fn verdicts(&self, id: &str, verdict: &str) -> Vec<serde_json::Value> {
-        self.events().into_iter().filter(|e| e["scope"] == id && e["verdict"] == verdict).collect()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-        }
-        // Unpin: enforcement ends with the test.
-        let _ = imgsign().args(["enforce", "--detach", "--policy"]).arg(&self.policy).output();
-    }
+fn start(name: &str) -> Node {
+    Node::start(Path::new(WORK), name, "")
 }
 
 fn sh(script: &str) -> [&str; 3] {
@@ -125,17 +46,17 @@ fn sh(script: &str) -> [&str; 3] {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_run_enforce_runs_the_signed_image_and_the_kernel_refuses_what_it_lacks() {
-    let node = Node::start("enforce");
+    let node = start("enforce");
 
     // The signed image runs; its scope is there while it runs and gone after.
-    let r = run(&mut node.run_cmd("ok", &[], &sh("echo ok; cat /proc/self/cgroup")));
+    let r = run(&mut run_cmd(&node, "ok", &[], &sh("echo ok; cat /proc/self/cgroup")));
     r.code(0);
     assert!(r.stdout.starts_with("ok\n"), "{}", r.all());
     assert!(!node.scopes().contains("scope ok "), "scope left: {}", node.scopes());
     assert!(!Path::new(CGROUPS).join("ok").exists(), "cgroup left");
 
     // A script written inside the container is not in the manifest: the kernel refuses it.
-    let r = run(&mut node.run_cmd("drop", &[], &sh(DROP_AND_RUN)));
+    let r = run(&mut run_cmd(&node, "drop", &[], &sh(DROP_AND_RUN)));
     r.code(0);
     assert!(!r.stdout.contains("UNSIGNED-RAN"), "{}", r.all());
     assert!(r.stdout.contains("rc=126"), "{}", r.all());
@@ -150,7 +71,7 @@ fn vm_run_enforce_runs_the_signed_image_and_the_kernel_refuses_what_it_lacks() {
     );
 
     // --enforce=audit: the same script runs, reported.
-    let r = run(&mut node.run_cmd("audit", &["--enforce=audit"], &sh(DROP_AND_RUN)));
+    let r = run(&mut run_cmd(&node, "audit", &["--enforce=audit"], &sh(DROP_AND_RUN)));
     r.code(0);
     assert!(r.stdout.contains("UNSIGNED-RAN") && r.stdout.contains("rc=0"), "{}", r.all());
     node.wait_for(|| !node.verdicts("audit", "audited").is_empty(), "the audit event of scope audit");
@@ -159,7 +80,7 @@ fn vm_run_enforce_runs_the_signed_image_and_the_kernel_refuses_what_it_lacks() {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_run_enforce_holds_from_the_entrypoints_first_instruction() {
-    let node = Node::start("first");
+    let node = start("first");
     // The entrypoint itself is an unsigned program (busybox plus one byte, from a volume):
     // the scope is in force before it, so it never runs.
     let host_dir = Path::new(WORK).join("first").join("volume");
@@ -170,7 +91,7 @@ fn vm_run_enforce_holds_from_the_entrypoints_first_instruction() {
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(host_dir.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
     let volume = format!("{}:/mnt:ro", host_dir.display());
-    let r = run(&mut node.run_cmd("first", &["--volume", &volume], &["/mnt/busybox", "echo", "UNSIGNED-RAN"]));
+    let r = run(&mut run_cmd(&node, "first", &["--volume", &volume], &["/mnt/busybox", "echo", "UNSIGNED-RAN"]));
     assert!(!r.stdout.contains("UNSIGNED-RAN"), "{}", r.all());
     assert_ne!(r.code, Some(0), "{}", r.all());
     node.wait_for(|| !node.verdicts("first", "denied").is_empty(), "the denial of the entrypoint");
@@ -187,12 +108,12 @@ fn vm_run_enforce_holds_from_the_entrypoints_first_instruction() {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_run_on_violation_kills_or_freezes_the_container() {
-    let node = Node::start("respond");
+    let node = start("respond");
     let script = format!("{DROP_AND_RUN}; sleep 30; echo SURVIVED");
 
     // kill: the container ends with SIGKILL, well before its sleep would.
     let started = Instant::now();
-    let r = run(&mut node.run_cmd("killed", &["--on-violation", "kill"], &sh(&script)));
+    let r = run(&mut run_cmd(&node, "killed", &["--on-violation", "kill"], &sh(&script)));
     r.code(137);
     assert!(!r.stdout.contains("SURVIVED") && !r.stdout.contains("UNSIGNED-RAN"), "{}", r.all());
     assert!(started.elapsed() < Duration::from_secs(25), "took {:?}", started.elapsed());
@@ -201,7 +122,7 @@ fn vm_run_on_violation_kills_or_freezes_the_container() {
     assert_eq!(responses[0]["scope"], "killed", "{responses:?}");
 
     // freeze: the container stops where it is; the operator snapshots, then kills it.
-    let mut frozen = node.run_cmd("frozen", &["--on-violation", "freeze"], &sh(&script));
+    let mut frozen = run_cmd(&node, "frozen", &["--on-violation", "freeze"], &sh(&script));
     let child = frozen.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let events = Path::new(CGROUPS).join("frozen").join("cgroup.events");
     node.wait_for(
@@ -233,9 +154,9 @@ fn vm_run_on_violation_kills_or_freezes_the_container() {
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
 fn vm_run_enforce_refuses_without_the_daemon_or_its_trust() {
-    let node = Node::start("refuse");
+    let node = start("refuse");
     // No daemon at that socket: nothing runs.
-    let c = node.run_cmd("nodaemon", &[], &sh("echo RAN"));
+    let c = run_cmd(&node, "nodaemon", &[], &sh("echo RAN"));
     let args: Vec<_> = c.get_args().map(|a| a.to_os_string()).collect();
     let socket_at = args.iter().position(|a| a == "--control-socket").unwrap() + 1;
     let mut c = imgsign();
@@ -270,7 +191,7 @@ fn vm_run_a_deny_unknown_parent_fails_unregistered_containers_closed() {
     fs::create_dir_all(CGROUPS).unwrap();
     let parent =
         format!("\n[[scope]]\nname = \"containers\"\ncgroup = {CGROUPS:?}\nmode = \"enforce\"\ndeny_unknown = true\n");
-    let node = Node::start_with("unknown", &parent);
+    let node = Node::start(Path::new(WORK), "unknown", &parent);
     // Without --enforce nothing gives the container a scope of its own: the parent's, which
     // allows nothing, refuses its entrypoint.
     let mut c = imgsign();
@@ -282,7 +203,7 @@ fn vm_run_a_deny_unknown_parent_fails_unregistered_containers_closed() {
     assert_ne!(r.code, Some(0), "{}", r.all());
     node.wait_for(|| !node.verdicts("containers", "denied").is_empty(), "a denial in the parent scope");
     // With --enforce the container's own scope, nearer, holds the image's digests.
-    let r = run(&mut node.run_cmd("registered", &[], &sh("echo ok")));
+    let r = run(&mut run_cmd(&node, "registered", &[], &sh("echo ok")));
     r.code(0);
     assert_eq!(r.stdout, "ok\n", "{}", r.all());
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hostile_registry;
+pub mod node;
 pub mod registry;
 
 use std::fs;

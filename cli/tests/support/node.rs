@@ -1,0 +1,90 @@
+//! The enforcement daemon of the kernel-lab CLI tests (`vm_*.rs`): a signed busybox image, a
+//! trust store, and `imgsign enforce` with a control socket, stopped and unpinned on drop.
+
+use super::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Node {
+    /// This node's directory (policy, socket, events, daemon log).
+    pub work: PathBuf,
+    pub image: String,
+    pub bundle: PathBuf,
+    pub trust: PathBuf,
+    pub socket: PathBuf,
+    pub events: PathBuf,
+    pub policy: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Node {
+    /// A signed busybox image, and the daemon in `root/name` with `scopes` (policy `[[scope]]`
+    /// tables, or nothing: then scopes come from the control socket).
+    pub fn start(root: &Path, name: &str, scopes: &str) -> Node {
+        let work = root.join(name);
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work).unwrap();
+        let (image, bundle, trust) = signed_busybox_image(&format!("vm-run-{name}"));
+        let socket = work.join("enforce.sock");
+        let events = work.join("events.jsonl");
+        let policy = work.join("policy.toml");
+        fs::write(
+            &policy,
+            format!(
+                "trust = {:?}\nevents = {:?}\ncontrol = {:?}\npin_dir = \"/sys/fs/bpf/imgsign-vm-run\"\n{scopes}",
+                trust, events, socket
+            ),
+        )
+        .unwrap();
+        let daemon = imgsign()
+            .args(["enforce", "--policy"])
+            .arg(&policy)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(work.join("daemon.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let node = Node { work: work.clone(), image, bundle, trust, socket, events, policy, daemon: Some(daemon) };
+        node.wait_for(|| node.socket.exists() && node.events_text().contains("\"started\""), "the daemon to start");
+        node
+    }
+
+    pub fn events_text(&self) -> String {
+        fs::read_to_string(&self.events).unwrap_or_default()
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.events_text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    pub fn wait_for(&self, done: impl Fn() -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "waited 60 s for {what}; events:\n{}", self.events_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn scopes(&self) -> String {
+        let r = run(imgsign().args(["enforce", "scope", "--socket"]).arg(&self.socket).arg("ls"));
+        r.code(0);
+        r.stdout
+    }
+
+    /// Event records of scope `id` with `verdict`.
+    pub fn verdicts(&self, id: &str, verdict: &str) -> Vec<serde_json::Value> {
+        self.events().into_iter().filter(|e| e["scope"] == id && e["verdict"] == verdict).collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        // Unpin: enforcement ends with the test.
+        let _ = imgsign().args(["enforce", "--detach", "--policy"]).arg(&self.policy).output();
+    }
+}
