@@ -8,7 +8,6 @@ use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use verifier_core::manifest::{canonicalize_hardlinks, FileEntry, FileType, SIGNED_XATTRS};
 
@@ -71,10 +70,9 @@ pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
             let name = String::from_utf8_lossy(child.file_name().as_bytes()).into_owned();
             let path = format!("{prefix}/{name}");
             let host_path = child.path();
-            let meta = fs::symlink_metadata(&host_path).map_err(io(&host_path))?;
-            let observed = observe(path.clone(), host_path.clone(), &meta)?;
+            let observed = observe(path, host_path)?;
             if observed.entry.kind == FileType::Dir {
-                pending.push((host_path, path));
+                pending.push((observed.host_path.clone(), observed.entry.path.clone()));
             }
             out.push(observed);
         }
@@ -90,14 +88,20 @@ pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
     Ok(out)
 }
 
-fn observe(path: String, host_path: PathBuf, meta: &fs::Metadata) -> Result<Observed, WalkError> {
-    let ft = meta.file_type();
+/// One statx (no symlink followed) gives everything but a link's target and the xattrs.
+fn observe(path: String, host_path: PathBuf) -> Result<Observed, WalkError> {
+    use rustix::fs::{AtFlags, FileType as Kind, StatxFlags, CWD};
+    let io = |source: std::io::Error| WalkError::Io { path: host_path.clone(), source };
+    let stx =
+        rustix::fs::statx(CWD, &host_path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS | StatxFlags::BTIME)
+            .map_err(|e| io(e.into()))?;
+    let mode = u32::from(stx.stx_mode);
     let mut entry = FileEntry {
         path,
         kind: FileType::File,
-        mode: meta.mode() & 0o7777,
-        uid: u64::from(meta.uid()),
-        gid: u64::from(meta.gid()),
+        mode: mode & 0o7777,
+        uid: u64::from(stx.stx_uid),
+        gid: u64::from(stx.stx_gid),
         size: None,
         sha256: None,
         link_target: None,
@@ -106,41 +110,36 @@ fn observe(path: String, host_path: PathBuf, meta: &fs::Metadata) -> Result<Obse
         xattrs: BTreeMap::new(),
     };
     let mut key = None;
-    if ft.is_dir() {
-        entry.kind = FileType::Dir;
-    } else if ft.is_symlink() {
-        entry.kind = FileType::Symlink;
-        let target = fs::read_link(&host_path).map_err(|source| WalkError::Io { path: host_path.clone(), source })?;
-        entry.link_target = Some(String::from_utf8_lossy(target.as_os_str().as_bytes()).into_owned());
-    } else if ft.is_file() {
-        entry.size = Some(meta.len());
-        entry.xattrs = privilege_xattrs(&host_path);
-        key = Some(file_key(&host_path, meta));
-    } else if ft.is_char_device() || ft.is_block_device() {
-        entry.kind = if ft.is_char_device() { FileType::Char } else { FileType::Block };
-        entry.dev_major = Some(rustix::fs::major(meta.rdev()));
-        entry.dev_minor = Some(rustix::fs::minor(meta.rdev()));
-    } else {
+    match Kind::from_raw_mode(mode) {
+        Kind::Directory => entry.kind = FileType::Dir,
+        Kind::Symlink => {
+            entry.kind = FileType::Symlink;
+            let target = fs::read_link(&host_path).map_err(io)?;
+            entry.link_target = Some(String::from_utf8_lossy(target.as_os_str().as_bytes()).into_owned());
+        }
+        Kind::RegularFile => {
+            entry.size = Some(stx.stx_size);
+            entry.xattrs = privilege_xattrs(&host_path);
+            let time = |t: rustix::fs::StatxTimestamp| (t.tv_sec, t.tv_nsec);
+            key = Some(FileKey {
+                ino: stx.stx_ino,
+                size: stx.stx_size,
+                mtime: time(stx.stx_mtime),
+                ctime: time(stx.stx_ctime),
+                btime: (stx.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| time(stx.stx_btime)),
+            });
+        }
+        Kind::CharacterDevice | Kind::BlockDevice => {
+            entry.kind =
+                if Kind::from_raw_mode(mode) == Kind::CharacterDevice { FileType::Char } else { FileType::Block };
+            entry.dev_major = Some(stx.stx_rdev_major);
+            entry.dev_minor = Some(stx.stx_rdev_minor);
+        }
         // FIFOs, and sockets (which no manifest lists: a socket where a FIFO was signed is as
         // harmless as the FIFO, and anywhere else it is an extra path).
-        entry.kind = FileType::Fifo;
+        _ => entry.kind = FileType::Fifo,
     }
     Ok(Observed { entry, host_path, key })
-}
-
-fn file_key(path: &Path, meta: &fs::Metadata) -> FileKey {
-    let btime =
-        rustix::fs::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW, rustix::fs::StatxFlags::BTIME)
-            .ok()
-            .filter(|s| s.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0)
-            .map(|s| (s.stx_btime.tv_sec, s.stx_btime.tv_nsec));
-    FileKey {
-        ino: meta.ino(),
-        size: meta.len(),
-        mtime: (meta.mtime(), meta.mtime_nsec() as u32),
-        ctime: (meta.ctime(), meta.ctime_nsec() as u32),
-        btime,
-    }
 }
 
 fn privilege_xattrs(path: &Path) -> BTreeMap<String, String> {
