@@ -76,6 +76,24 @@ fn pull_then_verify_and_run_offline() {
         .says("verified")
         .says(&a.id);
     }
+    // What `run --offline` does before it launches: the store unpacks the pulled image (verify on
+    // write) from its own layout, with the bundle kept beside it.
+    {
+        use std::sync::Arc;
+        use store::{EnsureOptions, Store};
+        use verifier_core::source::ImageRef;
+        let offline = store::blobs::offline(&store, &by_digest.parse::<ImageRef>().unwrap()).unwrap();
+        let bundles = verifier_core::referrers::discover_bundles(&offline).unwrap().bundles;
+        let trust = keys::TrustStore::open(&trust).unwrap();
+        let options = EnsureOptions::default();
+        let stored = Store::open(&store)
+            .unwrap()
+            .ensure(&offline, &bundles, &trust, &options, Arc::new(verifier_core::progress::NoProgress))
+            .unwrap();
+        assert!(stored.stats.unpacked);
+        assert_eq!(stored.digest.oci(), digest);
+        assert!(stored.rootfs.join("bin/busybox").is_file());
+    }
     // Without --offline it would reach the (stopped) registry.
     run(imgsign()
         .args(["verify", &by_tag, "--insecure", "--no-record", "--registry-timeout", "2s", "--trust"])
