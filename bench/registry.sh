@@ -10,6 +10,8 @@
 #   imgsign_pull      `imgsign pull docker://...` into an empty store: the same work as skopeo_pull
 #                     (blobs fetched, digest- and size-checked, kept as an OCI layout, nothing
 #                     unpacked), plus the attached bundles and an fsync per blob
+#   imgsign_pull_serial  imgsign_pull with --jobs 1 (one layer at a time: what the parallel
+#                     transfers are worth)
 #   imgsign_pull_again  the same pull by digest into the store that has it (must cost nothing)
 #   run_ref           `imgsign run docker://... -- /bin/true` into an empty store (verify-on-write
 #                     unpack of every file, then a container launch; as root)
@@ -78,6 +80,7 @@ VERIFY_PULLED="$(q "$IMGSIGN" verify "oci:$WORK/pulled:$TAG" --bundle "$WORK/bun
 RUN="$(q "$IMGSIGN" run "$REF" --insecure --bundle "$WORK/bundle.json" --trust "$WORK/trust" --no-record \
     --store "$WORK/store" --state-root "$WORK/state") -- /bin/true"
 IPULL="$(q "$IMGSIGN" pull "$REF" --insecure --store "$WORK/pullstore") >/dev/null"
+IPULL_SERIAL="$(q "$IMGSIGN" pull "$REF" --insecure --jobs 1 --store "$WORK/pullstore") >/dev/null"
 IPULL_AGAIN="$(q "$IMGSIGN" pull "$REF_DIGEST" --insecure --store "$WORK/pullstore") >/dev/null"
 CLEAN_PULL="rm -rf $(q "$WORK/pulled")&& sync"
 CLEAN_IPULL="rm -rf $(q "$WORK/pullstore")&& sync"
@@ -97,6 +100,7 @@ hyperfine --warmup 1 --runs "$RUNS" --style basic --export-json "$WORK/hyperfine
     -n pull_then_verify --prepare "$CLEAN_PULL" "$PULL && $VERIFY_PULLED" \
     -n skopeo_pull --prepare "$CLEAN_PULL" "$PULL" \
     -n imgsign_pull --prepare "$CLEAN_IPULL" "$IPULL" \
+    -n imgsign_pull_serial --prepare "$CLEAN_IPULL" "$IPULL_SERIAL" \
     -n imgsign_pull_again --prepare true "$IPULL_AGAIN" \
     -n run_ref --prepare "$CLEAN_STORE" "$RUN" >&2
 
@@ -104,7 +108,7 @@ mkdir -p "$RESULTS"
 cp "$WORK/hyperfine.json" "$RESULTS/registry-latest.json"
 mean() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .mean' "$WORK/hyperfine.json"; }
 printf '%-18s %8s\n' command "mean s"
-for n in verify_ref pull_then_verify skopeo_pull imgsign_pull imgsign_pull_again run_ref; do printf '%-18s %8.3f\n' "$n" "$(mean "$n")"; done
+for n in verify_ref pull_then_verify skopeo_pull imgsign_pull imgsign_pull_serial imgsign_pull_again run_ref; do printf '%-18s %8.3f\n' "$n" "$(mean "$n")"; done
 awk -v a="$(mean pull_then_verify)" -v b="$(mean verify_ref)" \
     'BEGIN { printf "pull_then_verify / verify_ref = %.2f (above 1: verifying by reference is faster)\n", a / b }'
 awk -v a="$(mean imgsign_pull)" -v b="$(mean skopeo_pull)" \
