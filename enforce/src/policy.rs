@@ -352,3 +352,45 @@ pub fn valid_scope_name(name: &str) -> bool {
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "trust = \"trust\"\n[[scope]]\nname = \"web\"\ncgroup = \"/sys/fs/cgroup/web\"\nmode = \"enforce\"\n";
+
+    fn parsed(text: &str) -> Result<Policy, PolicyError> {
+        parse(text, Path::new("/etc/imgsign/policy.toml"))
+    }
+
+    #[test]
+    fn a_registry_image_without_bundles_is_a_discovered_scope_reached_as_the_registry_table_says() {
+        let policy = parsed(&format!(
+            "{HEAD}image = \"docker://127.0.0.1:5000/web:v1\"\n[registry]\ninsecure = true\ncert_dir = \"certs\"\nauth_file = \"/etc/imgsign/auth.json\"\ntimeout_seconds = 5\n"
+        ))
+        .unwrap();
+        let scope = &policy.scopes[0];
+        assert!(scope.bundles.is_empty());
+        let Some(ImageRef::Registry { access, .. }) = &scope.image else { panic!("{:?}", scope.image) };
+        assert!(access.insecure);
+        assert_eq!(access.cert_dir.as_deref(), Some(Path::new("/etc/imgsign/certs")), "relative to the policy");
+        assert_eq!(access.auth_files, vec![PathBuf::from("/etc/imgsign/auth.json")]);
+        assert_eq!(access.timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn only_a_registry_image_stands_in_for_bundles() {
+        for image in ["oci:/images/web:v1", "docker-archive:/images/web.tar", "dir:/images/web"] {
+            let err = parsed(&format!("{HEAD}image = {image:?}\n")).unwrap_err().to_string();
+            assert!(err.contains("bundles") && err.contains("is empty"), "{image}: {err}");
+        }
+        let err = parsed(&format!("{HEAD}image = \"docker://h:5000/web:v1\"\n[registry]\ntimeout_seconds = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registry.timeout_seconds"), "{err}");
+        let err =
+            parsed(&format!("{HEAD}image = \"docker://h:5000/web:v1\"\n[registry]\nproxy = \"x\"\n")).unwrap_err();
+        assert!(matches!(err, PolicyError::Parse { .. }), "unknown fields are refused: {err:?}");
+    }
+}

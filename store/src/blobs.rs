@@ -216,3 +216,61 @@ pub fn offline(root: &Path, image: &ImageRef) -> Result<ImageRef, BlobError> {
     }
     Ok(ImageRef::Oci { dir: layout.dir.clone(), tag: Some(name), platform: platform.clone() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leftovers(layout: &Layout) -> Vec<String> {
+        std::fs::read_dir(layout.dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_blob_gets_its_name_only_when_its_size_and_digest_are_the_descriptors() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout::create(root.path()).unwrap();
+        let good = b"layer bytes".to_vec();
+        let digest = Sha256Digest::of(&good);
+        let size = good.len() as u64;
+
+        let wrong = b"other bytes".to_vec();
+        let err = layout.write_blob("blob", &digest, size, &mut &wrong[..]).unwrap_err();
+        assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err:?}");
+        let longer = [good.clone(), b"!".to_vec()].concat();
+        let err = layout.write_blob("blob", &digest, size, &mut &longer[..]).unwrap_err();
+        assert!(matches!(err, BlobError::SizeMismatch { actual, .. } if actual == size + 1), "{err:?}");
+        let err = layout.write_blob("blob", &digest, size, &mut &good[..4]).unwrap_err();
+        assert!(matches!(err, BlobError::SizeMismatch { actual: 4, .. }), "{err:?}");
+        assert!(leftovers(&layout).is_empty(), "nothing stays: {:?}", leftovers(&layout));
+
+        layout.write_blob("blob", &digest, size, &mut &good[..]).unwrap();
+        assert!(layout.has(&digest, size));
+        assert_eq!(leftovers(&layout), vec![digest.hex()]);
+    }
+
+    #[test]
+    fn offline_finds_only_what_the_index_lists() {
+        let root = tempfile::tempdir().unwrap();
+        let image: ImageRef = "docker://127.0.0.1:5000/web:v1".parse().unwrap();
+        let not_stored = |e: BlobError| matches!(e, BlobError::NotStored { .. });
+        assert!(not_stored(offline(root.path(), &image).unwrap_err()), "no layout at all");
+
+        let layout = Layout::create(root.path()).unwrap();
+        let manifest = br#"{"schemaVersion":2}"#.to_vec();
+        let digest = Sha256Digest::of(&manifest);
+        let entry = json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest.oci(), "size": manifest.len()});
+        layout.record(&entry, &["127.0.0.1:5000/web:v1".to_string()], Vec::new()).unwrap();
+        assert!(not_stored(offline(root.path(), &image).unwrap_err()), "listed but its manifest blob is missing");
+
+        layout.write_blob("manifest", &digest, manifest.len() as u64, &mut &manifest[..]).unwrap();
+        let ImageRef::Oci { dir, tag, .. } = offline(root.path(), &image).unwrap() else { panic!("not a layout") };
+        assert_eq!((dir, tag.as_deref()), (layout.dir().to_path_buf(), Some("127.0.0.1:5000/web:v1")));
+        let other: ImageRef = "docker://127.0.0.1:5000/web:v2".parse().unwrap();
+        assert!(not_stored(offline(root.path(), &other).unwrap_err()));
+        let local: ImageRef = "oci:/images/web:v1".parse().unwrap();
+        assert_eq!(offline(root.path(), &local).unwrap(), local, "local references stay as they are");
+    }
+}
