@@ -57,6 +57,17 @@ fn pull_then_verify_and_run_offline() {
     assert_blobs_sound(&store);
     assert!(!store.join("images").read_dir().unwrap().any(|_| true), "nothing unpacked");
 
+    // The store's layout is a plain OCI layout: skopeo reads the pulled image from it by the name
+    // it is listed under, with the digest the registry gave.
+    let listed = by_digest.trim_start_matches("docker://");
+    let out = std::process::Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:{listed}", store.join("layout").display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["Digest"], digest.as_str());
+
     // Again, by tag (one manifest request) and by digest (no request): nothing fetched.
     for again in [&by_tag, &by_digest] {
         let again = pull(&store, again);
