@@ -60,7 +60,7 @@ impl RegistryArgs {
         let image = image.parse::<ImageRef>()?.with_platform(platform.clone());
         Ok(match image {
             ImageRef::Registry { .. } if self.offline => anyhow::bail!(
-                "--offline: {image} is in a registry and this command would reach it; without --offline, or give oci:DIR[:TAG]"
+                "--offline: {image} is in a registry and this command would reach it: drop --offline, or give an OCI layout (oci:DIR[:TAG])"
             ),
             ImageRef::Registry { .. } => image.with_registry_access(self.access()?),
             other => other,
