@@ -6,11 +6,17 @@
 # then timed in one hyperfine run (warm page cache, warm registry):
 #   verify_ref        `imgsign verify docker://HOST/bench:v1` (layers streamed, nothing stored)
 #   pull_then_verify  `skopeo copy docker://... oci:DIR` then `imgsign verify oci:DIR`
-#   skopeo_pull       `skopeo copy docker://... oci:DIR` alone
+#   skopeo_pull       `skopeo copy docker://... oci:DIR` alone, into an empty layout
+#   imgsign_pull      `imgsign pull docker://...` into an empty store: the same work as skopeo_pull
+#                     (blobs fetched, digest- and size-checked, kept as an OCI layout, nothing
+#                     unpacked), plus the attached bundles and an fsync per blob
+#   imgsign_pull_serial  imgsign_pull with --jobs 1 (one layer at a time: what the parallel
+#                     transfers are worth)
+#   imgsign_pull_again  the same pull by digest into the store that has it (must cost nothing)
 #   run_ref           `imgsign run docker://... -- /bin/true` into an empty store (verify-on-write
 #                     unpack of every file, then a container launch; as root)
-# Prints the table and the ratios pull_then_verify/verify_ref and run_ref/skopeo_pull; writes the
-# hyperfine JSON to bench/results/registry-latest.json.
+# Prints the table and the ratios pull_then_verify/verify_ref, imgsign_pull/skopeo_pull (like for
+# like) and run_ref/skopeo_pull; writes the hyperfine JSON to bench/results/registry-latest.json.
 #
 # Environment:
 #   IMGSIGN_BENCH_CACHE  cache directory of bench/sign.sh (default ~/.cache/imgsign-bench)
@@ -63,7 +69,9 @@ export IMGSIGN_PASSPHRASE=imgsign-bench
 "$IMGSIGN" keygen --out "$WORK/key" >/dev/null 2>&1
 "$IMGSIGN" trust init "$WORK/trust" >/dev/null
 "$IMGSIGN" trust add "$WORK/trust" "$WORK/key.pub" >/dev/null
-"$IMGSIGN" sign "$REF" --insecure --key "$WORK/key.key" --out "$WORK/bundle.json" >/dev/null
+"$IMGSIGN" sign "$REF" --insecure --push --key "$WORK/key.key" --out "$WORK/bundle.json" >/dev/null
+DIGEST=$(skopeo inspect --tls-verify=false "$REF" | jq -r .Digest)
+REF_DIGEST=docker://127.0.0.1:$PORT/bench@$DIGEST
 
 q() { printf '%q ' "$@"; }
 VERIFY="$(q "$IMGSIGN" verify "$REF" --insecure --bundle "$WORK/bundle.json" --trust "$WORK/trust" --no-record) >/dev/null"
@@ -71,12 +79,19 @@ PULL="$(q skopeo copy --quiet --src-tls-verify=false "$REF" "oci:$WORK/pulled:$T
 VERIFY_PULLED="$(q "$IMGSIGN" verify "oci:$WORK/pulled:$TAG" --bundle "$WORK/bundle.json" --trust "$WORK/trust" --no-record) >/dev/null"
 RUN="$(q "$IMGSIGN" run "$REF" --insecure --bundle "$WORK/bundle.json" --trust "$WORK/trust" --no-record \
     --store "$WORK/store" --state-root "$WORK/state") -- /bin/true"
+IPULL="$(q "$IMGSIGN" pull "$REF" --insecure --store "$WORK/pullstore") >/dev/null"
+IPULL_SERIAL="$(q "$IMGSIGN" pull "$REF" --insecure --jobs 1 --store "$WORK/pullstore") >/dev/null"
+IPULL_AGAIN="$(q "$IMGSIGN" pull "$REF_DIGEST" --insecure --store "$WORK/pullstore") >/dev/null"
 CLEAN_PULL="rm -rf $(q "$WORK/pulled")&& sync"
+CLEAN_IPULL="rm -rf $(q "$WORK/pullstore")&& sync"
 CLEAN_STORE="rm -rf $(q "$WORK/store")&& sync"
 
 say "checking each command once"
 eval "$VERIFY" || die "imgsign verify failed"
 eval "$CLEAN_PULL" && eval "$PULL" && eval "$VERIFY_PULLED" || die "pull then verify failed"
+eval "$CLEAN_IPULL" && eval "$IPULL" && eval "$IPULL_AGAIN" || die "imgsign pull failed"
+"$IMGSIGN" verify "$REF_DIGEST" --offline --store "$WORK/pullstore" --trust "$WORK/trust" --no-record >/dev/null \
+    || die "the pulled image does not verify offline"
 eval "$CLEAN_STORE" && eval "$RUN" || die "imgsign run failed"
 
 say "hyperfine: $RUNS runs each, 1 warmup (load average $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -84,14 +99,21 @@ hyperfine --warmup 1 --runs "$RUNS" --style basic --export-json "$WORK/hyperfine
     -n verify_ref --prepare true "$VERIFY" \
     -n pull_then_verify --prepare "$CLEAN_PULL" "$PULL && $VERIFY_PULLED" \
     -n skopeo_pull --prepare "$CLEAN_PULL" "$PULL" \
+    -n imgsign_pull --prepare "$CLEAN_IPULL" "$IPULL" \
+    -n imgsign_pull_serial --prepare "$CLEAN_IPULL" "$IPULL_SERIAL" \
+    -n imgsign_pull_again --prepare true "$IPULL_AGAIN" \
     -n run_ref --prepare "$CLEAN_STORE" "$RUN" >&2
 
 mkdir -p "$RESULTS"
 cp "$WORK/hyperfine.json" "$RESULTS/registry-latest.json"
 mean() { jq -r --arg n "$1" '.results[] | select(.command == $n) | .mean' "$WORK/hyperfine.json"; }
 printf '%-18s %8s\n' command "mean s"
-for n in verify_ref pull_then_verify skopeo_pull run_ref; do printf '%-18s %8.3f\n' "$n" "$(mean "$n")"; done
+for n in verify_ref pull_then_verify skopeo_pull imgsign_pull imgsign_pull_serial imgsign_pull_again run_ref; do printf '%-18s %8.3f\n' "$n" "$(mean "$n")"; done
 awk -v a="$(mean pull_then_verify)" -v b="$(mean verify_ref)" \
     'BEGIN { printf "pull_then_verify / verify_ref = %.2f (above 1: verifying by reference is faster)\n", a / b }'
+awk -v a="$(mean imgsign_pull)" -v b="$(mean skopeo_pull)" \
+    'BEGIN { printf "imgsign_pull / skopeo_pull = %.2f (like for like; below 1: imgsign pulls faster)\n", a / b }'
+awk -v a="$(mean imgsign_pull_again)" -v b="$(mean skopeo_pull)" \
+    'BEGIN { printf "imgsign_pull_again / skopeo_pull = %.3f (a second pull of the same digest)\n", a / b }'
 awk -v a="$(mean run_ref)" -v b="$(mean skopeo_pull)" \
     'BEGIN { printf "run_ref / skopeo_pull = %.2f (run_ref also unpacks, verifies every file and launches)\n", a / b }'

@@ -82,8 +82,12 @@ pub struct AddScope {
     /// The container the cgroup is, named in every event of the scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerInfo>,
+    /// May be empty when `image` is a registry reference: the bundles attached to it there are
+    /// discovered (reached as the policy's `[registry]` says).
+    #[serde(default)]
     pub bundles: Vec<PathBuf>,
-    /// Also compare this image's files with the manifest (`oci:DIR[:TAG]`, ...).
+    /// Also compare this image's files with the manifest (`oci:DIR[:TAG]`, ...); or, a
+    /// `docker://HOST/REPO[:TAG|@sha256:HEX]` without bundles, where they are discovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }

@@ -438,8 +438,13 @@ impl<K: Kernel> Daemon<K> {
         if !add.cgroup.is_absolute() {
             return Err(format!("cgroup {}: must be an absolute path of a cgroup v2 directory", add.cgroup.display()));
         }
-        if add.bundles.is_empty() || add.bundles.iter().any(|b| !b.is_absolute()) {
-            return Err("bundles: at least one, each an absolute path".into());
+        // No bundles: discovered in the registry when the image is a registry reference.
+        let discovers = add.bundles.is_empty() && add.image.as_deref().is_some_and(|i| i.starts_with("docker://"));
+        if (add.bundles.is_empty() && !discovers) || add.bundles.iter().any(|b| !b.is_absolute()) {
+            return Err(
+                "bundles: at least one, each an absolute path (or none, with an image docker://... whose attached bundles are discovered)"
+                    .into(),
+            );
         }
         for fixed in self.fixed_scopes() {
             if fixed.name == add.name {
@@ -454,7 +459,12 @@ impl<K: Kernel> Daemon<K> {
         }
         let image = match add.image.as_deref() {
             None => None,
-            Some(text) => Some(text.parse().map_err(|e| format!("image {text:?}: {e}"))?),
+            Some(text) => {
+                let image: verifier_core::source::ImageRef =
+                    text.parse().map_err(|e| format!("image {text:?}: {e}"))?;
+                // Registry images are reached as the policy says (the client gives no credentials).
+                Some(image.with_registry_access(self.policy.policy().registry.clone()))
+            }
         };
         Ok(ScopeSpec {
             name: add.name,

@@ -22,6 +22,7 @@ pub mod cgroup;
 pub mod control;
 pub mod daemon;
 pub mod desired;
+pub mod discovered;
 pub mod kernel;
 pub mod node;
 pub mod plan;

@@ -10,6 +10,12 @@
 //! --bundle a --bundle b` does); bundles of different statements each must verify on their own,
 //! and the scope allows the files of all of them. Within one plan an image name may appear at one
 //! version only: an older one next to a newer one is a replay.
+//!
+//! A scope that names a registry image and no bundle files takes the bundles attached to that
+//! image ([`crate::discovered`]); they are then verified exactly as files are. Its image's files
+//! are not downloaded and compared: the accepted statement's subject is the manifest digest the
+//! registry serves for the reference, which names every layer, and what the kernel allows is the
+//! signed manifest's digests either way.
 
 use crate::cgroup::{cgroup_id, CgroupError};
 use crate::desired::{DesiredScope, DesiredState, DigestSet};
@@ -23,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 use verifier_core::digest::Sha256Digest;
+use verifier_core::source::ImageRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -68,6 +75,12 @@ pub enum PlanError {
     },
     #[error("scope {scope:?}: bundle {bundle}: entry {path} has no valid sha256")]
     Digest { scope: String, bundle: PathBuf, path: String },
+    #[error("scope {scope:?}")]
+    Discovery {
+        scope: String,
+        #[source]
+        source: crate::discovered::DiscoveryError,
+    },
     #[error("scope {scope:?}: cgroup")]
     Cgroup {
         scope: String,
@@ -91,7 +104,17 @@ impl PlanError {
     /// Whether the plan was refused because something did not verify (as opposed to input that
     /// could not be read at all).
     pub fn is_verification_failure(&self) -> bool {
-        matches!(self, PlanError::Refused { .. } | PlanError::Rollback { .. } | PlanError::ImageMismatch { .. })
+        use crate::discovered::DiscoveryError;
+        matches!(
+            self,
+            PlanError::Refused { .. }
+                | PlanError::Rollback { .. }
+                | PlanError::ImageMismatch { .. }
+                | PlanError::Discovery {
+                    source: DiscoveryError::Nothing { .. } | DiscoveryError::Untrusted { .. },
+                    ..
+                }
+        )
     }
 }
 
@@ -344,6 +367,12 @@ fn build_scope(
 ) -> Result<ScopePlan, PlanError> {
     let scope = || spec.name.clone();
     let mut files = Vec::new();
+    // No bundle files and a registry image: the bundles attached to it.
+    let discovering = spec.bundles.is_empty() && matches!(spec.image, Some(ImageRef::Registry { .. }));
+    if let (true, Some(image)) = (discovering, &spec.image) {
+        files = crate::discovered::discover(image, trust)
+            .map_err(|source| PlanError::Discovery { scope: scope(), source })?;
+    }
     for path in &spec.bundles {
         files.push(BundleFile::read(path).map_err(|e| match e {
             VerifiedError::Read(source) => PlanError::ReadBundle { scope: scope(), bundle: path.clone(), source },
@@ -374,7 +403,7 @@ fn build_scope(
             other => unexpected(scope(), &paths[0], other),
         })?;
         let mut image_checked = None;
-        if let Some(image) = &spec.image {
+        if let (false, Some(image)) = (discovering, &spec.image) {
             let mismatch = verified::check_image(image, group, trust, now).map_err(|e| match e {
                 e @ VerifiedError::Image(_) => {
                     PlanError::Image { scope: scope(), image: image.to_string(), source: Box::new(e) }

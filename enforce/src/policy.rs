@@ -17,12 +17,27 @@
 //! profile = "default"                # or "strict": also no anonymous executable memory, no io_uring
 //! bundles = ["web.sigstore.json"]
 //! image = "oci:/images/web:latest"   # optional: also verify the image's files
+//! [[scope]]                          # bundles discovered in a registry: none listed, and
+//! name = "api"                       # the image a docker:// reference (by tag or digest)
+//! cgroup = "/sys/fs/cgroup/api"
+//! mode = "enforce"
+//! image = "docker://registry.example/api@sha256:..."
+//! [registry]                         # optional: how docker:// images are reached
+//! insecure = false                   # plain HTTP, loopback hosts only
+//! cert_dir = "/etc/imgsign/registry-certs" # extra CA certificates (*.crt)
+//! auth_file = "/etc/imgsign/auth.json"     # Docker/Podman auth file (default: the usual ones)
+//! timeout_seconds = 30
 //! ```
+//!
+//! A scope with an `image` that is a registry reference and no `bundles` takes the bundles
+//! attached to that image in the registry (OCI referrers, else the `sha256-<hex>` tag schema),
+//! and only those of one statement the trust store accepts whose subject is the manifest the
+//! reference names now (see [`crate::discovered`]).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use verifier_core::source::ImageRef;
+use verifier_core::source::{ImageRef, RegistryAccess};
 
 pub use crate::source::ScopeSpec;
 
@@ -133,6 +148,8 @@ pub struct Policy {
     pub scopes: Vec<ScopeSpec>,
     /// How often the running daemon verifies every scope again (expiry, revocation).
     pub recheck: std::time::Duration,
+    /// How `docker://` images (the policy's and the control socket's) are reached.
+    pub registry: RegistryAccess,
 }
 
 /// [`Policy::recheck`] when the policy does not say.
@@ -152,6 +169,21 @@ struct PolicyFile {
     recheck_seconds: Option<u64>,
     #[serde(default, rename = "scope")]
     scopes: Vec<ScopeFile>,
+    #[serde(default)]
+    registry: Option<RegistryFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    cert_dir: Option<PathBuf>,
+    #[serde(default)]
+    auth_file: Option<PathBuf>,
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +252,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         Some(s) if s > 86_400 => return Err(invalid("recheck_seconds".into(), "must be at most 86400 (a day)")),
         Some(s) => s,
     };
+    let mut registry = RegistryAccess::default();
+    if let Some(r) = file.registry {
+        registry.insecure = r.insecure;
+        registry.cert_dir = r.cert_dir.map(|p| resolve(&p));
+        registry.auth_files = r.auth_file.map(|p| resolve(&p)).into_iter().collect();
+        match r.timeout_seconds {
+            None => {}
+            Some(s @ 1..=600) => registry.timeout = std::time::Duration::from_secs(s),
+            Some(_) => return Err(invalid("registry.timeout_seconds".into(), "must be 1 to 600")),
+        }
+    }
     let mut names = BTreeSet::new();
     let mut cgroups = BTreeSet::new();
     let mut scopes = Vec::new();
@@ -243,12 +286,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         if !cgroups.insert(scope.cgroup.clone()) {
             return Err(invalid(at("cgroup"), "is the cgroup of an earlier scope"));
         }
+        let discovers = scope.image.as_deref().is_some_and(|i| i.starts_with("docker://"));
         match (scope.deny_unknown, scope.bundles.is_empty()) {
+            (false, true) if discovers => {}
             (false, true) => {
                 return Err(invalid(
                     at("bundles"),
-                    "is empty: a scope needs at least one signed manifest (or deny_unknown = true, for a parent \
-                     cgroup that allows nothing of its own)",
+                    "is empty: a scope needs at least one signed manifest (or an image = \"docker://...\" whose \
+                     attached bundles are discovered, or deny_unknown = true, for a parent cgroup that allows \
+                     nothing of its own)",
                 ))
             }
             (true, false) => {
@@ -272,7 +318,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
                     ImageRef::Oci { dir, tag, platform } => ImageRef::Oci { dir: resolve(&dir), tag, platform },
                     ImageRef::DockerArchive { file } => ImageRef::DockerArchive { file: resolve(&file) },
                     ImageRef::Dir { path } => ImageRef::Dir { path: resolve(&path) },
-                    registry @ ImageRef::Registry { .. } => registry,
+                    image @ ImageRef::Registry { .. } => image.with_registry_access(registry.clone()),
                 })
             }
         };
@@ -296,6 +342,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         control,
         scopes,
         recheck: std::time::Duration::from_secs(recheck),
+        registry,
     })
 }
 
@@ -304,4 +351,46 @@ pub fn valid_scope_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "trust = \"trust\"\n[[scope]]\nname = \"web\"\ncgroup = \"/sys/fs/cgroup/web\"\nmode = \"enforce\"\n";
+
+    fn parsed(text: &str) -> Result<Policy, PolicyError> {
+        parse(text, Path::new("/etc/imgsign/policy.toml"))
+    }
+
+    #[test]
+    fn a_registry_image_without_bundles_is_a_discovered_scope_reached_as_the_registry_table_says() {
+        let policy = parsed(&format!(
+            "{HEAD}image = \"docker://127.0.0.1:5000/web:v1\"\n[registry]\ninsecure = true\ncert_dir = \"certs\"\nauth_file = \"/etc/imgsign/auth.json\"\ntimeout_seconds = 5\n"
+        ))
+        .unwrap();
+        let scope = &policy.scopes[0];
+        assert!(scope.bundles.is_empty());
+        let Some(ImageRef::Registry { access, .. }) = &scope.image else { panic!("{:?}", scope.image) };
+        assert!(access.insecure);
+        assert_eq!(access.cert_dir.as_deref(), Some(Path::new("/etc/imgsign/certs")), "relative to the policy");
+        assert_eq!(access.auth_files, vec![PathBuf::from("/etc/imgsign/auth.json")]);
+        assert_eq!(access.timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn only_a_registry_image_stands_in_for_bundles() {
+        for image in ["oci:/images/web:v1", "docker-archive:/images/web.tar", "dir:/images/web"] {
+            let err = parsed(&format!("{HEAD}image = {image:?}\n")).unwrap_err().to_string();
+            assert!(err.contains("bundles") && err.contains("is empty"), "{image}: {err}");
+        }
+        let err = parsed(&format!("{HEAD}image = \"docker://h:5000/web:v1\"\n[registry]\ntimeout_seconds = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registry.timeout_seconds"), "{err}");
+        let err =
+            parsed(&format!("{HEAD}image = \"docker://h:5000/web:v1\"\n[registry]\nproxy = \"x\"\n")).unwrap_err();
+        assert!(matches!(err, PolicyError::Parse { .. }), "unknown fields are refused: {err:?}");
+    }
 }

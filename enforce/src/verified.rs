@@ -85,12 +85,18 @@ impl BundleFile {
             BundleError::Read { source, .. } => VerifiedError::Read(source),
             other => VerifiedError::Parse(other),
         })?;
+        Ok(Self::from_bundle(path.to_path_buf(), bundle))
+    }
+
+    /// A bundle that did not come from a file (one discovered in a registry), named by `label`
+    /// in reports and errors.
+    pub fn from_bundle(label: PathBuf, bundle: CheckedBundle) -> Self {
         let mut content = bundle.payload().digest().0.to_vec();
         for signature in bundle.signatures() {
             content.extend_from_slice(&(signature.sig.len() as u64).to_le_bytes());
             content.extend_from_slice(&signature.sig);
         }
-        Ok(BundleFile { path: path.to_path_buf(), content_digest: Sha256Digest::of(&content), bundle })
+        BundleFile { path: label, content_digest: Sha256Digest::of(&content), bundle }
     }
 
     fn same_statement(&self, other: &BundleFile) -> bool {
@@ -123,6 +129,10 @@ impl Trust {
         // An unreadable file leaves a state no cache entry matches: everything is verified.
         let state = state_of(dir).unwrap_or_else(|_| Sha256Digest::of(format!("{:?}", SystemTime::now()).as_bytes()));
         Ok(Trust { store, state })
+    }
+
+    pub fn store(&self) -> &TrustStore {
+        &self.store
     }
 }
 

@@ -22,9 +22,11 @@
 //! against the VERIFIED manifest as it is written and the whole unpacked manifest at the end.
 //! A stored image is found by its record: a second `ensure` costs no unpack and no hashing.
 
+pub mod blobs;
 pub mod lock;
 pub mod objects;
 pub mod process;
+pub mod pull;
 pub mod verity;
 
 use crate::lock::LockMode;

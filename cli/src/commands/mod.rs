@@ -37,6 +37,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Copy an image and its attached bundles between registries and OCI layouts.
     Copy(copy::Args),
+    /// Fetch a registry image and its attached bundles into the local store, not unpacked (for --offline).
+    Pull(copy::PullArgs),
     /// Node daemon: keep the kernel's allowed digests per cgroup current from a policy file.
     Enforce(enforce::Args),
     /// List the images in the local store.
@@ -66,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Copy(args) => copy::run(args),
+        Command::Pull(args) => copy::pull(args),
         Command::Enforce(args) => enforce::run(args),
         Command::Images(args) => images::images(args),
         Command::Rmi(args) => images::rmi(args),

@@ -1,6 +1,7 @@
 //! How to reach a registry, for every command that takes an image reference: TLS certificates,
 //! plain HTTP to loopback, auth files or a user with a password from the environment, time-out.
-//! The flags only matter for `docker://` images.
+//! The flags only matter for `docker://` images. `--offline` reads registry images from the
+//! local store only (`imgsign pull` puts them there): nothing touches the network.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +28,10 @@ pub struct RegistryArgs {
     /// Connect and read time-out of each registry request.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub registry_timeout: Duration,
+    /// Nothing from the network: a docker:// image is read from the local store (see `imgsign
+    /// pull`), and is an error if it is not there; commands that must reach a registry refuse.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl RegistryArgs {
@@ -49,12 +54,31 @@ impl RegistryArgs {
         })
     }
 
-    /// `image` parsed, with the platform and this registry access applied.
+    /// `image` parsed, with the platform and this registry access applied; a registry image is
+    /// refused with `--offline` (the caller would reach the registry).
     pub fn image(&self, image: &str, platform: &verifier_core::image::Platform) -> anyhow::Result<ImageRef> {
         let image = image.parse::<ImageRef>()?.with_platform(platform.clone());
         Ok(match image {
+            ImageRef::Registry { .. } if self.offline => anyhow::bail!(
+                "--offline: {image} is in a registry and this command would reach it: drop --offline, or give an OCI layout (oci:DIR[:TAG])"
+            ),
             ImageRef::Registry { .. } => image.with_registry_access(self.access()?),
             other => other,
         })
+    }
+
+    /// [`Self::image`], except that with `--offline` a registry image is the one the store at
+    /// `store` holds under that reference (an error naming it when it was never pulled).
+    pub fn image_or_stored(
+        &self,
+        image: &str,
+        platform: &verifier_core::image::Platform,
+        store: &std::path::Path,
+    ) -> anyhow::Result<ImageRef> {
+        if !self.offline {
+            return self.image(image, platform);
+        }
+        let image = image.parse::<ImageRef>()?.with_platform(platform.clone());
+        Ok(store::blobs::offline(store, &image)?)
     }
 }

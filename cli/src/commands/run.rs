@@ -116,7 +116,7 @@ enum Outcome {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let id = args.name.clone().unwrap_or_else(random_id);
     launch::config::check_id(&id)?;
-    let (image, mut trust, bundles) = args.signed.open()?;
+    let (image, mut trust, bundles) = args.signed.open(&args.store.dir())?;
     let json = args.json;
     let mut ensured = None;
     let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured);

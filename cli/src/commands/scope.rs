@@ -34,8 +34,9 @@ pub enum ScopeCommand {
         /// The cgroup v2 directory whose tasks the scope holds.
         #[arg(long)]
         cgroup: PathBuf,
-        /// A signed manifest of what may run (repeatable).
-        #[arg(long = "bundle", required = true)]
+        /// A signed manifest of what may run (repeatable). Without one, --image must be a
+        /// docker:// reference: the daemon discovers the bundles attached to it.
+        #[arg(long = "bundle", required_unless_present = "image")]
         bundles: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "enforce")]
         mode: ModeArg,
@@ -48,7 +49,8 @@ pub enum ScopeCommand {
         /// Freeze or kill the cgroup when the kernel reports a violation in it.
         #[arg(long, value_enum)]
         on_violation: Option<ViolationArg>,
-        /// Also compare this image's files with the manifest.
+        /// Also compare this image's files with the manifest; or, without --bundle, the
+        /// docker://HOST/REPO[:TAG|@sha256:HEX] whose attached bundles the daemon discovers.
         #[arg(long)]
         image: Option<String>,
     },

@@ -29,9 +29,10 @@ pub struct SignedImageArgs {
 
 impl SignedImageArgs {
     /// The image reference (with the platform), the trust store and the bundles, each read and
-    /// checked; the first that cannot be is the error.
-    pub fn open(&self) -> anyhow::Result<(ImageRef, TrustStore, Vec<CheckedBundle>)> {
-        let image = self.registry.image(&self.image, &self.platform)?;
+    /// checked; the first that cannot be is the error. With `--offline`, a registry image and its
+    /// bundles come from the store at `store` (see `imgsign pull`).
+    pub fn open(&self, store: &std::path::Path) -> anyhow::Result<(ImageRef, TrustStore, Vec<CheckedBundle>)> {
+        let image = self.registry.image_or_stored(&self.image, &self.platform, store)?;
         let trust = TrustStore::open(&self.trust)?;
         let bundles = if self.bundles.is_empty() { discover(&image, &trust)? } else { read_bundles(&self.bundles)? };
         Ok((image, trust, bundles))

@@ -20,10 +20,13 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// The store --offline reads registry images from.
+    #[command(flatten)]
+    pub store: super::images::StoreArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (image, mut trust, bundles) = args.signed.open()?;
+    let (image, mut trust, bundles) = args.signed.open(&args.store.dir())?;
     let options = VerifyOptions { now: SystemTime::now(), record_version: !args.no_record };
     let report = verify(&image, &bundles, &mut trust, &options, output::progress())?;
     if args.json {

@@ -28,6 +28,10 @@ use std::sync::Arc;
 
 pub use ::registry::{Access as RegistryAccess, Credentials as RegistryCredentials, Reference as RegistryReference};
 pub use oci_spec::image::ImageConfiguration;
+/// For the store's pull (blobs kept without unpacking): a registry image's manifest, chosen for
+/// the platform and checked, with the connected registry.
+#[cfg(feature = "registry-client")]
+pub use registry::resolve as resolve_registry;
 
 /// Largest JSON document (index, manifest, config) read into memory.
 pub(crate) const MAX_JSON: u64 = 4 << 20;

@@ -82,7 +82,7 @@ impl RegistrySource {
 
 /// Connects to the registry and reads the image manifest `reference` names for `platform`
 /// (following an index), checked against the digest and size that name it, media type included.
-pub(crate) fn resolve(
+pub fn resolve(
     reference: &Reference,
     platform: &Platform,
     access: &Access,
