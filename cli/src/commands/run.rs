@@ -1,7 +1,8 @@
 //! `imgsign run`: verify the bundles (signatures, expiry, rollback) before anything is
 //! unpacked, unpack the image into the local store checking every file against the signed
 //! manifest (`store::Store::ensure`; an image already stored is neither unpacked nor hashed
-//! again), then launch it in a hardened container (`launch`) over the stored tree and return
+//! again, and bundle files the store verified for it before are not verified again, only
+//! rechecked against the trust store and the clock: `store::verified`), then launch it in a hardened container (`launch`) over the stored tree and return
 //! its exit code. Without a command after `--`, the image config's Entrypoint + Cmd run (a
 //! command replaces Cmd), with its Env (then `--env`), WorkingDir and User (`store::process`).
 //! `imgsign ps` lists containers.
@@ -23,8 +24,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 use store::{EnsureOptions, StoreError};
+use verifier_core::bundle::CheckedBundle;
 use verifier_core::source::ImageRef;
-use verifier_core::verify::{accept, error_chain};
+use verifier_core::verify::{accept, error_chain, VerifyError};
 
 /// Exit code when the container could not be launched.
 const EXIT_LAUNCH: u8 = 125;
@@ -34,7 +36,8 @@ pub struct Args {
     #[command(flatten)]
     pub signed: super::signed::SignedImageArgs,
     /// Print a JSON summary on stdout after the container ends: id, image, exitCode, and what the
-    /// store did (digest, unpacked, content: objects and bytes written and reused; ensureMs).
+    /// store did (digest, unpacked, remembered: the bundles' verification was remembered, content:
+    /// objects and bytes written and reused; ensureMs).
     #[arg(long)]
     pub json: bool,
     /// Container id (default: 12 random hex digits).
@@ -109,14 +112,33 @@ enum Outcome {
     Exited(i32),
     Refused(String),
     LaunchFailed(anyhow::Error),
-    /// No command to run, or a user, group or working directory that cannot be (exit 2).
-    BadProcess(anyhow::Error),
+    /// An unreadable bundle file, no command to run, or a user, group or working directory that
+    /// cannot be (exit 2).
+    BadInput(anyhow::Error),
+}
+
+/// The bundles of a run: files (read by the store, which remembers what their verification
+/// proved) or discovered ones (already read).
+enum Bundles {
+    Files(Vec<PathBuf>),
+    Discovered(Vec<CheckedBundle>),
+}
+
+/// The image, the trust store and the bundles; bundle files are only named here.
+fn open_signed(signed: &super::signed::SignedImageArgs) -> anyhow::Result<(ImageRef, TrustStore, Bundles)> {
+    if signed.bundles.is_empty() {
+        let (image, trust, bundles) = signed.open()?;
+        return Ok((image, trust, Bundles::Discovered(bundles)));
+    }
+    let image = signed.registry.image(&signed.image, &signed.platform)?;
+    let trust = TrustStore::open(&signed.trust)?;
+    Ok((image, trust, Bundles::Files(signed.bundles.clone())))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let id = args.name.clone().unwrap_or_else(random_id);
     launch::config::check_id(&id)?;
-    let (image, mut trust, bundles) = args.signed.open()?;
+    let (image, mut trust, bundles) = open_signed(&args.signed)?;
     let json = args.json;
     let mut ensured = None;
     let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured);
@@ -126,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("imgsign: refused {image}: {reason}");
             (None, output::exit_failed())
         }
-        Ok(Outcome::BadProcess(err)) => {
+        Ok(Outcome::BadInput(err)) => {
             output::print_error(&err.context(format!("cannot run {image}")));
             (None, output::exit_usage_or_input())
         }
@@ -150,7 +172,7 @@ fn verify_and_launch(
     id: &str,
     image: &ImageRef,
     trust: &mut TrustStore,
-    bundles: &[verifier_core::bundle::CheckedBundle],
+    bundles: &Bundles,
     ensured: &mut Option<serde_json::Value>,
 ) -> anyhow::Result<Outcome> {
     let store = args.store.open().context("cannot open the image store")?;
@@ -158,8 +180,15 @@ fn verify_and_launch(
     // Signatures, expiry and rollback are checked before anything is unpacked; an image that
     // cannot be read whole, or differs from the signed manifest, is refused: nothing of it runs.
     let options = EnsureOptions { now: SystemTime::now(), create_devices: false };
-    let stored = match store.ensure(image, bundles, trust, &options, output::progress()) {
+    let ensured_image = match bundles {
+        Bundles::Files(files) => store.ensure_files(image, files, trust, &options, output::progress()),
+        Bundles::Discovered(bundles) => store.ensure(image, bundles, trust, &options, output::progress()),
+    };
+    let stored = match ensured_image {
         Ok(stored) => stored,
+        Err(StoreError::Verify(e)) if matches!(*e, VerifyError::Bundle { .. }) => {
+            return Ok(Outcome::BadInput(anyhow::Error::new(*e)))
+        }
         Err(e @ (StoreError::Io { .. } | StoreError::Record { .. } | StoreError::Locked { .. })) => {
             return Ok(Outcome::LaunchFailed(e.into()))
         }
@@ -168,6 +197,7 @@ fn verify_and_launch(
     *ensured = Some(serde_json::json!({
         "digest": stored.digest.oci(),
         "unpacked": stored.stats.unpacked,
+        "remembered": stored.stats.remembered,
         "content": stored.stats.content,
         "ensureMs": started.elapsed().as_secs_f64() * 1000.0,
     }));
@@ -187,14 +217,14 @@ fn verify_and_launch(
     let accounts = if store::process::needs_accounts(stored.config.as_ref(), &overrides) {
         match store::process::Accounts::read(&stored.rootfs) {
             Ok(a) => a,
-            Err(e) => return Ok(Outcome::BadProcess(e.into())),
+            Err(e) => return Ok(Outcome::BadInput(e.into())),
         }
     } else {
         store::process::Accounts::default()
     };
     let process = match store::process::resolve(stored.config.as_ref(), &overrides, &accounts) {
         Ok(p) => p,
-        Err(e) => return Ok(Outcome::BadProcess(e.into())),
+        Err(e) => return Ok(Outcome::BadInput(e.into())),
     };
 
     let mut config = LaunchConfig::new(id, &stored.rootfs, process.args);
@@ -223,13 +253,15 @@ fn verify_and_launch(
     // the container starts; removed again (on every path) when `scope` drops.
     // The daemon reads bundle files: discovered bundles (a registry's referrers) are written
     // into the container's directory for it.
-    let bundle_files = if args.enforcement.enforce.is_some() && args.signed.bundles.is_empty() {
-        match super::enforced::write_bundles(bundles, &container.layout().dir) {
-            Ok(files) => files,
-            Err(e) => return Ok(Outcome::LaunchFailed(e)),
+    let bundle_files = match bundles {
+        Bundles::Discovered(bundles) if args.enforcement.enforce.is_some() => {
+            match super::enforced::write_bundles(bundles, &container.layout().dir) {
+                Ok(files) => files,
+                Err(e) => return Ok(Outcome::LaunchFailed(e)),
+            }
         }
-    } else {
-        args.signed.bundles.clone()
+        Bundles::Discovered(_) => Vec::new(),
+        Bundles::Files(files) => files.clone(),
     };
     let named = enforce::control::ContainerInfo {
         id: id.to_string(),
