@@ -7,6 +7,9 @@
 //! command replaces Cmd), with its Env (then `--env`), WorkingDir and User (`store::process`).
 //! `imgsign ps` lists containers.
 //!
+//! With `IMGSIGN_TIMING` set, one line on stderr says where the time went (open, ensure,
+//! prepare, start, wait, cleanup, in ms): what `bench/README.md` profiles the warm run with.
+//!
 //! Exit codes: the container's own (128 + N if a signal N ended it); 1 the image was refused
 //! (verification failed); 2 bad usage or unreadable input; 125 the container could not be
 //! launched.
@@ -138,10 +141,13 @@ fn open_signed(signed: &super::signed::SignedImageArgs) -> anyhow::Result<(Image
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let id = args.name.clone().unwrap_or_else(random_id);
     launch::config::check_id(&id)?;
+    let mut timing = Timing::from_env();
     let (image, mut trust, bundles) = open_signed(&args.signed)?;
+    timing.mark("open");
     let json = args.json;
     let mut ensured = None;
-    let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured);
+    let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured, &mut timing);
+    timing.report();
     let (code, exit) = match outcome {
         Ok(Outcome::Exited(code)) => (Some(code), ExitCode::from(code.clamp(0, 255) as u8)),
         Ok(Outcome::Refused(reason)) => {
@@ -174,6 +180,7 @@ fn verify_and_launch(
     trust: &mut TrustStore,
     bundles: &Bundles,
     ensured: &mut Option<serde_json::Value>,
+    timing: &mut Timing,
 ) -> anyhow::Result<Outcome> {
     let store = args.store.open().context("cannot open the image store")?;
     let started = std::time::Instant::now();
@@ -194,6 +201,7 @@ fn verify_and_launch(
         }
         Err(e) => return Ok(Outcome::Refused(error_chain(&e))),
     };
+    timing.mark("ensure");
     *ensured = Some(serde_json::json!({
         "digest": stored.digest.oci(),
         "unpacked": stored.stats.unpacked,
@@ -245,10 +253,11 @@ fn verify_and_launch(
     config.image = image.to_string();
     config.digest = digest;
     config.scope = args.enforcement.enforce.is_some().then(|| id.to_string());
-    let container = match Container::prepare(config) {
+    let mut container = match Container::prepare(config) {
         Ok(c) => c,
         Err(e) => return Ok(Outcome::LaunchFailed(e.into())),
     };
+    timing.mark("prepare");
     // With --enforce the kernel holds the image's digests for the container's cgroup before
     // the container starts; removed again (on every path) when `scope` drops.
     // The daemon reads bundle files: discovered bundles (a registry's referrers) are written
@@ -273,9 +282,51 @@ fn verify_and_launch(
         Err(NotEnforced::Refused(reason)) => return Ok(Outcome::Refused(reason)),
         Err(NotEnforced::Failed(e)) => return Ok(Outcome::LaunchFailed(e)),
     };
-    match container.run(true) {
+    // `Container::run(true)`, step by step for the timing line.
+    launch::container::block_forwarded_signals();
+    let code = (|| {
+        container.start()?;
+        timing.mark("start");
+        let code = container.wait_forwarding()?;
+        timing.mark("wait");
+        container.cleanup()?;
+        timing.mark("cleanup");
+        Ok::<_, launch::LaunchError>(code)
+    })();
+    match code {
         Ok(code) => Ok(Outcome::Exited(code)),
         Err(e) => Ok(Outcome::LaunchFailed(e.into())),
+    }
+}
+
+/// Phase durations of one run, printed on stderr when `IMGSIGN_TIMING` is set.
+struct Timing {
+    last: Option<std::time::Instant>,
+    start: std::time::Instant,
+    phases: Vec<(&'static str, f64)>,
+}
+
+impl Timing {
+    fn from_env() -> Self {
+        let now = std::time::Instant::now();
+        let on = std::env::var_os("IMGSIGN_TIMING").is_some_and(|v| !v.is_empty());
+        Timing { last: on.then_some(now), start: now, phases: Vec::new() }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        if let Some(last) = self.last {
+            let now = std::time::Instant::now();
+            self.phases.push((phase, (now - last).as_secs_f64() * 1000.0));
+            self.last = Some(now);
+        }
+    }
+
+    fn report(&self) {
+        if self.last.is_some() {
+            let phases: Vec<String> = self.phases.iter().map(|(name, ms)| format!("{name} {ms:.2}")).collect();
+            let total = self.start.elapsed().as_secs_f64() * 1000.0;
+            eprintln!("imgsign: timing (ms): {}, total {total:.2}", phases.join(", "));
+        }
     }
 }
 
