@@ -239,6 +239,8 @@ pub struct GcStats {
     pub objects_kept: u64,
     /// Stale `images/.tmp-*` entries and `objects/tmp` files removed.
     pub temporaries_removed: u64,
+    /// Remembered verifications ([`verified`]) of images no longer stored, or not this store's.
+    pub remembered_removed: u64,
 }
 
 /// The store at one root directory.
@@ -545,12 +547,15 @@ impl Store {
         Ok(RemovedImage { digest: found.record.digest, reference: found.record.reference.clone() })
     }
 
-    /// Removes objects no stored image links to (link count 1: only the store's own name) and
-    /// stale temporaries (unfinished unpacks and removals). Fails with [`StoreError::Locked`]
+    /// Removes objects no stored image links to (link count 1: only the store's own name),
+    /// stale temporaries (unfinished unpacks and removals) and remembered verifications of images
+    /// no longer stored. Fails with [`StoreError::Locked`]
     /// while another process holds the store.
     pub fn gc(&self) -> Result<GcStats, StoreError> {
         let _lock = self.lock(LockMode::Try)?;
-        let mut stats = GcStats::default();
+        let remembered_removed =
+            verified::Cache::new(&self.root).prune(|digest| self.entry(digest).join("image.json").is_file())?;
+        let mut stats = GcStats { remembered_removed, ..GcStats::default() };
         let images = self.images();
         for dirent in std::fs::read_dir(&images).map_err(io_at(&images))? {
             let path = dirent.map_err(io_at(&images))?.path();

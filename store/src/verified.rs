@@ -327,6 +327,37 @@ impl Cache {
         atomic_file::replace_file(&path, &bytes, 0o600).map_err(|e| atomic_error(&path, e))
     }
 
+    /// Removes every entry that is not this store's (does not parse, or its MAC fails) or whose
+    /// image `stored` says is gone; the number removed. For gc, under the store's lock (entries
+    /// being written have temporary names, which are left alone).
+    pub(crate) fn prune(&self, stored: impl Fn(&Sha256Digest) -> bool) -> Result<u64, StoreError> {
+        let dirents = match std::fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_at(&self.dir)(e)),
+        };
+        let key = self.read_key().ok();
+        let mut removed = 0;
+        for dirent in dirents {
+            let path = dirent.map_err(io_at(&self.dir))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let proof = key.and_then(|key| {
+                let entry: Entry = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+                let mac = hex::decode(&entry.mac).ok()?;
+                mac_of(&key, &entry.proof).verify_slice(&mac).ok()?;
+                Some(entry.proof)
+            });
+            if !proof.is_some_and(|p| stored(&p.image)) {
+                std::fs::remove_file(&path).map_err(io_at(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn read_key(&self) -> io::Result<[u8; KEY_LEN]> {
         let bytes = std::fs::read(self.dir.join(KEY_FILE))?;
         bytes.try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not a key of 32 bytes"))

@@ -165,3 +165,20 @@ fn a_version_superseded_after_the_entry_was_written_is_refused() {
     scene.trust.record_version("app", 2).unwrap();
     refused(ensure(&scene, &image, &files), "older than version 2");
 }
+
+#[test]
+fn gc_removes_what_was_remembered_about_a_removed_image_only() {
+    let (scene, a, bundle_a, stored_a) = remembered_scene();
+    let b = scene.image("b", &[&base(), &more()]);
+    let bundle_b = write(&scene, "b", &signed(&b, "alice"));
+    let stored_b = ensure(&scene, &b, &bundle_b).unwrap();
+    let junk = scene.store.root().join("verified").join("junk.json");
+    fs::write(&junk, b"{}").unwrap();
+    assert_eq!(scene.store.gc().unwrap().remembered_removed, 1, "only the entry that is not the store's");
+    scene.store.remove(&stored_a.digest.to_string()).unwrap();
+    assert_eq!(scene.store.gc().unwrap().remembered_removed, 1);
+    assert!(!entry(&scene, &stored_a.digest, &bundle_a).exists() && !junk.exists());
+    assert!(entry(&scene, &stored_b.digest, &bundle_b).exists());
+    assert!(ensure(&scene, &b, &bundle_b).unwrap().stats.remembered);
+    assert!(!ensure(&scene, &a, &bundle_a).unwrap().stats.remembered, "stored again, verified in full");
+}
