@@ -139,3 +139,32 @@ pub fn delete(rt: &Runtime, id: &str, force: bool) -> Result<Vec<String>, OciErr
     }
     Ok(warnings)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number_as_runc_takes_them() {
+        for (text, number) in [("KILL", 9), ("sigterm", 15), ("SIGUSR1", 10), ("9", 9), ("15", 15)] {
+            let expected = libcontainer::signal::Signal::from(nix::sys::signal::Signal::try_from(number).unwrap());
+            assert_eq!(format!("{:?}", parse_signal(text).unwrap()), format!("{expected:?}"), "{text}");
+        }
+        for bad in ["", "NOPE", "0", "99", "-9"] {
+            assert!(matches!(parse_signal(bad), Err(OciError::Signal(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_that_are_not_one_path_component_do_not_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime { root: dir.path().join("root"), systemd_cgroup: false };
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        std::fs::write(dir.path().join("x/state.json"), "{}").unwrap();
+        for id in ["", "..", ".", "../x", "a/b"] {
+            assert!(matches!(load(&rt, id), Err(OciError::NotFound(_))), "{id:?}");
+        }
+        assert!(delete(&rt, "../x", true).unwrap().is_empty());
+        assert!(dir.path().join("x/state.json").exists(), "delete --force escaped the state root");
+    }
+}

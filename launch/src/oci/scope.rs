@@ -150,3 +150,110 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enforce::control::{ControlServer, Reply};
+
+    fn policy(dir: &Path, when: &str) -> Policy {
+        let text = format!(
+            "trust = \"/t\"\nbundles = [\"/b.json\"]\nwhen_no_enforcer = {when:?}\nenforce_mode = \"audit\"\ncontrol_socket = {:?}\n",
+            dir.join("control.sock")
+        );
+        Policy::parse(&text, &dir.join("runtime.toml")).unwrap()
+    }
+
+    fn admitted() -> Admitted {
+        Admitted {
+            name: "app".into(),
+            digest: "sha256:ab".into(),
+            bundles: vec![PathBuf::from("/b.json")],
+            entries: 3,
+            hashed: 1,
+            cached: 2,
+        }
+    }
+
+    /// A daemon that answers one request with `reply`; returns the request it got.
+    fn daemon(socket: &Path, reply: Reply) -> std::thread::JoinHandle<Option<Request>> {
+        let server = ControlServer::bind(socket).unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..400 {
+                if let Some(pending) = server.accept() {
+                    let request = pending.request.clone().ok();
+                    pending.reply(&reply);
+                    return request;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        })
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn the_unified_line_names_the_cgroup() {
+        let text = "12:pids:/libpod_parent/x\n1:name=systemd:/a\n0::/libpod_parent/libpod-x\n";
+        assert_eq!(unified_cgroup(text), Some("/libpod_parent/libpod-x"));
+        assert_eq!(unified_cgroup("3:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn a_daemon_that_accepts_gets_the_cgroup_the_bundles_and_the_container() {
+        if !is_root() {
+            return; // the control socket serves root peers only
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy(dir.path(), "refuse");
+        let served = daemon(&policy.control_socket, Reply { ok: true, error: None, scopes: vec![], events: vec![] });
+        let attached = register(&policy, "c1", Path::new("/sys/fs/cgroup/x/c1"), &admitted()).unwrap();
+        let Some(Request::Add(add)) = served.join().unwrap() else { panic!("no add request") };
+        assert_eq!(add.cgroup, Path::new("/sys/fs/cgroup/x/c1"));
+        assert_eq!(add.mode, enforce::Mode::Audit);
+        assert_eq!(add.bundles, vec![PathBuf::from("/b.json")]);
+        assert_eq!(add.container.unwrap().digest, "sha256:ab");
+        let Attached::Scoped(scope) = attached else { panic!("not scoped: {attached:?}") };
+        assert_eq!(scope.socket, policy.control_socket);
+        // remove() sends Remove for the same name.
+        let served = daemon(&policy.control_socket, Reply { ok: true, error: None, scopes: vec![], events: vec![] });
+        remove(&scope).unwrap();
+        assert_eq!(served.join().unwrap(), Some(Request::Remove { name: "c1".into() }));
+    }
+
+    #[test]
+    fn a_daemon_that_refuses_refuses_the_container_whatever_the_policy() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy(dir.path(), "run-unenforced");
+        let served = daemon(&policy.control_socket, Reply::refused("bundle not trusted"));
+        let err = register(&policy, "c1", Path::new("/sys/fs/cgroup/c1"), &admitted()).unwrap_err();
+        served.join().unwrap();
+        assert!(matches!(&err, ScopeError::Refused(reason) if reason == "bundle not trusted"), "{err}");
+    }
+
+    #[test]
+    fn no_daemon_refuses_by_default_and_runs_unenforced_only_when_the_policy_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = register(&policy(dir.path(), "refuse"), "c1", Path::new("/c"), &admitted()).unwrap_err();
+        assert!(matches!(&err, ScopeError::NoEnforcer { reason } if reason.contains("cannot reach")), "{err}");
+        let attached = register(&policy(dir.path(), "run-unenforced"), "c1", Path::new("/c"), &admitted()).unwrap();
+        assert!(matches!(&attached, Attached::Unenforced(reason) if reason.contains("cannot reach")), "{attached:?}");
+    }
+
+    #[test]
+    fn a_cgroup_root_that_is_not_cgroup2_is_no_enforcer_with_that_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths { cgroup_root: dir.path().to_path_buf(), proc: PathBuf::from("/proc") };
+        let err = attach(&policy(dir.path(), "refuse"), "c1", 1, &admitted(), &paths).unwrap_err();
+        assert!(
+            matches!(&err, ScopeError::NoEnforcer { reason } if reason.contains("not the unified cgroup v2")),
+            "{err}"
+        );
+    }
+}
