@@ -61,9 +61,11 @@ pub enum OciError {
          configure the engine for cgroupfs (podman --cgroup-manager cgroupfs; containerd SystemdCgroup = false)"
     )]
     Systemd,
+    // runc's words: engines recognise "does not exist".
     #[error("container {0} does not exist")]
     NotFound(String),
-    #[error("container {0} is not running")]
+    // runc's words: containerd's shim and podman recognise "container not running".
+    #[error("container not running ({0})")]
     NotRunning(String),
     #[error("invalid signal {0:?}")]
     Signal(String),
