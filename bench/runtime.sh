@@ -54,9 +54,14 @@ WORK=$(mktemp -d "$CACHE/runtime-bench.XXXXXX")
 RUNROOT=$(mktemp -d /tmp/imgsign-bench-run.XXXXXX) # podman wants it short
 P=(podman --root "$WORK/storage" --runroot "$RUNROOT" --tmpdir "$WORK/tmp" --storage-driver overlay
     --cgroup-manager cgroupfs --events-backend none)
+# podman derives the image's name from the layout's path, which must parse as a reference
+# (no dot-directories such as ~/.cache): pulled through a symlink.
+LINKS=/tmp/imgsign-bench-image-$$ # lowercase, as a reference
+mkdir -p "$LINKS"
+ln -s "$OCI" "$LINKS/debian"
 cleanup() {
     "${P[@]}" system reset --force >/dev/null 2>&1 || true
-    rm -rf "$WORK" "$RUNROOT"
+    rm -rf "$WORK" "$RUNROOT" "$LINKS"
 }
 trap cleanup EXIT
 
@@ -85,7 +90,7 @@ SH
 chmod 0755 "$WORK/imgsign-runtime" "$WORK/runc"
 
 say "podman pull oci:$OCI:$TAG"
-IMAGE=$("${P[@]}" pull --quiet "oci:$OCI:$TAG")
+IMAGE=$("${P[@]}" pull --quiet "oci:$LINKS/debian:$TAG")
 prun() { # runtime-wrapper
     "${P[@]}" --runtime "$1" run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
         "$IMAGE" true
