@@ -19,6 +19,7 @@
 pub mod create;
 pub mod exec;
 pub mod gate;
+pub mod hook;
 pub mod info;
 pub mod lifecycle;
 pub mod record;
@@ -56,6 +57,8 @@ pub enum OciError {
     Gate(#[from] GateError),
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    #[error(transparent)]
+    Hook(#[from] hook::HookError),
     #[error(
         "systemd cgroups are not supported by imgsign runtime (its libcontainer is built for cgroupfs only): \
          configure the engine for cgroupfs (podman --cgroup-manager cgroupfs; containerd SystemdCgroup = false)"
