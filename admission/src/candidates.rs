@@ -24,6 +24,8 @@ pub struct Candidate {
     pub digest: String,
     pub bundles: Vec<PathBuf>,
     pub files: Vec<FileEntry>,
+    /// When the statement expires (a cached verdict is not used past it).
+    pub expires_at: SystemTime,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,7 @@ pub fn verify(
             digest: statement.subject().oci(),
             bundles: paths,
             files: entries,
+            expires_at: statement.header().expires_at,
         });
     }
     Ok((candidates, refused))

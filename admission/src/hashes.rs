@@ -43,7 +43,7 @@ impl HashCache {
     pub fn open(dir: &Path) -> Self {
         let mut cache =
             HashCache { dir: dir.to_path_buf(), known: HashMap::new(), used: HashMap::new(), hashed: 0, cached: 0 };
-        let _ = std::fs::create_dir_all(dir);
+        let _ = make_private_dir(dir);
         if !owned_and_private(dir) || !owned_and_private(&dir.join(FILE)) {
             return cache;
         }
@@ -103,7 +103,13 @@ impl HashCache {
 
 /// True if `path` exists, belongs to this process's effective user and is not writable by
 /// group or others.
-fn owned_and_private(path: &Path) -> bool {
+/// Makes `dir` and its missing parents, mode 0700 (whatever the umask).
+pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+pub(crate) fn owned_and_private(path: &Path) -> bool {
     std::fs::symlink_metadata(path)
         .map(|m| m.uid() == rustix::process::geteuid().as_raw() && m.permissions().mode() & 0o022 == 0)
         .unwrap_or(false)

@@ -24,6 +24,7 @@ pub mod candidates;
 pub mod hashes;
 pub mod matcher;
 pub mod policy;
+pub mod statements;
 pub mod walk;
 
 pub use policy::{EnforceMode, Policy, PolicyError, WhenNoEnforcer};
@@ -73,7 +74,18 @@ pub struct Admitted {
 pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Admitted, AdmitError> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
-    let (candidates, refused) = candidates::verify(&files, &policy.trust, SystemTime::now())?;
+    let now = SystemTime::now();
+    let key = statements::key(&policy.trust, &files);
+    let (candidates, refused) = match key.as_deref().and_then(|key| statements::load(&policy.cache, key, now)) {
+        Some(cached) => cached,
+        None => {
+            let verified = candidates::verify(&files, &policy.trust, now)?;
+            if let Some(key) = &key {
+                statements::store(&policy.cache, key, &verified.0, &verified.1);
+            }
+            verified
+        }
+    };
     if candidates.is_empty() {
         let reasons =
             if refused.is_empty() { "the policy's bundle directories are empty".into() } else { refused.join("; ") };

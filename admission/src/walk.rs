@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use verifier_core::manifest::{canonicalize_hardlinks, FileEntry, FileType, SIGNED_XATTRS};
 
 /// What identifies one version of a file's content without reading it: its inode, size, and
@@ -48,6 +49,8 @@ pub struct Observed {
 pub enum WalkError {
     #[error("cannot read {path}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("listing {path} failed: a worker thread panicked")]
+    Worker { path: PathBuf },
     #[error("{path} is not a directory")]
     NotADirectory { path: PathBuf },
 }
@@ -61,21 +64,18 @@ pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
     if !fs::symlink_metadata(root).map_err(io(root))?.is_dir() {
         return Err(WalkError::NotADirectory { path: root.to_path_buf() });
     }
+    // Two workers share a stack of directories still to list: most of the time is the
+    // kernel's, per path, and it runs in parallel.
+    let pending = Mutex::new((vec![(root.to_path_buf(), String::new())], 0usize));
+    let wake = Condvar::new();
+    let results: Vec<Result<Vec<Observed>, WalkError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..WORKERS).map(|_| scope.spawn(|| list_dirs(&pending, &wake))).collect();
+        let failed = || Err(WalkError::Worker { path: root.to_path_buf() });
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| failed())).collect()
+    });
     let mut out = Vec::new();
-    let mut pending = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, prefix)) = pending.pop() {
-        for child in fs::read_dir(&dir).map_err(io(&dir))? {
-            let child = child.map_err(io(&dir))?;
-            // A name that is not UTF-8 cannot be in a manifest: listed lossily, it stays an extra.
-            let name = String::from_utf8_lossy(child.file_name().as_bytes()).into_owned();
-            let path = format!("{prefix}/{name}");
-            let host_path = child.path();
-            let observed = observe(path, host_path)?;
-            if observed.entry.kind == FileType::Dir {
-                pending.push((observed.host_path.clone(), observed.entry.path.clone()));
-            }
-            out.push(observed);
-        }
+    for result in results {
+        out.extend(result?);
     }
     out.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
     let inodes: Vec<Option<u64>> =
@@ -89,6 +89,63 @@ pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
 }
 
 /// One statx (no symlink followed) gives everything but a link's target and the xattrs.
+const WORKERS: usize = 2;
+
+/// One worker: takes a directory, lists it, puts its subdirectories back, until no directory
+/// is left and no other worker is listing one (which could add more).
+fn list_dirs(pending: &Mutex<(Vec<(PathBuf, String)>, usize)>, wake: &Condvar) -> Result<Vec<Observed>, WalkError> {
+    let mut out = Vec::new();
+    loop {
+        let (dir, prefix) = {
+            let mut state = pending.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(next) = state.0.pop() {
+                    state.1 += 1;
+                    break next;
+                }
+                if state.1 == 0 {
+                    wake.notify_all();
+                    return Ok(out);
+                }
+                state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let listed = list_one(&dir, &prefix);
+        let mut state = pending.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 -= 1;
+        match listed {
+            Ok(entries) => {
+                for observed in &entries {
+                    if observed.entry.kind == FileType::Dir {
+                        state.0.push((observed.host_path.clone(), observed.entry.path.clone()));
+                    }
+                }
+                out.extend(entries);
+                wake.notify_all();
+            }
+            Err(e) => {
+                // Stop every worker: the walk has failed.
+                state.0.clear();
+                wake.notify_all();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// The entries of one directory.
+fn list_one(dir: &Path, prefix: &str) -> Result<Vec<Observed>, WalkError> {
+    let io = |source| WalkError::Io { path: dir.to_path_buf(), source };
+    let mut out = Vec::new();
+    for child in fs::read_dir(dir).map_err(io)? {
+        let child = child.map_err(io)?;
+        // A name that is not UTF-8 cannot be in a manifest: listed lossily, it stays an extra.
+        let name = String::from_utf8_lossy(child.file_name().as_bytes()).into_owned();
+        out.push(observe(format!("{prefix}/{name}"), child.path())?);
+    }
+    Ok(out)
+}
+
 fn observe(path: String, host_path: PathBuf) -> Result<Observed, WalkError> {
     use rustix::fs::{AtFlags, FileType as Kind, StatxFlags, CWD};
     let io = |source: std::io::Error| WalkError::Io { path: host_path.clone(), source };

@@ -48,14 +48,13 @@ impl Scene {
 }
 
 fn sign_as(image: &str, key: &str, name: &str, out: &Path) {
+    sign_valid_for(image, key, name, Duration::from_secs(86400), out)
+}
+
+fn sign_valid_for(image: &str, key: &str, name: &str, valid: Duration, out: &Path) {
     let image = image.parse().unwrap();
     let key = testdata::keys::test_key(key);
-    let options = SignOptions {
-        name: Some(name.into()),
-        version: 1,
-        expires_in: Duration::from_secs(86400),
-        now: SystemTime::now(),
-    };
+    let options = SignOptions { name: Some(name.into()), version: 1, expires_in: valid, now: SystemTime::now() };
     let signed = sign(&image, &[&key], &options, Arc::new(NoProgress)).expect("sign");
     std::fs::write(out, signed.bundles[0].to_json()).unwrap();
 }
@@ -210,4 +209,35 @@ fn an_empty_mount_point_the_engine_made_is_fine_only_where_it_mounts() {
     mounts.push(MountBuilder::default().destination("/etc/resolv.conf").source("/tmp/x").typ("bind").build().unwrap());
     spec.set_mounts(Some(mounts));
     scene.admit(&spec).expect("a mount point the spec mounts over");
+}
+
+#[test]
+fn a_verdict_cached_for_a_statement_that_has_since_expired_is_not_used() {
+    let scene = Scene::new();
+    sign_valid_for(&scene.image.oci_ref(), "alice", "busybox", Duration::from_secs(2), &scene.bundle);
+    scene.admit(&Spec::default()).expect("admitted while valid (and the verdict cached)");
+    std::thread::sleep(Duration::from_millis(2500));
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains("expired"), "{why}");
+}
+
+#[test]
+fn a_statement_cache_others_can_write_is_not_believed() {
+    let scene = Scene::new();
+    scene.admit(&Spec::default()).expect("cached");
+    let target = scene.file(paths::PLAIN_FILE);
+    let signed = std::fs::read(&target).unwrap();
+    let mut content = signed.clone();
+    content[0] ^= 1;
+    overwrite_keeping_mtime(&target, &content);
+    // Forge the cached verdict: the signed file list, claiming the tampered content.
+    let dir = scene.cache.join("statements");
+    let entry = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let forged = std::fs::read_to_string(&entry)
+        .unwrap()
+        .replace(&testdata::sha256_hex(&signed), &testdata::sha256_hex(&content));
+    std::fs::write(&entry, forged).unwrap();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains(paths::PLAIN_FILE), "{why}");
 }
