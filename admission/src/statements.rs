@@ -143,9 +143,9 @@ fn kind_char(kind: FileType) -> char {
 fn write_entry(e: &FileEntry, out: &mut String) {
     use std::fmt::Write as _;
     let opt = |v: Option<u64>| v.map_or(String::new(), |n| n.to_string());
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "{}\t{}\t{:o}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+        "{}\t{}\t{:o}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         escape(&e.path),
         kind_char(e.kind),
         e.mode,
