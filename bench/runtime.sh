@@ -33,7 +33,7 @@ die() { printf 'bench/runtime.sh: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (podman with a root storage, runc)"
 SUDO=
 need=()
-for pkg in mmdebstrap umoci podman runc jq; do
+for pkg in mmdebstrap umoci podman runc jq gzip tar; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -48,6 +48,19 @@ mkdir -p "$CACHE" "$RESULTS"
 ROOTFS=$(build_rootfs "")
 OCI=$CACHE/oci-$SUITE-minbase
 pack_debian_oci "$ROOTFS" "$OCI" "$TAG"
+# podman makes /etc/mtab -> /proc/mounts in a container whose image has none (Debian's has none);
+# the image measured has it already (one small layer on top), so what podman adds is not the
+# question here (whether admission tolerates that symlink is the gate's, and its tests').
+if ! jq -e '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "mtab")' \
+    "$OCI/index.json" >/dev/null; then
+    t=$(mktemp -d)
+    mkdir -p "$t/etc"
+    ln -s /proc/mounts "$t/etc/mtab"
+    tar -C "$t" --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -cf "$t/layer.tar" etc/mtab
+    add_layer "$OCI" "$TAG" mtab "$t/layer.tar"
+    rm -rf "$t"
+fi
+TAG=mtab
 bench_imgsign
 
 WORK=$(mktemp -d "$CACHE/runtime-bench.XXXXXX")
@@ -107,17 +120,20 @@ timed() { # file runtime-wrapper
     t0=$(date +%s%N); prun "$2" >/dev/null || die "podman run with $2 failed"; t1=$(date +%s%N)
     ms "$t0" "$t1" >>"$1"
 }
-# "... N files hashed, M from the cache" of the runtime log's last create.
-counts() { grep -o '[0-9]* files hashed, [0-9]* from the cache' "$WORK/runtime.log" | tail -1; }
+# "... N files hashed, M from the cache; gate G ms, libcontainer create C ms" of the last create.
+counts() { grep -o '[0-9]* files hashed, [0-9]* from the cache; gate [0-9]* ms, libcontainer create [0-9]* ms' "$WORK/runtime.log" | tail -1; }
+# median gate ms of the creates logged so far
+gate_median() { grep -o 'gate [0-9]* ms' "$WORK/runtime.log" | awk '{ print $2 }' >"$WORK/gates"; stats "$WORK/gates"; }
 
 say "(a) $ROUNDS interleaved rounds: podman run --rm IMAGE true, imgsign runtime (warm) vs runc"
-: >"$WORK/a-imgsign"; : >"$WORK/a-runc"
+: >"$WORK/a-imgsign"; : >"$WORK/a-runc"; : >"$WORK/runtime.log"
 for i in $(seq 1 "$ROUNDS"); do
     for which in $( ((i % 2)) && echo "imgsign runc" || echo "runc imgsign"); do
         if [ "$which" = imgsign ]; then timed "$WORK/a-imgsign" "$WORK/imgsign-runtime"; else timed "$WORK/a-runc" "$WORK/runc"; fi
     done
 done
 WARM_COUNTS=$(counts)
+read -r A_G _ < <(gate_median)
 read -r A_I A_I10 < <(stats "$WORK/a-imgsign")
 read -r A_R A_R10 < <(stats "$WORK/a-runc")
 
@@ -141,6 +157,6 @@ B_X=$(awk -v c="$B_C" -v w="$B_W" 'BEGIN { printf "%.2f", c - w }')
 {
     echo "# bench/runtime.sh $(date -u +%Y-%m-%dT%H:%MZ) $(cd "$ROOT" && git rev-parse --short HEAD) ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)); binary $IMGSIGN; $(podman --version), $(runc --version | head -1)"
     echo "image: oci:$OCI:$TAG ($(jq '[.layers[].size] | add' "$(manifest_of "$OCI" "$TAG")") bytes in $(jq '.layers | length' "$(manifest_of "$OCI" "$TAG")") gzip layers)"
-    echo "(a) $ROUNDS rounds interleaved, podman run --rm IMAGE true: --runtime imgsign (warm hash cache: $WARM_COUNTS) median $A_I ms (p10 $A_I10 ms); --runtime runc median $A_R ms (p10 $A_R10 ms); imgsign/runc = $(ratio "$A_I" "$A_R")x (p10 $(ratio "$A_I10" "$A_R10")x)"
+    echo "(a) $ROUNDS rounds interleaved, podman run --rm IMAGE true: --runtime imgsign (warm hash cache: $WARM_COUNTS) median $A_I ms (p10 $A_I10 ms), of which the gate (spec, policy, bundle verification, rootfs walk, hash cache) median $A_G ms; --runtime runc median $A_R ms (p10 $A_R10 ms); imgsign/runc = $(ratio "$A_I" "$A_R")x (p10 $(ratio "$A_I10" "$A_R10")x)"
     echo "(b) $COLD_ROUNDS rounds interleaved: first start of the image (hash cache emptied: ${COLD_COUNTS:-?}) median $B_C ms (p10 $B_C10 ms); warm median $B_W ms (p10 $B_W10 ms); first-start verification cost $B_X ms ($(ratio "$B_C" "$B_W")x the warm start)"
 } | tee "$RESULTS/runtime-latest.txt"
