@@ -33,6 +33,9 @@ pub struct Created {
     pub pid: i32,
     pub record: Record,
     pub warnings: Vec<String>,
+    /// Time spent in the gate (spec, policy, admission) and in libcontainer's create.
+    pub gate_time: std::time::Duration,
+    pub create_time: std::time::Duration,
 }
 
 /// Creates the container (admitted, scoped, its init waiting for `start`).
@@ -73,7 +76,9 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
         source,
     })?;
     // Nothing exists yet: a refusal here leaves nothing to undo.
+    let started = std::time::Instant::now();
     let gated = gate::check(&opts.id, &bundle)?;
+    let gate_time = started.elapsed();
     let id = opts.id.as_str();
     let mut container = {
         // libcontainer's children run Rust code between fork and exec (`crate::fork`).
@@ -97,6 +102,7 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
             .build()
             .map_err(runtime_err("create", id))?
     };
+    let create_time = started.elapsed() - gate_time;
     let Some(pid) = container.pid().map(Pid::as_raw) else {
         let _ = container.delete(true);
         return Err(OciError::NotRunning(id.to_string()));
@@ -132,7 +138,7 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
         discard(&mut container, &record);
         return Err(OciError::Io { what: "cannot write", path, source });
     }
-    Ok((container, Created { pid, record, warnings }))
+    Ok((container, Created { pid, record, warnings, gate_time, create_time }))
 }
 
 /// Removes the scope and deletes the container; failures are left to the daemon (which forgets

@@ -160,12 +160,15 @@ fn dispatch(rt: &Runtime, command: RuntimeCommand, log: &mut Log) -> anyhow::Res
 fn report(log: &mut Log, id: &str, created: &oci::Created) {
     let r = &created.record;
     log.debug(&format!(
-        "admitted container {id}: rootfs {} matches {} ({}), {} files hashed, {} from the cache",
+        "admitted container {id}: rootfs {} matches {} ({}), {} files hashed, {} from the cache; \
+         gate {} ms, libcontainer create {} ms",
         r.rootfs.display(),
         r.image,
         r.digest,
         r.hashed,
-        r.cached
+        r.cached,
+        created.gate_time.as_millis(),
+        created.create_time.as_millis(),
     ));
     for warning in &created.warnings {
         log.warn(warning);
