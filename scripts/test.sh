@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_rust
 ensure_packages "${BUILD_PACKAGES[@]}" umoci skopeo busybox-static openssl \
-    qemu-system-x86 cpio xz-utils zstd docker-registry apache2-utils
+    qemu-system-x86 cpio xz-utils zstd docker-registry apache2-utils \
+    podman containerd runc
 command -v node >/dev/null && command -v npm >/dev/null || ensure_packages nodejs npm
 
 FUZZ_SECONDS="${IMGSIGN_FUZZ_SECONDS:-20}"

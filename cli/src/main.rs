@@ -8,6 +8,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Engines want a runtime binary: invoked as `imgsign-runtime`, the whole argv is the runtime's.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = argv.first().map(std::path::Path::new).and_then(|p| p.file_name());
+    if invoked_as.is_some_and(|name| name == commands::runtime::RUNTIME_NAME) {
+        return commands::runtime::main_as_runtime(argv);
+    }
     let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,

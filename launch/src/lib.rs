@@ -18,12 +18,17 @@
 //! [`host::Host`] seam ([`host::RecordingHost`] in tests). Every fork this crate makes takes
 //! one lock (`fork.rs` says why: a fork while another thread holds std's environment lock
 //! deadlocks libcontainer's child).
+//!
+//! [`oci`] is the same engine behind the OCI runtime command line (`imgsign runtime`): runc's
+//! operations on bundles an engine (podman, containerd) prepared, with imgsign's gate and
+//! enforcement scope around `create`.
 
 pub mod config;
 pub mod container;
 pub mod control;
 mod fork;
 pub mod host;
+pub mod oci;
 pub mod seccomp;
 pub mod snapshot;
 pub mod spec;

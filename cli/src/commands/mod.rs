@@ -10,6 +10,7 @@ pub mod images;
 pub mod keygen;
 pub mod registry;
 pub mod run;
+pub mod runtime;
 pub mod scope;
 pub mod sign;
 pub mod signed;
@@ -59,6 +60,10 @@ pub enum Command {
     Thaw(run::FreezeArgs),
     /// Save a running or frozen container's writable layer, processes and state into a new directory.
     Snapshot(snapshot::Args),
+    /// The OCI runtime (runc's command line) for podman, containerd and Kubernetes: refuses any
+    /// container whose root file system does not match a manifest the node trusts. Also runs as
+    /// `imgsign-runtime` (a symlink to this binary).
+    Runtime(Box<runtime::Args>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -79,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Freeze(args) => run::freeze(args),
         Command::Thaw(args) => run::thaw(args),
         Command::Snapshot(args) => snapshot::run(args),
+        Command::Runtime(args) => Ok(runtime::run(*args)),
     }
 }

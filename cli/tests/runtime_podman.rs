@@ -1,0 +1,160 @@
+//! `imgsign runtime` under Debian's podman 4.3 (`podman --runtime WRAPPER`), as root on this
+//! host: the signed real image runs and takes `podman exec`; the same image with one file
+//! changed in podman's own storage after the pull, and an image nobody signed, are refused
+//! with the reason in podman's error; a node whose policy refuses to run unenforced refuses.
+//! Each test has its own podman storage (`--root`/`--runroot`/`--tmpdir` in a temp dir) and its
+//! own runtime state root. Flags this machine needs: ../shared/KERNEL.md.
+
+#[path = "support/runtime.rs"]
+mod runtime_support;
+mod support;
+
+use runtime_support::{layer_files, root_or_skip, signed_real, unsigned_image, Node};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use support::{run, tempdir, Run};
+use testdata::real::paths;
+
+struct Podman {
+    dir: tempfile::TempDir,
+    /// podman wants its run root short (at most 50 characters: socket paths live there).
+    runroot: tempfile::TempDir,
+    node: Node,
+}
+
+impl Podman {
+    fn new(when_no_enforcer: &str) -> Podman {
+        let dir = tempdir();
+        let node = Node::new(dir.path(), when_no_enforcer, true);
+        let runroot = tempfile::Builder::new().prefix("imgsign-podman-").tempdir_in("/tmp").unwrap();
+        Podman { dir, runroot, node }
+    }
+
+    fn storage(&self) -> std::path::PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    fn cmd(&self) -> Command {
+        let d = self.dir.path();
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(self.storage())
+            .arg("--runroot")
+            .arg(self.runroot.path())
+            .arg("--tmpdir")
+            .arg(d.join("tmp"));
+        c.args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]);
+        c.arg("--runtime").arg(&self.node.wrapper).stdin(Stdio::null());
+        c
+    }
+
+    /// `podman pull REF`: the image id.
+    fn pull(&self, reference: &str) -> String {
+        let r = run(self.cmd().args(["pull", "--quiet", reference]));
+        r.code(0);
+        r.stdout.trim().to_string()
+    }
+
+    /// `podman run --rm IMAGE ARGS` with this machine's flags.
+    fn run(&self, extra: &[&str], image: &str, args: &[&str]) -> Run {
+        let mut c = self.cmd();
+        c.args(["run", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]);
+        c.args(extra).arg(image).args(args);
+        run(&mut c)
+    }
+
+    /// Nothing of any container is left: podman knows none, the runtime holds no state.
+    #[track_caller]
+    fn assert_clean(&self) {
+        let r = run(self.cmd().args(["ps", "-a", "-q"]));
+        r.code(0);
+        assert_eq!(r.stdout.trim(), "", "podman still lists containers");
+        assert_eq!(self.node.containers(), Vec::<String>::new(), "runtime state left behind");
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // Unmounts and removes the test's storage.
+        let _ = self.cmd().args(["system", "reset", "--force"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+#[test]
+fn podman_runs_the_signed_image_and_execs_into_it() {
+    if !root_or_skip("podman_runs_the_signed_image_and_execs_into_it") {
+        return;
+    }
+    let podman = Podman::new("run-unenforced");
+    let id = podman.pull(&signed_real().0.oci_ref());
+    let r = podman.run(&["--rm"], &id, &["/bin/sh", "-c", "echo ok"]);
+    r.code(0);
+    assert_eq!(r.stdout, "ok\n");
+    podman.assert_clean();
+
+    let r = podman.run(&["-d", "--name", "keep"], &id, &["/bin/sh", "-c", "sleep 300"]);
+    r.code(0);
+    let container = r.stdout.trim().to_string();
+    assert!(podman.node.state.join(&container).is_dir(), "the runtime holds the running container");
+    let r = run(podman.cmd().args(["exec", "keep", "/bin/sh", "-c", "echo in; cat /etc/hostname"]));
+    r.code(0).says("in\n");
+    let r = run(podman.cmd().args(["exec", "keep", "/bin/sh", "-c", "exit 3"]));
+    r.code(3);
+    run(podman.cmd().args(["stop", "-t", "1", "keep"])).code(0);
+    run(podman.cmd().args(["rm", "keep"])).code(0);
+    podman.assert_clean();
+    for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let left = controller.path().join("libpod_parent").join(format!("libpod-{container}"));
+        assert!(!left.exists(), "cgroup left: {}", left.display());
+    }
+}
+
+#[test]
+fn podman_refuses_the_signed_image_with_a_file_changed_after_the_pull() {
+    if !root_or_skip("podman_refuses_the_signed_image_with_a_file_changed_after_the_pull") {
+        return;
+    }
+    let podman = Podman::new("run-unenforced");
+    let id = podman.pull(&signed_real().0.oci_ref());
+    // The file as podman stores it, in the layer that holds it.
+    let copies = layer_files(&podman.storage().join("overlay"), "diff", paths::PLAIN_FILE);
+    assert!(!copies.is_empty(), "{} not found in podman's layers", paths::PLAIN_FILE);
+    for copy in &copies {
+        std::fs::write(copy, "NAME=tampered\n").unwrap();
+    }
+    let r = podman.run(&["--rm"], &id, &["/bin/sh", "-c", "echo ok"]);
+    assert_ne!(r.code, Some(0), "a tampered image ran:\n{}", r.all());
+    assert!(!r.stdout.contains("ok"), "the container's process ran: {}", r.stdout);
+    r.says("imgsign refused container").says(paths::PLAIN_FILE);
+    podman.assert_clean();
+}
+
+#[test]
+fn podman_refuses_an_unsigned_image() {
+    if !root_or_skip("podman_refuses_an_unsigned_image") {
+        return;
+    }
+    let podman = Podman::new("run-unenforced");
+    let id = podman.pull(unsigned_image());
+    let r = podman.run(&["--rm"], &id, &["/bin/sh", "-c", "echo ok"]);
+    assert_ne!(r.code, Some(0), "an unsigned image ran:\n{}", r.all());
+    assert!(!r.stdout.contains("ok"), "the container's process ran: {}", r.stdout);
+    r.says("imgsign refused container").says("signed manifest");
+    podman.assert_clean();
+}
+
+#[test]
+fn podman_refuses_the_signed_image_without_an_enforcer_by_default() {
+    if !root_or_skip("podman_refuses_the_signed_image_without_an_enforcer_by_default") {
+        return;
+    }
+    // The policy's default: no daemon here (and hybrid cgroups), so nothing may run.
+    let podman = Podman::new("refuse");
+    let id = podman.pull(&signed_real().0.oci_ref());
+    let r = podman.run(&["--rm"], &id, &["/bin/sh", "-c", "echo ok"]);
+    assert_ne!(r.code, Some(0), "ran without an enforcer:\n{}", r.all());
+    assert!(!r.stdout.contains("ok"), "the container's process ran: {}", r.stdout);
+    r.says("no kernel enforcement").says("when_no_enforcer");
+    podman.assert_clean();
+    assert!(Path::new(&podman.node.policy).is_file());
+}

@@ -1,0 +1,170 @@
+//! `create` and `run`: the gate, then libcontainer's create (the init waits for `start`), then
+//! the scope, then the record. Any failure after libcontainer created the container deletes it
+//! again, so a refused container leaves nothing behind: no state directory, no cgroup, no
+//! process, no scope.
+
+use super::gate;
+use super::record::Record;
+use super::scope::{self, Attached, Paths};
+use super::{runtime_err, OciError, Runtime};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+
+/// runc's `create` flags.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+}
+
+/// A created container: its init's host pid, what was recorded, and what the log should warn.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub pid: i32,
+    pub record: Record,
+    pub warnings: Vec<String>,
+}
+
+/// Creates the container (admitted, scoped, its init waiting for `start`).
+pub fn create(rt: &Runtime, opts: &CreateOptions) -> Result<Created, OciError> {
+    build(rt, opts, true).map(|(_, created)| created)
+}
+
+/// Creates and starts the container. Detached: returns 0 once it runs (`on_created` sees it
+/// first). Otherwise waits for it (forwarding SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to
+/// its init), deletes it and returns its exit code (128 + signal if killed).
+pub fn run(
+    rt: &Runtime,
+    opts: &CreateOptions,
+    detach: bool,
+    on_created: impl FnOnce(&Created),
+) -> Result<i32, OciError> {
+    let (mut container, created) = build(rt, opts, detach)?;
+    on_created(&created);
+    if let Err(e) = container.start() {
+        discard(&mut container, &created.record);
+        return Err(runtime_err("start", &opts.id)(e));
+    }
+    if detach {
+        return Ok(0);
+    }
+    let code = wait_forwarding(created.pid);
+    discard(&mut container, &created.record);
+    code
+}
+
+fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container, Created), OciError> {
+    if rt.systemd_cgroup {
+        return Err(OciError::Systemd);
+    }
+    let bundle = std::path::absolute(&opts.bundle).map_err(|source| OciError::Io {
+        what: "cannot resolve the bundle",
+        path: opts.bundle.clone(),
+        source,
+    })?;
+    // Nothing exists yet: a refusal here leaves nothing to undo.
+    let gated = gate::check(&opts.id, &bundle)?;
+    let id = opts.id.as_str();
+    let mut container = {
+        // libcontainer's children run Rust code between fork and exec (`crate::fork`).
+        let _forks = crate::fork::guard();
+        ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_executor(DefaultExecutor {})
+            .with_pid_file(opts.pid_file.as_ref())
+            .map_err(runtime_err("write the pid file of", id))?
+            .with_console_socket(opts.console_socket.as_ref())
+            .with_root_path(rt.root.clone())
+            .map_err(runtime_err("use the state root for", id))?
+            .with_preserved_fds(opts.preserve_fds)
+            .validate_id()
+            .map_err(runtime_err("accept the id of", id))?
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(detach)
+            .with_no_pivot(opts.no_pivot)
+            .build()
+            .map_err(runtime_err("create", id))?
+    };
+    let Some(pid) = container.pid().map(Pid::as_raw) else {
+        let _ = container.delete(true);
+        return Err(OciError::NotRunning(id.to_string()));
+    };
+    let attached = match scope::attach(&gated.policy, id, pid, &gated.admitted, &Paths::default()) {
+        Ok(attached) => attached,
+        Err(e) => {
+            let _ = container.delete(true);
+            return Err(e.into());
+        }
+    };
+    let mut record = Record {
+        rootfs: gated.rootfs,
+        image: gated.admitted.name.clone(),
+        digest: gated.admitted.digest.clone(),
+        hashed: gated.admitted.hashed,
+        cached: gated.admitted.cached,
+        scope: None,
+        unenforced: None,
+    };
+    let mut warnings = Vec::new();
+    match attached {
+        Attached::Scoped(scope) => record.scope = Some(scope),
+        Attached::Unenforced(reason) => {
+            warnings.push(format!(
+                "container {id} runs WITHOUT kernel enforcement (when_no_enforcer = \"run-unenforced\"): {reason}"
+            ));
+            record.unenforced = Some(reason);
+        }
+    }
+    if let Err(source) = record.save(&container.root) {
+        let path = Record::path(&container.root);
+        discard(&mut container, &record);
+        return Err(OciError::Io { what: "cannot write", path, source });
+    }
+    Ok((container, Created { pid, record, warnings }))
+}
+
+/// Removes the scope and deletes the container; failures are left to the daemon (which forgets
+/// scopes whose cgroup is gone) and to `delete --force`.
+fn discard(container: &mut Container, record: &Record) {
+    let _ = container.delete(true);
+    if let Some(scope) = &record.scope {
+        let _ = scope::remove(scope);
+    }
+}
+
+/// Waits for `pid`, forwarding the usual termination signals to it.
+fn wait_forwarding(pid: i32) -> Result<i32, OciError> {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+        set.add(signal);
+    }
+    let _ = set.thread_block();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || loop {
+        let Ok(signal) = set.wait() else { return };
+        if done_rx.try_recv().is_ok() {
+            return;
+        }
+        let _ = kill(Pid::from_raw(pid), signal);
+    });
+    let code = loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => break Ok(128 + signal as i32),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(source) => break Err(OciError::Wait { pid, source }),
+        }
+    };
+    let _ = done_tx.send(());
+    code
+}

@@ -1,0 +1,259 @@
+//! The container's enforcement scope: after libcontainer's create (the init waits for `start`;
+//! nothing of the container has run), the init's own cgroup (the unified `0::` line of
+//! `/proc/<pid>/cgroup`) is registered with the enforcement daemon through its control socket,
+//! holding the bundles the gate matched. The daemon verifies them again and replies once the
+//! kernel holds the digests.
+//!
+//! No daemon to reach, or a node where the container's unified cgroup is not its own (cgroup
+//! v1 or hybrid layouts, where libcontainer places it in the v1 hierarchies): the policy's
+//! `when_no_enforcer` decides between refusing (the default) and running unenforced. A daemon
+//! that answers and refuses always refuses the container.
+
+use super::record::ScopeRecord;
+use admission::{Admitted, EnforceMode, Policy, WhenNoEnforcer};
+use enforce::control::{self, AddScope, ContainerInfo, ControlError, Request};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The daemon verifies every bundle before it replies: a large image takes a few seconds.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(120);
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("no kernel enforcement for the container ({reason}), and the runtime policy refuses to run it unenforced (when_no_enforcer = \"refuse\")")]
+    NoEnforcer { reason: String },
+    #[error("the enforcement daemon refused the container's scope: {0}")]
+    Refused(String),
+    #[error("registering the container's scope")]
+    Daemon(#[source] ControlError),
+    #[error("removing scope {name} from the enforcement daemon: {reason}")]
+    Remove { name: String, reason: String },
+    #[error("cannot read the cgroup of the container's init {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the container stands against the enforcer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attached {
+    Scoped(ScopeRecord),
+    /// Running unenforced, and why (the policy allowed it).
+    Unenforced(String),
+}
+
+/// Where the cgroup file systems and `/proc` are (a test points them elsewhere).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub cgroup_root: PathBuf,
+    pub proc: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths { cgroup_root: PathBuf::from("/sys/fs/cgroup"), proc: PathBuf::from("/proc") }
+    }
+}
+
+/// Finds the cgroup of container `id`'s init `pid` and makes it a scope, or applies the
+/// policy's `when_no_enforcer`.
+pub fn attach(policy: &Policy, id: &str, pid: i32, admitted: &Admitted, paths: &Paths) -> Result<Attached, ScopeError> {
+    match enforce::cgroup::fs_magic(&paths.cgroup_root) {
+        Ok(enforce::cgroup::CGROUP2_SUPER_MAGIC) => {}
+        Ok(_) => {
+            return without_enforcer(
+                policy,
+                format!(
+                    "{} is not the unified cgroup v2 hierarchy (cgroup v1 or hybrid): the container's \
+                     cgroup cannot be an enforcement scope of its own",
+                    paths.cgroup_root.display()
+                ),
+            )
+        }
+        Err(e) => return without_enforcer(policy, format!("cannot stat {}: {e}", paths.cgroup_root.display())),
+    }
+    let file = paths.proc.join(pid.to_string()).join("cgroup");
+    let text = std::fs::read_to_string(&file).map_err(|source| ScopeError::Read { path: file.clone(), source })?;
+    match unified_cgroup(&text) {
+        Some(relative) if relative != "/" => {
+            register(policy, id, &paths.cgroup_root.join(relative.trim_start_matches('/')), admitted)
+        }
+        _ => without_enforcer(policy, format!("{} names no cgroup of the container's own", file.display())),
+    }
+}
+
+/// The path of the `0::` line (the unified hierarchy) of a `/proc/<pid>/cgroup`.
+pub fn unified_cgroup(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup.lines().find_map(|line| line.strip_prefix("0::"))
+}
+
+/// Registers `cgroup` as scope `id` holding `admitted`'s bundles, over the policy's socket.
+pub fn register(policy: &Policy, id: &str, cgroup: &Path, admitted: &Admitted) -> Result<Attached, ScopeError> {
+    let request = Request::Add(AddScope {
+        name: id.to_string(),
+        cgroup: cgroup.to_path_buf(),
+        mode: match policy.enforce_mode {
+            EnforceMode::Enforce => enforce::Mode::Enforce,
+            EnforceMode::Audit => enforce::Mode::Audit,
+        },
+        profile: enforce::Profile::default(),
+        remote_fs: false,
+        on_violation: None,
+        container: Some(ContainerInfo {
+            id: id.to_string(),
+            image: admitted.name.clone(),
+            digest: admitted.digest.clone(),
+        }),
+        bundles: admitted.bundles.clone(),
+        image: None,
+    });
+    match control::call(&policy.control_socket, &request, REGISTER_TIMEOUT) {
+        Ok(reply) if reply.ok => Ok(Attached::Scoped(ScopeRecord {
+            name: id.to_string(),
+            cgroup: cgroup.to_path_buf(),
+            socket: policy.control_socket.clone(),
+        })),
+        Ok(reply) => Err(ScopeError::Refused(reply.error.unwrap_or_else(|| "no reason given".into()))),
+        Err(e @ ControlError::Connect { .. }) => without_enforcer(policy, chain(&e)),
+        Err(e) => Err(ScopeError::Daemon(e)),
+    }
+}
+
+/// Asks the daemon to forget the scope.
+pub fn remove(scope: &ScopeRecord) -> Result<(), ScopeError> {
+    let request = Request::Remove { name: scope.name.clone() };
+    let failed = |reason: String| ScopeError::Remove { name: scope.name.clone(), reason };
+    match control::call(&scope.socket, &request, REMOVE_TIMEOUT) {
+        Ok(reply) if reply.ok => Ok(()),
+        Ok(reply) => Err(failed(reply.error.unwrap_or_default())),
+        Err(e) => Err(failed(chain(&e))),
+    }
+}
+
+fn without_enforcer(policy: &Policy, reason: String) -> Result<Attached, ScopeError> {
+    match policy.when_no_enforcer {
+        WhenNoEnforcer::Refuse => Err(ScopeError::NoEnforcer { reason }),
+        WhenNoEnforcer::RunUnenforced => Ok(Attached::Unenforced(reason)),
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enforce::control::{ControlServer, Reply};
+
+    fn policy(dir: &Path, when: &str) -> Policy {
+        let text = format!(
+            "trust = \"/t\"\nbundles = [\"/b.json\"]\nwhen_no_enforcer = {when:?}\nenforce_mode = \"audit\"\ncontrol_socket = {:?}\n",
+            dir.join("control.sock")
+        );
+        Policy::parse(&text, &dir.join("runtime.toml")).unwrap()
+    }
+
+    fn admitted() -> Admitted {
+        Admitted {
+            name: "app".into(),
+            digest: "sha256:ab".into(),
+            bundles: vec![PathBuf::from("/b.json")],
+            entries: 3,
+            hashed: 1,
+            cached: 2,
+        }
+    }
+
+    /// A daemon that answers one request with `reply`; returns the request it got.
+    fn daemon(socket: &Path, reply: Reply) -> std::thread::JoinHandle<Option<Request>> {
+        let server = ControlServer::bind(socket).unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..400 {
+                if let Some(pending) = server.accept() {
+                    let request = pending.request.clone().ok();
+                    pending.reply(&reply);
+                    return request;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        })
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn the_unified_line_names_the_cgroup() {
+        let text = "12:pids:/libpod_parent/x\n1:name=systemd:/a\n0::/libpod_parent/libpod-x\n";
+        assert_eq!(unified_cgroup(text), Some("/libpod_parent/libpod-x"));
+        assert_eq!(unified_cgroup("3:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn a_daemon_that_accepts_gets_the_cgroup_the_bundles_and_the_container() {
+        if !is_root() {
+            return; // the control socket serves root peers only
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy(dir.path(), "refuse");
+        let served = daemon(&policy.control_socket, Reply { ok: true, error: None, scopes: vec![], events: vec![] });
+        let attached = register(&policy, "c1", Path::new("/sys/fs/cgroup/x/c1"), &admitted()).unwrap();
+        let Some(Request::Add(add)) = served.join().unwrap() else { panic!("no add request") };
+        assert_eq!(add.cgroup, Path::new("/sys/fs/cgroup/x/c1"));
+        assert_eq!(add.mode, enforce::Mode::Audit);
+        assert_eq!(add.bundles, vec![PathBuf::from("/b.json")]);
+        assert_eq!(add.container.unwrap().digest, "sha256:ab");
+        let Attached::Scoped(scope) = attached else { panic!("not scoped: {attached:?}") };
+        assert_eq!(scope.socket, policy.control_socket);
+        // remove() sends Remove for the same name.
+        let served = daemon(&policy.control_socket, Reply { ok: true, error: None, scopes: vec![], events: vec![] });
+        remove(&scope).unwrap();
+        assert_eq!(served.join().unwrap(), Some(Request::Remove { name: "c1".into() }));
+    }
+
+    #[test]
+    fn a_daemon_that_refuses_refuses_the_container_whatever_the_policy() {
+        if !is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let policy = policy(dir.path(), "run-unenforced");
+        let served = daemon(&policy.control_socket, Reply::refused("bundle not trusted"));
+        let err = register(&policy, "c1", Path::new("/sys/fs/cgroup/c1"), &admitted()).unwrap_err();
+        served.join().unwrap();
+        assert!(matches!(&err, ScopeError::Refused(reason) if reason == "bundle not trusted"), "{err}");
+    }
+
+    #[test]
+    fn no_daemon_refuses_by_default_and_runs_unenforced_only_when_the_policy_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = register(&policy(dir.path(), "refuse"), "c1", Path::new("/c"), &admitted()).unwrap_err();
+        assert!(matches!(&err, ScopeError::NoEnforcer { reason } if reason.contains("cannot reach")), "{err}");
+        let attached = register(&policy(dir.path(), "run-unenforced"), "c1", Path::new("/c"), &admitted()).unwrap();
+        assert!(matches!(&attached, Attached::Unenforced(reason) if reason.contains("cannot reach")), "{attached:?}");
+    }
+
+    #[test]
+    fn a_cgroup_root_that_is_not_cgroup2_is_no_enforcer_with_that_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths { cgroup_root: dir.path().to_path_buf(), proc: PathBuf::from("/proc") };
+        let err = attach(&policy(dir.path(), "refuse"), "c1", 1, &admitted(), &paths).unwrap_err();
+        assert!(
+            matches!(&err, ScopeError::NoEnforcer { reason } if reason.contains("not the unified cgroup v2")),
+            "{err}"
+        );
+    }
+}
