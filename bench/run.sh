@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark of `imgsign run` on the Debian image of bench/sign.sh (see bench/README.md), as root,
 # with the release build. In one run:
-#   (a) `imgsign run IMAGE -- true` with a warm store against `runc run` of an equivalent bundle
-#       (`umoci unpack` of the same image, `runc spec` set to run `true`, read-only root), rounds
-#       interleaved (the order alternates), medians and p10;
+#   (a) `imgsign run IMAGE -- true` with a warm store (the image stored, the bundle's verification
+#       remembered) against `runc run` of an equivalent bundle (imgsign's own spec over umoci's
+#       rootfs) and of a plain one (`runc spec` set to run `true`, read-only root), rounds
+#       interleaved (the order alternates), medians and p10; with the median of each phase of
+#       imgsign's runs (`IMGSIGN_TIMING`: open, ensure, prepare, start, wait, cleanup);
 #   (b) the cold store: `imgsign run -- true` into an empty store each round (its `--json`
 #       `ensureMs`: verify, unpack with verify-on-write, syncfs; and the whole run minus the warm
 #       run's median) against `umoci unpack` of the same layout into an empty directory, interleaved;
@@ -120,13 +122,17 @@ cp -a "$WORK/bundle/rootfs" "$EQ/rootfs"
 runc run -b "$EQ" "bench-eq-check" >/dev/null 2>&1 || die "runc run of the equivalent bundle failed"
 
 say "(a) $ROUNDS interleaved rounds: imgsign run (warm) vs runc run (equivalent bundle, plain bundle)"
-: >"$WORK/a-imgsign"; : >"$WORK/a-runc"; : >"$WORK/a-eq"; : >"$WORK/a-ensure"
+: >"$WORK/a-imgsign"; : >"$WORK/a-runc"; : >"$WORK/a-eq"; : >"$WORK/a-ensure"; : >"$WORK/a-phases"
 for i in $(seq 1 "$ROUNDS"); do
     for which in $( ((i % 2)) && echo "imgsign eq runc" || echo "runc eq imgsign"); do
         if [ "$which" = imgsign ]; then
-            t0=$(date +%s%N); out=$(irun "$WARM" "$TAG" --json -- true 2>/dev/null); t1=$(date +%s%N)
+            t0=$(date +%s%N)
+            out=$(IMGSIGN_TIMING=1 irun "$WARM" "$TAG" --json -- true 2>"$WORK/a-stderr")
+            t1=$(date +%s%N)
             ms "$t0" "$t1" >>"$WORK/a-imgsign"
             [ "$(jq -r .ensure.unpacked <<<"$out")" = false ] || die "warm run unpacked"
+            [ "$(jq -r .ensure.remembered <<<"$out")" = true ] || die "warm run verified the bundle again"
+            sed -n 's/^imgsign: timing (ms): //p' "$WORK/a-stderr" >>"$WORK/a-phases"
             jq -r .ensure.ensureMs <<<"$out" >>"$WORK/a-ensure"
         elif [ "$which" = eq ]; then
             t0=$(date +%s%N); runc run -b "$EQ" "bench-eq-$i" >/dev/null 2>&1; t1=$(date +%s%N)
@@ -141,6 +147,14 @@ read -r A_I A_I10 < <(stats "$WORK/a-imgsign")
 read -r A_R A_R10 < <(stats "$WORK/a-runc")
 read -r A_Q A_Q10 < <(stats "$WORK/a-eq")
 read -r A_E A_E10 < <(stats "$WORK/a-ensure")
+# Lines "open 0.36, ensure 1.97, ..., total 49.93": the median of each phase.
+A_PHASES=
+for phase in $(head -1 "$WORK/a-phases" | awk -F', ' '{ for (i = 1; i <= NF; i++) { split($i, kv, " "); print kv[1] } }'); do
+    awk -F', ' -v p="$phase" '{ for (i = 1; i <= NF; i++) { split($i, kv, " "); if (kv[1] == p) print kv[2] } }' \
+        "$WORK/a-phases" >"$WORK/a-phase"
+    read -r m _ < <(stats "$WORK/a-phase")
+    A_PHASES="${A_PHASES:+$A_PHASES, }$phase $m ms"
+done
 
 # --- (b) cold store against umoci unpack ---------------------------------------------------------
 say "(b) $COLD_ROUNDS interleaved rounds: imgsign run into an empty store vs umoci unpack"
@@ -178,7 +192,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 {
     echo "# bench/run.sh $(date -u +%Y-%m-%dT%H:%MZ) $(cd "$ROOT" && git rev-parse --short HEAD) ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)); binary $IMGSIGN"
     echo "image: oci:$OCI:$TAG ($(jq '[.layers[].size] | add' "$(manifest_of "$OCI" "$TAG")") bytes in $(jq '.layers | length' "$(manifest_of "$OCI" "$TAG")") gzip layers)"
-    echo "(a) $ROUNDS rounds interleaved, \`-- true\`: imgsign run, warm store: median $A_I ms (p10 $A_I10 ms), of which ensure (verify bundle + find the stored image) $A_E ms (p10 $A_E10 ms); runc run of the equivalent bundle (imgsign's spec: user namespace, seccomp, capabilities, masked paths, limits; umoci's rootfs): median $A_Q ms (p10 $A_Q10 ms); imgsign/runc-equivalent = $(ratio "$A_I" "$A_Q")x (p10 $(ratio "$A_I10" "$A_Q10")x); runc run of the plain \`runc spec\` bundle (no user namespace, no seccomp): median $A_R ms (p10 $A_R10 ms); imgsign/runc-plain = $(ratio "$A_I" "$A_R")x (p10 $(ratio "$A_I10" "$A_R10")x)"
+    echo "(a) $ROUNDS rounds interleaved, \`-- true\`: imgsign run, warm store: median $A_I ms (p10 $A_I10 ms), of which ensure (verify bundle + find the stored image) $A_E ms (p10 $A_E10 ms); runc run of the equivalent bundle (imgsign's spec: user namespace, seccomp, capabilities, masked paths, limits; umoci's rootfs): median $A_Q ms (p10 $A_Q10 ms); imgsign/runc-equivalent = $(ratio "$A_I" "$A_Q")x (p10 $(ratio "$A_I10" "$A_Q10")x); runc run of the plain \`runc spec\` bundle (no user namespace, no seccomp): median $A_R ms (p10 $A_R10 ms); imgsign/runc-plain = $(ratio "$A_I" "$A_R")x (p10 $(ratio "$A_I10" "$A_R10")x); imgsign's phases (IMGSIGN_TIMING, medians): $A_PHASES"
     echo "(b) $COLD_ROUNDS rounds interleaved, empty store / empty directory each: imgsign run cold: median $B_R ms (p10 $B_R10 ms), its ensure (verify, unpack with verify-on-write, syncfs) $B_E ms (p10 $B_E10 ms), cold minus warm run $B_RW ms; umoci unpack: median $B_U ms (p10 $B_U10 ms); imgsign ensure/umoci = $(ratio "$B_E" "$B_U")x (p10 $(ratio "$B_E10" "$B_U10")x); (cold run - warm run)/umoci = $(ratio "$B_RW" "$B_U")x"
     echo "(c) one store: first image wrote $(c "$first" objectsWritten) objects, $(c "$first" bytesWritten) bytes (reused $(c "$first" bytesReused)); second image (+1 layer of $PLUS_LAYER gzip bytes, 64 files of 16 KB) wrote $(c "$second" objectsWritten) objects, $(c "$second" bytesWritten) bytes, reused $(c "$second" objectsReused) objects / $(c "$second" bytesReused) bytes; store objects total $du_store bytes"
 } | tee "$RESULTS/run-latest.txt"

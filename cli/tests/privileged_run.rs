@@ -404,3 +404,25 @@ fn privileged_run_by_registry_reference_from_an_empty_store() {
     c.args(["--no-record", "--", "/bin/sh", "-c", "echo ran from the registry"]);
     run(&mut c).code(0).says("ran from the registry");
 }
+
+#[test]
+fn privileged_run_remembers_a_verified_bundle_and_still_refuses_a_revoked_key() {
+    let (image, _, _) = signed();
+    let [a, ..] = keys();
+    let tmp = tempdir();
+    let trust = trust_store(&tmp.path().join("trust"), &[a], 1);
+    let bundle = sign_ok(image, &[a], &tmp.path().join("b.json"), &["--name", "remembered"]);
+    let store = tmp.path().join("store");
+    let summary = |r: &Run| -> serde_json::Value { serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap() };
+    let first =
+        run(&mut run_cmd_in(&store, image, &bundle, &trust, &["--name", "rem1", "--json"], &["busybox", "true"]));
+    assert_eq!(summary(first.code(0))["ensure"]["remembered"], false, "{}", first.all());
+    let second =
+        run(&mut run_cmd_in(&store, image, &bundle, &trust, &["--name", "rem2", "--json"], &["busybox", "true"]));
+    assert_eq!(summary(second.code(0))["ensure"]["remembered"], true, "{}", second.all());
+    // The remembered verification is rechecked against the trust store of now.
+    run(imgsign().args(["trust", "revoke"]).arg(&trust).arg(&a.id)).code(0);
+    let r = run(&mut run_cmd_in(&store, image, &bundle, &trust, &["--name", "rem3"], &["/bin/sh", "-c", "echo RAN"]));
+    r.code(1).says("revoked key");
+    assert!(!r.stdout.contains("RAN"), "{}", r.all());
+}

@@ -167,18 +167,21 @@ fn ramdisk_root_in(mountinfo: &str) -> bool {
 /// A user namespace whose uid and gid maps are `range` (container 0..size = host base..), held
 /// by its file descriptor. The unsharing child is util-linux's `unshare --user -- cat` (no safe
 /// way to run code in a forked child is at hand: nix's `fork` is unsafe and libcontainer 0.7
-/// keeps its `container_clone` private): once its user namespace differs from ours, its maps are
-/// written from here (root in the parent namespace may write any mapping), its namespace is
-/// opened, then it is killed and reaped.
+/// keeps its `container_clone` private). `cat` echoing a byte back says it runs, so the
+/// namespace exists (no polling); its maps are written from here (root in the parent namespace
+/// may write any mapping), its namespace is opened, then it is killed and reaped.
 fn mapped_user_namespace(range: IdRange) -> Result<std::fs::File, HostError> {
+    use std::io::{Read as _, Write as _};
     let ours = Path::new("/proc/self/ns/user");
     let own =
         std::fs::read_link(ours).map_err(|source| HostError { what: "cannot read", path: ours.into(), source })?;
     let forks = crate::fork::guard();
-    let mut child = std::process::Command::new("unshare")
-        .args(["--user", "--", "cat"])
+    let mut child = std::process::Command::new(system_tool("unshare"))
+        .arg("--user")
+        .arg("--")
+        .arg(system_tool("cat"))
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|source| HostError {
@@ -190,18 +193,21 @@ fn mapped_user_namespace(range: IdRange) -> Result<std::fs::File, HostError> {
     let dir = PathBuf::from(format!("/proc/{}", child.id()));
     let result = (|| {
         let ns = dir.join("ns/user");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match std::fs::read_link(&ns) {
-                Ok(link) if link != own => break,
-                _ if std::time::Instant::now() > deadline => {
-                    return Err(HostError {
-                        what: "no new user namespace appeared in",
-                        path: ns,
-                        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-                    })
-                }
-                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+        let ended = |source| HostError {
+            what: "the `unshare --user` child ended before its namespace was in",
+            path: ns.clone(),
+            source,
+        };
+        let (Some(stdin), Some(stdout)) = (child.stdin.as_mut(), child.stdout.as_mut()) else {
+            return Err(ended(std::io::Error::from(std::io::ErrorKind::BrokenPipe)));
+        };
+        stdin.write_all(b"\n").map_err(ended)?;
+        stdout.read_exact(&mut [0u8; 1]).map_err(ended)?;
+        match std::fs::read_link(&ns) {
+            Ok(link) if link != own => {}
+            other => {
+                let source = other.err().unwrap_or_else(|| std::io::Error::other("the same user namespace as ours"));
+                return Err(HostError { what: "no new user namespace in", path: ns, source });
             }
         }
         let map = format!("0 {} {}\n", range.base, range.size);
@@ -214,6 +220,16 @@ fn mapped_user_namespace(range: IdRange) -> Result<std::fs::File, HostError> {
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// A system program by its path in /usr/bin or /bin (no search of the caller's PATH, which could
+/// name another program, and no failed execs on the way), else by name.
+fn system_tool(name: &str) -> PathBuf {
+    ["/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| name.into())
 }
 
 /// A call the engine made, as [`RecordingHost`] saw it.

@@ -13,6 +13,9 @@
 //!   hardlink to its object. `rootfs/` is what the launch engine mounts as the read-only overlay
 //!   lower. An entry is written as `images/.tmp-<random>` and renamed into place only when
 //!   complete.
+//! - `verified/`: what full verifications of bundle files proved, so a second `ensure` of the
+//!   same image with the same files does not verify them again, only rechecks what can change
+//!   ([`verified`]).
 //! - `lock`: `flock`ed around every mutation.
 //!
 //! [`Store::ensure`] verifies the bundles against the trust store (signatures, threshold,
@@ -27,6 +30,7 @@ pub mod lock;
 pub mod objects;
 pub mod process;
 pub mod pull;
+pub mod verified;
 pub mod verity;
 
 use crate::lock::LockMode;
@@ -120,6 +124,28 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
+/// An image source opened for the store: a layered image and the digest its entry is named by.
+struct OpenedImage {
+    reference: String,
+    source: Box<dyn ImageSource>,
+    identity: ImageIdentity,
+    digest: Sha256Digest,
+}
+
+fn open_image(image: &ImageRef) -> Result<OpenedImage, StoreError> {
+    let reference = image.to_string();
+    let source = source::open(image)
+        .map_err(|source| StoreError::Source { image: reference.clone(), source: Box::new(source) })?;
+    if let ImageContent::Directory(_) = source.content() {
+        return Err(StoreError::NotLayered { image: reference });
+    }
+    let identity = source.identity().clone();
+    let Some(digest) = identity.manifest_digest.or(identity.config_digest) else {
+        return Err(StoreError::NotLayered { image: reference });
+    };
+    Ok(OpenedImage { reference, source, identity, digest })
+}
+
 /// What `image.json` records about a stored image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,6 +178,9 @@ pub struct EnsureStats {
     pub unpacked: bool,
     /// This call's content work (all zero when not unpacked).
     pub content: ContentStats,
+    /// The bundles' verification was remembered ([`verified`]): their signatures were not checked
+    /// again, what can change since was ([`verified::Proof::recheck`]).
+    pub remembered: bool,
 }
 
 /// A verified image in the store, ready to be mounted.
@@ -212,6 +241,8 @@ pub struct GcStats {
     pub objects_kept: u64,
     /// Stale `images/.tmp-*` entries and `objects/tmp` files removed.
     pub temporaries_removed: u64,
+    /// Remembered verifications ([`verified`]) of images no longer stored, or not this store's.
+    pub remembered_removed: u64,
 }
 
 /// The store at one root directory.
@@ -284,18 +315,22 @@ impl Store {
         progress: Arc<dyn Progress>,
     ) -> Result<StoredImage, StoreError> {
         let statement = verify_statement(bundles, trust, options.now).map_err(|e| StoreError::Verify(Box::new(e)))?;
-        let reference = image.to_string();
-        let source = source::open(image)
-            .map_err(|source| StoreError::Source { image: reference.clone(), source: Box::new(source) })?;
-        if let ImageContent::Directory(_) = source.content() {
-            return Err(StoreError::NotLayered { image: reference });
-        }
-        let identity = source.identity().clone();
-        let Some(digest) = identity.manifest_digest.or(identity.config_digest) else {
-            return Err(StoreError::NotLayered { image: reference });
-        };
+        let opened = open_image(image)?;
+        self.ensure_verified(opened, &statement, options, progress)
+    }
+
+    /// [`Store::ensure`] once the statement is verified: the subject, then the stored entry or
+    /// an unpack.
+    fn ensure_verified(
+        &self,
+        opened: OpenedImage,
+        statement: &VerifiedStatement,
+        options: &EnsureOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<StoredImage, StoreError> {
+        let OpenedImage { reference, source, identity, digest } = opened;
         if let Err(policy) = statement.check_subject(&identity, &[]) {
-            return Err(diagnose_subject(source.as_ref(), &statement, policy));
+            return Err(diagnose_subject(source.as_ref(), statement, policy));
         }
 
         // The subject check above bound this source's identity to the signed statement; the
@@ -306,12 +341,12 @@ impl Store {
         let entry = self.entry(&digest);
         if entry.exists() {
             match self.read_record(&entry) {
-                Ok(record) => return Ok(StoredImage { config, ..self.stored(&entry, record, &statement)? }),
+                Ok(record) => return Ok(StoredImage { config, ..self.stored(&entry, record, statement)? }),
                 // An entry without a readable record is not one this store completed.
                 Err(_) => std::fs::remove_dir_all(&entry).map_err(io_at(&entry))?,
             }
         }
-        let stored = self.unpack(reference, source.as_ref(), identity, digest, &statement, options, progress)?;
+        let stored = self.unpack(reference, source.as_ref(), identity, digest, statement, options, progress)?;
         Ok(StoredImage { config, ..stored })
     }
 
@@ -334,7 +369,7 @@ impl Store {
             digest: record.digest,
             rootfs: entry.join("rootfs"),
             record,
-            stats: EnsureStats { unpacked: false, content: ContentStats::default() },
+            stats: EnsureStats { unpacked: false, content: ContentStats::default(), remembered: false },
             accepted: statement.accepted(),
             config: None,
         })
@@ -408,7 +443,7 @@ impl Store {
             digest,
             rootfs: entry.join("rootfs"),
             record,
-            stats: EnsureStats { unpacked: true, content },
+            stats: EnsureStats { unpacked: true, content, remembered: false },
             accepted: statement.accepted(),
             config: None,
         })
@@ -514,12 +549,15 @@ impl Store {
         Ok(RemovedImage { digest: found.record.digest, reference: found.record.reference.clone() })
     }
 
-    /// Removes objects no stored image links to (link count 1: only the store's own name) and
-    /// stale temporaries (unfinished unpacks and removals). Fails with [`StoreError::Locked`]
+    /// Removes objects no stored image links to (link count 1: only the store's own name),
+    /// stale temporaries (unfinished unpacks and removals) and remembered verifications of images
+    /// no longer stored. Fails with [`StoreError::Locked`]
     /// while another process holds the store.
     pub fn gc(&self) -> Result<GcStats, StoreError> {
         let _lock = self.lock(LockMode::Try)?;
-        let mut stats = GcStats::default();
+        let remembered_removed =
+            verified::Cache::new(&self.root).prune(|digest| self.entry(digest).join("image.json").is_file())?;
+        let mut stats = GcStats { remembered_removed, ..GcStats::default() };
         let images = self.images();
         for dirent in std::fs::read_dir(&images).map_err(io_at(&images))? {
             let path = dirent.map_err(io_at(&images))?.path();

@@ -146,6 +146,14 @@ impl Accepted {
     pub fn version(&self) -> u64 {
         self.version
     }
+
+    /// A version a [`VerifiedStatement`] proved earlier, as a cache of verified statements
+    /// (the store's, `store::verified`) remembers it: the caller vouches that it took `name` and
+    /// `version` from such a statement, and has just re-checked its signers against the current
+    /// trust store, its expiry and rollback.
+    pub fn remembered(name: String, version: u64) -> Self {
+        Accepted { name, version }
+    }
 }
 
 /// Stage 1: reads and checks every bundle file (see [`CheckedBundle::read`]), naming the first

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 pub mod copy;
 pub mod enforce;
 pub mod enforced;
+pub mod hook;
 pub mod images;
 pub mod keygen;
 pub mod registry;
@@ -64,6 +65,9 @@ pub enum Command {
     /// container whose root file system does not match a manifest the node trusts. Also runs as
     /// `imgsign-runtime` (a symlink to this binary).
     Runtime(Box<runtime::Args>),
+    /// OCI hooks (createRuntime, poststop) giving containers of a stock runc or crun the
+    /// runtime's gate and enforcement scope (podman/CRI-O `hooks.d`).
+    Hook(hook::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -85,5 +89,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Thaw(args) => run::thaw(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Runtime(args) => Ok(runtime::run(*args)),
+        Command::Hook(args) => hook::run(args),
     }
 }

@@ -1,10 +1,14 @@
 //! `imgsign run`: verify the bundles (signatures, expiry, rollback) before anything is
 //! unpacked, unpack the image into the local store checking every file against the signed
 //! manifest (`store::Store::ensure`; an image already stored is neither unpacked nor hashed
-//! again), then launch it in a hardened container (`launch`) over the stored tree and return
+//! again, and bundle files the store verified for it before are not verified again, only
+//! rechecked against the trust store and the clock: `store::verified`), then launch it in a hardened container (`launch`) over the stored tree and return
 //! its exit code. Without a command after `--`, the image config's Entrypoint + Cmd run (a
 //! command replaces Cmd), with its Env (then `--env`), WorkingDir and User (`store::process`).
 //! `imgsign ps` lists containers.
+//!
+//! With `IMGSIGN_TIMING` set, one line on stderr says where the time went (open, ensure,
+//! prepare, start, wait, cleanup, in ms): what `bench/README.md` profiles the warm run with.
 //!
 //! Exit codes: the container's own (128 + N if a signal N ended it); 1 the image was refused
 //! (verification failed); 2 bad usage or unreadable input; 125 the container could not be
@@ -23,8 +27,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 use store::{EnsureOptions, StoreError};
+use verifier_core::bundle::CheckedBundle;
 use verifier_core::source::ImageRef;
-use verifier_core::verify::{accept, error_chain};
+use verifier_core::verify::{accept, error_chain, VerifyError};
 
 /// Exit code when the container could not be launched.
 const EXIT_LAUNCH: u8 = 125;
@@ -34,7 +39,8 @@ pub struct Args {
     #[command(flatten)]
     pub signed: super::signed::SignedImageArgs,
     /// Print a JSON summary on stdout after the container ends: id, image, exitCode, and what the
-    /// store did (digest, unpacked, content: objects and bytes written and reused; ensureMs).
+    /// store did (digest, unpacked, remembered: the bundles' verification was remembered, content:
+    /// objects and bytes written and reused; ensureMs).
     #[arg(long)]
     pub json: bool,
     /// Container id (default: 12 random hex digits).
@@ -109,24 +115,49 @@ enum Outcome {
     Exited(i32),
     Refused(String),
     LaunchFailed(anyhow::Error),
-    /// No command to run, or a user, group or working directory that cannot be (exit 2).
-    BadProcess(anyhow::Error),
+    /// An unreadable bundle file, no command to run, or a user, group or working directory that
+    /// cannot be (exit 2).
+    BadInput(anyhow::Error),
+}
+
+/// The bundles of a run: files (read by the store, which remembers what their verification
+/// proved) or discovered ones (already read).
+enum Bundles {
+    Files(Vec<PathBuf>),
+    Discovered(Vec<CheckedBundle>),
+}
+
+/// The image, the trust store and the bundles; bundle files are only named here.
+fn open_signed(
+    signed: &super::signed::SignedImageArgs,
+    store: &std::path::Path,
+) -> anyhow::Result<(ImageRef, TrustStore, Bundles)> {
+    if signed.bundles.is_empty() {
+        let (image, trust, bundles) = signed.open(store)?;
+        return Ok((image, trust, Bundles::Discovered(bundles)));
+    }
+    let image = signed.registry.image_or_stored(&signed.image, &signed.platform, store)?;
+    let trust = TrustStore::open(&signed.trust)?;
+    Ok((image, trust, Bundles::Files(signed.bundles.clone())))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let id = args.name.clone().unwrap_or_else(random_id);
     launch::config::check_id(&id)?;
-    let (image, mut trust, bundles) = args.signed.open(&args.store.dir())?;
+    let mut timing = Timing::from_env();
+    let (image, mut trust, bundles) = open_signed(&args.signed, &args.store.dir())?;
+    timing.mark("open");
     let json = args.json;
     let mut ensured = None;
-    let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured);
+    let outcome = verify_and_launch(&args, &id, &image, &mut trust, &bundles, &mut ensured, &mut timing);
+    timing.report();
     let (code, exit) = match outcome {
         Ok(Outcome::Exited(code)) => (Some(code), ExitCode::from(code.clamp(0, 255) as u8)),
         Ok(Outcome::Refused(reason)) => {
             eprintln!("imgsign: refused {image}: {reason}");
             (None, output::exit_failed())
         }
-        Ok(Outcome::BadProcess(err)) => {
+        Ok(Outcome::BadInput(err)) => {
             output::print_error(&err.context(format!("cannot run {image}")));
             (None, output::exit_usage_or_input())
         }
@@ -150,24 +181,34 @@ fn verify_and_launch(
     id: &str,
     image: &ImageRef,
     trust: &mut TrustStore,
-    bundles: &[verifier_core::bundle::CheckedBundle],
+    bundles: &Bundles,
     ensured: &mut Option<serde_json::Value>,
+    timing: &mut Timing,
 ) -> anyhow::Result<Outcome> {
     let store = args.store.open().context("cannot open the image store")?;
     let started = std::time::Instant::now();
     // Signatures, expiry and rollback are checked before anything is unpacked; an image that
     // cannot be read whole, or differs from the signed manifest, is refused: nothing of it runs.
     let options = EnsureOptions { now: SystemTime::now(), create_devices: false };
-    let stored = match store.ensure(image, bundles, trust, &options, output::progress()) {
+    let ensured_image = match bundles {
+        Bundles::Files(files) => store.ensure_files(image, files, trust, &options, output::progress()),
+        Bundles::Discovered(bundles) => store.ensure(image, bundles, trust, &options, output::progress()),
+    };
+    let stored = match ensured_image {
         Ok(stored) => stored,
+        Err(StoreError::Verify(e)) if matches!(*e, VerifyError::Bundle { .. }) => {
+            return Ok(Outcome::BadInput(anyhow::Error::new(*e)))
+        }
         Err(e @ (StoreError::Io { .. } | StoreError::Record { .. } | StoreError::Locked { .. })) => {
             return Ok(Outcome::LaunchFailed(e.into()))
         }
         Err(e) => return Ok(Outcome::Refused(error_chain(&e))),
     };
+    timing.mark("ensure");
     *ensured = Some(serde_json::json!({
         "digest": stored.digest.oci(),
         "unpacked": stored.stats.unpacked,
+        "remembered": stored.stats.remembered,
         "content": stored.stats.content,
         "ensureMs": started.elapsed().as_secs_f64() * 1000.0,
     }));
@@ -187,14 +228,14 @@ fn verify_and_launch(
     let accounts = if store::process::needs_accounts(stored.config.as_ref(), &overrides) {
         match store::process::Accounts::read(&stored.rootfs) {
             Ok(a) => a,
-            Err(e) => return Ok(Outcome::BadProcess(e.into())),
+            Err(e) => return Ok(Outcome::BadInput(e.into())),
         }
     } else {
         store::process::Accounts::default()
     };
     let process = match store::process::resolve(stored.config.as_ref(), &overrides, &accounts) {
         Ok(p) => p,
-        Err(e) => return Ok(Outcome::BadProcess(e.into())),
+        Err(e) => return Ok(Outcome::BadInput(e.into())),
     };
 
     let mut config = LaunchConfig::new(id, &stored.rootfs, process.args);
@@ -215,21 +256,24 @@ fn verify_and_launch(
     config.image = image.to_string();
     config.digest = digest;
     config.scope = args.enforcement.enforce.is_some().then(|| id.to_string());
-    let container = match Container::prepare(config) {
+    let mut container = match Container::prepare(config) {
         Ok(c) => c,
         Err(e) => return Ok(Outcome::LaunchFailed(e.into())),
     };
+    timing.mark("prepare");
     // With --enforce the kernel holds the image's digests for the container's cgroup before
     // the container starts; removed again (on every path) when `scope` drops.
     // The daemon reads bundle files: discovered bundles (a registry's referrers) are written
     // into the container's directory for it.
-    let bundle_files = if args.enforcement.enforce.is_some() && args.signed.bundles.is_empty() {
-        match super::enforced::write_bundles(bundles, &container.layout().dir) {
-            Ok(files) => files,
-            Err(e) => return Ok(Outcome::LaunchFailed(e)),
+    let bundle_files = match bundles {
+        Bundles::Discovered(bundles) if args.enforcement.enforce.is_some() => {
+            match super::enforced::write_bundles(bundles, &container.layout().dir) {
+                Ok(files) => files,
+                Err(e) => return Ok(Outcome::LaunchFailed(e)),
+            }
         }
-    } else {
-        args.signed.bundles.clone()
+        Bundles::Discovered(_) => Vec::new(),
+        Bundles::Files(files) => files.clone(),
     };
     let named = enforce::control::ContainerInfo {
         id: id.to_string(),
@@ -241,9 +285,51 @@ fn verify_and_launch(
         Err(NotEnforced::Refused(reason)) => return Ok(Outcome::Refused(reason)),
         Err(NotEnforced::Failed(e)) => return Ok(Outcome::LaunchFailed(e)),
     };
-    match container.run(true) {
+    // `Container::run(true)`, step by step for the timing line.
+    launch::container::block_forwarded_signals();
+    let code = (|| {
+        container.start()?;
+        timing.mark("start");
+        let code = container.wait_forwarding()?;
+        timing.mark("wait");
+        container.cleanup()?;
+        timing.mark("cleanup");
+        Ok::<_, launch::LaunchError>(code)
+    })();
+    match code {
         Ok(code) => Ok(Outcome::Exited(code)),
         Err(e) => Ok(Outcome::LaunchFailed(e.into())),
+    }
+}
+
+/// Phase durations of one run, printed on stderr when `IMGSIGN_TIMING` is set.
+struct Timing {
+    last: Option<std::time::Instant>,
+    start: std::time::Instant,
+    phases: Vec<(&'static str, f64)>,
+}
+
+impl Timing {
+    fn from_env() -> Self {
+        let now = std::time::Instant::now();
+        let on = std::env::var_os("IMGSIGN_TIMING").is_some_and(|v| !v.is_empty());
+        Timing { last: on.then_some(now), start: now, phases: Vec::new() }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        if let Some(last) = self.last {
+            let now = std::time::Instant::now();
+            self.phases.push((phase, (now - last).as_secs_f64() * 1000.0));
+            self.last = Some(now);
+        }
+    }
+
+    fn report(&self) {
+        if self.last.is_some() {
+            let phases: Vec<String> = self.phases.iter().map(|(name, ms)| format!("{name} {ms:.2}")).collect();
+            let total = self.start.elapsed().as_secs_f64() * 1000.0;
+            eprintln!("imgsign: timing (ms): {}, total {total:.2}", phases.join(", "));
+        }
     }
 }
 

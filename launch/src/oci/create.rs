@@ -91,7 +91,9 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
             .as_init(&bundle)
             .with_systemd(false)
             .with_detach(detach)
-            .with_no_pivot(opts.no_pivot)
+            // pivot_root cannot leave a ramdisk root (diskless nodes, the kernel lab): moved
+            // and chrooted instead there, as `imgsign run` does, whether or not asked.
+            .with_no_pivot(opts.no_pivot || crate::host::root_is_ramdisk())
             .build()
             .map_err(runtime_err("create", id))?
     };

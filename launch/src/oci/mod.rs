@@ -19,6 +19,7 @@
 pub mod create;
 pub mod exec;
 pub mod gate;
+pub mod hook;
 pub mod info;
 pub mod lifecycle;
 pub mod record;
@@ -56,14 +57,18 @@ pub enum OciError {
     Gate(#[from] GateError),
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    #[error(transparent)]
+    Hook(#[from] hook::HookError),
     #[error(
         "systemd cgroups are not supported by imgsign runtime (its libcontainer is built for cgroupfs only): \
          configure the engine for cgroupfs (podman --cgroup-manager cgroupfs; containerd SystemdCgroup = false)"
     )]
     Systemd,
+    // runc's words: engines recognise "does not exist".
     #[error("container {0} does not exist")]
     NotFound(String),
-    #[error("container {0} is not running")]
+    // runc's words: containerd's shim and podman recognise "container not running".
+    #[error("container not running ({0})")]
     NotRunning(String),
     #[error("invalid signal {0:?}")]
     Signal(String),

@@ -1,0 +1,57 @@
+//! `imgsign hook`: the runtime's gate and scope for containers started by a stock OCI runtime
+//! (runc, crun) through OCI hooks, as podman and CRI-O configure them in `hooks.d`.
+//!
+//! At `createRuntime` the runtime has made the container's namespaces and cgroup and put its
+//! init there, and the init has not yet run anything of the container's: the hook reads the
+//! state (`id`, `pid`, `bundle`) from stdin, admits the root file system the bundle's spec
+//! names exactly as `imgsign runtime create` does, and registers the init's real cgroup (from
+//! `/proc/<pid>/cgroup`, not from the spec) as the container's scope. Any failure exits
+//! non-zero, and the runtime then refuses the container. At `poststop` the scope is removed
+//! (the daemon also forgets scopes whose cgroup has gone).
+
+use super::gate;
+use super::record::ScopeRecord;
+use super::scope::{self, Attached, Paths};
+use super::OciError;
+use admission::{Admitted, Policy};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The parts of the OCI state a hook receives on stdin that it uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HookState {
+    pub id: String,
+    #[serde(default)]
+    pub pid: Option<i32>,
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("the OCI state on stdin is not valid")]
+    State(#[source] serde_json::Error),
+    #[error("the OCI state of container {0} has no pid: the hook must run at createRuntime (or later)")]
+    NoPid(String),
+}
+
+/// The `createRuntime` hook: admits the container and makes its cgroup a scope.
+pub fn create_runtime(state: &HookState) -> Result<(Admitted, Attached), OciError> {
+    let gated = gate::check(&state.id, &state.bundle)?;
+    let pid = state.pid.ok_or_else(|| HookError::NoPid(state.id.clone()))?;
+    let attached = scope::attach(&gated.policy, &state.id, pid, &gated.admitted, &Paths::default())?;
+    Ok((gated.admitted, attached))
+}
+
+/// The `poststop` hook: removes the container's scope (a scope that was never made, or a
+/// daemon that is gone, is not an error: the daemon forgets scopes whose cgroup has gone).
+pub fn poststop(state: &HookState) -> Result<(), OciError> {
+    let policy = Policy::load(&Policy::path()).map_err(gate::GateError::Policy)?;
+    let record = ScopeRecord { name: state.id.clone(), cgroup: PathBuf::new(), socket: policy.control_socket };
+    scope::remove(&record)?;
+    Ok(())
+}
+
+/// Parses the state a runtime writes to a hook's stdin.
+pub fn parse_state(bytes: &[u8]) -> Result<HookState, HookError> {
+    serde_json::from_slice(bytes).map_err(HookError::State)
+}
