@@ -107,3 +107,15 @@ fn hidden_files_are_not_hashed_and_hardlinks_are() {
     let hashed: Vec<&str> = files_to_hash(&signed, &mounts).map(|e| e.path.as_str()).collect();
     assert_eq!(hashed, ["/etc/hosts2"]);
 }
+
+#[test]
+fn podmans_etc_mtab_link_is_let_through_only_as_it_makes_it() {
+    let signed = vec![entry("/etc", FileType::Dir)];
+    let mut seen = vec![entry("/etc", FileType::Dir), entry("/etc/mtab", FileType::Symlink)];
+    seen[1].link_target = Some("/proc/mounts".into());
+    assert!(metadata_differences(&signed, &seen, &Mounts::default(), &IdMaps::default()).is_empty());
+    seen[1].link_target = Some("/bin/sh".into());
+    assert_eq!(paths(&metadata_differences(&signed, &seen, &Mounts::default(), &IdMaps::default())), ["/etc/mtab"]);
+    seen[1] = entry("/etc/mtab", FileType::File);
+    assert_eq!(paths(&metadata_differences(&signed, &seen, &Mounts::default(), &IdMaps::default())), ["/etc/mtab"]);
+}

@@ -20,6 +20,8 @@ struct Podman {
     /// podman wants its run root short (at most 50 characters: socket paths live there).
     runroot: tempfile::TempDir,
     node: Node,
+    /// With `imgsign hook` in a hooks directory: the stock runc is the runtime.
+    hooks: Option<std::path::PathBuf>,
 }
 
 impl Podman {
@@ -27,7 +29,30 @@ impl Podman {
         let dir = tempdir();
         let node = Node::new(dir.path(), when_no_enforcer, true);
         let runroot = tempfile::Builder::new().prefix("imgsign-podman-").tempdir_in("/tmp").unwrap();
-        Podman { dir, runroot, node }
+        Podman { dir, runroot, node, hooks: None }
+    }
+
+    /// Stock runc, with `imgsign hook create-runtime` and `poststop` in a `hooks.d` (the
+    /// node's policy passed through the hook's environment).
+    fn hooked(when_no_enforcer: &str) -> Podman {
+        let mut podman = Podman::new(when_no_enforcer);
+        let hooks = podman.dir.path().join("hooks.d");
+        std::fs::create_dir_all(&hooks).unwrap();
+        for (stage, arg) in [("createRuntime", "create-runtime"), ("poststop", "poststop")] {
+            let hook = serde_json::json!({
+                "version": "1.0.0",
+                "hook": {
+                    "path": env!("CARGO_BIN_EXE_imgsign"),
+                    "args": ["imgsign", "hook", arg],
+                    "env": [format!("IMGSIGN_RUNTIME_CONFIG={}", podman.node.policy.display())],
+                },
+                "when": { "always": true },
+                "stages": [stage],
+            });
+            std::fs::write(hooks.join(format!("imgsign-{arg}.json")), hook.to_string()).unwrap();
+        }
+        podman.hooks = Some(hooks);
+        podman
     }
 
     fn storage(&self) -> std::path::PathBuf {
@@ -44,7 +69,11 @@ impl Podman {
             .arg("--tmpdir")
             .arg(d.join("tmp"));
         c.args(["--storage-driver", "overlay", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]);
-        c.arg("--runtime").arg(&self.node.wrapper).stdin(Stdio::null());
+        match &self.hooks {
+            Some(hooks) => c.args(["--runtime", "runc", "--hooks-dir"]).arg(hooks),
+            None => c.arg("--runtime").arg(&self.node.wrapper),
+        };
+        c.stdin(Stdio::null());
         c
     }
 
@@ -69,7 +98,9 @@ impl Podman {
         let r = run(self.cmd().args(["ps", "-a", "-q"]));
         r.code(0);
         assert_eq!(r.stdout.trim(), "", "podman still lists containers");
-        assert_eq!(self.node.containers(), Vec::<String>::new(), "runtime state left behind");
+        if self.hooks.is_none() {
+            assert_eq!(self.node.containers(), Vec::<String>::new(), "runtime state left behind");
+        }
     }
 }
 
@@ -157,4 +188,32 @@ fn podman_refuses_the_signed_image_without_an_enforcer_by_default() {
     r.says("no kernel enforcement").says("when_no_enforcer");
     podman.assert_clean();
     assert!(Path::new(&podman.node.policy).is_file());
+}
+
+#[test]
+fn podman_with_stock_runc_and_imgsign_hook_runs_the_signed_image_and_refuses_a_tampered_one() {
+    if !root_or_skip("podman_with_stock_runc_and_imgsign_hook_runs_the_signed_image_and_refuses_a_tampered_one") {
+        return;
+    }
+    let podman = Podman::hooked("run-unenforced");
+    let id = podman.pull(&signed_real().0.oci_ref());
+    let r = podman.run(&["--rm"], &id, &["/bin/sh", "-c", "echo ok"]);
+    r.code(0);
+    assert_eq!(r.stdout, "ok\n");
+    podman.assert_clean();
+
+    for copy in layer_files(&podman.storage().join("overlay"), "diff", paths::PLAIN_FILE) {
+        std::fs::write(copy, "NAME=tampered\n").unwrap();
+    }
+    let r = podman.run(&["--rm"], &id, &["/bin/sh", "-c", "echo ok"]);
+    assert_ne!(r.code, Some(0), "a tampered image ran:\n{}", r.all());
+    assert!(!r.stdout.contains("ok"), "the container's process ran: {}", r.stdout);
+    r.says("imgsign hook refused container").says(paths::PLAIN_FILE);
+    podman.assert_clean();
+
+    let id = podman.pull(unsigned_image());
+    let r = podman.run(&["--rm"], &id, &["/bin/sh", "-c", "echo ok"]);
+    assert_ne!(r.code, Some(0), "an unsigned image ran:\n{}", r.all());
+    r.says("imgsign hook refused container").says("signed manifest");
+    podman.assert_clean();
 }
