@@ -183,3 +183,31 @@ fn runtime_features_spec_and_the_imgsign_runtime_name() {
     let r = run(Command::new(&link).arg("--root").arg(dir.join("none")).args(["state", "x"]));
     r.code(1).says("does not exist");
 }
+
+#[test]
+fn a_failing_poststop_hook_is_a_warning_and_delete_still_removes_the_container() {
+    if !root_or_skip("a_failing_poststop_hook_is_a_warning_and_delete_still_removes_the_container") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let node = Node::new(dir, "run-unenforced", false);
+    let bundle = bundle(dir, &["/bin/sh", "-c", "exit 0"]);
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    spec["hooks"] = serde_json::json!({ "poststop": [{ "path": "/bin/false" }] });
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let mut c = runtime(dir, &["create", "--bundle"]);
+    c.arg(&bundle).arg("p1");
+    run(&mut c).code(0);
+    rt(dir, &["start", "p1"]).code(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state(dir, "p1")["status"] != "stopped" {
+        assert!(std::time::Instant::now() < deadline, "p1 never stopped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The runtime spec: a failing poststop hook is a warning, the lifecycle goes on (as runc).
+    rt(dir, &["delete", "p1"]).code(0).says("poststop");
+    assert!(!dir.join("state/p1").exists(), "the container's state is left");
+    let _ = node;
+}

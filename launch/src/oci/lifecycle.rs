@@ -130,8 +130,21 @@ pub fn delete(rt: &Runtime, id: &str, force: bool) -> Result<Vec<String>, OciErr
         Err(e) => return Err(e),
     };
     let record = Record::load(&container.root);
-    container.delete(force).map_err(runtime_err("delete", id))?;
     let mut warnings = Vec::new();
+    match container.delete(force) {
+        Ok(()) => {}
+        // libcontainer stops at a failing poststop hook, with the cgroup already gone; the
+        // runtime spec wants a warning and the rest of the lifecycle, as runc does.
+        Err(libcontainer::error::LibcontainerError::Hook(e)) => {
+            warnings.push(format!("a poststop hook of container {id} failed: {e}"));
+            std::fs::remove_dir_all(&container.root).map_err(|source| OciError::Io {
+                what: "cannot remove the state of",
+                path: container.root.clone(),
+                source,
+            })?;
+        }
+        Err(e) => return Err(runtime_err("delete", id)(e)),
+    }
     if let Some(scope) = record.and_then(|r| r.scope) {
         if let Err(e) = scope::remove(&scope) {
             warnings.push(e.to_string());
