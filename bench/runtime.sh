@@ -50,19 +50,6 @@ mkdir -p "$CACHE" "$RESULTS"
 ROOTFS=$(build_rootfs "")
 OCI=$CACHE/oci-$SUITE-minbase
 pack_debian_oci "$ROOTFS" "$OCI" "$TAG"
-# podman makes /etc/mtab -> /proc/mounts in a container whose image has none (Debian's has none);
-# the image measured has it already (one small layer on top), so what podman adds is not the
-# question here (whether admission tolerates that symlink is the gate's, and its tests').
-if ! jq -e '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "mtab")' \
-    "$OCI/index.json" >/dev/null; then
-    t=$(mktemp -d)
-    mkdir -p "$t/etc"
-    ln -s /proc/mounts "$t/etc/mtab"
-    tar -C "$t" --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -cf "$t/layer.tar" etc/mtab
-    add_layer "$OCI" "$TAG" mtab "$t/layer.tar"
-    rm -rf "$t"
-fi
-TAG=mtab
 bench_imgsign
 
 WORK=$(mktemp -d "$CACHE/runtime-bench.XXXXXX")
@@ -87,7 +74,7 @@ export IMGSIGN_PASSPHRASE=imgsign-bench
 "$IMGSIGN" trust add "$WORK/trust" "$WORK/key.pub" >/dev/null
 say "signing oci:$OCI:$TAG"
 "$IMGSIGN" sign "oci:$OCI:$TAG" --key "$WORK/key.key" --out "$WORK/bundle.json" --name "debian-$TAG" >/dev/null
-# (c)'s image: busybox-static alone, with /etc/mtab.
+# (c)'s image: busybox-static alone.
 TINY=$WORK/tiny
 umoci init --layout "$TINY"
 umoci new --image "$TINY:tiny"
@@ -96,7 +83,6 @@ mkdir -p "$WORK/tiny-bundle/rootfs/bin" "$WORK/tiny-bundle/rootfs/etc"
 cp /bin/busybox "$WORK/tiny-bundle/rootfs/bin/busybox"
 ln -s busybox "$WORK/tiny-bundle/rootfs/bin/sh"
 ln -s busybox "$WORK/tiny-bundle/rootfs/bin/true"
-ln -s /proc/mounts "$WORK/tiny-bundle/rootfs/etc/mtab"
 umoci repack --image "$TINY:tiny" "$WORK/tiny-bundle"
 "$IMGSIGN" sign "oci:$TINY:tiny" --key "$WORK/key.key" --out "$WORK/tiny.json" --name tiny >/dev/null
 cat >"$WORK/runtime.toml" <<TOML
