@@ -8,7 +8,7 @@
 //! cache = "/var/lib/imgsign/runtime"      # hashes of files already verified (root only)
 //! when_no_enforcer = "refuse"             # or "run-unenforced"
 //! enforce_mode = "enforce"                # or "audit": the scope registered with the daemon
-//! control_socket = "/run/imgsign/control.sock"
+//! control_socket = "/run/imgsign/enforce.sock"
 //!
 //! [images]                                # optional: an engine-named image may match only these
 //! "registry.example/app:1" = ["/etc/imgsign/bundles/app.json"]
@@ -78,7 +78,8 @@ fn default_cache() -> PathBuf {
 }
 
 fn default_socket() -> PathBuf {
-    PathBuf::from("/run/imgsign/control.sock")
+    // The enforcement daemon's default (`enforce::control::DEFAULT_SOCKET`; a launch test holds them equal).
+    PathBuf::from("/run/imgsign/enforce.sock")
 }
 
 impl Policy {

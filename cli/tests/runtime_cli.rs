@@ -197,9 +197,12 @@ fn a_failing_poststop_hook_is_a_warning_and_delete_still_removes_the_container()
     let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     spec["hooks"] = serde_json::json!({ "poststop": [{ "path": "/bin/false" }] });
     std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
-    let mut c = runtime(dir, &["create", "--bundle"]);
-    c.arg(&bundle).arg("p1");
-    run(&mut c).code(0);
+    let mut create = runtime(dir, &["create", "--bundle"]);
+    create.arg(&bundle).arg("p1");
+    // The init keeps create's stdio open: files, not pipes.
+    create.stdout(std::fs::File::create(dir.join("p1.out")).unwrap());
+    create.stderr(std::fs::File::create(dir.join("p1.err")).unwrap());
+    assert!(create.status().unwrap().success(), "{}", std::fs::read_to_string(dir.join("p1.err")).unwrap());
     rt(dir, &["start", "p1"]).code(0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while state(dir, "p1")["status"] != "stopped" {

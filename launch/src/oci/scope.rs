@@ -154,6 +154,12 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtime_policy_defaults_to_the_daemons_socket() {
+        let policy = Policy::parse("trust = \"/t\"\nbundles = [\"/b\"]\n", Path::new("runtime.toml")).unwrap();
+        assert_eq!(policy.control_socket, Path::new(enforce::control::DEFAULT_SOCKET));
+    }
     use enforce::control::{ControlServer, Reply};
 
     fn policy(dir: &Path, when: &str) -> Policy {
