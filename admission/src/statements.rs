@@ -28,7 +28,7 @@ const MAGIC: &str = "imgsign-admission-statement-1";
 /// file cannot be read: then nothing is cached).
 pub fn key(trust: &Path, bundles: &[PathBuf]) -> Option<String> {
     let mut hasher = Sha256::new();
-    hash_tree(trust, Path::new(""), &mut hasher).ok()?;
+    hasher.update(keys::trust::files_digest(trust).ok()?);
     let mut files: Vec<&PathBuf> = bundles.iter().collect();
     files.sort();
     for path in files {
@@ -46,23 +46,6 @@ pub fn key(trust: &Path, bundles: &[PathBuf]) -> Option<String> {
         hasher.update(line.as_bytes());
     }
     Some(hex::encode(hasher.finalize()))
-}
-
-fn hash_tree(dir: &Path, rel: &Path, hasher: &mut Sha256) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = rel.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            hash_tree(&entry.path(), &name, hasher)?;
-        } else if kind.is_file() {
-            let content = std::fs::read(entry.path())?;
-            hasher.update(format!("file\0{}\0{}\0", name.display(), content.len()).as_bytes());
-            hasher.update(&content);
-        }
-    }
-    Ok(())
 }
 
 /// The verdict cached under `key` in `cache` (the candidates and the refusals), if there is

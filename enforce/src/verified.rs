@@ -127,36 +127,15 @@ impl Trust {
     pub fn open(dir: &Path) -> Result<Self, TrustError> {
         let store = TrustStore::open(dir)?;
         // An unreadable file leaves a state no cache entry matches: everything is verified.
-        let state = state_of(dir).unwrap_or_else(|_| Sha256Digest::of(format!("{:?}", SystemTime::now()).as_bytes()));
+        let state = keys::trust::files_digest(dir)
+            .map(Sha256Digest)
+            .unwrap_or_else(|_| Sha256Digest::of(format!("{:?}", SystemTime::now()).as_bytes()));
         Ok(Trust { store, state })
     }
 
     pub fn store(&self) -> &TrustStore {
         &self.store
     }
-}
-
-/// The digest of every file below `dir` (relative names and contents, in name order).
-fn state_of(dir: &Path) -> std::io::Result<Sha256Digest> {
-    fn walk(dir: &Path, rel: &Path, out: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let name = rel.join(entry.file_name());
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                walk(&entry.path(), &name, out)?;
-            } else if kind.is_file() {
-                let content = std::fs::read(entry.path())?;
-                out.extend_from_slice(format!("{}\0{}\0", name.display(), content.len()).as_bytes());
-                out.extend_from_slice(&content);
-            }
-        }
-        Ok(())
-    }
-    let mut all = Vec::new();
-    walk(dir, Path::new(""), &mut all)?;
-    Ok(Sha256Digest::of(&all))
 }
 
 /// Verified statements by (trust store state, bundle files). Entries not used by the last

@@ -444,6 +444,32 @@ impl TrustStore {
     }
 }
 
+/// The SHA-256 of every file below a trust store directory (relative names, lengths and
+/// contents, in name order): what a cached verdict depends on, so that a key added or revoked,
+/// a threshold or a recorded version changed makes every such cache miss.
+pub fn files_digest(dir: &Path) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest as _;
+    fn walk(dir: &Path, rel: &Path, hasher: &mut sha2::Sha256) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = rel.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(&entry.path(), &name, hasher)?;
+            } else if kind.is_file() {
+                let content = std::fs::read(entry.path())?;
+                hasher.update(format!("{}\0{}\0", name.display(), content.len()).as_bytes());
+                hasher.update(&content);
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = sha2::Sha256::new();
+    walk(dir, Path::new(""), &mut hasher)?;
+    Ok(hasher.finalize().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,7 +117,7 @@ pub fn register(policy: &Policy, id: &str, cgroup: &Path, admitted: &Admitted) -
             socket: policy.control_socket.clone(),
         })),
         Ok(reply) => Err(ScopeError::Refused(reply.error.unwrap_or_else(|| "no reason given".into()))),
-        Err(e @ ControlError::Connect { .. }) => without_enforcer(policy, chain(&e)),
+        Err(e @ ControlError::Connect { .. }) => without_enforcer(policy, enforce::verified::error_chain(&e)),
         Err(e) => Err(ScopeError::Daemon(e)),
     }
 }
@@ -129,7 +129,7 @@ pub fn remove(scope: &ScopeRecord) -> Result<(), ScopeError> {
     match control::call(&scope.socket, &request, REMOVE_TIMEOUT) {
         Ok(reply) if reply.ok => Ok(()),
         Ok(reply) => Err(failed(reply.error.unwrap_or_default())),
-        Err(e) => Err(failed(chain(&e))),
+        Err(e) => Err(failed(enforce::verified::error_chain(&e))),
     }
 }
 
@@ -138,17 +138,6 @@ fn without_enforcer(policy: &Policy, reason: String) -> Result<Attached, ScopeEr
         WhenNoEnforcer::Refuse => Err(ScopeError::NoEnforcer { reason }),
         WhenNoEnforcer::RunUnenforced => Ok(Attached::Unenforced(reason)),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
