@@ -19,7 +19,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::io::Read as _;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
@@ -310,14 +310,7 @@ impl<H: Host> Container<H> {
             return Ok(code);
         }
         let pid = self.record.pid.ok_or(LaunchError::NotStarted)?;
-        let code = loop {
-            match waitpid(Pid::from_raw(pid), None) {
-                Ok(WaitStatus::Exited(_, code)) => break code,
-                Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
-                Ok(_) | Err(nix::Error::EINTR) => continue,
-                Err(source) => return Err(LaunchError::Wait { pid, source }),
-            }
-        };
+        let code = crate::forward::exit_code(pid).map_err(|source| LaunchError::Wait { pid, source })?;
         self.exit = Some(code);
         self.record.status = "stopped".to_string();
         let _ = self.record.save(&self.layout.dir);
@@ -329,18 +322,8 @@ impl<H: Host> Container<H> {
     /// call it from a program whose other threads block them too (a single-threaded CLI does).
     pub fn wait_forwarding(&mut self) -> Result<i32, LaunchError> {
         let pid = self.record.pid.ok_or(LaunchError::NotStarted)?;
-        let set = block_forwarded_signals();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || loop {
-            let Ok(signal) = set.wait() else { return };
-            if done_rx.try_recv().is_ok() {
-                return;
-            }
-            let _ = kill(Pid::from_raw(pid), signal);
-        });
-        let code = self.wait();
-        let _ = done_tx.send(());
-        code
+        let _forwarder = crate::forward::Forwarder::start(pid, block_forwarded_signals());
+        self.wait()
     }
 
     /// Sends `signal` to the container's init.

@@ -27,6 +27,7 @@ pub mod config;
 pub mod container;
 pub mod control;
 mod fork;
+mod forward;
 pub mod host;
 pub mod oci;
 pub mod seccomp;

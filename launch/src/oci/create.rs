@@ -11,8 +11,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use std::path::PathBuf;
 
@@ -157,22 +156,6 @@ fn wait_forwarding(pid: i32) -> Result<i32, OciError> {
         set.add(signal);
     }
     let _ = set.thread_block();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || loop {
-        let Ok(signal) = set.wait() else { return };
-        if done_rx.try_recv().is_ok() {
-            return;
-        }
-        let _ = kill(Pid::from_raw(pid), signal);
-    });
-    let code = loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => break Ok(code),
-            Ok(WaitStatus::Signaled(_, signal, _)) => break Ok(128 + signal as i32),
-            Ok(_) | Err(nix::Error::EINTR) => continue,
-            Err(source) => break Err(OciError::Wait { pid, source }),
-        }
-    };
-    let _ = done_tx.send(());
-    code
+    let _forwarder = crate::forward::Forwarder::start(pid, set);
+    crate::forward::exit_code(pid).map_err(|source| OciError::Wait { pid, source })
 }

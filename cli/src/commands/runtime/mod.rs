@@ -206,14 +206,10 @@ fn ps(rt: &Runtime, id: &str, format: &str, options: &[String]) -> anyhow::Resul
 }
 
 /// `spec`: writes a default config.json into the bundle directory (the current one by
-/// default); an existing one is not replaced.
+/// default), whole or not at all; an existing one is not replaced.
 fn spec(bundle: Option<PathBuf>, rootless: bool) -> anyhow::Result<()> {
     let path = bundle.unwrap_or_default().join("config.json");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("cannot create {} (an existing one is not replaced)", path.display()))?;
-    serde_json::to_writer_pretty(file, &oci::info::default_spec(rootless))
-        .with_context(|| format!("cannot write {}", path.display()))
+    let json = serde_json::to_vec_pretty(&oci::info::default_spec(rootless))?;
+    keys::write_new_file(&path, &json, 0o644)
+        .with_context(|| format!("cannot create {} (an existing one is not replaced)", path.display()))
 }
