@@ -167,6 +167,10 @@ fn field_differences(e: &FileEntry, o: &FileEntry, ids: &IdMaps) -> Vec<FieldDif
     }
     let mut o = o.clone();
     o.sha256 = e.sha256;
+    // The code mark is not compared here on purpose: it is the signer's statement about the
+    // content, whose digest is compared byte for byte, and it only decides which signed digests
+    // the kernel enforcer loads (the walk reads no content to recompute it).
+    o.code = e.code;
     if maps_to(&ids.uids, e.uid, o.uid) {
         o.uid = e.uid;
     }

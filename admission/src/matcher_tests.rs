@@ -10,6 +10,7 @@ fn entry(path: &str, kind: FileType) -> FileEntry {
         gid: 0,
         size: (kind == FileType::File).then_some(3),
         sha256: None,
+        code: None,
         link_target: (kind == FileType::Symlink).then(|| "busybox".into()),
         dev_major: None,
         dev_minor: None,
@@ -25,6 +26,18 @@ fn paths(differences: &[Difference]) -> Vec<&str> {
 fn identical_listings_have_no_differences() {
     let signed = vec![entry("/bin", FileType::Dir), entry("/bin/busybox", FileType::File)];
     assert!(metadata_differences(&signed, &signed, &Mounts::default(), &IdMaps::default()).is_empty());
+}
+
+#[test]
+fn code_marks_are_the_signers_and_not_compared_but_other_fields_still_are() {
+    let mut signed = vec![entry("/bin", FileType::Dir), entry("/bin/busybox", FileType::File)];
+    signed[1].code = Some(verifier_core::manifest::CodeKind::Elf);
+    let mut seen = vec![entry("/bin", FileType::Dir), entry("/bin/busybox", FileType::File)];
+    assert!(metadata_differences(&signed, &seen, &Mounts::default(), &IdMaps::default()).is_empty());
+    seen[1].mode = 0o4755;
+    let found = metadata_differences(&signed, &seen, &Mounts::default(), &IdMaps::default());
+    let [Difference::Changed { fields, .. }] = &found[..] else { panic!("{found:?}") };
+    assert_eq!(fields.iter().map(|f| f.field).collect::<Vec<_>>(), ["mode"], "no code difference reported");
 }
 
 #[test]

@@ -170,6 +170,8 @@ fn parse_entry(line: &str) -> Option<FileEntry> {
         gid: gid.parse().ok()?,
         size: num(size)?,
         sha256: if sha.is_empty() { None } else { Some(Sha256Digest::parse_hex(sha).ok()?) },
+        // Code marks are not kept: the gate does not compare them (see `matcher`).
+        code: None,
         link_target: match link.strip_prefix('=') {
             Some(t) => Some(unescape(t)?),
             None if link.is_empty() => None,
@@ -229,6 +231,7 @@ mod tests {
                 gid: 42,
                 size: Some(0),
                 sha256: Some(Sha256Digest::of(b"")),
+                code: None,
                 link_target: None,
                 dev_major: None,
                 dev_minor: None,
@@ -242,6 +245,7 @@ mod tests {
                 gid: 1,
                 size: None,
                 sha256: None,
+                code: None,
                 link_target: Some(String::new()),
                 dev_major: None,
                 dev_minor: None,
@@ -255,6 +259,7 @@ mod tests {
                 gid: 6,
                 size: None,
                 sha256: None,
+                code: None,
                 link_target: None,
                 dev_major: Some(8),
                 dev_minor: Some(0),

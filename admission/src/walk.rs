@@ -161,6 +161,7 @@ fn observe(path: String, host_path: PathBuf) -> Result<Observed, WalkError> {
         gid: u64::from(stx.stx_gid),
         size: None,
         sha256: None,
+        code: None,
         link_target: None,
         dev_major: None,
         dev_minor: None,

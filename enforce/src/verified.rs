@@ -10,6 +10,10 @@
 //! has not expired. So an unchanged bundle is not verified again at every reload, and any change
 //! to what its verdict depends on (a key revoked, a version recorded, a signature added, time
 //! passing its expiry) verifies it afresh.
+//!
+//! Which signed entries give a digest to the scope is decided here ([`may_run`]): for a v2
+//! manifest, only code (an ELF object or a `#!` script, by the signed code mark) and files with
+//! an exec bit; for a v1 manifest, which cannot say, every file.
 
 use crate::desired::{DigestSet, Privs};
 use keys::{TrustError, TrustStore};
@@ -19,9 +23,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use verifier_core::bundle::{BundleError, CheckedBundle};
 use verifier_core::digest::Sha256Digest;
-use verifier_core::manifest::FileType;
+use verifier_core::manifest::{FileEntry, FileType};
 use verifier_core::progress::NoProgress;
 use verifier_core::source::ImageRef;
+use verifier_core::statement::ManifestFormat;
 use verifier_core::verify::{accept, verify, verify_statement, VerifyError, VerifyOptions};
 
 /// An error and its sources on one line.
@@ -62,8 +67,9 @@ pub struct VerifiedStatement {
     pub signers: Vec<String>,
     /// Entries in the signed manifest.
     pub files: usize,
-    /// Every `file` and `hardlink` digest, once each, with the privileges of its entries
-    /// (setuid/setgid bits, file capabilities; merged when several entries share a digest).
+    /// The digest of every `file` and `hardlink` entry that may run ([`may_run`]), once each,
+    /// with the privileges of those entries (setuid/setgid bits, file capabilities; merged when
+    /// several entries share a digest).
     pub digests: Arc<DigestSet>,
     /// What recording this statement's version writes to the rollback state.
     pub accepted: Accepted,
@@ -194,12 +200,13 @@ fn cache_key(group: &[BundleFile], trust: &Trust) -> Sha256Digest {
 fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<VerifiedStatement, VerifiedError> {
     let bundles: Vec<CheckedBundle> = group.iter().map(|f| f.bundle.clone()).collect();
     let statement = verify_statement(&bundles, &trust.store, now).map_err(|e| VerifiedError::Refused(Box::new(e)))?;
+    let format = statement.header().format;
     let mut digests = DigestSet::new();
     let mut missing = None;
     let mut unreadable = None;
     statement
         .for_each_file(&mut |entry| {
-            if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
+            if !may_run(format, &entry) {
                 return;
             }
             let Some(digest) = entry.sha256 else {
@@ -234,9 +241,21 @@ fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<
     })
 }
 
+/// Whether the digest of a signed entry belongs in the scope's digest set: a regular file or a
+/// hardlink that is code (a v2 manifest's `code` mark: an ELF object, so a 0644 shared library
+/// stays mappable, or a `#!` script) or has any exec bit (it can be exec'd whatever it holds).
+/// A v1 manifest has no code marks, so every file counts. Content of files that are neither is
+/// never loaded: a copy of it with an exec bit is denied.
+pub fn may_run(format: ManifestFormat, entry: &FileEntry) -> bool {
+    if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
+        return false;
+    }
+    !format.has_code_marks() || entry.code.is_some() || entry.mode & 0o111 != 0
+}
+
 /// The privileges a signed entry gives an exec of its content: its setuid/setgid bits and its
 /// signed `security.capability` (base64 in the manifest).
-fn entry_privileges(entry: &verifier_core::manifest::FileEntry) -> Result<Privs, String> {
+fn entry_privileges(entry: &FileEntry) -> Result<Privs, String> {
     let capability = entry.xattr_bytes("security.capability").transpose().map_err(|e| format!("not base64: {e}"))?;
     Privs::of_entry(entry.mode, capability.as_deref()).map_err(|e| e.to_string())
 }
@@ -269,4 +288,50 @@ pub fn record_versions<'a>(
 ) -> Result<(), TrustError> {
     let mut trust = TrustStore::open(trust_dir)?;
     accept(&mut trust, accepted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verifier_core::manifest::CodeKind;
+
+    fn entry(kind: FileType, mode: u32, code: Option<CodeKind>) -> FileEntry {
+        FileEntry {
+            path: "/x".into(),
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            size: Some(1),
+            sha256: Some(verifier_core::digest::Sha256Digest([1; 32])),
+            code,
+            link_target: None,
+            dev_major: None,
+            dev_minor: None,
+            xattrs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn v2_loads_code_and_exec_bits_only() {
+        use FileType::*;
+        let v2 = ManifestFormat::V2;
+        assert!(may_run(v2, &entry(File, 0o644, Some(CodeKind::Elf))), "a 0644 shared library is mapped");
+        assert!(may_run(v2, &entry(Hardlink, 0o644, Some(CodeKind::Elf))));
+        assert!(may_run(v2, &entry(File, 0o644, Some(CodeKind::Script))));
+        for mode in [0o100, 0o010, 0o001, 0o4755] {
+            assert!(may_run(v2, &entry(File, mode, None)), "{mode:o}: an exec bit runs whatever it holds");
+        }
+        assert!(!may_run(v2, &entry(File, 0o644, None)), "data is not loaded");
+        assert!(!may_run(v2, &entry(Hardlink, 0o4644, None)), "setuid without an exec bit runs nothing");
+        assert!(!may_run(v2, &entry(Symlink, 0o777, None)));
+        assert!(!may_run(v2, &entry(Dir, 0o755, None)));
+    }
+
+    #[test]
+    fn v1_loads_every_file() {
+        assert!(may_run(ManifestFormat::V1, &entry(FileType::File, 0o644, None)));
+        assert!(may_run(ManifestFormat::V1, &entry(FileType::Hardlink, 0o600, None)));
+        assert!(!may_run(ManifestFormat::V1, &entry(FileType::Dir, 0o755, None)));
+    }
 }

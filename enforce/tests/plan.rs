@@ -68,6 +68,7 @@ fn plan_holds_exactly_the_manifests_digests() {
         "file + hardlink digests, deduplicated, without whited-out or overridden content"
     );
     assert!(!scope.digests.contains_key(&digest(WHITED_OUT)) && !scope.digests.contains_key(&digest(OVERRIDDEN)));
+    assert!(!scope.digests.contains_key(&digest(LAYER2)), "a signed 0644 text file is not loaded");
     assert!(scope.digests.values().all(|p| !p.is_privileged()) && scope.privileged.is_empty(), "no privileges");
     assert_eq!(scope.cgroup_id, std::fs::metadata(&f.cgroup.path).unwrap().ino());
     assert_eq!(scope.manifests[0].name, "web");
@@ -78,6 +79,62 @@ fn plan_holds_exactly_the_manifests_digests() {
     let with_image = plan::build(&f.policy(&[&bundle], Some(&f.image)), SystemTime::now()).unwrap();
     assert_eq!(keys_of(&with_image.scopes[0].digests), f.expected);
     assert_eq!(with_image.scopes[0].manifests[0].image.as_deref(), Some(f.image.as_str()));
+}
+
+/// The image of the code-only tests: a 0644 ELF library, a 0644 text file, a 0755 ELF, a 0755
+/// text file without `#!`, a 0644 script, and a hardlink (0644) to the library.
+fn code_image(dir: &Path) -> testdata::oci::Written {
+    let mut layer = testdata::tar::TarWriter::new();
+    layer
+        .file("lib/libc.so.6", 0o644, LIBRARY)
+        .hardlink("lib/libc-link.so", "lib/libc.so.6")
+        .file("etc/passwd", 0o644, PASSWD)
+        .file("bin/sh", 0o755, SHELL)
+        .file("bin/plain-exec", 0o755, b"echo run by a shell\n")
+        .file("usr/share/script", 0o644, b"#!/bin/sh\necho hi\n");
+    testdata::oci::write_layout(dir, "v1", &[testdata::oci::Layer::gzip(&layer.finish())]).unwrap()
+}
+
+const LIBRARY: &[u8] = b"\x7fELF\x02\x01\x01 pretend shared library\n";
+const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\n";
+const SHELL: &[u8] = b"\x7fELF\x02\x01\x01 pretend shell\n";
+
+/// Signs `image` as a v1 statement (no code marks), as imgsign did before predicate v2.
+fn sign_v1(image: &str, key: &str, out: &Path) -> std::path::PathBuf {
+    use verifier_core::statement::{Statement, PREDICATE_TYPE_V1};
+    let scanned =
+        verifier_core::source::scan(&image.parse().unwrap(), std::sync::Arc::new(verifier_core::progress::NoProgress))
+            .unwrap();
+    let files = scanned.files.into_iter().map(|f| verifier_core::manifest::FileEntry { code: None, ..f }).collect();
+    let mut statement = Statement::new(&scanned.identity, files, "web".into(), 1, SystemTime::now() + DAY);
+    statement.predicate_type = PREDICATE_TYPE_V1.into();
+    let prepared = verifier_core::sign::Prepared::new(statement, scanned.identity).unwrap();
+    let bundle = prepared.sign(&[&testdata::keys::test_key(key)]).unwrap().remove(0);
+    std::fs::write(out, bundle.to_json()).unwrap();
+    out.to_path_buf()
+}
+
+#[test]
+fn a_v2_statement_loads_only_code_and_exec_bits_and_a_v1_statement_everything() {
+    let Some(f) = fixture("codeonly") else { return };
+    let image = code_image(&f.dir.path().join("code")).reference();
+    let v2 = sign_now(&image, "a", "web", 1, &f.dir.path().join("v2.json"));
+    let plan = plan::build(&f.policy(&[&v2], Some(&image)), SystemTime::now()).unwrap();
+    let desired = plan.desired();
+    let loaded = keys_of(&desired.scope(plan.scopes[0].cgroup_id).unwrap().digests);
+    let expected: std::collections::BTreeSet<_> =
+        [LIBRARY, SHELL, b"echo run by a shell\n", b"#!/bin/sh\necho hi\n"].iter().map(|c| digest(c)).collect();
+    assert_eq!(loaded, expected, "the 0644 library and script, the two 0755 files; not /etc/passwd");
+    assert!(!loaded.contains(&digest(PASSWD)));
+    assert_eq!(plan.scopes[0].manifests[0].files, 11, "every entry is still signed (dirs included)");
+
+    // The same image signed as v1 (verified against the image too): every file is loaded.
+    let v1 = sign_v1(&image, "a", &f.dir.path().join("v1.json"));
+    let plan = plan::build(&f.policy(&[&v1], Some(&image)), SystemTime::now()).unwrap();
+    let loaded = keys_of(&plan.desired().scope(plan.scopes[0].cgroup_id).unwrap().digests);
+    let mut everything = expected.clone();
+    everything.insert(digest(PASSWD));
+    assert_eq!(loaded, everything);
 }
 
 fn keys_of(set: &enforce::desired::DigestSet) -> std::collections::BTreeSet<verifier_core::digest::Sha256Digest> {

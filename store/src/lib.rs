@@ -55,13 +55,15 @@ use verifier_core::progress::{NoProgress, Progress};
 use verifier_core::source::{
     self, ImageConfiguration, ImageContent, ImageIdentity, ImageRef, ImageSource, LayerDescriptor, SourceError,
 };
+use verifier_core::statement::ManifestFormat;
 use verifier_core::verify::{error_chain, verify_statement, Accepted, PolicyError, VerifiedStatement, VerifyError};
 
 /// Where the store lives unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/imgsign";
 
 /// Version of `image.json`.
-const RECORD_FORMAT: u32 = 1;
+/// 2: `files.json` entries carry code marks.
+const RECORD_FORMAT: u32 = 2;
 const TMP_PREFIX: &str = ".tmp-";
 /// Beside `image.json`: the fs-verity digests of the image's objects.
 pub const VERITY_FILE: &str = "verity.json";
@@ -363,7 +365,10 @@ impl Store {
             let bytes = std::fs::read(&path).map_err(io_at(&path))?;
             let files: Vec<FileEntry> =
                 serde_json::from_slice(&bytes).map_err(|source| StoreError::Record { path: path.clone(), source })?;
-            check_differences(&statement.compare_files(&files).map_err(statement_error)?)?;
+            // A record of format 1 listed no code marks: the content digests pin every byte, the
+            // marks only say which signed digests the enforcer loads.
+            let format = if record.format < 2 { ManifestFormat::V1 } else { statement.header().format };
+            check_differences(&statement.compare_files_as(&files, format).map_err(statement_error)?)?;
         }
         Ok(StoredImage {
             digest: record.digest,
@@ -393,8 +398,9 @@ impl Store {
         let mut signed = Vec::with_capacity(statement.header().files);
         statement.for_each_file(&mut |entry| signed.push(entry)).map_err(statement_error)?;
         let expected = Rc::new(objects::expected_by_path(signed));
+        let format = statement.header().format;
         let attempt = |predict: bool, progress: Arc<dyn Progress>| {
-            self.unpack_once(source, &rootfs, expected.clone(), predict, options, progress)
+            self.unpack_once(source, &rootfs, (expected.clone(), format), predict, options, progress)
         };
         let (unpacked, content, verity) = match attempt(true, progress.clone()) {
             Ok(done) => done,
@@ -454,7 +460,7 @@ impl Store {
         &self,
         source: &dyn ImageSource,
         rootfs: &Path,
-        expected: Rc<Expected>,
+        (expected, format): (Rc<Expected>, ManifestFormat),
         predict: bool,
         options: &EnsureOptions,
         progress: Arc<dyn Progress>,
@@ -464,6 +470,7 @@ impl Store {
         let first_mismatch = Rc::new(RefCell::new(None));
         let mut verify_on_write = WriteVerifier {
             expected: expected.clone(),
+            format,
             shared: shared.clone(),
             opened: counted.opened.clone(),
             layers: counted.layers(),
@@ -708,6 +715,8 @@ struct FailedUnpack {
 /// Verify-on-write: each regular file, as written, against the verified manifest.
 struct WriteVerifier {
     expected: Rc<Expected>,
+    /// Whether the manifest signs code marks (v1 does not).
+    format: ManifestFormat,
     shared: Rc<RefCell<Shared>>,
     opened: Arc<AtomicUsize>,
     layers: usize,
@@ -773,12 +782,13 @@ impl WriteVerifier {
             gid: meta.gid,
             size: Some(content.size),
             sha256: Some(Sha256Digest(content.sha256)),
+            code: content.code,
             link_target: None,
             dev_major: None,
             dev_minor: None,
             xattrs: FileEntry::signed_xattrs(&meta.xattrs),
         };
-        let fields = expected.field_differences(&actual);
+        let fields = self.format.field_differences(&expected, &actual);
         (!fields.is_empty()).then(|| {
             fields.iter().map(|f| format!("{}: {} -> {}", f.field, f.expected, f.actual)).collect::<Vec<_>>().join(", ")
         })

@@ -313,6 +313,25 @@ fn a_last_layer_file_that_differs_from_the_statement_stops_the_unpack_when_writt
 }
 
 #[test]
+fn a_statement_calling_an_elf_library_not_code_is_refused_when_written_and_v1_is_stored() {
+    let scene = Scene::new();
+    let image = scene.image("code", &[&base()]);
+    let mut files = scanned(&image);
+    let lib = files.iter_mut().find(|f| f.path == "/lib/libc.so").unwrap();
+    assert_eq!(lib.code, Some(verifier_core::manifest::CodeKind::Elf));
+    lib.code = None;
+    let err = scene.ensure(&image, &signed_claiming(&image, files, "alice")).unwrap_err();
+    let text = chain(&err);
+    assert!(matches!(&err, StoreError::Mismatch { path, .. } if path == "/lib/libc.so"), "{text}");
+    assert!(text.contains("code: - -> elf") && text.contains("refused by the write check"), "{text}");
+    assert!(scene.image_entries().is_empty(), "{:?}", scene.image_entries());
+
+    // A v1 statement signed no marks: the ones the unpacker computes are not held against it.
+    let stored = scene.ensure(&image, &signed_v1(&image, "alice")).unwrap();
+    assert!(stored.rootfs.join("lib/libc.so").is_file());
+}
+
+#[test]
 fn rmi_and_gc_free_what_only_the_removed_image_used() {
     let scene = Scene::new();
     let a = scene.image("a", &[&base(), &top_a()]);

@@ -2,6 +2,7 @@
 //! runtime would, builds the per-file manifest, and signs or verifies it as a Sigstore bundle.
 
 pub mod bundle;
+pub mod code;
 #[cfg(feature = "registry-client")]
 pub mod copy;
 pub mod digest;

@@ -2,9 +2,14 @@
 //! everything that decides what a file can do once it runs (content digest, full mode including
 //! setuid/setgid/sticky, owner, link targets, device numbers, `security.capability`).
 //!
+//! Regular files (and hardlinks) whose content is code carry a `code` mark (see
+//! [`crate::code`]); it is signed and verified like every other field, and only manifests of
+//! predicate v2 carry it ([`crate::statement::ManifestFormat`]).
+//!
 //! The same tree always serialises to the same bytes: entries are sorted, optional fields are
 //! omitted when absent, and maps are ordered.
 
+pub use crate::code::CodeKind;
 use crate::digest::Sha256Digest;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -44,6 +49,10 @@ pub struct FileEntry {
     /// SHA-256 of the content, for files and hardlinks (written as bare lowercase hex).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::digest::bare_hex_opt")]
     pub sha256: Option<Sha256Digest>,
+    /// For files and hardlinks whose content is an ELF object or a `#!` script: which one
+    /// (predicate v2 only). What the enforcer loads depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeKind>,
     /// Target of a symlink (as stored) or of a hardlink (an absolute image path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
@@ -88,6 +97,8 @@ impl FileEntry {
         cmp("size", optn(self.size), optn(actual.size));
         let digest = |v: &Option<Sha256Digest>| v.map_or("-".into(), |d| d.hex());
         cmp("sha256", digest(&self.sha256), digest(&actual.sha256));
+        let code = |v: Option<CodeKind>| v.map_or("-", CodeKind::as_str).to_string();
+        cmp("code", code(self.code), code(actual.code));
         cmp("linkTarget", opt(&self.link_target), opt(&actual.link_target));
         cmp("devMajor", optn(self.dev_major.map(u64::from)), optn(actual.dev_major.map(u64::from)));
         cmp("devMinor", optn(self.dev_minor.map(u64::from)), optn(actual.dev_minor.map(u64::from)));
@@ -219,6 +230,7 @@ mod tests {
             gid: 0,
             size: Some(3),
             sha256: Some(Sha256Digest([sha; 32])),
+            code: None,
             link_target: None,
             dev_major: None,
             dev_minor: None,
@@ -235,6 +247,21 @@ mod tests {
         );
         let back: FileEntry = serde_json::from_str(&json).unwrap();
         assert_eq!(back, file("/a", 0));
+    }
+
+    #[test]
+    fn a_code_mark_is_serialised_after_the_digest_and_compared() {
+        let elf = FileEntry { code: Some(CodeKind::Elf), ..file("/a", 0) };
+        let json = serde_json::to_string(&elf).unwrap();
+        assert!(
+            json.ends_with(
+                r#""sha256":"0000000000000000000000000000000000000000000000000000000000000000","code":"elf"}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<FileEntry>(&json).unwrap(), elf);
+        let fields = file("/a", 0).field_differences(&elf);
+        assert_eq!(fields, vec![FieldDifference { field: "code", expected: "-".into(), actual: "elf".into() }]);
     }
 
     #[test]

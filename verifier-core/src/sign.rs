@@ -90,9 +90,11 @@ impl Prepared {
         let mut writer = Payload::writer().map_err(SignError::Payload)?;
         statement.write_to(&mut writer).map_err(|e| SignError::Payload(PayloadError::Io(e)))?;
         let payload = writer.finish().map_err(SignError::Payload)?;
+        let format = statement.format();
         let predicate = statement.predicate;
         let header = StatementHeader {
             subject: statement.subject,
+            format,
             expires_at: humantime::parse_rfc3339(&predicate.expires).expect("formatted by Statement::new"),
             name: predicate.name,
             version: predicate.version,
@@ -224,6 +226,7 @@ mod tests {
                 gid: (i % 3) as u64,
                 size: (i % 7 != 0).then_some(i as u64),
                 sha256: (i % 7 != 0).then(|| Sha256Digest::of(&i.to_le_bytes())),
+                code: (i % 7 == 1).then_some(crate::code::CodeKind::Elf),
                 link_target: (i % 7 == 0).then(|| "../x".to_string()),
                 dev_major: None,
                 dev_minor: None,

@@ -2,9 +2,14 @@
 //! images, config digest for docker archives, manifest digest of the file list for `dir:` trees)
 //! and its predicate is the per-file manifest with the name, version and expiry that trust
 //! policy checks.
+//!
+//! Two predicate types are read ([`ManifestFormat`]): v1, whose entries carry no code marks, and
+//! v2 (what signing writes), whose file and hardlink entries carry `code` when their content is
+//! an ELF object or a `#!` script. A v1 statement with a code mark is refused: a reader could not
+//! tell a mark-less v2 entry from a v1 one, and older verifiers refuse the field anyway.
 
 use crate::digest::Sha256Digest;
-use crate::manifest::FileEntry;
+use crate::manifest::{FieldDifference, FileEntry};
 use crate::source::{ImageIdentity, LayerDigests, SourceKind};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -13,7 +18,61 @@ use std::io::{Read, Write};
 use std::time::SystemTime;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
-pub const PREDICATE_TYPE: &str = "https://imgsign.dev/file-manifest/v1";
+/// The predicate type signing writes (v2: entries carry code marks).
+pub const PREDICATE_TYPE: &str = "https://imgsign.dev/file-manifest/v2";
+/// The predicate type of manifests signed before code marks; still read.
+pub const PREDICATE_TYPE_V1: &str = "https://imgsign.dev/file-manifest/v1";
+
+/// Which file-manifest predicate a statement carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ManifestFormat {
+    /// No code marks: what can run is unknown, every file's digest counts.
+    V1,
+    /// File and hardlink entries carry `code` when their content is code.
+    #[default]
+    V2,
+}
+
+impl ManifestFormat {
+    pub fn from_predicate_type(predicate_type: &str) -> Option<Self> {
+        match predicate_type {
+            PREDICATE_TYPE => Some(ManifestFormat::V2),
+            PREDICATE_TYPE_V1 => Some(ManifestFormat::V1),
+            _ => None,
+        }
+    }
+
+    pub fn predicate_type(self) -> &'static str {
+        match self {
+            ManifestFormat::V1 => PREDICATE_TYPE_V1,
+            ManifestFormat::V2 => PREDICATE_TYPE,
+        }
+    }
+
+    /// Whether entries of this format are signed with code marks (so an entry without one is
+    /// signed as not code).
+    pub fn has_code_marks(self) -> bool {
+        self == ManifestFormat::V2
+    }
+
+    /// How the image entry `actual` differs from the signed `expected` under this format: a v1
+    /// manifest signed no code marks, so the one computed from the image is not compared.
+    pub fn field_differences(self, expected: &FileEntry, actual: &FileEntry) -> Vec<FieldDifference> {
+        let mut fields = expected.field_differences(actual);
+        if !self.has_code_marks() {
+            fields.retain(|f| f.field != "code");
+        }
+        fields
+    }
+
+    /// `files` as a manifest of this format lists them (v1: without code marks).
+    pub fn strip<'a>(self, files: &'a [FileEntry]) -> std::borrow::Cow<'a, [FileEntry]> {
+        if self.has_code_marks() || files.iter().all(|f| f.code.is_none()) {
+            return std::borrow::Cow::Borrowed(files);
+        }
+        std::borrow::Cow::Owned(files.iter().map(|f| FileEntry { code: None, ..f.clone() }).collect())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatementError {
@@ -21,8 +80,11 @@ pub enum StatementError {
     Json(#[source] serde_json::Error),
     #[error("statement _type is {0:?}, expected {STATEMENT_TYPE:?}")]
     Type(String),
-    #[error("predicateType is {0:?}, expected {PREDICATE_TYPE:?}")]
+    #[error("predicateType is {0:?}, expected {PREDICATE_TYPE:?} or {PREDICATE_TYPE_V1:?}")]
     PredicateType(String),
+    /// Code marks exist only from predicate v2 on.
+    #[error("entry {path:?} has a code mark, which a {PREDICATE_TYPE_V1:?} manifest cannot carry")]
+    CodeMarkInV1 { path: String },
     #[error("statement has no subject with a valid sha256 digest")]
     Subject,
     #[error("expiry {0:?} is not an RFC 3339 UTC time")]
@@ -173,7 +235,7 @@ impl Statement {
         Ok(Statement {
             statement_type: STATEMENT_TYPE.into(),
             subject: header.subject,
-            predicate_type: PREDICATE_TYPE.into(),
+            predicate_type: header.format.predicate_type().into(),
             predicate: FileManifestPredicate {
                 name: header.name,
                 version: header.version,
@@ -187,6 +249,11 @@ impl Statement {
     /// Every sha256 subject digest.
     pub fn subject_digests(&self) -> impl Iterator<Item = Sha256Digest> + '_ {
         self.subject.iter().map(|s| s.digest.sha256)
+    }
+
+    /// The predicate's format (a statement that parsed has a known one).
+    pub fn format(&self) -> ManifestFormat {
+        ManifestFormat::from_predicate_type(&self.predicate_type).unwrap_or_default()
     }
 
     pub fn expires_at(&self) -> Result<SystemTime, StatementError> {
@@ -206,6 +273,8 @@ fn parse_expiry(text: &str) -> Result<SystemTime, StatementError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementHeader {
     pub subject: Vec<Subject>,
+    /// Which predicate the statement carries (whether its entries have code marks).
+    pub format: ManifestFormat,
     /// The image name that rollback protection is keyed on.
     pub name: String,
     pub version: u64,
@@ -223,8 +292,17 @@ impl StatementHeader {
     /// no unknown field, no field twice.
     pub fn read(reader: impl Read, on_file: &mut dyn FnMut(FileEntry)) -> Result<Self, StatementError> {
         let mut order_broken = false;
+        // The first entry with a code mark: refused below if the predicate turns out to be v1
+        // (the predicate type may come after the file list).
+        let mut first_code_mark = None;
+        let mut noting_marks = |entry: FileEntry| {
+            if entry.code.is_some() && first_code_mark.is_none() {
+                first_code_mark = Some(entry.path.clone());
+            }
+            on_file(entry)
+        };
         let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 << 10, reader));
-        let seed = StatementSeed { on_file, order_broken: &mut order_broken };
+        let seed = StatementSeed { on_file: &mut noting_marks, order_broken: &mut order_broken };
         let parsed = seed.deserialize(&mut de).and_then(|raw| de.end().map(|()| raw));
         let raw = match parsed {
             Ok(raw) => raw,
@@ -235,8 +313,11 @@ impl StatementHeader {
         if raw.statement_type != STATEMENT_TYPE {
             return Err(StatementError::Type(raw.statement_type));
         }
-        if raw.predicate_type != PREDICATE_TYPE {
+        let Some(format) = ManifestFormat::from_predicate_type(&raw.predicate_type) else {
             return Err(StatementError::PredicateType(raw.predicate_type));
+        };
+        if let (false, Some(path)) = (format.has_code_marks(), first_code_mark) {
+            return Err(StatementError::CodeMarkInV1 { path });
         }
         if raw.subject.is_empty() {
             return Err(StatementError::Subject);
@@ -244,6 +325,7 @@ impl StatementHeader {
         let expires_at = parse_expiry(&raw.predicate.expires)?;
         Ok(StatementHeader {
             subject: raw.subject,
+            format,
             name: raw.predicate.name,
             version: raw.predicate.version,
             expires: raw.predicate.expires,
@@ -432,10 +514,73 @@ mod tests {
     use super::*;
 
     fn statement_with(files: &str, extra_predicate: &str) -> String {
+        statement_of(PREDICATE_TYPE, files, extra_predicate)
+    }
+
+    fn statement_of(predicate_type: &str, files: &str, extra_predicate: &str) -> String {
         let digest = "00".repeat(32);
         format!(
-            r#"{{"_type":"{STATEMENT_TYPE}","subject":[{{"name":"n","digest":{{"sha256":"{digest}"}}}}],"predicateType":"{PREDICATE_TYPE}","predicate":{{"name":"n","version":1,"expires":"2030-01-01T00:00:00Z","source":{{"kind":"dir"}},"files":[{files}]{extra_predicate}}}}}"#
+            r#"{{"_type":"{STATEMENT_TYPE}","subject":[{{"name":"n","digest":{{"sha256":"{digest}"}}}}],"predicateType":"{predicate_type}","predicate":{{"name":"n","version":1,"expires":"2030-01-01T00:00:00Z","source":{{"kind":"dir"}},"files":[{files}]{extra_predicate}}}}}"#
         )
+    }
+
+    fn file(path: &str, code: Option<&str>) -> String {
+        let code = code.map_or(String::new(), |c| format!(r#","code":"{c}""#));
+        format!(
+            r#"{{"path":"{path}","type":"file","mode":"0644","uid":0,"gid":0,"size":0,"sha256":"{}"{code}}}"#,
+            "11".repeat(32)
+        )
+    }
+
+    #[test]
+    fn reads_v1_and_v2_and_keeps_each_as_it_was() {
+        let v2 = statement_with(&[file("/a", Some("elf")), file("/b", None), file("/c", Some("script"))].join(","), "");
+        let parsed = Statement::parse(v2.as_bytes()).unwrap();
+        assert_eq!(parsed.format(), ManifestFormat::V2);
+        assert_eq!(parsed.predicate.files[0].code, Some(crate::code::CodeKind::Elf));
+        assert_eq!(parsed.predicate.files[2].code, Some(crate::code::CodeKind::Script));
+        assert_eq!(parsed.to_bytes(), v2.as_bytes(), "v2 round trip");
+
+        let v1 = statement_of(PREDICATE_TYPE_V1, &[file("/a", None), dir("/d")].join(","), "");
+        let parsed = Statement::parse(v1.as_bytes()).unwrap();
+        assert_eq!(parsed.format(), ManifestFormat::V1);
+        assert_eq!(StatementHeader::read(v1.as_bytes(), &mut |_| {}).unwrap().format, ManifestFormat::V1);
+        assert_eq!(parsed.to_bytes(), v1.as_bytes(), "v1 round trip stays v1");
+    }
+
+    #[test]
+    fn refuses_a_code_mark_in_v1_and_unknown_predicates_and_marks() {
+        let v1 = statement_of(PREDICATE_TYPE_V1, &[file("/a", None), file("/b", Some("elf"))].join(","), "");
+        match Statement::parse(v1.as_bytes()) {
+            Err(e @ StatementError::CodeMarkInV1 { .. }) => assert!(e.to_string().contains("\"/b\""), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // The predicate type after the file list: still refused.
+        let late = format!(
+            r#"{{"_type":"{STATEMENT_TYPE}","subject":[{{"name":"n","digest":{{"sha256":"{}"}}}}],"predicate":{{"name":"n","version":1,"expires":"2030-01-01T00:00:00Z","source":{{"kind":"dir"}},"files":[{}]}},"predicateType":"{PREDICATE_TYPE_V1}"}}"#,
+            "00".repeat(32),
+            file("/b", Some("elf"))
+        );
+        assert!(matches!(Statement::parse(late.as_bytes()), Err(StatementError::CodeMarkInV1 { .. })), "{late}");
+
+        let v3 = statement_of("https://imgsign.dev/file-manifest/v3", &file("/a", None), "");
+        assert!(matches!(Statement::parse(v3.as_bytes()), Err(StatementError::PredicateType(_))));
+        let bad_mark = statement_with(&file("/a", Some("python")), "");
+        assert!(matches!(Statement::parse(bad_mark.as_bytes()), Err(StatementError::Json(_))));
+    }
+
+    #[test]
+    fn v1_comparison_ignores_the_code_mark_an_image_yields_and_v2_does_not() {
+        use crate::code::CodeKind;
+        let signed: FileEntry = serde_json::from_str(&file("/bin/sh", None)).unwrap();
+        let image = FileEntry { code: Some(CodeKind::Elf), ..signed.clone() };
+        assert!(ManifestFormat::V1.field_differences(&signed, &image).is_empty());
+        let fields = ManifestFormat::V2.field_differences(&signed, &image);
+        assert_eq!(fields.len(), 1);
+        assert_eq!((fields[0].field, fields[0].expected.as_str(), fields[0].actual.as_str()), ("code", "-", "elf"));
+        let both = [image.clone()];
+        assert_eq!(ManifestFormat::V1.strip(&both)[0], signed);
+        assert_eq!(ManifestFormat::V2.strip(&both)[0], image);
     }
 
     fn dir(path: &str) -> String {

@@ -297,7 +297,8 @@ impl VerifiedStatement {
             }
         }
         if identity.manifest_digest.is_none() && identity.config_digest.is_none() {
-            let listed = file_list_digest(files);
+            // A v1 statement named the file list it signed, without code marks.
+            let listed = file_list_digest(&self.header.format.strip(files));
             if subjects.contains(&listed) {
                 return Ok(format!("subject is the file list digest {listed}"));
             }
@@ -313,8 +314,20 @@ impl VerifiedStatement {
     }
 
     /// Stage 5: the signed file list against `actual` (sorted by path bytes) in one merge pass:
-    /// every path missing from the image, extra in it, or changed, in path order.
+    /// every path missing from the image, extra in it, or changed, in path order. Every field
+    /// is compared, the code mark too when the statement's format signs it.
     pub fn compare_files(&self, actual: &[FileEntry]) -> Result<Vec<Difference>, StatementError> {
+        self.compare_files_as(actual, self.header.format)
+    }
+
+    /// [`VerifiedStatement::compare_files`] with the code marks compared as `format` says: for
+    /// a file list recorded before code marks existed (`ManifestFormat::V1`: marks ignored;
+    /// every content digest is still compared).
+    pub fn compare_files_as(
+        &self,
+        actual: &[FileEntry],
+        format: crate::statement::ManifestFormat,
+    ) -> Result<Vec<Difference>, StatementError> {
         let mut out = Vec::new();
         let mut next = 0;
         self.for_each_file(&mut |expected| {
@@ -323,7 +336,7 @@ impl VerifiedStatement {
                 next += 1;
             }
             if next < actual.len() && actual[next].path == expected.path {
-                let fields = expected.field_differences(&actual[next]);
+                let fields = format.field_differences(&expected, &actual[next]);
                 if !fields.is_empty() {
                     out.push(Difference::Changed { path: expected.path.to_string(), fields });
                 }
@@ -531,6 +544,7 @@ mod tests {
             gid: 0,
             size: Some(1),
             sha256: Some(Sha256Digest([sha; 32])),
+            code: None,
             link_target: None,
             dev_major: None,
             dev_minor: None,

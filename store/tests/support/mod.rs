@@ -109,6 +109,16 @@ pub fn signed_claiming(image: &ImageRef, files: Vec<FileEntry>, key: &str) -> Ve
     Prepared::new(statement, identity).unwrap().sign(&[&key]).unwrap()
 }
 
+/// A v1 statement (no code marks, as signed before predicate v2) of `image`, signed by `key`.
+pub fn signed_v1(image: &ImageRef, key: &str) -> Vec<CheckedBundle> {
+    let files = scanned(image).into_iter().map(|f| FileEntry { code: None, ..f }).collect();
+    let identity = verifier_core::source::open(image).unwrap().identity().clone();
+    let mut statement = Statement::new(&identity, files, "app".into(), 1, SystemTime::now() + MONTH);
+    statement.predicate_type = verifier_core::statement::PREDICATE_TYPE_V1.into();
+    let key = testdata::keys::test_key(key);
+    Prepared::new(statement, identity).unwrap().sign(&[&key]).unwrap()
+}
+
 /// The manifest `image` yields.
 pub fn scanned(image: &ImageRef) -> Vec<FileEntry> {
     verifier_core::source::scan(image, Arc::new(NoProgress)).unwrap().files

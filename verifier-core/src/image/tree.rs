@@ -10,7 +10,7 @@
 //! the manifest says), the same path twice in one layer, `..`, absolute or non-UTF-8 names.
 
 use crate::image::tar::{EntryHeader, EntryKind, TarError, TarReader};
-use crate::manifest::{FileEntry, FileType};
+use crate::manifest::{CodeKind, FileEntry, FileType};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 
@@ -87,17 +87,19 @@ impl Meta {
     }
 }
 
-/// What a file node's content turned into; the manifest needs its digest and size.
+/// What a file node's content turned into; the manifest needs its digest, size and code mark.
 pub trait LeafContent: Clone {
     fn sha256(&self) -> [u8; 32];
     fn size(&self) -> u64;
+    fn code(&self) -> Option<CodeKind>;
 }
 
-/// Content hashed on the way: SHA-256 and size.
+/// Content hashed on the way: SHA-256, size, and whether it starts as code does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hashed {
     pub sha256: [u8; 32],
     pub size: u64,
+    pub code: Option<CodeKind>,
 }
 
 impl LeafContent for Hashed {
@@ -106,6 +108,9 @@ impl LeafContent for Hashed {
     }
     fn size(&self) -> u64 {
         self.size
+    }
+    fn code(&self) -> Option<CodeKind> {
+        self.code
     }
 }
 
@@ -478,6 +483,8 @@ impl<C: LeafContent> FileTree<C> {
                 gid: node.meta.gid,
                 size: node.content.as_ref().map(LeafContent::size),
                 sha256: node.content.as_ref().map(|c| crate::digest::Sha256Digest(c.sha256())),
+                // A hardlink's node holds its target's content, mark included.
+                code: node.content.as_ref().and_then(LeafContent::code),
                 link_target: node.link_target.as_deref().map(text).transpose()?,
                 dev_major: node.dev.map(|d| d.0),
                 dev_minor: node.dev.map(|d| d.1),

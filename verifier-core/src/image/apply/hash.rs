@@ -1,6 +1,8 @@
-//! The hashing applier: file content is hashed and dropped, nothing is written anywhere. This is
-//! the hot path of sign and verify: one reused buffer, no allocation per file.
+//! The hashing applier: file content is hashed (and its code mark taken from its first bytes)
+//! and dropped, nothing is written anywhere. This is the hot path of sign and verify: one
+//! reused buffer, no allocation per file. [`hash_content`] is also the unpacker's hashing.
 
+use crate::code::CodeSniffer;
 use crate::image::tar::TarReader;
 use crate::image::tree::{Applier, ApplyError, Hashed, Meta};
 use crate::manifest::FileType;
@@ -26,13 +28,15 @@ impl HashApplier {
     }
 }
 
-/// Reads the current entry's content to its end through `buffer`, handing each chunk to `sink`.
+/// Reads the current entry's content to its end through `buffer`, handing each chunk to `sink`;
+/// the code mark is taken from the same chunks.
 pub(crate) fn hash_content<R: Read>(
     tar: &mut TarReader<R>,
     buffer: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<(), ApplyError>,
 ) -> Result<Hashed, ApplyError> {
     let mut hasher = Sha256::new();
+    let mut code = CodeSniffer::new();
     let mut size = 0u64;
     loop {
         let n = tar.read_content(buffer).map_err(ApplyError::Tar)?;
@@ -40,10 +44,11 @@ pub(crate) fn hash_content<R: Read>(
             break;
         }
         hasher.update(&buffer[..n]);
+        code.update(&buffer[..n]);
         sink(&buffer[..n])?;
         size += n as u64;
     }
-    Ok(Hashed { sha256: hasher.finalize().into(), size })
+    Ok(Hashed { sha256: hasher.finalize().into(), size, code: code.finish() })
 }
 
 impl Applier for HashApplier {

@@ -1,9 +1,11 @@
 //! `dir:` sources: a plain directory tree (for example a host's own binaries), walked in path
 //! order. Files are opened with `O_NOFOLLOW` and checked to be the inode that was listed, so a
 //! path swapped for a symlink during the walk is caught. Files sharing an inode are recorded as
-//! a file (the first path) and hardlinks to it, the way a tar layer records them.
+//! a file (the first path) and hardlinks to it, the way a tar layer records them. A file's code
+//! mark is taken from the bytes as they are hashed.
 
 use super::{ImageContent, ImageIdentity, ImageSource, LayerDescriptor, ScannedImage, SourceError, SourceKind};
+use crate::code::{CodeKind, CodeSniffer};
 use crate::digest::Sha256Digest;
 use crate::manifest::{FileEntry, FileType, SIGNED_XATTRS};
 use crate::progress::Progress;
@@ -75,11 +77,19 @@ pub(super) fn scan(
     Ok(ScannedImage { identity, files })
 }
 
+/// What a file's content hashed to.
+#[derive(Clone, Copy)]
+struct Content {
+    sha256: Sha256Digest,
+    size: u64,
+    code: Option<CodeKind>,
+}
+
 struct Walker {
     /// Entries with the (device, inode) of multiply-linked files.
     files: Vec<(FileEntry, Option<(u64, u64)>)>,
     /// Content of multiply-linked inodes already hashed.
-    digests: HashMap<(u64, u64), (Sha256Digest, u64)>,
+    digests: HashMap<(u64, u64), Content>,
     buffer: Vec<u8>,
     progress: Arc<dyn Progress>,
 }
@@ -121,6 +131,7 @@ impl Walker {
             gid: meta.gid() as u64,
             size: None,
             sha256: None,
+            code: None,
             link_target: None,
             dev_major: None,
             dev_minor: None,
@@ -136,7 +147,7 @@ impl Walker {
             })?);
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
-            let (digest, size) = match self.digests.get(&key) {
+            let content = match self.digests.get(&key) {
                 Some(known) => *known,
                 None => {
                     let hashed = self.hash(path, meta)?;
@@ -146,8 +157,9 @@ impl Walker {
                     hashed
                 }
             };
-            entry.size = Some(size);
-            entry.sha256 = Some(digest);
+            entry.size = Some(content.size);
+            entry.sha256 = Some(content.sha256);
+            entry.code = content.code;
         } else if ft.is_char_device() || ft.is_block_device() {
             entry.kind = if ft.is_char_device() { FileType::Char } else { FileType::Block };
             let rdev = meta.rdev();
@@ -161,7 +173,7 @@ impl Walker {
         Ok(entry)
     }
 
-    fn hash(&mut self, path: &Path, listed: &Metadata) -> Result<(Sha256Digest, u64), SourceError> {
+    fn hash(&mut self, path: &Path, listed: &Metadata) -> Result<Content, SourceError> {
         let io_err = |source: std::io::Error| SourceError::Io { path: path.to_path_buf(), source };
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| io_err(e.into()))?;
@@ -174,6 +186,7 @@ impl Walker {
             });
         }
         let mut hasher = Sha256::new();
+        let mut code = CodeSniffer::new();
         let mut size = 0u64;
         loop {
             let n = file.read(&mut self.buffer).map_err(io_err)?;
@@ -181,10 +194,11 @@ impl Walker {
                 break;
             }
             hasher.update(&self.buffer[..n]);
+            code.update(&self.buffer[..n]);
             size += n as u64;
             self.progress.advance(n as u64);
         }
-        Ok((Sha256Digest(hasher.finalize().into()), size))
+        Ok(Content { sha256: Sha256Digest(hasher.finalize().into()), size, code: code.finish() })
     }
 }
 
