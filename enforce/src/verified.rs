@@ -206,13 +206,17 @@ fn verify_group(group: &[BundleFile], trust: &Trust, now: SystemTime) -> Result<
     let mut unreadable = None;
     statement
         .for_each_file(&mut |entry| {
-            if !may_run(format, &entry) {
+            if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
                 return;
             }
+            // Every file must have its digest, loaded or not: a malformed manifest is refused.
             let Some(digest) = entry.sha256 else {
                 missing = missing.take().or(Some(entry.path));
                 return;
             };
+            if !may_run(format, &entry) {
+                return;
+            }
             match entry_privileges(&entry) {
                 Ok(privs) => {
                     digests.entry(digest).and_modify(|p| *p = p.merge(privs)).or_insert(privs);

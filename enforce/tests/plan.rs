@@ -101,17 +101,41 @@ const SHELL: &[u8] = b"\x7fELF\x02\x01\x01 pretend shell\n";
 
 /// Signs `image` as a v1 statement (no code marks), as imgsign did before predicate v2.
 fn sign_v1(image: &str, key: &str, out: &Path) -> std::path::PathBuf {
-    use verifier_core::statement::{Statement, PREDICATE_TYPE_V1};
-    let scanned =
-        verifier_core::source::scan(&image.parse().unwrap(), std::sync::Arc::new(verifier_core::progress::NoProgress))
-            .unwrap();
-    let files = scanned.files.into_iter().map(|f| verifier_core::manifest::FileEntry { code: None, ..f }).collect();
-    let mut statement = Statement::new(&scanned.identity, files, "web".into(), 1, SystemTime::now() + DAY);
-    statement.predicate_type = PREDICATE_TYPE_V1.into();
+    sign_edited(image, key, out, verifier_core::statement::PREDICATE_TYPE_V1, |f| f.code = None)
+}
+
+/// Signs a statement of predicate `predicate_type` about `image` whose entries `edit` changed.
+fn sign_edited(
+    image: &str,
+    key: &str,
+    out: &Path,
+    predicate_type: &str,
+    edit: impl Fn(&mut verifier_core::manifest::FileEntry),
+) -> std::path::PathBuf {
+    use verifier_core::statement::Statement;
+    let progress = std::sync::Arc::new(verifier_core::progress::NoProgress);
+    let mut scanned = verifier_core::source::scan(&image.parse().unwrap(), progress).unwrap();
+    scanned.files.iter_mut().for_each(edit);
+    let mut statement = Statement::new(&scanned.identity, scanned.files, "web".into(), 1, SystemTime::now() + DAY);
+    statement.predicate_type = predicate_type.into();
     let prepared = verifier_core::sign::Prepared::new(statement, scanned.identity).unwrap();
     let bundle = prepared.sign(&[&testdata::keys::test_key(key)]).unwrap().remove(0);
     std::fs::write(out, bundle.to_json()).unwrap();
     out.to_path_buf()
+}
+
+#[test]
+fn a_file_without_a_digest_refuses_the_plan_even_if_it_is_not_loaded() {
+    let Some(f) = fixture("nodigest") else { return };
+    let image = code_image(&f.dir.path().join("code")).reference();
+    let bundle =
+        sign_edited(&image, "a", &f.dir.path().join("v2.json"), verifier_core::statement::PREDICATE_TYPE, |e| {
+            if e.path == "/etc/passwd" {
+                e.sha256 = None;
+            }
+        });
+    let error = plan::build(&f.policy(&[&bundle], None), SystemTime::now()).unwrap_err();
+    assert!(matches!(&error, PlanError::Digest { path, .. } if path == "/etc/passwd"), "{error}");
 }
 
 #[test]
