@@ -72,6 +72,24 @@ pub struct Admitted {
 
 /// Decides whether `rootfs`, about to be started with `spec`, may run under `policy`.
 pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Admitted, AdmitError> {
+    // The walk (mostly the kernel's time, per path) runs while the bundles are verified or
+    // their verdict read from the cache; it reads nothing but metadata, so starting it before
+    // the policy is known to trust anything costs nothing but the time.
+    std::thread::scope(|scope| {
+        let walking = scope.spawn(|| walk::walk(rootfs));
+        admit_walked(policy, spec, rootfs, || {
+            walking.join().unwrap_or_else(|_| Err(walk::WalkError::Worker { path: rootfs.to_path_buf() }))
+        })
+    })
+}
+
+/// [`admit`], given the walk of `rootfs` to wait for.
+fn admit_walked(
+    policy: &Policy,
+    spec: &oci_spec::runtime::Spec,
+    rootfs: &Path,
+    walked: impl FnOnce() -> Result<Vec<walk::Observed>, walk::WalkError>,
+) -> Result<Admitted, AdmitError> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
     let now = SystemTime::now();
@@ -91,7 +109,7 @@ pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> 
             if refused.is_empty() { "the policy's bundle directories are empty".into() } else { refused.join("; ") };
         return Err(AdmitError::NoTrustedManifest { reasons });
     }
-    let observed = walk::walk(rootfs)?;
+    let observed = walked()?;
     let listing: Vec<FileEntry> = observed.iter().map(|o| o.entry.clone()).collect();
     let by_path: HashMap<&str, &walk::Observed> = observed.iter().map(|o| (o.entry.path.as_str(), o)).collect();
     let mounts = Mounts::new(spec.mounts().iter().flatten().map(|m| m.destination().to_str().unwrap_or("")));

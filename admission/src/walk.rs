@@ -133,25 +133,41 @@ fn list_dirs(pending: &Mutex<(Vec<(PathBuf, String)>, usize)>, wake: &Condvar) -
     }
 }
 
-/// The entries of one directory.
+/// The entries of one directory. The directory is opened once (never through a symlink) and
+/// each entry is looked at relative to it: no path walk per entry, and no entry can be reached
+/// through a directory swapped in after the listing began.
 fn list_one(dir: &Path, prefix: &str) -> Result<Vec<Observed>, WalkError> {
-    let io = |source| WalkError::Io { path: dir.to_path_buf(), source };
+    use rustix::fs::{Mode, OFlags};
+    let io = |source: std::io::Error| WalkError::Io { path: dir.to_path_buf(), source };
+    let fd =
+        rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| io(e.into()))?;
     let mut out = Vec::new();
-    for child in fs::read_dir(dir).map_err(io)? {
-        let child = child.map_err(io)?;
+    let entries = rustix::fs::Dir::read_from(&fd).map_err(|e| io(e.into()))?;
+    for child in entries {
+        let child = child.map_err(|e| io(e.into()))?;
+        let raw = child.file_name();
+        if raw.to_bytes() == b"." || raw.to_bytes() == b".." {
+            continue;
+        }
         // A name that is not UTF-8 cannot be in a manifest: listed lossily, it stays an extra.
-        let name = String::from_utf8_lossy(child.file_name().as_bytes()).into_owned();
-        out.push(observe(format!("{prefix}/{name}"), child.path())?);
+        let name = String::from_utf8_lossy(raw.to_bytes()).into_owned();
+        let host_path = dir.join(std::ffi::OsStr::from_bytes(raw.to_bytes()));
+        out.push(observe(&fd, raw, format!("{prefix}/{name}"), host_path)?);
     }
     Ok(out)
 }
 
-fn observe(path: String, host_path: PathBuf) -> Result<Observed, WalkError> {
-    use rustix::fs::{AtFlags, FileType as Kind, StatxFlags, CWD};
+fn observe(
+    dir: &rustix::fd::OwnedFd,
+    name: &std::ffi::CStr,
+    path: String,
+    host_path: PathBuf,
+) -> Result<Observed, WalkError> {
+    use rustix::fs::{AtFlags, FileType as Kind, StatxFlags};
     let io = |source: std::io::Error| WalkError::Io { path: host_path.clone(), source };
-    let stx =
-        rustix::fs::statx(CWD, &host_path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS | StatxFlags::BTIME)
-            .map_err(|e| io(e.into()))?;
+    let stx = rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS | StatxFlags::BTIME)
+        .map_err(|e| io(e.into()))?;
     let mode = u32::from(stx.stx_mode);
     let mut entry = FileEntry {
         path,
@@ -172,8 +188,8 @@ fn observe(path: String, host_path: PathBuf) -> Result<Observed, WalkError> {
         Kind::Directory => entry.kind = FileType::Dir,
         Kind::Symlink => {
             entry.kind = FileType::Symlink;
-            let target = fs::read_link(&host_path).map_err(io)?;
-            entry.link_target = Some(String::from_utf8_lossy(target.as_os_str().as_bytes()).into_owned());
+            let target = rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| io(e.into()))?;
+            entry.link_target = Some(String::from_utf8_lossy(target.as_bytes()).into_owned());
         }
         Kind::RegularFile => {
             entry.size = Some(stx.stx_size);
