@@ -329,4 +329,3 @@ impl Drop for Enforcer {
         }
     }
 }
-

@@ -664,7 +664,6 @@ impl Enforcer {
     }
 }
 
-
 /// The cgroup id of the cgroup v2 directory `path` (e.g.
 /// `/sys/fs/cgroup/imgsign/c1`): its inode number, which is what
 /// `bpf_get_current_cgroup_id()` returns for tasks in it.

@@ -129,11 +129,8 @@ pub(super) fn survey(dir: &Path, build: Build) -> Result<Survey, EnforcerError> 
         Found::Nothing
     } else {
         let missing: Vec<&str> = LEGACY_PINS.iter().copied().filter(|n| !has(n)).collect();
-        let unknown: Vec<&str> = names
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !LEGACY_PINS.contains(n) && !STATE_MAPS.contains(n))
-            .collect();
+        let unknown: Vec<&str> =
+            names.iter().map(String::as_str).filter(|n| !LEGACY_PINS.contains(n) && !STATE_MAPS.contains(n)).collect();
         Found::Unrecognised(format!(
             "{} pins without {IDENTITY_MAP} that are not the legacy layout 1 (missing: {}; not of layout 1: {})",
             names.len(),

@@ -51,6 +51,12 @@
 //! after it) and the sticky scopes (a task bound before the switch stays bound). Not covered: a
 //! layout whose pinned maps changed format (none is known yet; such a layout must be added
 //! here with a conversion before it can be taken over, and until then it is refused).
+//!
+//! Changing the pins: a new pinned map goes into `MAPS` (mod.rs), bumps `ENF_PIN_LAYOUT`, and
+//! the previous layout stays in [`READABLE_LAYOUTS`] when its maps are unchanged (the
+//! replacement creates the new map by name, the others are shared). A map whose key or value
+//! changes bumps the layout too, and leaves the previous one out of [`READABLE_LAYOUTS`] until a
+//! conversion exists; the map check of `pins.rs` refuses it meanwhile whatever the identity says.
 
 use crate::abi;
 use crate::Digest;
@@ -233,10 +239,7 @@ mod tests {
     fn the_same_build_is_reused_when_complete_and_replaced_when_not() {
         assert_eq!(plan(&survey(Found::Identity(own())), &own()), Takeover::Reuse);
         let incomplete = Survey { complete: false, ..survey(Found::Identity(own())) };
-        assert_eq!(
-            plan(&incomplete, &own()),
-            Takeover::Replace { from: abi::ENF_PIN_LAYOUT, adopt_state: false }
-        );
+        assert_eq!(plan(&incomplete, &own()), Takeover::Replace { from: abi::ENF_PIN_LAYOUT, adopt_state: false });
     }
 
     #[test]
