@@ -114,6 +114,19 @@ fn vm_enforcer_upgrade_replaces_programs_under_an_exec_loop() {
     // Judged (and sealed) by the old build only.
     assert_runs(&listed, Some(&cgroup), "listed binary under the old build");
     assert_denied(&unlisted, &cgroup, "unlisted binary under the old build");
+    // A task bound to the scope by the old build (its sticky scope), which waits, with no
+    // decision and no fork, until after the switch, then leaves the cgroup and runs the
+    // unlisted binary (`read`, `echo` and `exec` are shell builtins: nothing new records it).
+    let script = format!(
+        "read go; echo $$ > {root}/cgroup.procs; exec {unlisted} true",
+        root = CGROUP_ROOT,
+        unlisted = unlisted.display()
+    );
+    let mut escaper = {
+        let mut cmd = Command::new(&listed);
+        cmd.args(["sh", "-c", &script]).stdin(Stdio::piped());
+        in_cgroup(cmd, &cgroup).spawn().expect("start the task that escapes later")
+    };
     let old = program_ids(&pins);
 
     // The exec loop: a listed and an unlisted exec in turn, from children in the scope.
@@ -188,6 +201,10 @@ fn vm_enforcer_upgrade_replaces_programs_under_an_exec_loop() {
     assert_eq!(enf.scopes_in_force().expect("scopes"), vec![(cgroup.id, scope(41, Mode::Enforce))]);
     assert_eq!(enf.digest_count(41).expect("count"), 1);
     assert_sealed(&listed, "listed binary judged by the old build, after the switch");
+    escaper.stdin.take().expect("its stdin").write_all(b"go\n").expect("let the task escape");
+    let escaped = escaper.wait().expect("wait for the escaping task");
+    println!("task bound by the old build, moved out after the switch, exec of the unlisted binary: {escaped}");
+    assert!(!escaped.success(), "a task bound to the scope by the old build escaped it after the switch");
     assert_runs(&listed, Some(&cgroup), "listed binary under the new build");
     assert_denied(&unlisted, &cgroup, "unlisted binary under the new build");
     // The new build is the one pinned now: taking over again reuses it.

@@ -347,7 +347,9 @@ fn vm_daemon_upgrade_replaces_an_older_build_and_refuses_an_unknown_layout() {
     let programs = Enforcer::pinned_links(&lab.pin_dir).unwrap();
     assert!(programs.iter().all(|l| !old_programs.contains(&l.program_id)), "an older program is still pinned");
     assert!(!runs(&unlisted, &lab.cgroup.path) && runs(&listed, &lab.cgroup.path), "this build enforces");
-    assert_eq!(enforce::bpf::status(&lab.pin_dir).unwrap().scopes.len(), 1);
+    let status = enforce::bpf::status(&lab.pin_dir).unwrap();
+    assert_eq!(status.scopes.len(), 1);
+    assert_eq!(status.programs, Some(Build::embedded().identity().to_string()));
     drop(daemon);
 
     // Pins of a layout this build does not know (no identity, a map layout 1 never had): the
