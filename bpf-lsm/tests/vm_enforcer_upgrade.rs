@@ -277,3 +277,50 @@ fn vm_enforcer_upgrade_refuses_an_unknown_layout_and_takes_over_the_legacy_one()
     drop(enf);
     fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by `cargo xtask lab`"]
+fn vm_enforcer_upgrade_recovers_an_interrupted_replacement() {
+    let dir = scratch_dir("upgrade-recover");
+    let (listed, listed_digest) = unique_busybox(&dir, "recover-listed");
+    let (unlisted, _) = unique_busybox(&dir, "recover-unlisted");
+    let cgroup = Cgroup::new("upgrade-recover");
+    let pins = pin_dir("recover");
+    let _guard = PinGuard(pins.clone());
+    pin_old_build(&pins, &cgroup, listed_digest);
+    let old = program_ids(&pins);
+    let staged_names = |pins: &Path| -> Vec<String> {
+        let names = fs::read_dir(pins).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.ends_with("__new")).collect()
+    };
+
+    // A replacement that died before its commit: both builds attached; the next start of the
+    // old build undoes it (the staged programs go) and keeps its own.
+    drop(Enforcer::stage_pinned_build(&pins, Build::embedded()).expect("stage this build"));
+    let staged = program_ids(&pins);
+    assert!(staged.len() > old.len() && !staged_names(&pins).is_empty());
+    assert_denied(&unlisted, &cgroup, "unlisted binary with both builds attached");
+    assert_runs(&listed, Some(&cgroup), "listed binary with both builds attached");
+    let enf = Enforcer::attach_pinned_build(&pins, Build::test_variant()).expect("start the old build again");
+    assert_eq!(enf.takeover(), Some(&Takeover::Reuse));
+    drop(enf);
+    assert!(staged_names(&pins).is_empty(), "staged pins left: {:?}", staged_names(&pins));
+    assert_eq!(program_ids(&pins), old);
+    assert_unloaded(&staged.difference(&old).copied().collect());
+    assert_eq!(Enforcer::pinned_identity(&pins).expect("identity"), Some(Build::test_variant().identity()));
+
+    // One that died right after its commit (the identity renamed, no link yet): the next start
+    // finishes it, and only this build's programs stay.
+    drop(Enforcer::stage_pinned_build(&pins, Build::embedded()).expect("stage this build again"));
+    fs::rename(pins.join("enf_identity__new"), pins.join("enf_identity")).expect("commit by hand, as the owner");
+    let enf = Enforcer::attach_pinned(&pins).expect("start this build");
+    assert_eq!(enf.takeover(), Some(&Takeover::Reuse));
+    assert!(staged_names(&pins).is_empty(), "staged pins left: {:?}", staged_names(&pins));
+    assert!(program_ids(&pins).is_disjoint(&old));
+    assert_unloaded(&old);
+    assert_eq!(Enforcer::pinned_identity(&pins).expect("identity"), Some(Build::embedded().identity()));
+    assert_denied(&unlisted, &cgroup, "unlisted binary after the recovery");
+    assert_runs(&listed, Some(&cgroup), "listed binary after the recovery");
+    drop(enf);
+    fs::remove_dir_all(dir).ok();
+}

@@ -455,26 +455,39 @@ impl Enforcer {
                 result?
             }
             Takeover::Replace { adopt_state, .. } => {
-                pins::become_owner(dir)?;
-                if *adopt_state {
-                    pins::adopt_state(dir, build)?;
-                }
-                match load::load(build, Some(dir)) {
-                    Ok(enforcer) => {
-                        pins::commit(dir)?;
-                        enforcer
-                    }
-                    Err(e) => {
-                        // The old enforcer was never touched: drop what was staged.
-                        let _ = pins::abort(dir);
-                        return Err(e);
-                    }
-                }
+                let enforcer = Self::stage(dir, build, *adopt_state)?;
+                pins::commit(dir)?;
+                enforcer
             }
         };
         enforcer.recount()?;
         enforcer.takeover = Some(takeover);
         Ok(enforcer)
+    }
+
+    /// Steps 1 to 5 of a replacement (`takeover.rs`): this build's programs attached beside
+    /// the pinned ones, staged, not committed.
+    fn stage(dir: &Path, build: Build, adopt_state: bool) -> Result<Self, EnforcerError> {
+        pins::become_owner(dir)?;
+        if adopt_state {
+            pins::adopt_state(dir, build)?;
+        }
+        load::load(build, Some(dir)).inspect_err(|_| {
+            // The old enforcer was never touched: drop what was staged.
+            let _ = pins::abort(dir);
+        })
+    }
+
+    /// Tests only: what a replacement by `build` leaves behind when it dies before its commit
+    /// (both builds attached, this one's pins staged). The next [`Enforcer::attach_pinned`]
+    /// recovers from it.
+    #[doc(hidden)]
+    pub fn stage_pinned_build(dir: &Path, build: Build) -> Result<Self, EnforcerError> {
+        let survey = pins::survey(dir, build)?;
+        match takeover::plan(&survey, &build.identity()) {
+            Takeover::Replace { adopt_state, .. } => Self::stage(dir, build, adopt_state),
+            other => Err(EnforcerError::Link { path: dir.into(), what: format!("nothing to stage: {other:?}") }),
+        }
     }
 
     /// What [`Enforcer::attach_pinned`] did with the pin directory (`None`
