@@ -56,23 +56,29 @@ fn main() {
         .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
         .collect();
     sources.sort();
-    for source in sources {
-        let stem = source.file_name().unwrap().to_string_lossy().trim_end_matches(".c").to_string();
-        let object = out_dir.join(format!("{stem}.o"));
+    let compile = |source: &Path, object: &Path, defines: &[&str]| {
         run_capture(
             Command::new(&clang)
                 .args(["-target", "bpf", "-mcpu=v3", "-O2", "-g", "-D__TARGET_ARCH_x86", "-Wall"])
+                .args(defines)
                 .arg("-I")
                 .arg(&out_dir)
                 .arg("-I")
                 .arg(src_dir)
                 .arg("-c")
-                .arg(&source)
+                .arg(source)
                 .arg("-o")
-                .arg(&object),
+                .arg(object),
             &format!("clang {}", source.display()),
         );
+    };
+    for source in sources {
+        let stem = source.file_name().unwrap().to_string_lossy().trim_end_matches(".c").to_string();
+        compile(&source, &out_dir.join(format!("{stem}.o")), &[]);
     }
+    // The upgrade tests' "other build of the same layout": the enforcer with one compile-time
+    // constant changed, so its programs differ from the embedded ones (objects::ENFORCER_VARIANT).
+    compile(&src_dir.join("enforcer.bpf.c"), &out_dir.join("enforcer_variant.bpf.o"), &["-DENF_SET_ATTEMPTS=2"]);
 }
 
 /// The first of `candidates` (or `$var`) that runs with `--version`.

@@ -7,7 +7,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/abi.rs"));
 
-// SAFETY (the five impls below): each struct is `#[repr(C)]`, made only of integers and
+// SAFETY (the six impls below): each struct is `#[repr(C)]`, made only of integers and
 // integer arrays, and build.rs refuses a layout with implicit padding (the size asserts above
 // prove none was added), so every bit pattern is a valid value and every byte is initialised,
 // as `Pod` requires.
@@ -21,6 +21,8 @@ unsafe impl aya::Pod for EnfEvent {}
 unsafe impl aya::Pod for EnfGuard {}
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for EnfPrivs {}
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for EnfIdentity {}
 
 impl EnfEvent {
     /// Reads an event as the kernel wrote it to the ring buffer (native endian), or `None` when

@@ -9,6 +9,13 @@ pub static SMOKE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "
 /// `src/bpf/enforcer.bpf.c`: the enforcer (scopes, digest sets, events).
 pub static ENFORCER: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer.bpf.o"));
 
+/// The enforcer built a second time with one compile-time constant changed
+/// (`ENF_SET_ATTEMPTS=2`): other programs of the same pinned layout, which the
+/// upgrade tests pin as "the previous build" and replace. Nothing outside
+/// tests loads it (the linker drops it from binaries that do not name it).
+#[doc(hidden)]
+pub static ENFORCER_VARIANT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer_variant.bpf.o"));
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -32,8 +39,22 @@ mod tests {
         assert!(has(b"lsm.s/mmap_file"));
         assert!(has(b"lsm/file_mprotect"));
         assert!(has(b"lsm/file_open") && has(b"lsm/inode_setattr"));
-        for map in [&b"enf_scopes"[..], b"enf_sets", b"enf_allowed", b"enf_events", b"enf_stats", b"enf_inode_cache"] {
+        for map in [
+            &b"enf_scopes"[..],
+            b"enf_sets",
+            b"enf_allowed",
+            b"enf_events",
+            b"enf_stats",
+            b"enf_inode_cache",
+            b"enf_identity",
+        ] {
             assert!(has(map), "{}", String::from_utf8_lossy(map));
         }
+    }
+
+    #[test]
+    fn the_variant_is_another_build_of_the_same_object() {
+        assert_eq!(&ENFORCER_VARIANT[..4], b"\x7fELF");
+        assert_ne!(ENFORCER, ENFORCER_VARIANT);
     }
 }

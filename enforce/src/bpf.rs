@@ -356,6 +356,9 @@ pub struct Status {
     pub pin_dir: PathBuf,
     /// Whether an enforcer is pinned there (if not, nothing else is filled in).
     pub pinned: bool,
+    /// Which layout and build of the programs are pinned (`layout 2 (build 06eace36744d)`;
+    /// `layout 1 (no identity)` for builds before identities).
+    pub programs: Option<String>,
     pub scopes: Vec<ScopeStatus>,
     /// Events the kernel dropped because the ring buffer was full.
     pub dropped_events: u64,
@@ -377,12 +380,16 @@ pub fn status(pin_dir: &Path) -> Result<Status, KernelError> {
     let mut status = Status {
         pin_dir: pin_dir.to_path_buf(),
         pinned: Enforcer::is_pinned(pin_dir),
+        programs: None,
         scopes: Vec::new(),
         dropped_events: 0,
     };
     if !status.pinned {
         return Ok(status);
     }
+    let identity = Enforcer::pinned_identity(pin_dir)
+        .map_err(|e| failed(&format!("reading the identity pinned under {}", pin_dir.display()), e))?;
+    status.programs = Some(identity.map_or_else(|| "layout 1 (no identity)".to_string(), |id| id.to_string()));
     // Read only: registering as the owner would take the pins from the daemon.
     let mut enforcer = Enforcer::inspect_pinned(pin_dir)
         .map_err(|e| failed(&format!("opening the enforcer pinned under {}", pin_dir.display()), e))?;

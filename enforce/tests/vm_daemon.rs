@@ -302,3 +302,67 @@ fn vm_daemon_control_socket_scopes_a_new_cgroup_before_its_first_exec() {
     assert!(runs(&listed, &lab.cgroup.path) && !runs(&unlisted, &lab.cgroup.path));
     drop(daemon);
 }
+
+/// The message of `e` and of every error under it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(source) = next {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        next = source.source();
+    }
+    text
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel: run by the kernel lab"]
+fn vm_daemon_upgrade_replaces_an_older_build_and_refuses_an_unknown_layout() {
+    use bpf_lsm::enforcer::{Build, Enforcer, Mode, Scope};
+    let lab = lab("vm-upgrade");
+    let listed = unique_busybox(lab.dir.path(), "listed");
+    let unlisted = unique_busybox(lab.dir.path(), "unlisted");
+    let bundle = signed_dir(lab.dir.path(), "web", &[&listed]);
+    let policy = write_policy(lab.dir.path(), &one_scope(&lab.trust, &lab.cgroup.path, "enforce", &[&bundle], None));
+    let cgroup_id = enforce::cgroup::cgroup_id(&lab.cgroup.path).unwrap();
+
+    // What the previous build's daemon left pinned: its programs (another build of the same
+    // layout) and the scope it applied.
+    let mut old = Enforcer::attach_pinned_build(&lab.pin_dir, Build::test_variant()).expect("pin the older build");
+    let hex = testdata::sha256_hex(&fs::read(&listed).unwrap());
+    let listed_digest: bpf_lsm::Digest =
+        std::array::from_fn(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap());
+    old.replace_digests(7, &[listed_digest]).unwrap();
+    old.set_scope(cgroup_id, Scope::new(7, Mode::Enforce)).unwrap();
+    drop(old);
+    let old_programs: Vec<u32> =
+        Enforcer::pinned_links(&lab.pin_dir).unwrap().into_iter().map(|l| l.program_id).collect();
+    assert!(!runs(&unlisted, &lab.cgroup.path) && runs(&listed, &lab.cgroup.path), "the older build enforces");
+
+    // This build's daemon starts: it replaces the older programs, finds the scope in force.
+    let kernel = BpfKernel::open(&lab.pin_dir).expect("take over the older build");
+    assert_eq!(kernel.loaded().scopes.len(), 1, "the scope in force was found");
+    let daemon = start(&policy, kernel, Box::new(Output::default())).expect("start");
+    assert_eq!(Enforcer::pinned_identity(&lab.pin_dir).unwrap(), Some(Build::embedded().identity()));
+    let programs = Enforcer::pinned_links(&lab.pin_dir).unwrap();
+    assert!(programs.iter().all(|l| !old_programs.contains(&l.program_id)), "an older program is still pinned");
+    assert!(!runs(&unlisted, &lab.cgroup.path) && runs(&listed, &lab.cgroup.path), "this build enforces");
+    let status = enforce::bpf::status(&lab.pin_dir).unwrap();
+    assert_eq!(status.scopes.len(), 1);
+    assert_eq!(status.programs, Some(Build::embedded().identity().to_string()));
+    drop(daemon);
+
+    // Pins of a layout this build does not know (no identity, a map layout 1 never had): the
+    // next daemon refuses to start, naming what it found, and the pins keep enforcing.
+    drop(Enforcer::open_pinned(&lab.pin_dir).expect("become the owner"));
+    fs::rename(lab.pin_dir.join("enf_identity"), lab.pin_dir.join("enf_counters")).unwrap();
+    let err = match BpfKernel::open(&lab.pin_dir) {
+        Err(e) => chain(&e),
+        Ok(_) => panic!("an unknown pinned layout was taken over"),
+    };
+    println!("refused: {err}");
+    assert!(err.contains("refusing to take over") && err.contains("enf_counters"), "{err}");
+    assert!(enforce::bpf::status(&lab.pin_dir).is_err(), "an unknown layout's maps were read");
+    assert_eq!(Enforcer::pinned_links(&lab.pin_dir).unwrap(), programs, "the refused pins changed");
+    assert!(!runs(&unlisted, &lab.cgroup.path) && runs(&listed, &lab.cgroup.path), "still enforcing");
+}

@@ -137,6 +137,30 @@ struct enf_guard {
 	__u32 owner_tgid; /* the registered owner (daemon) */
 };
 
+/* The pinned layout: what a pin directory holds, and in which format. Bump
+ * ENF_PIN_LAYOUT whenever the key or value layout (type, key and value size
+ * or meaning) of a pinned map changes, or the set of pins changes. The pinned
+ * maps are enf_scopes, enf_sets, enf_allowed, enf_events, enf_stats,
+ * enf_guard, enf_identity (here and in enforcer/maps.h, enforcer/guard.h),
+ * and the program state shared across an upgrade, enf_seals (struct enf_seal,
+ * enforcer/seal.h) and enf_task_scope (struct enf_sticky, enforcer/scope.h).
+ * The loader (src/enforcer/takeover.rs) shares every pinned map of a layout
+ * it knows with the programs it loads: this number is the one place that
+ * says those maps changed. Layout 1 is the pins of the builds before
+ * identities (no enf_identity, enf_seals or enf_task_scope pins). */
+#define ENF_PIN_LAYOUT 2 /* (rust u32) the layout this build pins */
+#define ENF_PIN_LAYOUT_LEGACY 1 /* (rust u32) the layout pinned without an identity */
+
+/* Value of enf_identity (one element, pinned, read by user space only):
+ * which layout and which build of the programs a pin directory holds. Its
+ * own layout never changes, whatever ENF_PIN_LAYOUT says, so any build can
+ * read any later build's identity and refuse what it does not know. */
+struct enf_identity {
+	__u32 layout;                   /* ENF_PIN_LAYOUT of the build that pinned */
+	__u32 pad;                      /* zero */
+	__u8 build[ENF_SHA256_LEN];     /* SHA-256 of the loaded BPF object */
+};
+
 /* _Static_asserts of the sizes and offsets build.rs computed from the lists
  * above (generated into the build's include directory). */
 #include "abi_layout.h"

@@ -52,9 +52,10 @@
 // A third program, enf_file_mprotect (not sleepable, so it cannot hash),
 // refuses making a non-executable file mapping executable in a scope.
 //
-// The loader (src/enforcer/mod.rs) pins the links and the maps user space
-// needs under bpffs, so enforcement outlives it; the digest cache and the
-// sticky scopes are not pinned (the programs keep them alive).
+// The loader (src/enforcer/mod.rs) pins the links and the maps under bpffs,
+// so enforcement outlives it, and shares them with a newer build's programs
+// on upgrade (src/enforcer/takeover.rs); the digest cache is not pinned (the
+// programs keep it alive, and each build starts its own).
 //
 // The parts, each in its own header under enforcer/:
 //   maps.h    the shared maps and stats;
@@ -89,8 +90,12 @@
 #define S_IFREG 0100000
 #define BPF_LOCAL_STORAGE_GET_F_CREATE 1
 
-/* Lookups of a digest while its scope's set is being replaced. */
+/* Lookups of a digest while its scope's set is being replaced. build.rs
+ * compiles a test-only second object with 2 (other programs of the same
+ * layout, for the upgrade tests). */
+#ifndef ENF_SET_ATTEMPTS
 #define ENF_SET_ATTEMPTS 3
+#endif
 
 /* Structs and constants shared with user space (modes, flags, hooks,
  * verdicts, stat slots, enf_scope, enf_digest_key, enf_event). */

@@ -67,7 +67,8 @@
 //! seal; they report what would have been refused. Not stopped: pages of a
 //! tmpfs file or memfd pinned for writing before the seal (io_uring fixed
 //! buffers) keep writing while it runs; the strict profile refuses
-//! io_uring. The seals live as long as the programs: unpinning ends them.
+//! io_uring. The seals live as long as their pinned map: unpinning ends
+//! them; an upgrade keeps them (the new programs share the map).
 //!
 //! Scope model: a scope is a cgroup v2 subtree, named by the cgroup id of its
 //! top directory (its inode number, see [`cgroup_id`]) in
@@ -108,8 +109,9 @@
 //! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
 //! id -> set id, a generation), `enf_allowed` ((set id, digest) -> the privileges an exec of it may have, [`Privs`]),
 //! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events,
-//! cache hits and fills), `enf_guard` (the owner and the pins' place); not
-//! pinned: `enf_inode_cache` and `enf_task_scope` (the programs keep them). Their key and value structs and every constant
+//! cache hits and fills), `enf_guard` (the owner and the pins' place),
+//! `enf_identity` (which layout and build are pinned); not pinned:
+//! `enf_inode_cache` (each build's programs keep their own). Their key and value structs and every constant
 //! shared with the C side come from `abi.h` through [`crate::abi`].
 //! [`Enforcer::replace_digests`] swaps a scope's whole set atomically: it
 //! fills a fresh set id, repoints `enf_sets` in one update, then deletes the
@@ -122,23 +124,28 @@
 //! the event ([`Enforcer::dropped_events`]) and never delays the exec.
 //! [`Enforcer::poll_events`] reads them by polling.
 //!
-//! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
-//! six maps above under a bpffs directory (`link_enf_bprm_check`,
-//! `link_enf_mmap_file`, `link_enf_file_mprotect`, `link_enf_file_open`,
-//! `link_enf_inode_setattr`, `link_enf_seal_file_open`,
-//! `link_enf_seal_inode_setattr`, a `link_` per guard program, the
-//! `link_enf_patch_*` links, and the map names; `enf_seals` is not pinned:
-//! nothing in user space reads or writes it), so enforcement outlives the
-//! loading process; [`Enforcer::open_pinned`] takes it over (set sizes and
-//! the next set id are recounted from the maps) and [`Enforcer::unpin`] ends
-//! it. [`Enforcer::attach`] pins nothing: the programs detach when the value
-//! is dropped.
+//! Pinning: [`Enforcer::attach_pinned`] pins the program links (`link_` and
+//! the program's name; `link_enf_inode_setattr` and
+//! `link_enf_seal_inode_setattr` for whichever form loaded) and the maps
+//! above, the programs' state `enf_seals` and `enf_task_scope`, and the
+//! identity `enf_identity` (layout and build) under a bpffs directory, so
+//! enforcement outlives the loading process; [`Enforcer::open_pinned`] opens
+//! it (set sizes and the next set id are recounted from the maps) and
+//! [`Enforcer::unpin`] ends it. [`Enforcer::attach`] pins nothing: the
+//! programs detach when the value is dropped.
 //!
-//! Not yet here: replacing the pinned programs by a newer build without a
-//! gap (today a pinned enforcer keeps its programs and map layouts until
-//! unpinned) and caching the digest of overlay files on their real inode
-//! (the programs cannot reach it as a typed pointer: see fs.h). (The cgroup path of
-//! an event is resolved in user space, by `enforce`.)
+//! Upgrades (`takeover.rs`, with the step-by-step crash argument): on a
+//! directory that already holds an enforcer, [`Enforcer::attach_pinned`]
+//! reuses the same build, replaces another build of a layout it reads (its
+//! own, or layout 1 of the builds before identities) by its own programs
+//! without a gap (the new programs share the pinned maps, attach beside the
+//! old ones, then take their pin names by rename), and refuses any other
+//! layout, untouched ([`EnforcerError::UnknownLayout`]). Loading is
+//! `load.rs`; the pin directory's reading and renaming, `pins.rs`.
+//!
+//! Not yet here: caching the digest of overlay files on their real inode
+//! (the programs cannot reach it as a typed pointer: see fs.h). (The cgroup
+//! path of an event is resolved in user space, by `enforce`.)
 
 use std::fs;
 use std::io;
@@ -148,19 +155,24 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, RingBuf};
 use aya::pin::PinError;
-use aya::programs::links::FdLink;
-use aya::programs::{FExit, Lsm, ProgramError};
+use aya::programs::ProgramError;
 use aya::sys::SyscallError;
-use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
+use aya::{BtfError, Ebpf, EbpfError};
 
-use crate::abi::{self, EnfDigestKey, EnfEvent, EnfGuard, EnfPrivs, EnfScope};
-use crate::{kernel, objects, Digest};
+use crate::abi::{self, EnfDigestKey, EnfEvent, EnfPrivs, EnfScope};
+use crate::Digest;
 
 mod events;
+mod load;
+mod pins;
 mod privs;
 mod sets;
+pub mod takeover;
 pub use events::{Event, Hook, Reason, Verdict};
+pub use load::Build;
+pub use pins::PinnedLinkInfo;
 pub use privs::{Privs, PrivsError};
+pub use takeover::{Identity, Takeover};
 
 /// The hook that sees every exec.
 pub const HOOK_BPRM_CHECK: &str = "bprm_check_security";
@@ -172,66 +184,17 @@ pub const HOOK_FILE_MPROTECT: &str = "file_mprotect";
 /// The hook where an exec's new credentials are known (privileges as signed).
 pub const HOOK_CREDS: &str = "bprm_creds_from_file";
 
-const PROGRAMS: [(&str, &str); 4] = [
-    ("enf_bprm_check", HOOK_BPRM_CHECK),
-    ("enf_mmap_file", HOOK_MMAP_FILE),
-    ("enf_file_mprotect", HOOK_FILE_MPROTECT),
-    ("enf_privs_creds", HOOK_CREDS),
-];
-/// The programs that invalidate the per-inode digest cache: attached before
-/// [`PROGRAMS`] (which fill and use it) and detached after them. The
-/// `inode_setattr` hook has two argument lists across kernels: one of the
-/// two programs loads (see the C file).
-const FILE_OPEN_PROGRAM: (&str, &str) = ("enf_file_open", "file_open");
-/// The programs against code patching in a scope and of the strict profile
-/// (`enforcer/patch.h`). They neither hash nor use the digest cache:
-/// attached after [`PROGRAMS`], detached with them.
-const PATCH_PROGRAMS: [(&str, &str); 6] = [
-    ("enf_patch_file_open", "file_open"),
-    ("enf_patch_ptrace_access", "ptrace_access_check"),
-    ("enf_patch_ptrace_traceme", "ptrace_traceme"),
-    ("enf_patch_anon_inode", "inode_init_security_anon"),
-    ("enf_patch_mmap_file", HOOK_MMAP_FILE),
-    ("enf_patch_file_mprotect", HOOK_FILE_MPROTECT),
-];
-/// The strict profile's executable-stack check: a tracing (fexit) program on
-/// the kernel function that makes an exec's stack, which has no LSM hook.
-const EXEC_STACK_PROGRAM: (&str, &str) = ("enf_patch_exec_stack", "setup_arg_pages");
-const SETATTR_PROGRAMS: [&str; 2] = ["enf_inode_setattr3", "enf_inode_setattr2"];
-/// Self-protection and escapes (`enforcer/guard.h`): the sticky scope at
-/// fork and `clone3(CLONE_INTO_CGROUP)`, `bpf()`, the pins, kernel loads.
-/// Attached after the owner is registered in `enf_guard`, and after the
-/// cache invalidation programs.
-const GUARD_PROGRAMS: [(&str, &str); 8] = [
-    ("enf_task_alloc", "task_alloc"),
-    ("enf_inode_unlink", "inode_unlink"),
-    ("enf_inode_rmdir", "inode_rmdir"),
-    ("enf_inode_rename", "inode_rename"),
-    ("enf_sb_umount", "sb_umount"),
-    ("enf_kernel_read_file", "kernel_read_file"),
-    ("enf_kernel_load_data", "kernel_load_data"),
-    ("enf_bpf", "bpf"),
-];
-const SETATTR_HOOK: &str = "inode_setattr";
-/// Pin name (after `link_`) of whichever `inode_setattr` program loaded.
-const SETATTR_PIN: &str = "enf_inode_setattr";
-/// The seal guards (`seal.h`): refuse opens for write and size changes of
-/// sealed inodes. Attached with the cache invalidation, before [`PROGRAMS`]
-/// (which seal), detached after them; same two `inode_setattr` forms.
-const SEAL_FILE_OPEN_PROGRAM: (&str, &str) = ("enf_seal_file_open", "file_open");
-const SEAL_SETATTR_PROGRAMS: [&str; 2] = ["enf_seal_inode_setattr3", "enf_seal_inode_setattr2"];
-const SEAL_SETATTR_PIN: &str = "enf_seal_inode_setattr";
 const SCOPES_MAP: &str = "enf_scopes";
 const SETS_MAP: &str = "enf_sets";
 const ALLOWED_MAP: &str = "enf_allowed";
 const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
 const GUARD_MAP: &str = "enf_guard";
-/// Every pinned map, by the name it is pinned under. The digest cache
-/// (`enf_inode_cache`) and the sticky scopes (`enf_task_scope`) are not
-/// pinned: the programs keep them alive, no later loader needs them, and a
-/// pinned cache could be written by whoever reaches the pin (a chosen digest
-/// for any file).
+/// The pinned maps user space reads and writes, by the name they are pinned
+/// under (`pins.rs` adds the program state shared across an upgrade and the
+/// identity). The digest cache (`enf_inode_cache`) is not pinned: each build
+/// starts its own, and a pinned cache could be written by whoever reaches
+/// the pin (a chosen digest for any file).
 const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, GUARD_MAP];
 /// How long [`Enforcer::poll_events`] sleeps between looks at an empty buffer.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -300,6 +263,32 @@ pub enum EnforcerError {
     },
     #[error("malformed event of {len} bytes from {EVENTS_MAP} (expected {})", size_of::<EnfEvent>())]
     Event { len: usize },
+    /// The pin directory holds a layout this build cannot read: nothing in it was changed, and
+    /// the pinned enforcer keeps enforcing.
+    #[error(
+        "refusing to take over {dir}: it holds {found}; this build is {own} and reads layouts {known} \
+         (the pinned enforcer is left as it is and keeps enforcing; a build that knows its layout \
+         can take it over, or `imgsign enforce --detach` removes it)"
+    )]
+    UnknownLayout { dir: PathBuf, found: String, own: String, known: String },
+    /// Listing the pin directory failed.
+    #[error("cannot list the pin directory {dir}")]
+    ReadPins {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Renaming a staged pin to its final name (or removing a staged one) failed.
+    #[error("cannot rename the pin {from} to {to}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A pinned link, or the program or maps behind it, could not be read.
+    #[error("cannot read the pinned link {path}: {what}")]
+    Link { path: PathBuf, what: String },
 }
 
 /// What a scope does with content that is not in its digest set.
@@ -411,42 +400,124 @@ pub struct Enforcer {
     next_set_id: u32,
     /// Number of digests per set id, as this value put them in the kernel.
     set_sizes: std::collections::HashMap<u32, usize>,
+    /// What [`Enforcer::attach_pinned`] did.
+    takeover: Option<Takeover>,
 }
 
 impl Enforcer {
     /// Loads the embedded object and attaches its programs, for as long as
     /// the returned value lives.
     pub fn attach() -> Result<Self, EnforcerError> {
-        Self::load(None)
+        load::load(Build::embedded(), None)
     }
 
     /// Like [`Enforcer::attach`], but pins the program links and the maps
     /// under `dir` (on bpffs, e.g. `/sys/fs/bpf/imgsign`), so enforcement
     /// outlives the process (a daemon killed with SIGKILL included). If `dir`
-    /// already holds a pinned enforcer, opens it instead
-    /// ([`Enforcer::open_pinned`]): what is in force stays in force.
+    /// already holds a pinned enforcer, takes it over without a gap
+    /// ([`takeover`]): the same build is opened as it is ([`Takeover::Reuse`]),
+    /// another build of a layout this one reads is replaced by this build's
+    /// programs, sharing its maps ([`Takeover::Replace`]), and anything else
+    /// is refused ([`EnforcerError::UnknownLayout`]) and left enforcing.
     pub fn attach_pinned(dir: &Path) -> Result<Self, EnforcerError> {
-        if Self::is_pinned(dir) {
-            return Self::open_pinned(dir);
+        Self::attach_pinned_build(dir, Build::embedded())
+    }
+
+    /// [`Enforcer::attach_pinned`] with the programs of `build`.
+    pub fn attach_pinned_build(dir: &Path, build: Build) -> Result<Self, EnforcerError> {
+        let own = build.identity();
+        // An interrupted replacement is undone or finished first; only in a
+        // layout this build knows (recover refuses the others untouched).
+        pins::recover(dir, build)?;
+        let survey = pins::survey(dir, build)?;
+        let takeover = takeover::plan(&survey, &own);
+        let mut enforcer = match &takeover {
+            Takeover::Refuse { found } => {
+                return Err(EnforcerError::UnknownLayout {
+                    dir: dir.into(),
+                    found: found.clone(),
+                    own: own.to_string(),
+                    known: takeover::readable_layouts(),
+                })
+            }
+            Takeover::Reuse => {
+                let enforcer = Self::open_pinned_as(dir, true)?;
+                pins::remove_stale_links(dir)?;
+                enforcer
+            }
+            Takeover::Fresh => {
+                fs::create_dir_all(dir).map_err(|source| EnforcerError::PinDir { path: dir.into(), source })?;
+                let result = load::load(build, Some(dir)).and_then(|e| pins::commit(dir).map(|()| e));
+                if result.is_err() {
+                    // Leave no half-pinned enforcer behind.
+                    let _ = Self::unpin(dir);
+                }
+                result?
+            }
+            Takeover::Replace { adopt_state, .. } => {
+                let enforcer = Self::stage(dir, build, *adopt_state)?;
+                pins::commit(dir)?;
+                enforcer
+            }
+        };
+        enforcer.recount()?;
+        enforcer.takeover = Some(takeover);
+        Ok(enforcer)
+    }
+
+    /// Steps 1 to 5 of a replacement (`takeover.rs`): this build's programs attached beside
+    /// the pinned ones, staged, not committed.
+    fn stage(dir: &Path, build: Build, adopt_state: bool) -> Result<Self, EnforcerError> {
+        pins::become_owner(dir)?;
+        if adopt_state {
+            pins::adopt_state(dir, build)?;
         }
-        fs::create_dir_all(dir).map_err(|source| EnforcerError::PinDir { path: dir.into(), source })?;
-        let result = Self::load(Some(dir));
-        if result.is_err() {
-            // Leave no half-pinned enforcer behind.
-            let _ = Self::unpin(dir);
+        load::load(build, Some(dir)).inspect_err(|_| {
+            // The old enforcer was never touched: drop what was staged.
+            let _ = pins::abort(dir);
+        })
+    }
+
+    /// Tests only: what a replacement by `build` leaves behind when it dies before its commit
+    /// (both builds attached, this one's pins staged). The next [`Enforcer::attach_pinned`]
+    /// recovers from it.
+    #[doc(hidden)]
+    pub fn stage_pinned_build(dir: &Path, build: Build) -> Result<Self, EnforcerError> {
+        let survey = pins::survey(dir, build)?;
+        match takeover::plan(&survey, &build.identity()) {
+            Takeover::Replace { adopt_state, .. } => Self::stage(dir, build, adopt_state),
+            other => Err(EnforcerError::Link { path: dir.into(), what: format!("nothing to stage: {other:?}") }),
         }
-        result
+    }
+
+    /// What [`Enforcer::attach_pinned`] did with the pin directory (`None`
+    /// for values from [`Enforcer::attach`] and [`Enforcer::open_pinned`]).
+    pub fn takeover(&self) -> Option<&Takeover> {
+        self.takeover.as_ref()
+    }
+
+    /// Which layout and build are pinned under `dir`: `None` when it holds no
+    /// identity (nothing pinned, or the legacy layout 1).
+    pub fn pinned_identity(dir: &Path) -> Result<Option<Identity>, EnforcerError> {
+        pins::read_identity(dir)
+    }
+
+    /// The links pinned under `dir`: pin name, link id and program id.
+    pub fn pinned_links(dir: &Path) -> Result<Vec<PinnedLinkInfo>, EnforcerError> {
+        pins::pinned_links(dir)
     }
 
     /// Whether `dir` holds the pinned links of an enforcer.
     pub fn is_pinned(dir: &Path) -> bool {
-        PROGRAMS.iter().all(|(program, _)| dir.join(link_pin_name(program)).exists())
+        load::deciding_links().all(|name| dir.join(name).exists())
     }
 
     /// Opens the enforcer pinned under `dir` (by [`Enforcer::attach_pinned`],
     /// possibly in another process) to change its scopes and digest sets and
     /// read its events. Only one value should write to the maps at a time.
+    /// A layout this build cannot read is refused.
     pub fn open_pinned(dir: &Path) -> Result<Self, EnforcerError> {
+        Self::check_readable(dir)?;
         Self::open_pinned_as(dir, true)
     }
 
@@ -455,21 +526,32 @@ impl Enforcer {
     /// pins' protection away from the running daemon). The value can still
     /// write the maps; callers that only read should not.
     pub fn inspect_pinned(dir: &Path) -> Result<Self, EnforcerError> {
+        Self::check_readable(dir)?;
         Self::open_pinned_as(dir, false)
+    }
+
+    /// Refuses a pin directory whose maps this build cannot read.
+    fn check_readable(dir: &Path) -> Result<(), EnforcerError> {
+        let build = Build::embedded();
+        let survey = pins::survey(dir, build)?;
+        match takeover::plan(&survey, &build.identity()) {
+            Takeover::Refuse { found } => Err(EnforcerError::UnknownLayout {
+                dir: dir.into(),
+                found,
+                own: build.identity().to_string(),
+                known: takeover::readable_layouts(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn open_pinned_as(dir: &Path, owner: bool) -> Result<Self, EnforcerError> {
         if !Self::is_pinned(dir) {
             return Err(EnforcerError::NotPinned { dir: dir.into() });
         }
-        let open = |name: &'static str| -> Result<Map, EnforcerError> {
-            let path = dir.join(name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|source| EnforcerError::OpenPin { path, source })
-        };
+        let open = |name: &'static str| pins::open_map(dir, name);
         if owner {
-            register_owner(open(GUARD_MAP)?, None)?;
+            load::register_owner(&mut open(GUARD_MAP)?, None)?;
         }
         let mut enforcer = Self::from_maps(
             None,
@@ -484,97 +566,14 @@ impl Enforcer {
     }
 
     /// Removes the enforcer pinned under `dir`: the program links first (the
-    /// programs detach once no process holds them), then the maps, then
-    /// `dir` itself if it is left empty. Missing pins are not an error.
+    /// programs detach once no process holds them; staged and stale ones
+    /// included), then the maps, then `dir` itself if it is left empty.
+    /// Missing pins are not an error.
     pub fn unpin(dir: &Path) -> Result<(), EnforcerError> {
-        // Only the registered owner may remove the pins: become it.
-        let guard = dir.join(GUARD_MAP);
-        if guard.exists() {
-            let map = MapData::from_pin(&guard)
-                .and_then(Map::from_map_data)
-                .map_err(|source| EnforcerError::OpenPin { path: guard.clone(), source })?;
-            register_owner(map, None)?;
-        }
-        // The programs that fill and use the digest cache go before the ones
-        // that invalidate it, so no content change goes unseen meanwhile;
-        // the self-protection programs go last.
-        let links = PROGRAMS
-            .iter()
-            .chain(PATCH_PROGRAMS.iter())
-            .chain([&EXEC_STACK_PROGRAM])
-            .map(|(program, _)| link_pin_name(program))
-            .chain([
-                link_pin_name(SEAL_FILE_OPEN_PROGRAM.0),
-                link_pin_name(SEAL_SETATTR_PIN),
-                link_pin_name(FILE_OPEN_PROGRAM.0),
-                link_pin_name(SETATTR_PIN),
-            ])
-            .chain(GUARD_PROGRAMS.iter().map(|(program, _)| link_pin_name(program)));
-        for name in links.chain(MAPS.iter().map(|m| m.to_string())) {
-            let path = dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(EnforcerError::Unpin { path, source }),
-            }
-        }
-        let _ = fs::remove_dir(dir);
-        Ok(())
+        pins::unpin(dir)
     }
 
-    fn load(pin_dir: Option<&Path>) -> Result<Self, EnforcerError> {
-        let btf = Btf::from_sys_fs().map_err(EnforcerError::Btf)?;
-        // The sticky scopes' task storage (enf_task_scope) is a map type aya
-        // 0.14 does not wrap; only the programs use it.
-        let mut ebpf =
-            EbpfLoader::new().allow_unsupported_maps().load(objects::ENFORCER).map_err(EnforcerError::Object)?;
-        // This process owns the enforcer (and, pinned, where the pins are)
-        // before any program runs: enf_bpf would refuse it bpf() otherwise
-        // if it sits in a scope.
-        let pin = match pin_dir {
-            Some(dir) => {
-                let meta = fs::metadata(dir).map_err(|source| EnforcerError::PinDir { path: dir.into(), source })?;
-                Some((meta.ino(), kernel_dev(meta.dev())))
-            }
-            None => None,
-        };
-        let guard = ebpf.take_map(GUARD_MAP).ok_or(EnforcerError::Missing { kind: "map", name: GUARD_MAP })?;
-        let guard = register_owner(guard, Some(pin.unwrap_or((0, 0))))?;
-        if let Some(dir) = pin_dir {
-            // Maps first: once a link is pinned, its maps must be findable.
-            for name in MAPS {
-                let map = if name == GUARD_MAP {
-                    &guard
-                } else {
-                    ebpf.map(name).ok_or(EnforcerError::Missing { kind: "map", name })?
-                };
-                let path = dir.join(name);
-                map.pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
-            }
-        }
-        // Cache invalidation first: nothing may fill the cache before every
-        // content change is seen.
-        attach_one(&mut ebpf, &btf, FILE_OPEN_PROGRAM.0, FILE_OPEN_PROGRAM.1, FILE_OPEN_PROGRAM.0, pin_dir)?;
-        attach_either(&mut ebpf, &btf, SETATTR_PROGRAMS, SETATTR_HOOK, SETATTR_PIN, pin_dir)?;
-        // The seal guards next: nothing may be sealed before they see writes.
-        let (program, hook) = SEAL_FILE_OPEN_PROGRAM;
-        attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
-        attach_either(&mut ebpf, &btf, SEAL_SETATTR_PROGRAMS, SETATTR_HOOK, SEAL_SETATTR_PIN, pin_dir)?;
-        for (program, hook) in GUARD_PROGRAMS {
-            attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
-        }
-        for (program, hook) in PROGRAMS.into_iter().chain(PATCH_PROGRAMS) {
-            attach_one(&mut ebpf, &btf, program, hook, program, pin_dir)?;
-        }
-        attach_fexit(&mut ebpf, &btf, EXEC_STACK_PROGRAM.0, EXEC_STACK_PROGRAM.1, pin_dir)?;
-        drop(guard);
-        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::Missing { kind: "map", name });
-        let (scopes, sets, allowed, stats, events) =
-            (take(SCOPES_MAP)?, take(SETS_MAP)?, take(ALLOWED_MAP)?, take(STATS_MAP)?, take(EVENTS_MAP)?);
-        Self::from_maps(Some(ebpf), scopes, sets, allowed, stats, events)
-    }
-
-    fn from_maps(
+    pub(super) fn from_maps(
         ebpf: Option<Ebpf>,
         scopes_map: Map,
         sets_map: Map,
@@ -592,6 +591,7 @@ impl Enforcer {
             events,
             next_set_id: 1,
             set_sizes: Default::default(),
+            takeover: None,
         })
     }
 
@@ -675,144 +675,6 @@ impl Enforcer {
     fn allowed(&mut self) -> Result<HashMap<&mut MapData, EnfDigestKey, EnfPrivs>, EnforcerError> {
         map_err(ALLOWED_MAP, HashMap::try_from(&mut self.allowed_map))
     }
-}
-
-/// Loads `program` on `hook`, attaches it and, with `pin_dir`, pins its link
-/// as `link_<pin>` (the link then outlives the process).
-fn attach_one(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    program: &'static str,
-    hook: &'static str,
-    pin: &str,
-    pin_dir: Option<&Path>,
-) -> Result<(), EnforcerError> {
-    let lsm: &mut Lsm = ebpf
-        .program_mut(program)
-        .ok_or(EnforcerError::Missing { kind: "program", name: program })?
-        .try_into()
-        .map_err(|source| EnforcerError::ProgramType { program, source: Box::new(source) })?;
-    lsm.load(hook, btf).map_err(|source| EnforcerError::Load { program, hook, source: Box::new(source) })?;
-    let link = lsm.attach().map_err(|source| EnforcerError::Attach {
-        program,
-        hook,
-        lsm_state: kernel::describe_bpf_lsm_state(),
-        source: Box::new(source),
-    })?;
-    if let Some(dir) = pin_dir {
-        let link =
-            lsm.take_link(link).map_err(|source| EnforcerError::Load { program, hook, source: Box::new(source) })?;
-        let path = dir.join(link_pin_name(pin));
-        FdLink::from(link).pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
-    }
-    Ok(())
-}
-
-/// Loads and attaches the fexit `program` on kernel function `function`
-/// (pinning its link under `pin_dir`), as [`attach_one`] does for LSM programs.
-fn attach_fexit(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    program: &'static str,
-    function: &'static str,
-    pin_dir: Option<&Path>,
-) -> Result<(), EnforcerError> {
-    let fexit: &mut FExit = ebpf
-        .program_mut(program)
-        .ok_or(EnforcerError::Missing { kind: "program", name: program })?
-        .try_into()
-        .map_err(|source| EnforcerError::ProgramType { program, source: Box::new(source) })?;
-    fexit.load(function, btf).map_err(|source| EnforcerError::Load {
-        program,
-        hook: function,
-        source: Box::new(source),
-    })?;
-    let link = fexit.attach().map_err(|source| EnforcerError::Attach {
-        program,
-        hook: function,
-        lsm_state: kernel::describe_bpf_lsm_state(),
-        source: Box::new(source),
-    })?;
-    if let Some(dir) = pin_dir {
-        let link = fexit.take_link(link).map_err(|source| EnforcerError::Load {
-            program,
-            hook: function,
-            source: Box::new(source),
-        })?;
-        let path = dir.join(link_pin_name(program));
-        FdLink::from(link).pin(&path).map_err(|source| EnforcerError::Pin { path, source: Box::new(source) })?;
-    }
-    Ok(())
-}
-
-/// Attaches the first of `programs` (two forms of one hook whose arguments
-/// differ between kernels) that the verifier accepts, pinned as `link_<pin>`.
-fn attach_either(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    programs: [&'static str; 2],
-    hook: &'static str,
-    pin: &str,
-    pin_dir: Option<&Path>,
-) -> Result<(), EnforcerError> {
-    let mut first_error = None;
-    for program in programs {
-        match attach_one(ebpf, btf, program, hook, pin, pin_dir) {
-            Ok(()) => return Ok(()),
-            // The verifier refuses the form that does not match this
-            // kernel's hook; the other one is tried next.
-            Err(e @ EnforcerError::Load { .. }) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(first_error.expect("two programs were tried"))
-}
-
-impl Drop for Enforcer {
-    /// Detaches the programs that use the digest cache before the ones that
-    /// invalidate it (dropping the object alone would detach them in any
-    /// order). Pinned links are not affected: they stay until unpinned.
-    fn drop(&mut self) {
-        if let Some(ebpf) = self._ebpf.as_mut() {
-            for (program, _) in PROGRAMS {
-                if let Some(lsm) = ebpf.program_mut(program).and_then(|p| <&mut Lsm>::try_from(p).ok()) {
-                    let _ = lsm.unload();
-                }
-            }
-        }
-    }
-}
-
-/// Registers the calling process as the owner in the `enf_guard` map (one
-/// update), and with `pin` also where the pins are: the pin directory's
-/// inode number and its super block's device. Returns the map.
-fn register_owner(mut map: Map, pin: Option<(u64, u32)>) -> Result<Map, EnforcerError> {
-    {
-        let mut array: Array<&mut MapData, EnfGuard> = map_err(GUARD_MAP, Array::try_from(&mut map))?;
-        let mut config = map_err(GUARD_MAP, array.get(&0, 0))?;
-        if let Some((pin_ino, pin_dev)) = pin {
-            config.pin_ino = pin_ino;
-            config.pin_dev = pin_dev;
-        }
-        config.owner_tgid = std::process::id();
-        map_err(GUARD_MAP, array.set(0, config, 0))?;
-    }
-    Ok(map)
-}
-
-/// The kernel's `dev_t` (`major << 20 | minor`, as `super_block.s_dev`) of
-/// a device number as `stat(2)` reports it (glibc's encoding).
-fn kernel_dev(dev: u64) -> u32 {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    ((major << 20) | (minor & 0xfffff)) as u32
-}
-
-/// The file name of the pinned link of `program`.
-fn link_pin_name(program: &str) -> String {
-    format!("link_{program}")
 }
 
 /// The cgroup id of the cgroup v2 directory `path` (e.g.

@@ -144,6 +144,9 @@ fn print_status(found: &NodeStatus) {
         status.scopes.len(),
         status.dropped_events
     );
+    if let Some(programs) = &status.programs {
+        println!("  programs: {programs}");
+    }
     for scope in &status.scopes {
         let name = found.name_of(scope.cgroup_id).unwrap_or("(not in this policy)");
         println!(

@@ -47,6 +47,16 @@ struct {
 	__type(value, __u64);
 } enf_stats SEC(".maps");
 
+/* Which layout and build the pin directory holds (abi.h, struct
+ * enf_identity). No program reads it: it is the loader's record, pinned by
+ * name, so the next loader knows what it takes over. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct enf_identity);
+} enf_identity SEC(".maps");
+
 /* The check word of an enf_allowed element for `key`: user space writes it
  * into every value (src/enforcer/privs.rs spells the same formula). */
 static __always_inline __u32 privs_check_word(const struct enf_digest_key *key)
