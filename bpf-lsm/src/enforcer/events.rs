@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::{EnforcerError, Mode};
+use super::{EnforcerError, Mode, ScopeStats};
 use crate::abi::{self, EnfEvent};
 use crate::Digest;
 
@@ -175,6 +175,11 @@ pub struct Event {
     /// The file's path (`bpf_d_path`), if the kernel could resolve it (too long for
     /// `ENF_PATH_LEN` bytes: `None`).
     pub path: Option<PathBuf>,
+    /// This event's number among its scope's events, from 0: a jump means events were lost.
+    pub scope_seq: u64,
+    /// The scope's counters as this event left them (`events` is `scope_seq + 1`; the
+    /// verdict counters may be a decision ahead or behind, read without a lock).
+    pub scope_stats: ScopeStats,
 }
 
 impl Event {
@@ -208,6 +213,14 @@ impl From<&EnfEvent> for Event {
             comm: String::from_utf8_lossy(nul_terminated(&raw.comm)).into_owned(),
             digest: (raw.hash_ret == abi::ENF_HASH_ALGO_SHA256).then_some(raw.digest),
             path,
+            scope_seq: raw.scope_seq,
+            scope_stats: ScopeStats {
+                allowed: raw.scope_allowed,
+                denied: raw.scope_denied,
+                audited: raw.scope_audited,
+                dropped: raw.scope_dropped,
+                events: raw.scope_seq.wrapping_add(1),
+            },
         }
     }
 }
@@ -243,6 +256,9 @@ mod tests {
         let mut path = [0u8; 256];
         path[..9].copy_from_slice(b"/bin/true");
         b.extend_from_slice(&path);
+        for v in [41u64, 30, 2, 0, 9] {
+            b.extend_from_slice(&v.to_ne_bytes()); // scope seq, allowed, denied, audited, dropped
+        }
         b
     }
 
@@ -269,6 +285,8 @@ mod tests {
                 comm: "true".into(),
                 digest: Some([0xab; 32]),
                 path: Some("/bin/true".into()),
+                scope_seq: 41,
+                scope_stats: ScopeStats { allowed: 30, denied: 2, audited: 0, dropped: 9, events: 42 },
             }
         );
     }

@@ -108,7 +108,8 @@
 //! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
 //! id -> set id, a generation), `enf_allowed` ((set id, digest) -> the privileges an exec of it may have, [`Privs`]),
 //! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events,
-//! cache hits and fills), `enf_guard` (the owner and the pins' place); not
+//! cache hits and fills), `enf_scope_stats` (per scope: decisions, drops,
+//! event numbers; [`ScopeStats`]), `enf_guard` (the owner and the pins' place); not
 //! pinned: `enf_inode_cache` and `enf_task_scope` (the programs keep them). Their key and value structs and every constant
 //! shared with the C side come from `abi.h` through [`crate::abi`].
 //! [`Enforcer::replace_digests`] swaps a scope's whole set atomically: it
@@ -156,9 +157,11 @@ use aya::{Btf, BtfError, Ebpf, EbpfError, EbpfLoader};
 use crate::abi::{self, EnfDigestKey, EnfEvent, EnfGuard, EnfPrivs, EnfScope};
 use crate::{kernel, objects, Digest};
 
+mod counters;
 mod events;
 mod privs;
 mod sets;
+pub use counters::ScopeStats;
 pub use events::{Event, Hook, Reason, Verdict};
 pub use privs::{Privs, PrivsError};
 
@@ -227,12 +230,13 @@ const ALLOWED_MAP: &str = "enf_allowed";
 const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
 const GUARD_MAP: &str = "enf_guard";
+const SCOPE_STATS_MAP: &str = "enf_scope_stats";
 /// Every pinned map, by the name it is pinned under. The digest cache
 /// (`enf_inode_cache`) and the sticky scopes (`enf_task_scope`) are not
 /// pinned: the programs keep them alive, no later loader needs them, and a
 /// pinned cache could be written by whoever reaches the pin (a chosen digest
 /// for any file).
-const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, GUARD_MAP];
+const MAPS: [&str; 7] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, GUARD_MAP, SCOPE_STATS_MAP];
 /// How long [`Enforcer::poll_events`] sleeps between looks at an empty buffer.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -406,6 +410,8 @@ pub struct Enforcer {
     sets_map: Map,
     allowed_map: Map,
     stats_map: Map,
+    /// `enf_scope_stats`; `None` for an enforcer pinned by a build without it.
+    scope_stats_map: Option<Map>,
     events: RingBuf<MapData>,
     /// The next set id to hand out (set ids are never reused while loaded).
     next_set_id: u32,
@@ -477,6 +483,7 @@ impl Enforcer {
             open(SETS_MAP)?,
             open(ALLOWED_MAP)?,
             open(STATS_MAP)?,
+            dir.join(SCOPE_STATS_MAP).exists().then(|| open(SCOPE_STATS_MAP)).transpose()?,
             open(EVENTS_MAP)?,
         )?;
         enforcer.recount()?;
@@ -571,7 +578,8 @@ impl Enforcer {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::Missing { kind: "map", name });
         let (scopes, sets, allowed, stats, events) =
             (take(SCOPES_MAP)?, take(SETS_MAP)?, take(ALLOWED_MAP)?, take(STATS_MAP)?, take(EVENTS_MAP)?);
-        Self::from_maps(Some(ebpf), scopes, sets, allowed, stats, events)
+        let scope_stats = take(SCOPE_STATS_MAP)?;
+        Self::from_maps(Some(ebpf), scopes, sets, allowed, stats, Some(scope_stats), events)
     }
 
     fn from_maps(
@@ -580,6 +588,7 @@ impl Enforcer {
         sets_map: Map,
         allowed_map: Map,
         stats_map: Map,
+        scope_stats_map: Option<Map>,
         events: Map,
     ) -> Result<Self, EnforcerError> {
         let events = map_err(EVENTS_MAP, RingBuf::try_from(events))?;
@@ -589,6 +598,7 @@ impl Enforcer {
             sets_map,
             allowed_map,
             stats_map,
+            scope_stats_map,
             events,
             next_set_id: 1,
             set_sizes: Default::default(),
