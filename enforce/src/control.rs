@@ -54,6 +54,8 @@ pub enum ControlError {
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+// One request per connection, parsed once: boxing the scope would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Make a cgroup a scope (or replace the scope of that name).
     Add(AddScope),

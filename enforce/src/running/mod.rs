@@ -220,7 +220,7 @@ pub fn check(
         report.rounds += 1;
         let last = report.rounds > MAX_ROUNDS;
         if last && froze.is_none() {
-            froze = Some(scan::Freeze::freeze(cgroup)?);
+            froze = Some(scan::Freeze::start(cgroup)?);
             report.froze = true;
         }
         let fresh: Vec<u32> = scan::pids(cgroup)?.into_iter().filter(|p| seen.insert(*p)).collect();

@@ -210,7 +210,7 @@ pub struct Freeze {
 }
 
 impl Freeze {
-    pub fn freeze(cgroup: &Path) -> Result<Freeze, ScanError> {
+    pub fn start(cgroup: &Path) -> Result<Freeze, ScanError> {
         let err = |source| ScanError::Freeze { path: cgroup.to_path_buf(), source };
         let file = cgroup.join("cgroup.freeze");
         if std::fs::read_to_string(&file).map_err(err)?.trim() == "1" {

@@ -44,7 +44,11 @@ pub fn create_runtime(state: &HookState) -> Result<(Admitted, Attached), OciErro
     let gated = gate::check(&state.id, &state.bundle)?;
     let pid = state.pid.ok_or_else(|| HookError::NoPid(state.id.clone()))?;
     let naming = scope::Naming::from_annotations(|k| state.annotations.get(k).map(String::as_str));
-    let attached = scope::attach(&gated.policy, &state.id, pid, &gated.admitted, &naming, &Paths::default())?;
+    // The policy says where the unified hierarchy is (a hybrid node's /sys/fs/cgroup/unified,
+    // where runc places the container too). `imgsign runtime create` keeps the default:
+    // libcontainer does not join the unified hierarchy of a hybrid node.
+    let paths = Paths { cgroup_root: gated.policy.cgroup_root.clone(), ..Paths::default() };
+    let attached = scope::attach(&gated.policy, &state.id, pid, &gated.admitted, &naming, &paths)?;
     Ok((gated.admitted, attached))
 }
 
