@@ -124,7 +124,7 @@
 //! [`Enforcer::poll_events`] reads them by polling.
 //!
 //! Pinning: [`Enforcer::attach_pinned`] pins the program links and the
-//! six maps above under a bpffs directory (`link_enf_bprm_check`,
+//! seven maps above under a bpffs directory (`link_enf_bprm_check`,
 //! `link_enf_mmap_file`, `link_enf_file_mprotect`, `link_enf_file_open`,
 //! `link_enf_inode_setattr`, `link_enf_seal_file_open`,
 //! `link_enf_seal_inode_setattr`, a `link_` per guard program, the
