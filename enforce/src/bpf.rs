@@ -322,8 +322,8 @@ pub fn convert(e: enforcer::Event) -> Event {
         comm: e.comm,
         path: e.path.map(|p| p.to_string_lossy().into_owned()),
         sha256: e.digest.map(Sha256Digest),
-        scope_seq: Some(e.scope_seq),
-        scope_counters: Some(counters(e.scope_stats)),
+        scope_seq: e.scope_seq,
+        scope_counters: e.scope_stats.map(counters),
     }
 }
 
@@ -754,8 +754,8 @@ mod tests {
             pid_ns: 4026532000,
             mnt_ns: 4026532001,
             path: Some("/tmp/unlisted.so".into()),
-            scope_seq: 6,
-            scope_stats: enforcer::ScopeStats { allowed: 1, denied: 2, audited: 0, dropped: 3, events: 7 },
+            scope_seq: Some(6),
+            scope_stats: Some(enforcer::ScopeStats { allowed: 1, denied: 2, audited: 0, dropped: 3, events: 7 }),
         };
         let event = convert(decision.clone());
         assert_eq!((event.hook, event.verdict, event.mode), (Hook::Mmap, Verdict::Denied, Some(Mode::Enforce)));
