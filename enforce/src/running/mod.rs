@@ -223,7 +223,11 @@ pub fn check(
             froze = Some(scan::Freeze::start(cgroup)?);
             report.froze = true;
         }
-        let fresh: Vec<u32> = scan::pids(cgroup)?.into_iter().filter(|p| seen.insert(*p)).collect();
+        // A process is its pid and start time: a pid reused since an earlier round is new.
+        let fresh: Vec<u32> = scan::pids(cgroup)?
+            .into_iter()
+            .filter(|&p| scan::start_time(p).is_ok_and(|start| seen.insert((p, start))))
+            .collect();
         if fresh.is_empty() {
             break;
         }
