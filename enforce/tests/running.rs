@@ -165,6 +165,41 @@ fn a_binary_replaced_or_deleted_after_its_exec_is_judged_by_the_inode_it_runs() 
 }
 
 #[test]
+fn a_fileless_program_run_from_a_memfd_is_unknown_code_and_killed() {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let Some(cgroup) = TestCgroup::new("running-memfd") else { return };
+    // The payload: busybox bytes nobody signed, in a memfd (no path on any file system), run
+    // through /proc/self/fd by a child that inherits the descriptor.
+    let memfd = rustix::fs::memfd_create("payload", rustix::fs::MemfdFlags::empty()).unwrap();
+    let mut bytes = std::fs::read("/bin/busybox").unwrap();
+    bytes.extend_from_slice(b"\nfileless\n");
+    std::fs::File::from(memfd.try_clone().unwrap()).write_all(&bytes).unwrap();
+    let child = Command::new(format!("/proc/self/fd/{}", memfd.as_raw_fd()))
+        .arg0("busybox")
+        .args(["sleep", "300"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(cgroup.path.join("cgroup.procs"), child.id().to_string()).unwrap();
+    let mut fileless = Running(child);
+    for _ in 0..500 {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", fileless.pid())).unwrap_or_default();
+        if exe.to_string_lossy().starts_with("/memfd:payload") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(memfd);
+
+    let report = running::check(&cgroup.path, &set(&[]), Mode::Enforce, &BTreeSet::new()).expect("check");
+    let found: Vec<_> = report.findings.iter().map(|(f, o)| (f.host_pid, f.kind, f.sha256, o.clone())).collect();
+    assert_eq!(found, [(fileless.pid(), Kind::RunningUnknownCode, None, Some(Ok(())))], "{report:?}");
+    assert!(report.findings[0].0.path.starts_with("/memfd:payload"), "{report:?}");
+    assert!(fileless.killed());
+}
+
+#[test]
 fn a_kill_reaches_only_the_judged_process_still_in_the_scope() {
     let Some(scope) = TestCgroup::new("running-kill") else { return };
     let Some(elsewhere) = TestCgroup::new("running-kill-elsewhere") else { return };

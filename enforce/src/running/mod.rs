@@ -233,9 +233,17 @@ pub fn check(
         }
         let tasks: Vec<Task> = fresh.iter().filter_map(|&pid| scan::task(pid, &mut hashes)).collect();
         report.tasks += tasks.len();
+        // One kill per process, whatever number of findings it has.
+        let mut killed: std::collections::BTreeMap<u32, Result<(), String>> = Default::default();
         for finding in assess(&tasks, allowed, mode, exempt) {
-            let outcome = (finding.action == Action::Kill)
-                .then(|| kill::kill(finding.host_pid, finding.start_time, cgroup).map_err(|e| e.to_string()));
+            let outcome = (finding.action == Action::Kill).then(|| {
+                killed
+                    .entry(finding.host_pid)
+                    .or_insert_with(|| {
+                        kill::kill(finding.host_pid, finding.start_time, cgroup).map_err(|e| e.to_string())
+                    })
+                    .clone()
+            });
             report.findings.push((finding, outcome));
         }
         if last {

@@ -97,23 +97,16 @@ pub fn task(pid: u32, hashes: &mut Hashes) -> Option<Task> {
     };
     let maps = std::fs::read_to_string(proc.join("maps")).ok()?;
     let mut seen = Vec::new();
-    let content = if is_memory(&exe_path) {
-        Content::Memory
-    } else {
-        read_code(&proc.join("exe"), true, hashes, &mut seen).unwrap_or(Content::Memory)
-    };
+    let content = read_code(&proc.join("exe"), &exe_path, true, hashes, &mut seen).unwrap_or(Content::Memory);
     let exe = Code { path: exe_path, range: None, content };
     let mut mappings = Vec::new();
     for mapping in executable_file_mappings(&maps) {
-        let content = if is_memory(&mapping.path) {
-            Content::Memory
-        } else {
-            match read_code(&proc.join("map_files").join(&mapping.range), false, hashes, &mut seen) {
+        let content =
+            match read_code(&proc.join("map_files").join(&mapping.range), &mapping.path, false, hashes, &mut seen) {
                 Some(content) => content,
                 // The executable's own mapping, or one file mapped twice: judged once.
                 None => continue,
-            }
-        };
+            };
         mappings.push(Code { path: mapping.path, range: Some(mapping.range), content });
     }
     // Gone while being read: nothing left to judge (and its pid is not ours to kill).
@@ -123,9 +116,10 @@ pub fn task(pid: u32, hashes: &mut Hashes) -> Option<Task> {
     Some(Task { pid, start_time, comm, exe: Some(exe), mappings })
 }
 
-/// Opens `link` (a `/proc` magic link to the inode the task runs) and hashes it; `None` when
-/// the task's code already named that inode (`seen`).
-fn read_code(link: &Path, exe: bool, hashes: &mut Hashes, seen: &mut Vec<(u64, u64)>) -> Option<Content> {
+/// Opens `link` (a `/proc` magic link to the inode the task runs) and hashes it (memory, as
+/// `shown` names it, is not hashed: no one signed it); `None` when the task's code already named
+/// that inode (`seen`).
+fn read_code(link: &Path, shown: &str, exe: bool, hashes: &mut Hashes, seen: &mut Vec<(u64, u64)>) -> Option<Content> {
     let file = match File::open(link) {
         Ok(file) => file,
         Err(e) => return Some(Content::Unreadable(format!("cannot open {}: {e}", link.display()))),
@@ -139,6 +133,9 @@ fn read_code(link: &Path, exe: bool, hashes: &mut Hashes, seen: &mut Vec<(u64, u
         return None;
     }
     seen.push(key);
+    if is_memory(shown) {
+        return Some(Content::Memory);
+    }
     let privs = if exe { file_privs(&file, meta.mode()) } else { Privs::NONE };
     Some(match hashes.of(file) {
         Ok(sha256) => Content::File { sha256, privs },
