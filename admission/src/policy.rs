@@ -9,6 +9,7 @@
 //! when_no_enforcer = "refuse"             # or "run-unenforced"
 //! enforce_mode = "enforce"                # or "audit": the scope registered with the daemon
 //! control_socket = "/run/imgsign/enforce.sock"
+//! cgroup_root = "/sys/fs/cgroup"          # the unified (v2) hierarchy, for `imgsign hook`
 //!
 //! [images]                                # optional: an engine-named image may match only these
 //! "registry.example/app:1" = ["/etc/imgsign/bundles/app.json"]
@@ -71,6 +72,16 @@ pub struct Policy {
     pub enforce_mode: EnforceMode,
     #[serde(default = "default_socket")]
     pub control_socket: PathBuf,
+    /// Where the unified cgroup v2 hierarchy is mounted, under which `imgsign hook` finds the
+    /// cgroup a stock runtime made for the container. On a hybrid node this is
+    /// `/sys/fs/cgroup/unified`: runc places each container in it too (checked with podman 4.3
+    /// and runc 1.1.5), so the container's cgroup there can be its scope.
+    #[serde(default = "default_cgroup_root")]
+    pub cgroup_root: PathBuf,
+}
+
+fn default_cgroup_root() -> PathBuf {
+    PathBuf::from("/sys/fs/cgroup")
 }
 
 fn default_cache() -> PathBuf {
@@ -107,7 +118,13 @@ impl Policy {
                 value: value.into(),
             })
         };
-        let mut problems = [relative("trust", &policy.trust), relative("cache", &policy.cache)].into_iter().flatten();
+        let mut problems = [
+            relative("trust", &policy.trust),
+            relative("cache", &policy.cache),
+            relative("cgroup_root", &policy.cgroup_root),
+        ]
+        .into_iter()
+        .flatten();
         if let Some(problem) = problems.next() {
             return Err(problem);
         }

@@ -23,6 +23,8 @@ unsafe impl aya::Pod for EnfGuard {}
 unsafe impl aya::Pod for EnfPrivs {}
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for EnfIdentity {}
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for EnfScopeStats {}
 
 impl EnfEvent {
     /// Reads an event as the kernel wrote it to the ring buffer (native endian), or `None` when
@@ -49,13 +51,15 @@ mod tests {
         assert_eq!(size_of::<EnfScope>(), 8);
         assert_eq!(size_of::<EnfDigestKey>(), 40);
         assert_eq!(size_of::<EnfPrivs>(), 16);
-        assert_eq!(size_of::<EnfEvent>(), 360);
+        assert_eq!(size_of::<EnfEvent>(), 400);
         assert_eq!(std::mem::offset_of!(EnfEvent, path), 104);
+        assert_eq!(std::mem::offset_of!(EnfEvent, scope_seq), 360);
+        assert_eq!(size_of::<EnfScopeStats>(), 40);
     }
 
     #[test]
     fn a_short_buffer_is_not_an_event() {
-        assert!(EnfEvent::read(&[0; 359]).is_none());
-        assert!(EnfEvent::read(&[0; 360]).is_some());
+        assert!(EnfEvent::read(&[0; 399]).is_none());
+        assert!(EnfEvent::read(&[0; 400]).is_some());
     }
 }

@@ -217,3 +217,89 @@ fn podman_with_stock_runc_and_imgsign_hook_runs_the_signed_image_and_refuses_a_t
     r.says("imgsign hook refused container").says("signed manifest");
     podman.assert_clean();
 }
+
+/// A control socket that records each request and accepts it, served from a thread: what the
+/// hook tells the enforcement daemon, on a host that cannot run the daemon's BPF-LSM programs.
+struct RecordingDaemon {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<enforce::control::Request>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RecordingDaemon {
+    fn serve(socket: &Path) -> RecordingDaemon {
+        use enforce::control::{ControlServer, Reply};
+        let server = ControlServer::bind(socket).unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, done) = (requests.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                while let Some(pending) = server.accept() {
+                    let request = pending.request.clone().expect("the hook sends valid requests");
+                    seen.lock().unwrap().push(request);
+                    pending.reply(&Reply { ok: true, error: None, scopes: Vec::new(), events: Vec::new() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        RecordingDaemon { requests, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for RecordingDaemon {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn podman_with_the_hook_registers_the_containers_own_cgroup_its_name_and_its_init() {
+    if !root_or_skip("podman_with_the_hook_registers_the_containers_own_cgroup_its_name_and_its_init") {
+        return;
+    }
+    // The unified hierarchy: /sys/fs/cgroup/unified on this hybrid host, where runc places the
+    // container too; the policy says so, and refuses to run unenforced.
+    let unified = enforce::cgroup::cgroup2_mounts()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.starts_with("/sys/fs/cgroup"))
+        .min_by_key(|m| m.as_os_str().len())
+        .expect("a cgroup v2 mount under /sys/fs/cgroup");
+    let podman = Podman::hooked("refuse");
+    let mut policy = std::fs::read_to_string(&podman.node.policy).unwrap();
+    policy.push_str(&format!("cgroup_root = {:?}\n", unified.display().to_string()));
+    std::fs::write(&podman.node.policy, policy).unwrap();
+    let daemon = RecordingDaemon::serve(&podman.dir.path().join("no-daemon.sock"));
+
+    let id = podman.pull(&signed_real().0.oci_ref());
+    let cidfile = podman.dir.path().join("cid");
+    let annotation = "io.kubernetes.cri.container-name=web";
+    let extra = ["--rm", "--annotation", annotation, "--cidfile", cidfile.to_str().unwrap()];
+    let r = podman.run(&extra, &id, &["/bin/sh", "-c", "cat /proc/self/cgroup"]);
+    r.code(0);
+    let container = std::fs::read_to_string(&cidfile).unwrap().trim().to_string();
+    let own = r.stdout.lines().find_map(|l| l.strip_prefix("0::")).expect("a unified cgroup line").to_string();
+    podman.assert_clean();
+    let requests = daemon.requests.lock().unwrap().clone();
+
+    use enforce::control::Request;
+    let [Request::Add(add), Request::Remove { name }] = &requests[..] else {
+        panic!("the hook registers at createRuntime and removes at poststop: {requests:?}")
+    };
+    assert_eq!(add.name, container);
+    assert_eq!(name, &container);
+    // The container's own cgroup, as its process saw it, not one from the spec.
+    assert_eq!(add.cgroup, unified.join(own.trim_start_matches('/')));
+    assert!(own.contains(&container), "{own}");
+    let named = add.container.as_ref().expect("the container is named");
+    assert_eq!(named.id, container);
+    assert_eq!(named.name.as_deref(), Some("web"), "from the annotation podman passed through runc's state");
+    assert!(named.digest.starts_with("sha256:"), "{named:?}");
+    assert!(named.init_pid.is_some_and(|p| p > 1), "the runtime's init is named: {named:?}");
+    assert_eq!(add.mode, enforce::Mode::Enforce);
+    assert!(!add.bundles.is_empty());
+}

@@ -19,7 +19,7 @@
 //! what is pinned, [`detach`] unpins it.
 
 use crate::desired::{DesiredState, DigestSet, Privs};
-use crate::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
+use crate::kernel::{Event, Hook, Kernel, KernelError, Reason, ScopeCounters, Verdict};
 use crate::{Mode, Profile};
 use bpf_lsm::enforcer::{self, Enforcer, EnforcerError, Scope};
 use serde::Serialize;
@@ -259,6 +259,14 @@ impl Kernel for BpfKernel {
         let events = self.enforcer.poll_events(timeout).map_err(|e| failed("reading events", e))?;
         Ok(events.into_iter().map(convert).collect())
     }
+
+    fn scope_counters(&self, cgroup_id: u64) -> Option<ScopeCounters> {
+        self.enforcer.scope_stats(cgroup_id).ok().flatten().map(counters)
+    }
+}
+
+fn counters(s: enforcer::ScopeStats) -> ScopeCounters {
+    ScopeCounters { allowed: s.allowed, denied: s.denied, audited: s.audited, dropped: s.dropped, events: s.events }
 }
 
 /// A decision of the kernel programs in the daemon's terms.
@@ -314,6 +322,8 @@ pub fn convert(e: enforcer::Event) -> Event {
         comm: e.comm,
         path: e.path.map(|p| p.to_string_lossy().into_owned()),
         sha256: e.digest.map(Sha256Digest),
+        scope_seq: e.scope_seq,
+        scope_counters: e.scope_stats.map(counters),
     }
 }
 
@@ -373,6 +383,9 @@ pub struct ScopeStatus {
     pub mode: Mode,
     pub profile: Profile,
     pub digests: usize,
+    /// Its counters (absent when the pinned programs predate them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counters: Option<ScopeCounters>,
 }
 
 /// Reads what is pinned under `pin_dir` (without changing it).
@@ -401,6 +414,7 @@ pub fn status(pin_dir: &Path) -> Result<Status, KernelError> {
             mode: mode_of(scope.mode),
             profile: profile_of(scope.profile),
             digests,
+            counters: enforcer.scope_stats(cgroup_id).map_err(|e| failed("reading scope counters", e))?.map(counters),
         });
     }
     status.dropped_events = enforcer.dropped_events().map_err(|e| failed("reading the dropped-event counter", e))?;
@@ -747,6 +761,8 @@ mod tests {
             pid_ns: 4026532000,
             mnt_ns: 4026532001,
             path: Some("/tmp/unlisted.so".into()),
+            scope_seq: Some(6),
+            scope_stats: Some(enforcer::ScopeStats { allowed: 1, denied: 2, audited: 0, dropped: 3, events: 7 }),
         };
         let event = convert(decision.clone());
         assert_eq!((event.hook, event.verdict, event.mode), (Hook::Mmap, Verdict::Denied, Some(Mode::Enforce)));
@@ -758,6 +774,10 @@ mod tests {
         );
         assert_eq!(event.path.as_deref(), Some("/tmp/unlisted.so"));
         assert_eq!(event.sha256, Some(Sha256Digest([0xab; 32])));
+        assert_eq!(
+            (event.scope_seq, event.scope_counters),
+            (Some(6), Some(ScopeCounters { allowed: 1, denied: 2, audited: 0, dropped: 3, events: 7 }))
+        );
         let mut mprotect = decision;
         mprotect.hook = enforcer::Hook::FileMprotect;
         assert_eq!(convert(mprotect).hook, Hook::Mprotect);

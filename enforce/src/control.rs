@@ -54,6 +54,8 @@ pub enum ControlError {
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+// One request per connection, parsed once: boxing the scope would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Make a cgroup a scope (or replace the scope of that name).
     Add(AddScope),
@@ -102,6 +104,18 @@ pub struct ContainerInfo {
     pub image: String,
     /// The image's signed digest (`sha256:...`).
     pub digest: String,
+    /// The container's name where the engine gives one (podman's name, Kubernetes' container
+    /// name), beside the runtime's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The Kubernetes pod (`namespace/name`) where the engine is CRI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The runtime's init process, in the cgroup already and running the runtime's code until it
+    /// execs the container's entrypoint (which the kernel judges): the daemon's check of the
+    /// tasks already in the cgroup leaves it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_pid: Option<u32>,
 }
 
 /// A scope as listed.
@@ -116,6 +130,9 @@ pub struct ListedScope {
     pub digests: usize,
     /// `policy` or `control`.
     pub origin: String,
+    /// Its counters in the kernel (decisions, dropped events), when the kernel keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<crate::kernel::ScopeCounters>,
 }
 
 /// The answer to one request.

@@ -127,6 +127,8 @@ impl<K: Kernel> Daemon<K> {
         };
         daemon.report_failures(&failures)?;
         daemon.after_apply("started")?;
+        // Scopes restored or loaded at start: whatever already runs in them is checked.
+        daemon.check_running(&DesiredState::default())?;
         Ok(daemon)
     }
 
@@ -219,10 +221,12 @@ impl<K: Kernel> Daemon<K> {
             self.log_failure("apply-failed", &e, &kept)?;
             return Err(e);
         }
-        let changed = plan.desired() != self.plan.desired();
+        let before = self.plan.desired();
+        let changed = plan.desired() != before;
         self.plan = plan;
         self.trust = self.policy.policy().trust.clone();
         let failures_changed = self.report_failures(&failures)?;
+        self.check_running(&before)?;
         Ok(Some(changed || failures_changed))
     }
 
@@ -500,6 +504,7 @@ impl<K: Kernel> Daemon<K> {
                 profile: s.profile,
                 digests: s.digests.len(),
                 origin: if self.control_scopes.contains_key(&s.name) { "control" } else { "policy" }.into(),
+                counters: self.kernel.scope_counters(s.cgroup_id),
             })
             .collect();
         Reply { ok: true, error: None, scopes, events: Vec::new() }
@@ -522,6 +527,69 @@ impl<K: Kernel> Daemon<K> {
         }
         self.write(&record)?;
         self.remember(Some(&name), record);
+        Ok(())
+    }
+
+    /// Checks the tasks already running in each scope that the kernel now holds anew, with fewer
+    /// digests, or in enforce mode where it audited (see [`crate::running::to_check`]), `before`
+    /// being what the kernel held until now: one `event` record per finding (kind
+    /// `running-...`; in enforce mode the process is killed, and the record says whether), and
+    /// a `plan` record `running-checked` per scope. Runs after the kernel has the scope (what
+    /// runs or maps anything later is the kernel's to judge) and before a control request is
+    /// answered, so the runtime starts the container only after its cgroup was checked. A scope
+    /// that fails closed is not checked: its bundles stopped verifying, which is no evidence
+    /// against what runs (every new exec in it is refused meanwhile).
+    fn check_running(&mut self, before: &DesiredState) -> Result<(), DaemonError> {
+        let after = self.plan.desired();
+        for cgroup_id in crate::running::to_check(before, &after) {
+            let Some(scope) = self.plan.scope_by_cgroup_id(cgroup_id) else { continue };
+            if scope.failed.is_some() || self.failed.contains_key(&scope.name) {
+                continue;
+            }
+            let (name, cgroup, mode, digests) =
+                (scope.name.clone(), scope.cgroup.clone(), scope.mode, scope.digests.clone());
+            let container = scope.container.clone();
+            let exempt = container.as_ref().and_then(|c| c.init_pid).into_iter().collect();
+            let report = match crate::running::check(&cgroup, &digests, mode, &exempt) {
+                Ok(report) => report,
+                Err(e) => {
+                    let text = format!("scope {name}: the tasks already running in it were not checked: {}", chain(&e));
+                    (self.notices)(Notice::Warning(text.clone()));
+                    self.write(&json!({"record": "plan", "action": "running-check-failed", "time": now_rfc3339(),
+                        "scope": name, "cgroup": cgroup, "error": text}))?;
+                    continue;
+                }
+            };
+            for (finding, outcome) in &report.findings {
+                let mut record = serde_json::to_value(finding).expect("findings serialise");
+                record["record"] = "event".into();
+                record["time"] = now_rfc3339().into();
+                record["scope"] = name.clone().into();
+                record["scopeCgroupId"] = cgroup_id.into();
+                record["cgroup"] = cgroup.display().to_string().into();
+                record["mode"] = serde_json::to_value(mode).expect("modes serialise");
+                record["verdict"] = match finding.action {
+                    crate::running::Action::Kill => "denied",
+                    crate::running::Action::Report => "audited",
+                }
+                .into();
+                match outcome {
+                    Some(Ok(())) => record["killed"] = true.into(),
+                    Some(Err(why)) => {
+                        record["killed"] = false.into();
+                        record["error"] = why.clone().into();
+                    }
+                    None => {}
+                }
+                if let Some(container) = &container {
+                    record["container"] = serde_json::to_value(container).expect("containers serialise");
+                }
+                self.write(&record)?;
+                self.remember(Some(&name), record);
+            }
+            self.write(&json!({"record": "plan", "action": "running-checked", "time": now_rfc3339(), "scope": name,
+                "tasks": report.tasks, "findings": report.findings.len(), "rounds": report.rounds, "froze": report.froze}))?;
+        }
         Ok(())
     }
 

@@ -31,6 +31,25 @@ pub trait Kernel {
 
     /// Decision events that arrived, waiting at most `timeout` for the first.
     fn events(&mut self, timeout: Duration) -> Result<Vec<Event>, KernelError>;
+
+    /// The counters of the scope whose cgroup id is `cgroup_id`, if the kernel keeps them.
+    fn scope_counters(&self, _cgroup_id: u64) -> Option<ScopeCounters> {
+        None
+    }
+}
+
+/// One scope's counters in the kernel, since the programs were loaded: decisions by verdict,
+/// events lost because the ring buffer was full, and events numbered so far (the number the
+/// next event of the scope will carry, so a reader that sees numbers jump knows how many it
+/// missed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeCounters {
+    pub allowed: u64,
+    pub denied: u64,
+    pub audited: u64,
+    pub dropped: u64,
+    pub events: u64,
 }
 
 /// What the kernel decided about one exec or executable mapping.
@@ -155,4 +174,10 @@ pub struct Event {
         serialize_with = "verifier_core::digest::bare_hex_opt::serialize"
     )]
     pub sha256: Option<Sha256Digest>,
+    /// The event's number among its scope's events (from 0): a jump means events were lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_seq: Option<u64>,
+    /// The scope's counters as this event left them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_counters: Option<ScopeCounters>,
 }

@@ -27,6 +27,7 @@ pub mod kernel;
 pub mod node;
 pub mod plan;
 pub mod policy;
+pub mod running;
 pub mod source;
 pub mod verified;
 

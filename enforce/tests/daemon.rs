@@ -7,7 +7,7 @@ mod support;
 
 use enforce::control::{self, AddScope, ControlServer, Reply, Request};
 use enforce::daemon::{Daemon, DaemonError, Notice, Notices};
-use enforce::kernel::{Event, Hook, Kernel, KernelError, Reason, Verdict};
+use enforce::kernel::{Event, Hook, Kernel, KernelError, Reason, ScopeCounters, Verdict};
 use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
 use enforce::{DesiredScope, DesiredState, Mode, Profile, Violation};
 use std::collections::VecDeque;
@@ -271,6 +271,8 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
         comm: "sh".into(),
         path: Some("/tmp/unlisted".into()),
         sha256: Some(Sha256Digest::of(b"unlisted")),
+        scope_seq: Some(41),
+        scope_counters: Some(ScopeCounters { allowed: 30, denied: 0, audited: 2, dropped: 40, events: 42 }),
     };
     daemon_kernel(&mut daemon).events.push_back(event.clone());
     assert_eq!(daemon.pump_events(Duration::ZERO).unwrap(), 1);
@@ -283,6 +285,12 @@ fn run_reloads_on_the_flag_and_streams_events_with_scope_names() {
     assert_eq!(record["cgroupId"], cgroup_id + 7);
     assert_eq!(record["pidNs"], 4026531836u64);
     assert!(record.get("mntNs").is_none(), "unknown fields are left out: {record}");
+    // The scope's counters ride on each event: a reader sees 40 of its events were lost.
+    assert_eq!(record["scopeSeq"], 41);
+    assert_eq!(
+        (record["scopeCounters"]["dropped"].as_u64(), record["scopeCounters"]["audited"].as_u64()),
+        (Some(40), Some(2))
+    );
     assert!(record.get("cgroup").is_none(), "a cgroup id found nowhere has no path: {record}");
 
     // A task in a child cgroup of the scope: the event names that cgroup's directory.
@@ -510,6 +518,8 @@ fn exec_event(scope: u64, verdict: Verdict) -> Event {
         comm: "sh".into(),
         path: Some("/tmp/unlisted".into()),
         sha256: Some(Sha256Digest::of(b"unlisted")),
+        scope_seq: None,
+        scope_counters: None,
     }
 }
 
@@ -552,6 +562,9 @@ fn a_violation_freezes_or_kills_the_scope_that_asks_for_it() {
             id: format!("ctr-{name}"),
             image: "oci:/images/web:1".into(),
             digest: "sha256:00".into(),
+            name: None,
+            pod: None,
+            init_pid: None,
         });
         let reply = over_socket(&mut daemon, &socket, Request::Add(add));
         assert!(reply.ok, "{reply:?}");

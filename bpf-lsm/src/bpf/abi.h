@@ -126,6 +126,25 @@ struct enf_event {
 	__u8 comm[ENF_COMM_LEN];
 	__u8 digest[ENF_SHA256_LEN]; /* zero unless hash_ret is ENF_HASH_ALGO_SHA256 */
 	char path[ENF_PATH_LEN];
+	/* The scope's counters (enf_scope_stats) as this event left them: a
+	 * reader that sees scope_seq jump knows how many of the scope's events
+	 * were lost. Read without a lock: the verdict counters may be a decision
+	 * or two ahead of or behind scope_seq. */
+	__u64 scope_seq;       /* this event's number among the scope's events (from 0) */
+	__u64 scope_allowed;
+	__u64 scope_denied;
+	__u64 scope_audited;
+	__u64 scope_dropped;
+};
+
+/* Value of enf_scope_stats, keyed by the cgroup id of a scope (0: events of
+ * tasks in no scope, such as a write refused on a sealed file). */
+struct enf_scope_stats {
+	__u64 allowed; /* decisions that allowed known content (exec, mapping) */
+	__u64 denied;  /* refusals */
+	__u64 audited; /* findings let through in audit mode */
+	__u64 dropped; /* events lost: the ring buffer was full */
+	__u64 seq;     /* events emitted or dropped so far: the next one's scope_seq */
 };
 
 /* Value of enf_guard (one element): who may remove the enforcer's pins, and
@@ -148,7 +167,8 @@ struct enf_guard {
  * it knows with the programs it loads: this number is the one place that
  * says those maps changed. Layout 1 is the pins of the builds before
  * identities (no enf_identity, enf_seals or enf_task_scope pins). */
-#define ENF_PIN_LAYOUT 2 /* (rust u32) the layout this build pins */
+#define ENF_PIN_LAYOUT 3 /* (rust u32) the layout this build pins */
+#define ENF_PIN_LAYOUT_2 2 /* (rust u32) layout 2: layout 3 without enf_scope_stats */
 #define ENF_PIN_LAYOUT_LEGACY 1 /* (rust u32) the layout pinned without an identity */
 
 /* Value of enf_identity (one element, pinned, read by user space only):

@@ -45,7 +45,8 @@
 //   audit mode:   allowed, and reported as "would deny".
 //
 // Events go to the `enf_events` ring buffer. A full buffer drops the event
-// (counted in `enf_stats`); delivery never blocks or changes a verdict.
+// (counted in `enf_stats`, and per scope in `enf_scope_stats` with each
+// event numbered in its scope); delivery never blocks or changes a verdict.
 // Denials and audit findings are always reported; allowed decisions only
 // when the scope has ENF_FLAG_REPORT_ALLOWED.
 //
@@ -173,6 +174,9 @@ static __always_inline int decide(struct file *file, __u8 hook)
 	if (verdict != ENF_VERDICT_ALLOW || (scope.flags & ENF_FLAG_REPORT_ALLOWED))
 		emit(file, hook, verdict, reason, cgroup_id, scope_cgroup_id, &scope, hash_ret,
 		     key.digest);
+	else
+		/* Counted all the same (emit counts the decisions it reports). */
+		tally(scope_stats(scope_cgroup_id), verdict);
 
 	return verdict == ENF_VERDICT_DENY ? -EPERM : 0;
 }

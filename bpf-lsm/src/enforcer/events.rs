@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::{EnforcerError, Mode};
+use super::{EnforcerError, Mode, ScopeStats};
 use crate::abi::{self, EnfEvent};
 use crate::Digest;
 
@@ -175,13 +175,31 @@ pub struct Event {
     /// The file's path (`bpf_d_path`), if the kernel could resolve it (too long for
     /// `ENF_PATH_LEN` bytes: `None`).
     pub path: Option<PathBuf>,
+    /// This event's number among its scope's events, from 0: a jump means events were lost.
+    /// `None` from programs that predate the counters (a pinned enforcer of an older build).
+    pub scope_seq: Option<u64>,
+    /// The scope's counters as this event left them (`events` is `scope_seq + 1`; the
+    /// verdict counters may be a decision ahead or behind, read without a lock).
+    pub scope_stats: Option<ScopeStats>,
 }
 
 impl Event {
-    /// Reads one ring-buffer record (a `struct enf_event`, native endian).
+    /// Reads one ring-buffer record (a `struct enf_event`, native endian). A record that ends
+    /// where the counters begin was written by programs that predate them (still pinned after an
+    /// upgrade of the daemon): read without them.
     pub fn read(bytes: &[u8]) -> Result<Self, EnforcerError> {
-        let raw = EnfEvent::read(bytes).ok_or(EnforcerError::Event { len: bytes.len() })?;
-        Ok(Self::from(&raw))
+        let legacy = std::mem::offset_of!(EnfEvent, scope_seq);
+        if bytes.len() >= size_of::<EnfEvent>() {
+            let raw = EnfEvent::read(bytes).ok_or(EnforcerError::Event { len: bytes.len() })?;
+            return Ok(Self::from(&raw));
+        }
+        if bytes.len() < legacy {
+            return Err(EnforcerError::Event { len: bytes.len() });
+        }
+        let mut padded = vec![0u8; size_of::<EnfEvent>()];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        let raw = EnfEvent::read(&padded).ok_or(EnforcerError::Event { len: bytes.len() })?;
+        Ok(Event { scope_seq: None, scope_stats: None, ..Self::from(&raw) })
     }
 }
 
@@ -208,6 +226,14 @@ impl From<&EnfEvent> for Event {
             comm: String::from_utf8_lossy(nul_terminated(&raw.comm)).into_owned(),
             digest: (raw.hash_ret == abi::ENF_HASH_ALGO_SHA256).then_some(raw.digest),
             path,
+            scope_seq: Some(raw.scope_seq),
+            scope_stats: Some(ScopeStats {
+                allowed: raw.scope_allowed,
+                denied: raw.scope_denied,
+                audited: raw.scope_audited,
+                dropped: raw.scope_dropped,
+                events: raw.scope_seq.wrapping_add(1),
+            }),
         }
     }
 }
@@ -243,6 +269,9 @@ mod tests {
         let mut path = [0u8; 256];
         path[..9].copy_from_slice(b"/bin/true");
         b.extend_from_slice(&path);
+        for v in [41u64, 30, 2, 0, 9] {
+            b.extend_from_slice(&v.to_ne_bytes()); // scope seq, allowed, denied, audited, dropped
+        }
         b
     }
 
@@ -269,6 +298,8 @@ mod tests {
                 comm: "true".into(),
                 digest: Some([0xab; 32]),
                 path: Some("/bin/true".into()),
+                scope_seq: Some(41),
+                scope_stats: Some(ScopeStats { allowed: 30, denied: 2, audited: 0, dropped: 9, events: 42 }),
             }
         );
     }
@@ -295,6 +326,16 @@ mod tests {
         assert_eq!(Event::read(&bytes).unwrap().hook, Hook::Unknown(200));
         bytes[47] = 200;
         assert_eq!(Event::read(&bytes).unwrap().reason, Reason::Unknown(200));
+    }
+
+    #[test]
+    fn an_event_of_programs_without_counters_reads_without_them() {
+        let bytes = raw_event();
+        let legacy = &bytes[..std::mem::offset_of!(EnfEvent, scope_seq)];
+        let event = Event::read(legacy).unwrap();
+        assert_eq!((event.scope_seq, event.scope_stats), (None, None));
+        assert_eq!(event.path.as_deref(), Some(std::path::Path::new("/bin/true")));
+        assert!(Event::read(&bytes[..legacy.len() - 1]).is_err());
     }
 
     #[test]

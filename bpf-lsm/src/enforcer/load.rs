@@ -20,7 +20,7 @@ use super::pins::{self, staged, IDENTITY_MAP};
 use super::takeover::Identity;
 use super::{
     map_err, Enforcer, EnforcerError, ALLOWED_MAP, EVENTS_MAP, GUARD_MAP, HOOK_BPRM_CHECK, HOOK_CREDS,
-    HOOK_FILE_MPROTECT, HOOK_MMAP_FILE, SCOPES_MAP, SETS_MAP, STATS_MAP,
+    HOOK_FILE_MPROTECT, HOOK_MMAP_FILE, SCOPES_MAP, SCOPE_STATS_MAP, SETS_MAP, STATS_MAP,
 };
 use crate::abi::{self, EnfGuard, EnfIdentity};
 use crate::{kernel, objects};
@@ -192,7 +192,8 @@ pub(super) fn load(build: Build, pin_dir: Option<&Path>) -> Result<Enforcer, Enf
     let mut take = |name: &'static str| ebpf.take_map(name).ok_or(EnforcerError::Missing { kind: "map", name });
     let (scopes, sets, allowed, stats, events) =
         (take(SCOPES_MAP)?, take(SETS_MAP)?, take(ALLOWED_MAP)?, take(STATS_MAP)?, take(EVENTS_MAP)?);
-    Enforcer::from_maps(Some(ebpf), scopes, sets, allowed, stats, events)
+    let scope_stats = take(SCOPE_STATS_MAP)?;
+    Enforcer::from_maps(Some(ebpf), scopes, sets, allowed, stats, Some(scope_stats), events)
 }
 
 /// Loads `program` on `hook`, attaches it and, with `pin_dir`, pins its link

@@ -109,7 +109,8 @@
 //! Maps: `enf_scopes` (cgroup id -> scope id, mode, flags), `enf_sets` (scope
 //! id -> set id, a generation), `enf_allowed` ((set id, digest) -> the privileges an exec of it may have, [`Privs`]),
 //! `enf_events` (ring buffer of [`Event`]s), `enf_stats` (dropped events,
-//! cache hits and fills), `enf_guard` (the owner and the pins' place),
+//! cache hits and fills), `enf_scope_stats` (per scope: decisions, drops,
+//! event numbers; [`ScopeStats`]), `enf_guard` (the owner and the pins' place),
 //! `enf_identity` (which layout and build are pinned); not pinned:
 //! `enf_inode_cache` (each build's programs keep their own). Their key and value structs and every constant
 //! shared with the C side come from `abi.h` through [`crate::abi`].
@@ -162,12 +163,14 @@ use aya::{BtfError, Ebpf, EbpfError};
 use crate::abi::{self, EnfDigestKey, EnfEvent, EnfPrivs, EnfScope};
 use crate::Digest;
 
+mod counters;
 mod events;
 mod load;
 mod pins;
 mod privs;
 mod sets;
 pub mod takeover;
+pub use counters::ScopeStats;
 pub use events::{Event, Hook, Reason, Verdict};
 pub use load::Build;
 pub use pins::PinnedLinkInfo;
@@ -190,12 +193,13 @@ const ALLOWED_MAP: &str = "enf_allowed";
 const EVENTS_MAP: &str = "enf_events";
 const STATS_MAP: &str = "enf_stats";
 const GUARD_MAP: &str = "enf_guard";
+const SCOPE_STATS_MAP: &str = "enf_scope_stats";
 /// The pinned maps user space reads and writes, by the name they are pinned
 /// under (`pins.rs` adds the program state shared across an upgrade and the
 /// identity). The digest cache (`enf_inode_cache`) is not pinned: each build
 /// starts its own, and a pinned cache could be written by whoever reaches
 /// the pin (a chosen digest for any file).
-const MAPS: [&str; 6] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, GUARD_MAP];
+const MAPS: [&str; 7] = [SCOPES_MAP, SETS_MAP, ALLOWED_MAP, EVENTS_MAP, STATS_MAP, GUARD_MAP, SCOPE_STATS_MAP];
 /// How long [`Enforcer::poll_events`] sleeps between looks at an empty buffer.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -395,6 +399,8 @@ pub struct Enforcer {
     sets_map: Map,
     allowed_map: Map,
     stats_map: Map,
+    /// `enf_scope_stats`; `None` for an enforcer pinned by a build without it.
+    scope_stats_map: Option<Map>,
     events: RingBuf<MapData>,
     /// The next set id to hand out (set ids are never reused while loaded).
     next_set_id: u32,
@@ -559,6 +565,7 @@ impl Enforcer {
             open(SETS_MAP)?,
             open(ALLOWED_MAP)?,
             open(STATS_MAP)?,
+            dir.join(SCOPE_STATS_MAP).exists().then(|| open(SCOPE_STATS_MAP)).transpose()?,
             open(EVENTS_MAP)?,
         )?;
         enforcer.recount()?;
@@ -579,6 +586,7 @@ impl Enforcer {
         sets_map: Map,
         allowed_map: Map,
         stats_map: Map,
+        scope_stats_map: Option<Map>,
         events: Map,
     ) -> Result<Self, EnforcerError> {
         let events = map_err(EVENTS_MAP, RingBuf::try_from(events))?;
@@ -588,6 +596,7 @@ impl Enforcer {
             sets_map,
             allowed_map,
             stats_map,
+            scope_stats_map,
             events,
             next_set_id: 1,
             set_sizes: Default::default(),

@@ -62,8 +62,9 @@ use crate::abi;
 use crate::Digest;
 
 /// Every layout whose pinned maps this build's programs can share as they are (same types,
-/// key and value layouts and meaning): the legacy one and this build's own.
-pub const READABLE_LAYOUTS: [u32; 2] = [abi::ENF_PIN_LAYOUT_LEGACY, abi::ENF_PIN_LAYOUT];
+/// key and value layouts and meaning): the legacy one, layout 2 (this one without the per-scope
+/// counters, which the replacement creates) and this build's own.
+pub const READABLE_LAYOUTS: [u32; 3] = [abi::ENF_PIN_LAYOUT_LEGACY, abi::ENF_PIN_LAYOUT_2, abi::ENF_PIN_LAYOUT];
 
 /// The pins of layout 1 (the builds before identities), exactly: 23 links and 6 maps. Frozen:
 /// it describes what those builds pinned, whatever this build's programs are.

@@ -150,8 +150,12 @@ fn print_status(found: &NodeStatus) {
     for scope in &status.scopes {
         let name = found.name_of(scope.cgroup_id).unwrap_or("(not in this policy)");
         println!(
-            "  scope {name}: cgroup id {}, mode {}, profile {}, {} digest(s)",
-            scope.cgroup_id, scope.mode, scope.profile, scope.digests
+            "  scope {name}: cgroup id {}, mode {}, profile {}, {} digest(s){}",
+            scope.cgroup_id,
+            scope.mode,
+            scope.profile,
+            scope.digests,
+            super::scope::counters_text(scope.counters.as_ref())
         );
     }
 }

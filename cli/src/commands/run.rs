@@ -279,6 +279,9 @@ fn verify_and_launch(
         id: id.to_string(),
         image: container.config().image.clone(),
         digest: container.config().digest.clone(),
+        name: None,
+        pod: None,
+        init_pid: None,
     };
     let _scope = match args.enforcement.register(named, &bundle_files) {
         Ok(scope) => scope,

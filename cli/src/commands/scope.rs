@@ -150,14 +150,26 @@ fn print_reply(reply: &Reply) {
     }
     for s in &reply.scopes {
         println!(
-            "scope {} ({}): cgroup {} (id {}), mode {}, profile {}, {} digest(s)",
+            "scope {} ({}): cgroup {} (id {}), mode {}, profile {}, {} digest(s){}",
             s.name,
             s.origin,
             s.cgroup.display(),
             s.cgroup_id,
             s.mode,
             s.profile,
-            s.digests
+            s.digests,
+            counters_text(s.counters.as_ref())
         );
+    }
+}
+
+/// A scope's kernel counters for a status line (empty when the kernel keeps none).
+pub fn counters_text(counters: Option<&enforce::kernel::ScopeCounters>) -> String {
+    match counters {
+        Some(c) => format!(
+            "; {} allowed, {} denied, {} audited; {} event(s), {} dropped",
+            c.allowed, c.denied, c.audited, c.events, c.dropped
+        ),
+        None => String::new(),
     }
 }

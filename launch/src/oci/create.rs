@@ -106,7 +106,8 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
         let _ = container.delete(true);
         return Err(OciError::NotRunning(id.to_string()));
     };
-    let attached = match scope::attach(&gated.policy, id, pid, &gated.admitted, &Paths::default()) {
+    let naming = scope::Naming::default();
+    let attached = match scope::attach(&gated.policy, id, pid, &gated.admitted, &naming, &Paths::default()) {
         Ok(attached) => attached,
         Err(e) => {
             let _ = container.delete(true);

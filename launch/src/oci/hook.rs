@@ -15,6 +15,7 @@ use super::scope::{self, Attached, Paths};
 use super::OciError;
 use admission::{Admitted, Policy};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The parts of the OCI state a hook receives on stdin that it uses.
@@ -24,6 +25,10 @@ pub struct HookState {
     #[serde(default)]
     pub pid: Option<i32>,
     pub bundle: PathBuf,
+    /// The config's annotations (runc and crun copy them into the state): the container's
+    /// name where the engine puts one ([`scope::Naming`]).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +43,12 @@ pub enum HookError {
 pub fn create_runtime(state: &HookState) -> Result<(Admitted, Attached), OciError> {
     let gated = gate::check(&state.id, &state.bundle)?;
     let pid = state.pid.ok_or_else(|| HookError::NoPid(state.id.clone()))?;
-    let attached = scope::attach(&gated.policy, &state.id, pid, &gated.admitted, &Paths::default())?;
+    let naming = scope::Naming::from_annotations(|k| state.annotations.get(k).map(String::as_str));
+    // The policy says where the unified hierarchy is (a hybrid node's /sys/fs/cgroup/unified,
+    // where runc places the container too). `imgsign runtime create` keeps the default:
+    // libcontainer does not join the unified hierarchy of a hybrid node.
+    let paths = Paths { cgroup_root: gated.policy.cgroup_root.clone(), ..Paths::default() };
+    let attached = scope::attach(&gated.policy, &state.id, pid, &gated.admitted, &naming, &paths)?;
     Ok((gated.admitted, attached))
 }
 
@@ -54,4 +64,21 @@ pub fn poststop(state: &HookState) -> Result<(), OciError> {
 /// Parses the state a runtime writes to a hook's stdin.
 pub fn parse_state(bytes: &[u8]) -> Result<HookState, HookError> {
     serde_json::from_slice(bytes).map_err(HookError::State)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_carries_the_configs_annotations() {
+        let state = br#"{"ociVersion":"1.0.2","id":"c1","status":"created","pid":42,"bundle":"/b",
+            "annotations":{"io.kubernetes.cri.container-name":"web","io.container.manager":"libpod"}}"#;
+        let state = parse_state(state).unwrap();
+        assert_eq!(state.pid, Some(42));
+        let naming = scope::Naming::from_annotations(|k| state.annotations.get(k).map(String::as_str));
+        assert_eq!(naming.name.as_deref(), Some("web"));
+        let bare = parse_state(br#"{"id":"c1","bundle":"/b"}"#).unwrap();
+        assert!(bare.annotations.is_empty(), "annotations are optional");
+    }
 }

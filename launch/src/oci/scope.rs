@@ -58,9 +58,47 @@ impl Default for Paths {
     }
 }
 
+/// What an engine says of a container besides the runtime's id, from the annotations of its
+/// OCI config (the state a hook reads carries them): the names that make an event readable.
+/// Engines differ: containerd's CRI plugin sets `io.kubernetes.cri.container-name`,
+/// `io.kubernetes.cri.sandbox-name` and `-namespace`; CRI-O sets `io.kubernetes.container.name`,
+/// `io.kubernetes.pod.name` and `io.kubernetes.pod.namespace`; podman 4.3 puts no name there
+/// (its annotations are `io.container.manager=libpod` and `io.podman.annotations.*` flags,
+/// checked with `podman init` on Debian's 4.3.1), so a podman container is named by its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Naming {
+    pub name: Option<String>,
+    /// `namespace/name` of the Kubernetes pod.
+    pub pod: Option<String>,
+}
+
+impl Naming {
+    /// The names in a container's annotations, where an engine put them.
+    pub fn from_annotations<'a>(annotations: impl Fn(&str) -> Option<&'a str>) -> Naming {
+        let first =
+            |keys: &[&str]| keys.iter().find_map(|k| annotations(k)).filter(|v| !v.is_empty()).map(String::from);
+        let name = first(&["io.kubernetes.cri.container-name", "io.kubernetes.container.name"]);
+        let pod_name = first(&["io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"]);
+        let namespace = first(&["io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"]);
+        let pod = match (namespace, pod_name) {
+            (Some(ns), Some(pod)) => Some(format!("{ns}/{pod}")),
+            (None, pod) => pod,
+            (Some(_), None) => None,
+        };
+        Naming { name, pod }
+    }
+}
+
 /// Finds the cgroup of container `id`'s init `pid` and makes it a scope, or applies the
 /// policy's `when_no_enforcer`.
-pub fn attach(policy: &Policy, id: &str, pid: i32, admitted: &Admitted, paths: &Paths) -> Result<Attached, ScopeError> {
+pub fn attach(
+    policy: &Policy,
+    id: &str,
+    pid: i32,
+    admitted: &Admitted,
+    naming: &Naming,
+    paths: &Paths,
+) -> Result<Attached, ScopeError> {
     match enforce::cgroup::fs_magic(&paths.cgroup_root) {
         Ok(enforce::cgroup::CGROUP2_SUPER_MAGIC) => {}
         Ok(_) => {
@@ -79,7 +117,10 @@ pub fn attach(policy: &Policy, id: &str, pid: i32, admitted: &Admitted, paths: &
     let text = std::fs::read_to_string(&file).map_err(|source| ScopeError::Read { path: file.clone(), source })?;
     match unified_cgroup(&text) {
         Some(relative) if relative != "/" => {
-            register(policy, id, &paths.cgroup_root.join(relative.trim_start_matches('/')), admitted)
+            let cgroup = paths.cgroup_root.join(relative.trim_start_matches('/'));
+            // The init runs the runtime's code until it execs the entrypoint: the daemon's check
+            // of what already runs in the cgroup spares it (its exec is the kernel's to judge).
+            register_named(policy, id, &cgroup, admitted, naming, u32::try_from(pid).ok())
         }
         _ => without_enforcer(policy, format!("{} names no cgroup of the container's own", file.display())),
     }
@@ -92,6 +133,18 @@ pub fn unified_cgroup(proc_cgroup: &str) -> Option<&str> {
 
 /// Registers `cgroup` as scope `id` holding `admitted`'s bundles, over the policy's socket.
 pub fn register(policy: &Policy, id: &str, cgroup: &Path, admitted: &Admitted) -> Result<Attached, ScopeError> {
+    register_named(policy, id, cgroup, admitted, &Naming::default(), None)
+}
+
+/// [`register`], naming the container and the runtime's init in the cgroup (`init_pid`).
+pub fn register_named(
+    policy: &Policy,
+    id: &str,
+    cgroup: &Path,
+    admitted: &Admitted,
+    naming: &Naming,
+    init_pid: Option<u32>,
+) -> Result<Attached, ScopeError> {
     let request = Request::Add(AddScope {
         name: id.to_string(),
         cgroup: cgroup.to_path_buf(),
@@ -106,6 +159,9 @@ pub fn register(policy: &Policy, id: &str, cgroup: &Path, admitted: &Admitted) -
             id: id.to_string(),
             image: admitted.name.clone(),
             digest: admitted.digest.clone(),
+            name: naming.name.clone(),
+            pod: naming.pod.clone(),
+            init_pid,
         }),
         bundles: admitted.bundles.clone(),
         image: None,
@@ -143,6 +199,38 @@ fn without_enforcer(policy: &Policy, reason: String) -> Result<Attached, ScopeEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_are_named_from_what_each_engine_annotates() {
+        let names = |pairs: &[(&str, &str)]| {
+            let map: std::collections::BTreeMap<String, String> =
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Naming::from_annotations(|k| map.get(k).map(String::as_str))
+        };
+        // containerd's CRI plugin.
+        let cri = names(&[
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.container-name", "web"),
+            ("io.kubernetes.cri.sandbox-name", "web-7d9f"),
+            ("io.kubernetes.cri.sandbox-namespace", "shop"),
+        ]);
+        assert_eq!(cri, Naming { name: Some("web".into()), pod: Some("shop/web-7d9f".into()) });
+        // CRI-O.
+        let crio = names(&[
+            ("io.kubernetes.container.name", "db"),
+            ("io.kubernetes.pod.name", "db-0"),
+            ("io.kubernetes.pod.namespace", "data"),
+        ]);
+        assert_eq!(crio, Naming { name: Some("db".into()), pod: Some("data/db-0".into()) });
+        // podman 4.3.1's annotations, as `podman init` wrote them: no name to take.
+        let podman = names(&[
+            ("io.container.manager", "libpod"),
+            ("io.kubernetes.cri-o.Created", "2026-12-01T12:47:20.519016944Z"),
+            ("io.kubernetes.cri-o.TTY", "false"),
+            ("io.podman.annotations.autoremove", "FALSE"),
+        ]);
+        assert_eq!(podman, Naming::default());
+    }
 
     #[test]
     fn the_runtime_policy_defaults_to_the_daemons_socket() {
@@ -245,7 +333,7 @@ mod tests {
     fn a_cgroup_root_that_is_not_cgroup2_is_no_enforcer_with_that_reason() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths { cgroup_root: dir.path().to_path_buf(), proc: PathBuf::from("/proc") };
-        let err = attach(&policy(dir.path(), "refuse"), "c1", 1, &admitted(), &paths).unwrap_err();
+        let err = attach(&policy(dir.path(), "refuse"), "c1", 1, &admitted(), &Naming::default(), &paths).unwrap_err();
         assert!(
             matches!(&err, ScopeError::NoEnforcer { reason } if reason.contains("not the unified cgroup v2")),
             "{err}"

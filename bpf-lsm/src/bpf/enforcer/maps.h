@@ -57,6 +57,18 @@ struct {
 	__type(value, struct enf_identity);
 } enf_identity SEC(".maps");
 
+/* Per-scope counters and event numbers (events.h). An LRU hash: entries
+ * are made by the programs on a scope's first decision and never deleted,
+ * so the least recently used (scopes long gone; cgroup ids are not reused)
+ * make room. Preallocated: an entry evicted while a program holds it can be
+ * reused for another scope at once, which can misplace one count, no more. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* the scope's cgroup id */
+	__type(value, struct enf_scope_stats);
+} enf_scope_stats SEC(".maps");
+
 /* The check word of an enf_allowed element for `key`: user space writes it
  * into every value (src/enforcer/privs.rs spells the same formula). */
 static __always_inline __u32 privs_check_word(const struct enf_digest_key *key)
