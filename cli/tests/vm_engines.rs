@@ -46,7 +46,9 @@ struct Setup {
 fn setup(name: &str) -> Setup {
     // The tree first: it is what every engine here runs in.
     let _ = Debian::enter();
-    let node = Node::start(Path::new(WORK), name, "");
+    // No periodic recheck: a scope must go because the engine removed it, not because the
+    // daemon's recheck collected it after the cgroup went.
+    let node = Node::start(Path::new(WORK), name, "recheck_seconds = 3600\n");
     let image = signed_image();
     let policy = runtime_policy(&node, &image, &node.work);
     let payload = node.work.join("payload");
