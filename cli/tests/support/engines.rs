@@ -222,10 +222,7 @@ impl Drop for Containerd {
 
 /// Denied events of container `id` for `path`.
 pub fn denials(node: &Node, id: &str, path: &str) -> usize {
-    node.events()
-        .iter()
-        .filter(|e| e["verdict"] == "denied" && e["container"]["id"] == id && e["path"] == path)
-        .count()
+    node.events().iter().filter(|e| e["verdict"] == "denied" && e["container"]["id"] == id && e["path"] == path).count()
 }
 
 /// Waits until the daemon has reported more than `before` denials of `path` in container `id`.
