@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(clang-19 libbpf-dev bpftool qemu-system-x86 busybox-static cpio binutils xz-utils e2fsprogs)
+packages=(clang-19 libbpf-dev bpftool qemu-system-x86 busybox-static cpio binutils xz-utils e2fsprogs mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod hostile_registry;
 pub mod node;
 pub mod registry;

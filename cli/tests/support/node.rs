@@ -72,6 +72,11 @@ impl Node {
         r.stdout
     }
 
+    /// The daemon's process id.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("the daemon runs until the node is dropped").id()
+    }
+
     /// Event records of scope `id` with `verdict`.
     pub fn verdicts(&self, id: &str, verdict: &str) -> Vec<serde_json::Value> {
         self.events().into_iter().filter(|e| e["scope"] == id && e["verdict"] == verdict).collect()

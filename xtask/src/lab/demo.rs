@@ -50,6 +50,7 @@ pub fn run(kernel: DemoKernel, timeout: u64) -> Result<bool> {
         timeout: Duration::from_secs(timeout),
         console_log: work.join(format!("console-demo-{}.log", spec.label)),
         verbose: false,
+        rootfs: None,
     };
     let built = Instant::now();
     let outcome = vm::run(&boot)?;

@@ -6,7 +6,7 @@
 //! builds the test binaries and lists their `vm_*` tests, [`initramfs`] packs
 //! busybox, the binaries, their libraries, the kernel's modules and an
 //! `/init` script, [`vm`] boots and reads the console, [`report`] prints the
-//! outcome. Anything short of every planned test passing and the final
+//! outcome; [`rootfs`] builds and caches the Debian tree the container-engine tests need. Anything short of every planned test passing and the final
 //! `LAB-RESULT PASS` marker fails the command. [`selftest`] checks that.
 //! [`demo`] runs the README's kernel-enforcement demo (the release `imgsign`
 //! and a shell script) in the same way.
@@ -15,6 +15,7 @@ mod demo;
 mod initramfs;
 mod kernels;
 mod report;
+mod rootfs;
 mod selftest;
 mod testbins;
 mod vm;
@@ -161,6 +162,7 @@ fn run(args: &RunArgs) -> Result<bool> {
     let prepared = Instant::now();
 
     let (suites, programs) = testbins::build(&workspace_root(), args.filter.as_deref())?;
+    let rootfs = if rootfs::needed(&suites) { Some(rootfs::ensure(&cache)?) } else { None };
     let plan = initramfs::Plan {
         suites,
         inject_failure: args.inject_failure,
@@ -179,6 +181,7 @@ fn run(args: &RunArgs) -> Result<bool> {
             timeout: Duration::from_secs(args.timeout),
             console_log: work.join(format!("console-{}.log", kernel.spec.label)),
             verbose: args.verbose,
+            rootfs: rootfs.clone(),
         });
     }
     let built = Instant::now();

@@ -142,11 +142,13 @@ fn list(executable: &Path) -> Result<Vec<String>> {
 }
 
 /// Whether the lab runs test `name`: benchmarks (`_bench_` in the name) only
-/// when a filter names them, everything else when it matches the filter.
+/// when a filter names them (says `bench` and matches), everything else when
+/// it matches the filter.
 fn selected(name: &str, filter: Option<&str>) -> bool {
+    let bench = name.contains("_bench_");
     match filter {
-        Some(f) => name.contains(f),
-        None => !name.contains("_bench_"),
+        Some(f) => name.contains(f) && (!bench || f.contains("bench")),
+        None => !bench,
     }
 }
 
@@ -160,6 +162,10 @@ mod selection_tests {
         assert!(!selected("vm_enforcer_bench_exec_latency", None));
         assert!(selected("vm_enforcer_bench_exec_latency", Some("bench")));
         assert!(!selected("vm_enforcer_seal_x", Some("bench")));
+        // A filter that matches a suite's tests and its benchmark runs only the tests.
+        assert!(selected("vm_engines_podman_x", Some("vm_engines")));
+        assert!(!selected("vm_engines_bench_loop", Some("vm_engines")));
+        assert!(selected("vm_engines_bench_loop", Some("vm_engines_bench")));
     }
 
     #[test]

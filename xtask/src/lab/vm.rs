@@ -9,7 +9,8 @@
 //! which `/init` mounts on `/tmp`: the tests' files then live on a disk
 //! filesystem, as a node's images do, not on tmpfs (whose pages can change
 //! without a writer, so the enforcer does not cache digests there).
-//! `IMGSIGN_LAB_DATA_DISK` adds a read-only second disk (see [`data_disk`]).
+//! `IMGSIGN_LAB_DATA_DISK` adds a read-only second disk (see [`data_disk`]), and the engine
+//! tests get the Debian tree as the last disk (see [`rootfs_disk`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct Boot {
     pub timeout: Duration,
     pub console_log: PathBuf,
     pub verbose: bool,
+    /// The Debian tree's disk image ([`super::rootfs`]), when a planned test needs it.
+    pub rootfs: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +126,25 @@ fn data_disk() -> Result<Vec<String>> {
     Ok(vec!["-drive".into(), format!("file={},if=virtio,format=raw,readonly=on", path.display())])
 }
 
+/// The Debian tree as the last virtio disk, in snapshot mode: the VM may write to it, the
+/// writes go to a temporary overlay of this boot, and the cached image stays as it was (the
+/// concurrent boots share it). The tests find it by its label, whatever its device name.
+fn rootfs_disk(boot: &Boot) -> Vec<String> {
+    match &boot.rootfs {
+        Some(path) => vec!["-drive".into(), format!("file={},if=virtio,format=raw,snapshot=on", path.display())],
+        None => Vec::new(),
+    }
+}
+
+/// Guest memory: container engines in the Debian tree need more than the tests alone.
+fn memory(boot: &Boot) -> &'static str {
+    if boot.rootfs.is_some() {
+        "2G"
+    } else {
+        "1G"
+    }
+}
+
 /// Boots `boot.kernel` and collects the outcome; `Err` only when QEMU cannot run.
 pub fn run(boot: &Boot) -> Result<Outcome> {
     let label = boot.kernel.spec.label;
@@ -133,7 +155,7 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
     let disk = scratch_disk(boot)?;
     let started = Instant::now();
     let mut child = Command::new(&qemu)
-        .args(["-accel", &accel, "-cpu", cpu, "-smp", "1", "-m", "1G"])
+        .args(["-accel", &accel, "-cpu", cpu, "-smp", "1", "-m", memory(boot)])
         // Extra QEMU arguments, split on whitespace: e.g. `-icount
         // shift=0,sleep=off` makes guest time count instructions, so timings
         // taken in the guest (benchmarks) do not depend on the host's load.
@@ -147,6 +169,7 @@ pub fn run(boot: &Boot) -> Result<Outcome> {
         .arg("-drive")
         .arg(format!("file={},if=virtio,format=raw,cache=unsafe", disk.display()))
         .args(data_disk()?)
+        .args(rootfs_disk(boot))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

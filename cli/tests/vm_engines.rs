@@ -1,0 +1,345 @@
+//! Container engines in the kernel lab, with `imgsign enforce` running: podman 4.3 with stock
+//! runc and with crun (each through `imgsign hook` in a `hooks.d`), podman with `imgsign
+//! runtime` as its runtime, and containerd 1.6's `ctr run` with `imgsign runtime` as its runc
+//! binary, all inside the lab's Debian 12 tree (`support::debian`) on Debian's 6.1 and 6.12
+//! kernels. For each: a signed image's container gets its scope before its first exec (a first
+//! exec of a binary the image does not list is denied, with an event naming the container), its
+//! entrypoint runs, a binary written into its upper layer and executed is denied, a listed
+//! binary copied elsewhere runs, exec of a listed binary works and of an unlisted one is denied,
+//! stopping it removes its scope, and a restart gets the scope again.
+//!
+//! `vm_engines_bench_podman_loop` is a benchmark, run only when asked for (`cargo xtask lab
+//! --kernel 6.12 --filter vm_engines_bench`): a loop of `podman run --rm` under enforcement.
+//!
+//! Run by `cargo xtask lab` (which attaches the Debian tree to this suite); ignored on the host,
+//! whose kernel refuses BPF-LSM programs.
+
+// The benchmark prints its figures (BENCH lines); the lab shows them.
+#![allow(clippy::print_stdout)]
+
+#[path = "support/engines.rs"]
+mod engines;
+mod support;
+
+use engines::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::debian::Debian;
+use support::node::Node;
+use support::Run;
+
+const WORK: &str = "/tmp/vm-engines";
+
+/// Written into the running container (its upper layer): a listed binary copied elsewhere runs;
+/// the same binary with a byte appended does not.
+const COPY_AND_PATCH: &str = "mkdir -p /tmp/l /tmp/u \
+     && /bin/busybox cp /bin/busybox /tmp/l/busybox && /tmp/l/busybox echo COPY-RAN; \
+     /bin/busybox cp /bin/busybox /tmp/u/busybox && echo >> /tmp/u/busybox && /tmp/u/busybox echo UPPER-RAN; \
+     echo rc=$?";
+const UPPER: &str = "/tmp/u/busybox";
+/// Where the unsigned binary of the first-exec check is mounted (over the image's `/tmp`).
+const MOUNTED: &str = "/tmp/busybox";
+
+/// The node (daemon), the signed image, the runtime policy, and a directory with an unsigned
+/// busybox to mount into containers.
+struct Setup {
+    node: Node,
+    image: Image,
+    policy: PathBuf,
+    payload: PathBuf,
+}
+
+fn setup(name: &str) -> Setup {
+    // The tree first: it is what every engine here runs in.
+    let _ = Debian::enter();
+    // No periodic recheck: a scope must go because the engine removed it, not because the
+    // daemon's recheck collected it after the cgroup went.
+    let node = Node::start(Path::new(WORK), name, "recheck_seconds = 3600\n");
+    let image = signed_image();
+    let policy = runtime_policy(&node, &image, &node.work);
+    let payload = node.work.join("payload");
+    unsigned_busybox(&payload);
+    Setup { node, image, policy, payload }
+}
+
+#[track_caller]
+fn assert_denied_run(r: &Run, mark: &str) {
+    assert_ne!(r.code, Some(0), "{}", r.all());
+    assert!(!r.stdout.contains(mark), "the unsigned binary ran: {}", r.all());
+}
+
+/// Everything the issue asks of one podman configuration (`label` tells the runs apart).
+fn podman_scenario(s: &Setup, podman: &Podman, label: &str) {
+    let node = &s.node;
+    let image = podman.pull(&s.image.reference);
+    let file = node.work.join(format!("{label}-first.cid"));
+    let mount = format!("{}:/tmp", s.payload.display());
+
+    // The container's first exec is of a binary the image does not list: denied, so the scope
+    // was there before it.
+    let r = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cidfile",
+        file.to_str().unwrap(),
+        "-v",
+        &mount,
+        "--entrypoint",
+        MOUNTED,
+        &image,
+        "echo",
+        "PAYLOAD-RAN",
+    ]);
+    assert_denied_run(&r, "PAYLOAD-RAN");
+    let id = fs::read_to_string(&file).unwrap().trim().to_string();
+    wait_denial(node, &id, MOUNTED, 0);
+    wait_scope(node, &id, false);
+
+    // A running container (the image's entrypoint, then sleep): its upper layer, exec, stop,
+    // restart; the entrypoint's output at each start is in its log.
+    let name = format!("engines-{label}");
+    let r = podman.run(&["run", "-d", "--network", "none", "--name", &name, &image, "/bin/busybox", "sleep", "600"]);
+    r.code(0);
+    let id = r.stdout.trim().to_string();
+    wait_scope(node, &id, true);
+    let r = podman.run(&["exec", &name, "/bin/sh", "-c", COPY_AND_PATCH]);
+    assert!(r.stdout.contains("COPY-RAN"), "a listed binary copied elsewhere did not run: {}", r.all());
+    assert!(!r.stdout.contains("UPPER-RAN") && r.stdout.contains("rc=126"), "{}", r.all());
+    wait_denial(node, &id, UPPER, 0);
+    let r = podman.run(&["exec", &name, "/bin/busybox", "echo", "LISTED-RAN"]);
+    r.code(0).says("LISTED-RAN");
+    let r = podman.run(&["exec", &name, UPPER, "echo", "UNLISTED-RAN"]);
+    assert_denied_run(&r, "UNLISTED-RAN");
+    wait_denial(node, &id, UPPER, 1);
+
+    podman.run(&["stop", "-t", "0", &name]).code(0);
+    wait_scope(node, &id, false);
+    podman.run(&["start", &name]).code(0);
+    wait_scope(node, &id, true);
+    let r = podman.run(&["exec", &name, UPPER, "echo", "UNLISTED-RAN"]);
+    assert_denied_run(&r, "UNLISTED-RAN");
+    wait_denial(node, &id, UPPER, 2);
+    let logs = podman.run(&["logs", &name]);
+    assert_eq!(logs.stdout.matches(ENTRYPOINT_MARK).count(), 2, "the entrypoint ran at each start: {}", logs.all());
+
+    podman.run(&["rm", "-f", "-t", "0", &name]).code(0);
+    wait_scope(node, &id, false);
+}
+
+/// podman with a stock runtime and `imgsign hook` (`--hooks-dir`: crun sees hooks only then).
+fn hooked(s: &Setup, runtime: &str) -> Podman {
+    let hooks = hooks_dir(&s.policy, &s.node.work);
+    Podman {
+        debian: Debian::enter(),
+        global: vec!["--runtime".into(), runtime.into(), "--hooks-dir".into(), hooks.display().to_string()],
+    }
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel and the lab's Debian tree: run by `cargo xtask lab`"]
+fn vm_engines_podman_runc_with_the_hook() {
+    let s = setup("podman-runc");
+    podman_scenario(&s, &hooked(&s, "runc"), "runc");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel and the lab's Debian tree: run by `cargo xtask lab`"]
+fn vm_engines_podman_crun_with_the_hook() {
+    let s = setup("podman-crun");
+    podman_scenario(&s, &hooked(&s, "crun"), "crun");
+}
+
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel and the lab's Debian tree: run by `cargo xtask lab`"]
+fn vm_engines_podman_imgsign_runtime() {
+    let s = setup("podman-imgsign");
+    let wrapper = runtime_wrapper(&s.policy, &s.node.work);
+    let podman = Podman { debian: Debian::enter(), global: vec!["--runtime".into(), wrapper.display().to_string()] };
+    podman_scenario(&s, &podman, "imgsign");
+}
+
+/// `ctr run` with `imgsign runtime` as the runc binary: ctr has no hooks directory, and a
+/// shim's runtime is exactly what `--runc-binary` (a runtime's `BinaryName`) names.
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel and the lab's Debian tree: run by `cargo xtask lab`"]
+fn vm_engines_containerd_ctr_imgsign_runtime() {
+    let s = setup("containerd");
+    let node = &s.node;
+    let wrapper = runtime_wrapper(&s.policy, &node.work);
+    let ctd = Containerd::start(&node.work);
+    ctd.import(&s.image.reference, CTR_IMAGE);
+    let runtime = ["--runc-binary", wrapper.to_str().unwrap()];
+    let mount = format!("type=bind,src={},dst=/tmp,options=rbind:ro", s.payload.display());
+
+    // First exec unsigned: denied. Then the image's own entrypoint runs.
+    let mut args = vec!["run", "--rm"];
+    args.extend(runtime);
+    args.extend(["--mount", &mount, CTR_IMAGE, "ctr-first", MOUNTED, "echo", "PAYLOAD-RAN"]);
+    let r = ctd.run(&args);
+    assert_denied_run(&r, "PAYLOAD-RAN");
+    wait_denial(node, "ctr-first", MOUNTED, 0);
+    let mut args = vec!["run", "--rm"];
+    args.extend(runtime);
+    args.extend([CTR_IMAGE, "ctr-entry"]);
+    ctd.run(&args).code(0).says(ENTRYPOINT_MARK);
+    wait_scope(node, "ctr-entry", false);
+
+    // A running container: upper layer, exec, stop (kill and delete), restart.
+    let id = "ctr-long";
+    let mut args = vec!["run", "-d"];
+    args.extend(runtime);
+    args.extend([CTR_IMAGE, id, "/usr/bin/entry", "/bin/busybox", "sleep", "600"]);
+    ctd.run(&args).code(0);
+    wait_scope(node, id, true);
+    let r = ctd.run(&["task", "exec", "--exec-id", "e1", id, "/bin/sh", "-c", COPY_AND_PATCH]);
+    assert!(r.stdout.contains("COPY-RAN"), "a listed binary copied elsewhere did not run: {}", r.all());
+    assert!(!r.stdout.contains("UPPER-RAN") && r.stdout.contains("rc=126"), "{}", r.all());
+    wait_denial(node, id, UPPER, 0);
+    ctd.run(&["task", "exec", "--exec-id", "e2", id, "/bin/busybox", "echo", "LISTED-RAN"]).code(0).says("LISTED-RAN");
+    let r = ctd.run(&["task", "exec", "--exec-id", "e3", id, UPPER, "echo", "UNLISTED-RAN"]);
+    assert_denied_run(&r, "UNLISTED-RAN");
+    wait_denial(node, id, UPPER, 1);
+
+    stop_task(&ctd, id);
+    wait_scope(node, id, false);
+    ctd.run(&["task", "start", "-d", id]).code(0);
+    wait_scope(node, id, true);
+    let r = ctd.run(&["task", "exec", "--exec-id", "e4", id, UPPER, "echo", "UNLISTED-RAN"]);
+    assert_denied_run(&r, "UNLISTED-RAN");
+    wait_denial(node, id, UPPER, 2);
+    stop_task(&ctd, id);
+    wait_scope(node, id, false);
+    ctd.run(&["containers", "rm", id]).code(0);
+}
+
+/// `ctr task kill -s SIGKILL`, then `ctr task rm` once the task has stopped.
+fn stop_task(ctd: &Containerd, id: &str) {
+    ctd.run(&["task", "kill", "-s", "SIGKILL", id]).code(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = ctd.run(&["task", "rm", id]);
+        if r.code == Some(0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "ctr task rm {id}: {}", r.all());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The engine benchmark's loop size: `IMGSIGN_ENGINES_BENCH_N`, 200 by default.
+fn bench_runs() -> usize {
+    std::env::var("IMGSIGN_ENGINES_BENCH_N").ok().and_then(|n| n.parse().ok()).unwrap_or(200)
+}
+
+/// `podman run --rm` of `image` with `--entrypoint` the unlisted binary mounted over `/tmp`:
+/// the time from the spawn to the entrypoint's first line of output, and the container's id.
+fn timed_run(podman: &Podman, image: &str, mount: &str, cidfile: &Path) -> (Duration, String) {
+    use std::io::BufRead as _;
+    let started = Instant::now();
+    let mut child = podman
+        .cmd()
+        .args(["run", "--rm", "--network", "none", "--cidfile", cidfile.to_str().unwrap(), "-v", mount])
+        .args(["--entrypoint", MOUNTED, image, "echo", "PAYLOAD-RAN"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let to_entrypoint = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && line.trim() == "PAYLOAD-RAN",
+        "run failed ({}): {line}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (to_entrypoint, fs::read_to_string(cidfile).unwrap().trim().to_string())
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// N `podman run --rm` (stock runc, `imgsign hook`) under `imgsign enforce`, the scopes in audit
+/// mode and each container's first exec a binary the image does not list (mounted over `/tmp`,
+/// as its entrypoint): every container must have an `audited` event of that exec naming it (the
+/// scope was there before its first exec), and no scope may be left. Prints the daemon's RSS
+/// before and after, and the time from `podman run` to the entrypoint's output with the hook and
+/// without (stock runc, no hook: the container unscoped; one such run every fifth, interleaved).
+#[test]
+#[ignore = "benchmark: needs root in a BPF-LSM kernel and the lab's Debian tree: `cargo xtask lab --filter vm_engines_bench`"]
+fn vm_engines_bench_podman_loop() {
+    let n = bench_runs();
+    let s = setup("bench");
+    let node = &s.node;
+    // Audit: the unlisted first exec runs, and is reported in the container's scope.
+    fs::write(&s.policy, fs::read_to_string(&s.policy).unwrap() + "enforce_mode = \"audit\"\n").unwrap();
+    let hooked = hooked(&s, "runc");
+    let plain = Podman { debian: Debian::enter(), global: vec!["--runtime".into(), "runc".into()] };
+    let image = hooked.pull(&s.image.reference);
+    let mount = format!("{}:/tmp", s.payload.display());
+    let cids = node.work.join("cids");
+    fs::create_dir_all(&cids).unwrap();
+
+    // One run of each first, so the loop starts warm (image layers, hash cache).
+    timed_run(&hooked, &image, &mount, &cids.join("warm-hooked"));
+    timed_run(&plain, &image, &mount, &cids.join("warm-plain"));
+    let pid = node.daemon_pid();
+    let rss_start = rss_kib(pid);
+    let started = Instant::now();
+    let (mut enforced, mut unenforced, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let (t, id) = timed_run(&hooked, &image, &mount, &cids.join(format!("h{i}")));
+        enforced.push(t);
+        ids.push(id);
+        if i % 5 == 0 {
+            unenforced.push(timed_run(&plain, &image, &mount, &cids.join(format!("p{i}"))).0);
+        }
+    }
+    let wall = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let audited = loop {
+        let events = node.events();
+        let audited: std::collections::HashSet<String> = events
+            .iter()
+            .filter(|e| e["verdict"] == "audited" && e["path"] == MOUNTED)
+            .filter_map(|e| e["container"]["id"].as_str().map(str::to_string))
+            .collect();
+        if ids.iter().all(|id| audited.contains(id)) || Instant::now() > deadline {
+            break audited;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let missing: Vec<&String> = ids.iter().filter(|id| !audited.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {n} containers have no event of their first exec in their scope: {missing:?}",
+        missing.len()
+    );
+    let scopes = node.scopes();
+    let left: Vec<&String> = ids.iter().filter(|id| scopes.contains(id.as_str())).collect();
+    assert!(left.is_empty(), "scopes left behind: {left:?}");
+    let rss_end = rss_kib(pid);
+    let (e, u) = (median(enforced), median(unenforced.clone()));
+    println!(
+        "BENCH-ENGINES {n} podman run --rm (runc + imgsign hook, audit scope) in {:.1} s: every one's first exec \
+         reported in its own scope, no scope left; daemon RSS {rss_start} KiB -> {rss_end} KiB; podman run to \
+         entrypoint median {:.0} ms with the hook, {:.0} ms without ({} interleaved runs): {:.2}x",
+        wall.as_secs_f64(),
+        e.as_secs_f64() * 1e3,
+        u.as_secs_f64() * 1e3,
+        unenforced.len(),
+        e.as_secs_f64() / u.as_secs_f64()
+    );
+}
