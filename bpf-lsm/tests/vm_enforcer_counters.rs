@@ -25,7 +25,8 @@ fn vm_enforcer_counters_count_drops_per_scope_and_number_events() {
     let flooded = Cgroup::new("counters-flooded");
     let quiet = Cgroup::new("counters-quiet");
 
-    let mut enf = attach();
+    // Its own enforcer: the flood must not fill the shared one's ring buffer for later tests.
+    let mut enf = attach_private();
     enf.replace_digests(31, &[listed_digest]).expect("allow");
     let mut reporting = scope(31, Mode::Enforce);
     reporting.report_allowed = true;

@@ -13,7 +13,7 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use support::lab_cgroup::Cgroup;
 use support::node::Node;
 use support::*;
 
@@ -23,34 +23,9 @@ const WORK: &str = "/root/vm-codeonly";
 const DATA: &[u8] = b"echo DATA-RAN\n";
 const PLAIN: &[u8] = b"echo PLAIN-RAN\n";
 
-/// A cgroup v2 directory, removed on drop.
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn new(name: &str) -> Cgroup {
-        let path = Path::new("/sys/fs/cgroup").join(format!("vm-codeonly-{name}"));
-        let _ = fs::create_dir(&path);
-        Cgroup(path)
-    }
-
-    /// Runs `program args` inside the cgroup (a shell moves itself there, then execs): exit code
-    /// and output.
-    fn run(&self, program: &Path, args: &[&str]) -> (Option<i32>, String) {
-        let out = Command::new("/bin/busybox")
-            .args(["sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
-            .arg(&self.0)
-            .arg(program)
-            .args(args)
-            .output()
-            .unwrap();
-        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.0);
-    }
+/// A cgroup of this file's tests (`/sys/fs/cgroup/vm-codeonly-NAME`).
+fn cgroup(name: &str) -> Cgroup {
+    Cgroup::new("vm-codeonly", name)
 }
 
 /// The imgsign the lab copied into the VM (dynamically linked; its libraries and loader are in
@@ -136,8 +111,8 @@ fn vm_codeonly_a_v2_scope_runs_code_and_refuses_signed_data() {
     assert!(entry(&signed, "/bin/plain").get("code").is_none());
     let nomarks = without_marks(&bundle, &Path::new(WORK).join("nomarks.json"));
 
-    let code = Cgroup::new("code");
-    let bare = Cgroup::new("nomarks");
+    let code = cgroup("code");
+    let bare = cgroup("nomarks");
     let scopes = format!(
         "\n[[scope]]\nname = \"code\"\ncgroup = {:?}\nmode = \"enforce\"\nbundles = [{:?}]\n\
          \n[[scope]]\nname = \"nomarks\"\ncgroup = {:?}\nmode = \"enforce\"\nbundles = [{:?}]\n",

@@ -10,40 +10,16 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use support::lab_cgroup::Cgroup;
 use support::*;
 
 const WORK: &str = "/tmp/vm-recheck";
 
-/// A cgroup v2 directory, removed on drop.
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn new(name: &str) -> Cgroup {
-        let path = Path::new("/sys/fs/cgroup").join(format!("vm-recheck-{name}"));
-        let _ = fs::create_dir(&path);
-        Cgroup(path)
-    }
-
-    /// Runs `program args` inside the cgroup (a shell moves itself there, then execs): exit code
-    /// and output.
-    fn run(&self, program: &Path, args: &[&str]) -> (Option<i32>, String) {
-        let out = Command::new("/bin/busybox")
-            .args(["sh", "-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\""])
-            .arg(&self.0)
-            .arg(program)
-            .args(args)
-            .output()
-            .unwrap();
-        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.0);
-    }
+/// A cgroup of this file's tests (`/sys/fs/cgroup/vm-recheck-NAME`).
+fn cgroup(name: &str) -> Cgroup {
+    Cgroup::new("vm-recheck", name)
 }
 
 /// A `dir:` tree holding a copy of busybox, signed by `key` as `name`: (tree, bundle).
@@ -77,7 +53,7 @@ fn vm_a_revoked_key_loses_its_scope_within_seconds_without_a_reload() {
     let (web, web_bundle) = signed_tree("web", a);
     let (rev, rev_bundle) = signed_tree("rev", b);
     let (_, broken_bundle) = signed_tree("broken", a);
-    let cgroups = [Cgroup::new("web"), Cgroup::new("rev"), Cgroup::new("broken")];
+    let cgroups = [cgroup("web"), cgroup("rev"), cgroup("broken")];
     let events = Path::new(WORK).join("events.jsonl");
     let mut policy = format!(
         "trust = {:?}\nevents = {:?}\npin_dir = \"/sys/fs/bpf/imgsign-vm-recheck\"\ncontrol = \"{WORK}/enforce.sock\"\nrecheck_seconds = 1\n",

@@ -11,7 +11,6 @@ use enforce::kernel::{Event, Hook, Kernel, KernelError, Reason, ScopeCounters, V
 use enforce::source::{PolicySource, ScopeSource, ScopeSpec, SourceError};
 use enforce::{DesiredScope, DesiredState, Mode, Profile, Violation};
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -39,31 +38,6 @@ impl Kernel for Recording {
 
     fn events(&mut self, _timeout: Duration) -> Result<Vec<Event>, KernelError> {
         Ok(self.events.drain(..).collect())
-    }
-}
-
-/// A writer the test can read back.
-#[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Output {
-    fn records(&self) -> Vec<serde_json::Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-            .collect()
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod debian;
 pub mod hostile_registry;
+pub mod lab_cgroup;
 pub mod node;
 pub mod registry;
 

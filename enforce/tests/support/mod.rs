@@ -148,3 +148,29 @@ pub fn one_scope(trust: &Path, cgroup: &Path, mode: &str, bundles: &[&Path], ima
     }
     text
 }
+
+/// A writer the test can read back: the daemon's JSON-lines records.
+#[derive(Clone, Default)]
+pub struct Output(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Output {
+    /// Every line written so far, parsed.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect()
+    }
+}
