@@ -68,9 +68,8 @@ pub fn pids(dir: &Path) -> Result<Vec<u32>, ScanError> {
 pub struct Hashes(HashMap<(u64, u64), Sha256Digest>);
 
 impl Hashes {
-    fn of(&mut self, file: File) -> io::Result<Sha256Digest> {
-        let meta = file.metadata()?;
-        let key = (meta.dev(), meta.ino());
+    /// The digest of `file`, whose (device, inode) is `key`.
+    fn of(&mut self, file: File, key: (u64, u64)) -> io::Result<Sha256Digest> {
         if let Some(digest) = self.0.get(&key) {
             return Ok(*digest);
         }
@@ -110,7 +109,7 @@ pub fn task(pid: u32, hashes: &mut Hashes) -> Option<Task> {
         mappings.push(Code { path: mapping.path, range: Some(mapping.range), content });
     }
     // Gone while being read: nothing left to judge (and its pid is not ours to kill).
-    if start_time_now(pid) != Some(start_time) {
+    if self::start_time(pid).ok() != Some(start_time) {
         return None;
     }
     Some(Task { pid, start_time, comm, exe: Some(exe), mappings })
@@ -137,7 +136,7 @@ fn read_code(link: &Path, shown: &str, exe: bool, hashes: &mut Hashes, seen: &mu
         return Some(Content::Memory);
     }
     let privs = if exe { file_privs(&file, meta.mode()) } else { Privs::NONE };
-    Some(match hashes.of(file) {
+    Some(match hashes.of(file, key) {
         Ok(sha256) => Content::File { sha256, privs },
         Err(e) => Content::Unreadable(format!("cannot read {}: {e}", link.display())),
     })
@@ -187,10 +186,6 @@ pub fn executable_file_mappings(maps: &str) -> Vec<Mapping> {
 pub fn start_time(pid: u32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_start_time(&stat).ok_or_else(|| io::Error::new(ErrorKind::InvalidData, "malformed /proc/PID/stat"))
-}
-
-fn start_time_now(pid: u32) -> Option<u64> {
-    start_time(pid).ok()
 }
 
 /// Field 22 of a `/proc/PID/stat` line; the command (field 2) may hold spaces and parentheses,
