@@ -31,10 +31,9 @@ pub use policy::{EnforceMode, Policy, PolicyError, WhenNoEnforcer};
 
 use candidates::{Candidate, CandidateError};
 use matcher::{IdMaps, Mounts};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use verifier_core::manifest::{Difference, FileEntry};
+use verifier_core::manifest::Difference;
 
 /// Why a container was refused.
 #[derive(Debug, thiserror::Error)]
@@ -75,8 +74,13 @@ pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> 
     // The walk (mostly the kernel's time, per path) runs while the bundles are verified or
     // their verdict read from the cache; it reads nothing but metadata, so starting it before
     // the policy is known to trust anything costs nothing but the time.
+    // The hash cache is read first, by the walk, which takes the xattrs of files it knows
+    // from it.
     std::thread::scope(|scope| {
-        let walking = scope.spawn(|| walk::walk(rootfs));
+        let walking = scope.spawn(|| {
+            let cache = hashes::HashCache::open(&policy.cache);
+            walk::walk_known(rootfs, Some(&cache)).map(|observed| (observed, cache))
+        });
         admit_walked(policy, spec, rootfs, || {
             walking.join().unwrap_or_else(|_| Err(walk::WalkError::Worker { path: rootfs.to_path_buf() }))
         })
@@ -88,7 +92,7 @@ fn admit_walked(
     policy: &Policy,
     spec: &oci_spec::runtime::Spec,
     rootfs: &Path,
-    walked: impl FnOnce() -> Result<Vec<walk::Observed>, walk::WalkError>,
+    walked: impl FnOnce() -> Result<(Vec<walk::Observed>, hashes::HashCache), walk::WalkError>,
 ) -> Result<Admitted, AdmitError> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
@@ -109,18 +113,19 @@ fn admit_walked(
             if refused.is_empty() { "the policy's bundle directories are empty".into() } else { refused.join("; ") };
         return Err(AdmitError::NoTrustedManifest { reasons });
     }
-    let observed = walked()?;
-    let listing: Vec<FileEntry> = observed.iter().map(|o| o.entry.clone()).collect();
-    let by_path: HashMap<&str, &walk::Observed> = observed.iter().map(|o| (o.entry.path.as_str(), o)).collect();
+    let (observed, mut cache) = walked()?;
+    // Sorted by path bytes (the walk's order): looked up by binary search.
+    let seen_at = |path: &str| {
+        observed.binary_search_by(|o| o.entry.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &observed[i])
+    };
     let mounts = Mounts::new(spec.mounts().iter().flatten().map(|m| m.destination().to_str().unwrap_or("")));
     let ids = id_maps(spec);
-    let mut cache = hashes::HashCache::open(&policy.cache);
     let mut closest: Option<(&Candidate, Vec<Difference>)> = None;
     for candidate in &candidates {
-        let mut differences = matcher::metadata_differences(&candidate.files, &listing, &mounts, &ids);
+        let mut differences = matcher::metadata_differences(&candidate.files, &observed, &mounts, &ids);
         if differences.is_empty() {
             for expected in matcher::files_to_hash(&candidate.files, &mounts) {
-                let Some(seen) = by_path.get(expected.path.as_str()) else {
+                let Some(seen) = seen_at(&expected.path) else {
                     differences.push(Difference::Missing { path: expected.path.clone() });
                     continue;
                 };
@@ -133,7 +138,7 @@ fn admit_walked(
                     name: candidate.name.clone(),
                     digest: candidate.digest.clone(),
                     bundles: candidate.bundles.clone(),
-                    entries: listing.len(),
+                    entries: observed.len(),
                     hashed: cache.hashed,
                     cached: cache.cached,
                 });

@@ -15,6 +15,7 @@
 //! - anything else: as signed (type, mode, owner, size, link target, device, privilege
 //!   xattrs), or the difference is reported.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use verifier_core::digest::Sha256Digest;
 use verifier_core::manifest::{Difference, FieldDifference, FileEntry, FileType};
@@ -56,10 +57,16 @@ impl Mounts {
                 return Cover::Hidden;
             }
         }
-        let prefix = format!("{path}/");
-        match self.destinations.range(prefix.clone()..).next() {
-            Some(d) if d.starts_with(&prefix) => Cover::Ancestor,
-            _ => Cover::Visible,
+        // A destination below `path` sorts after it, among those starting with it (a few).
+        let below = self
+            .destinations
+            .range::<str, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+            .take_while(|d| d.starts_with(path))
+            .any(|d| d.as_bytes().get(path.len()) == Some(&b'/'));
+        if below {
+            Cover::Ancestor
+        } else {
+            Cover::Visible
         }
     }
 }
@@ -93,9 +100,9 @@ fn maps_to(maps: &[(u64, u64, u64)], signed: u64, seen: u64) -> bool {
 
 /// Metadata differences between the signed list `expected` and the listing `observed` (both
 /// sorted by path bytes; `observed` without content digests), after the mount rules.
-pub fn metadata_differences(
+pub fn metadata_differences<O: Borrow<FileEntry>>(
     expected: &[FileEntry],
-    observed: &[FileEntry],
+    observed: &[O],
     mounts: &Mounts,
     ids: &IdMaps,
 ) -> Vec<Difference> {
@@ -103,20 +110,20 @@ pub fn metadata_differences(
     let (mut i, mut j) = (0, 0);
     while i < expected.len() || j < observed.len() {
         let order = match (expected.get(i), observed.get(j)) {
-            (Some(e), Some(o)) => e.path.as_bytes().cmp(o.path.as_bytes()),
+            (Some(e), Some(o)) => e.path.as_bytes().cmp(o.borrow().path.as_bytes()),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, _) => std::cmp::Ordering::Greater,
         };
         match order {
             std::cmp::Ordering::Less => {
                 let e = &expected[i];
-                if mounts.cover(&e.path) == Cover::Visible || mounts.cover(&e.path) == Cover::Ancestor {
+                if matches!(mounts.cover(&e.path), Cover::Visible | Cover::Ancestor) {
                     out.push(Difference::Missing { path: e.path.clone() });
                 }
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                let o = &observed[j];
+                let o: &FileEntry = observed[j].borrow();
                 let fine = match mounts.cover(&o.path) {
                     Cover::Hidden => true,
                     Cover::Destination => matches!(o.kind, FileType::File | FileType::Dir),
@@ -131,7 +138,7 @@ pub fn metadata_differences(
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                let (e, o) = (&expected[i], &observed[j]);
+                let (e, o): (&FileEntry, &FileEntry) = (&expected[i], observed[j].borrow());
                 let fine = match mounts.cover(&e.path) {
                     Cover::Hidden => true,
                     Cover::Destination => matches!(o.kind, FileType::File | FileType::Dir),

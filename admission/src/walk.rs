@@ -4,6 +4,7 @@
 //! followed; nothing outside the root is looked at. Files sharing an inode are recorded as a
 //! file and hardlinks to it, as the signed manifest records them.
 
+use crate::hashes::HashCache;
 use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,17 +23,6 @@ pub struct FileKey {
     pub mtime: (i64, u32),
     pub ctime: (i64, u32),
     pub btime: Option<(i64, u32)>,
-}
-
-impl FileKey {
-    /// The cache's text form of the key.
-    pub fn text(&self) -> String {
-        let b = self.btime.map_or("-".to_string(), |(s, n)| format!("{s}.{n:09}"));
-        format!(
-            "{}:{}:{}.{:09}:{}.{:09}:{b}",
-            self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
-        )
-    }
 }
 
 /// One path of the root file system.
@@ -57,6 +47,13 @@ pub enum WalkError {
 
 /// Lists `root` (which must be a directory), sorted by path bytes.
 pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
+    walk_known(root, None)
+}
+
+/// [`walk`], taking a regular file's signed xattrs from `known` when its exact key is there
+/// (every xattr change moves ctime, so an unchanged key has unchanged xattrs), instead of
+/// asking the kernel for them path by path.
+pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed>, WalkError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| WalkError::Io { path, source }
@@ -69,7 +66,7 @@ pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
     let pending = Mutex::new((vec![(root.to_path_buf(), String::new())], 0usize));
     let wake = Condvar::new();
     let results: Vec<Result<Vec<Observed>, WalkError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..WORKERS).map(|_| scope.spawn(|| list_dirs(&pending, &wake))).collect();
+        let workers: Vec<_> = (0..WORKERS).map(|_| scope.spawn(|| list_dirs(&pending, &wake, known))).collect();
         let failed = || Err(WalkError::Worker { path: root.to_path_buf() });
         workers.into_iter().map(|w| w.join().unwrap_or_else(|_| failed())).collect()
     });
@@ -80,12 +77,11 @@ pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
     out.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
     let inodes: Vec<Option<u64>> =
         out.iter().map(|o| o.key.filter(|_| o.entry.kind == FileType::File).map(|k| k.ino)).collect();
-    let mut entries: Vec<FileEntry> = out.iter().map(|o| o.entry.clone()).collect();
+    // Moved out and back, not copied: the listing can hold many thousand entries.
+    let (mut entries, places): (Vec<FileEntry>, Vec<(PathBuf, Option<FileKey>)>) =
+        out.into_iter().map(|o| (o.entry, (o.host_path, o.key))).unzip();
     canonicalize_hardlinks(&mut entries, &inodes);
-    for (observed, entry) in out.iter_mut().zip(entries) {
-        observed.entry = entry;
-    }
-    Ok(out)
+    Ok(entries.into_iter().zip(places).map(|(entry, (host_path, key))| Observed { entry, host_path, key }).collect())
 }
 
 /// One statx (no symlink followed) gives everything but a link's target and the xattrs.
@@ -93,7 +89,11 @@ const WORKERS: usize = 2;
 
 /// One worker: takes a directory, lists it, puts its subdirectories back, until no directory
 /// is left and no other worker is listing one (which could add more).
-fn list_dirs(pending: &Mutex<(Vec<(PathBuf, String)>, usize)>, wake: &Condvar) -> Result<Vec<Observed>, WalkError> {
+fn list_dirs(
+    pending: &Mutex<(Vec<(PathBuf, String)>, usize)>,
+    wake: &Condvar,
+    known: Option<&HashCache>,
+) -> Result<Vec<Observed>, WalkError> {
     let mut out = Vec::new();
     loop {
         let (dir, prefix) = {
@@ -110,7 +110,7 @@ fn list_dirs(pending: &Mutex<(Vec<(PathBuf, String)>, usize)>, wake: &Condvar) -
                 state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let listed = list_one(&dir, &prefix);
+        let listed = list_one(&dir, &prefix, known);
         let mut state = pending.lock().unwrap_or_else(|e| e.into_inner());
         state.1 -= 1;
         match listed {
@@ -136,7 +136,7 @@ fn list_dirs(pending: &Mutex<(Vec<(PathBuf, String)>, usize)>, wake: &Condvar) -
 /// The entries of one directory. The directory is opened once (never through a symlink) and
 /// each entry is looked at relative to it: no path walk per entry, and no entry can be reached
 /// through a directory swapped in after the listing began.
-fn list_one(dir: &Path, prefix: &str) -> Result<Vec<Observed>, WalkError> {
+fn list_one(dir: &Path, prefix: &str, known: Option<&HashCache>) -> Result<Vec<Observed>, WalkError> {
     use rustix::fs::{Mode, OFlags};
     let io = |source: std::io::Error| WalkError::Io { path: dir.to_path_buf(), source };
     let fd =
@@ -153,7 +153,7 @@ fn list_one(dir: &Path, prefix: &str) -> Result<Vec<Observed>, WalkError> {
         // A name that is not UTF-8 cannot be in a manifest: listed lossily, it stays an extra.
         let name = String::from_utf8_lossy(raw.to_bytes()).into_owned();
         let host_path = dir.join(std::ffi::OsStr::from_bytes(raw.to_bytes()));
-        out.push(observe(&fd, raw, format!("{prefix}/{name}"), host_path)?);
+        out.push(observe(&fd, raw, format!("{prefix}/{name}"), host_path, known)?);
     }
     Ok(out)
 }
@@ -163,6 +163,7 @@ fn observe(
     name: &std::ffi::CStr,
     path: String,
     host_path: PathBuf,
+    known: Option<&HashCache>,
 ) -> Result<Observed, WalkError> {
     use rustix::fs::{AtFlags, FileType as Kind, StatxFlags};
     let io = |source: std::io::Error| WalkError::Io { path: host_path.clone(), source };
@@ -193,15 +194,19 @@ fn observe(
         }
         Kind::RegularFile => {
             entry.size = Some(stx.stx_size);
-            entry.xattrs = privilege_xattrs(&host_path);
             let time = |t: rustix::fs::StatxTimestamp| (t.tv_sec, t.tv_nsec);
-            key = Some(FileKey {
+            let file_key = FileKey {
                 ino: stx.stx_ino,
                 size: stx.stx_size,
                 mtime: time(stx.stx_mtime),
                 ctime: time(stx.stx_ctime),
                 btime: (stx.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| time(stx.stx_btime)),
-            });
+            };
+            entry.xattrs = match known.and_then(|k| k.xattrs(&file_key)) {
+                Some(xattrs) => xattrs.clone(),
+                None => signed_xattrs(|name, buf| rustix::fs::lgetxattr(&host_path, name, buf)),
+            };
+            key = Some(file_key);
         }
         Kind::CharacterDevice | Kind::BlockDevice => {
             entry.kind =
@@ -216,13 +221,20 @@ fn observe(
     Ok(Observed { entry, host_path, key })
 }
 
-fn privilege_xattrs(path: &Path) -> BTreeMap<String, String> {
+/// The signed xattrs (names to base64 values) `get` reads: absent ones are left out.
+pub(crate) fn signed_xattrs(get: impl Fn(&str, &mut [u8]) -> rustix::io::Result<usize>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for name in SIGNED_XATTRS {
         let mut buf = [0u8; 4096];
-        if let Ok(n) = rustix::fs::lgetxattr(path, *name, &mut buf) {
+        if let Ok(n) = get(name, &mut buf) {
             out.insert(name.to_string(), base64::engine::general_purpose::STANDARD.encode(&buf[..n]));
         }
     }
     out
+}
+
+impl std::borrow::Borrow<FileEntry> for Observed {
+    fn borrow(&self) -> &FileEntry {
+        &self.entry
+    }
 }

@@ -159,12 +159,36 @@ fn a_hash_cache_others_can_write_is_not_believed() {
     // Forge an entry: the tampered file's key, claiming the signed content.
     let tampered = admission::walk::walk(&scene.image.rootfs).unwrap();
     let key = tampered.iter().find(|o| o.entry.path == paths::PLAIN_FILE).unwrap().key.unwrap();
-    let forged = format!("{} {}\n", key.text(), testdata::sha256_hex(&signed));
-    let cache = scene.cache.join("hashes");
+    let claimed = verifier_core::digest::Sha256Digest::parse_hex(&testdata::sha256_hex(&signed)).unwrap();
+    let forged =
+        admission::hashes::encode([(&key, &admission::hashes::Known { digest: claimed, xattrs: Default::default() })]);
+    let cache = scene.cache.join(admission::hashes::FILE);
     std::fs::write(&cache, forged).unwrap();
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o666)).unwrap();
     let why = refusal(scene.admit(&Spec::default()));
     assert!(why.contains(paths::PLAIN_FILE), "{why}");
+}
+
+#[test]
+fn a_file_capability_added_after_a_cached_admission_is_refused() {
+    // The walk takes a known file's xattrs from the hash cache instead of asking the kernel:
+    // only for the exact key, and setting an xattr moves ctime.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: setting security.capability needs root");
+        return;
+    }
+    let scene = Scene::new();
+    let first = scene.admit(&Spec::default()).expect("the signed rootfs, cached");
+    assert!(first.hashed > 0);
+    // struct vfs_cap_data, revision 2, effective: CAP_NET_RAW permitted.
+    let mut cap = Vec::new();
+    for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    rustix::fs::setxattr(scene.file(paths::PLAIN_FILE), "security.capability", &cap, rustix::fs::XattrFlags::empty())
+        .expect("setting a file capability");
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains(paths::PLAIN_FILE) && why.contains("xattrs"), "{why}");
 }
 
 #[test]
