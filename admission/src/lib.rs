@@ -55,7 +55,7 @@ pub enum AdmitError {
 }
 
 /// A root file system that matched a verified manifest.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Admitted {
     /// The statement's image name, as signed.
     pub name: String,

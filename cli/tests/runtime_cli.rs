@@ -141,6 +141,43 @@ fn runtime_refuses_a_tampered_bundle_in_runc_json_log_and_creates_nothing() {
 }
 
 #[test]
+fn a_tampered_bundle_with_a_create_hook_is_refused_before_the_hook_runs() {
+    // With no hook before `start`, the gate decides beside libcontainer's create (see the test
+    // above: refused, nothing left). A hook an engine gives may read the root file system, so
+    // with one the gate decides first and the hook never sees a root it would refuse.
+    if !root_or_skip("a_tampered_bundle_with_a_create_hook_is_refused_before_the_hook_runs") {
+        return;
+    }
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let _node = Node::new(dir, "run-unenforced", false);
+    let bundle = bundle(dir, &["/bin/sh", "-c", "echo ok"]);
+    let marker = dir.join("hook-ran");
+    let config = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let hook = serde_json::json!([{ "path": "/bin/sh", "args": ["sh", "-c", format!("touch {}", marker.display())] }]);
+    spec["hooks"] = serde_json::json!({ "createRuntime": hook });
+    std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+    // Untouched, it runs, and the hook with it.
+    let log = dir.join("log.json");
+    let mut c = runtime(dir, &["--debug", "--log"]);
+    c.arg(&log).args(["run", "--bundle"]).arg(&bundle).arg("h1");
+    run(&mut c).code(0).says("ok");
+    assert!(marker.exists(), "the createRuntime hook did not run");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("libcontainer create") && !text.contains("decided beside"), "{text}");
+    std::fs::remove_file(&marker).unwrap();
+    std::fs::write(bundle.join("rootfs").join(paths::PLAIN_FILE.trim_start_matches('/')), "NAME=tampered\n").unwrap();
+    let mut c = runtime(dir, &["run", "--bundle"]);
+    c.arg(&bundle).arg("h2");
+    let r = run(&mut c);
+    r.code(1).says("imgsign refused container h2").says(paths::PLAIN_FILE);
+    assert!(!r.stdout.contains("ok"));
+    assert!(!marker.exists(), "the createRuntime hook ran on a refused root file system");
+    assert!(!dir.join("state").join("h2").exists(), "the refused container was created");
+}
+
+#[test]
 fn runtime_refuses_systemd_cgroups_and_an_enforcerless_node_by_default() {
     if !root_or_skip("runtime_refuses_systemd_cgroups_and_an_enforcerless_node_by_default") {
         return;

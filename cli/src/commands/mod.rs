@@ -68,6 +68,9 @@ pub enum Command {
     /// OCI hooks (createRuntime, poststop) giving containers of a stock runc or crun the
     /// runtime's gate and enforcement scope (podman/CRI-O `hooks.d`).
     Hook(hook::Args),
+    /// The runtime gate's own process (`imgsign runtime create` starts it; not for people).
+    #[command(name = "runtime-gate-worker", hide = true)]
+    RuntimeGateWorker(runtime::GateWorkerArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -90,5 +93,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(args) => snapshot::run(args),
         Command::Runtime(args) => Ok(runtime::run(*args)),
         Command::Hook(args) => hook::run(args),
+        Command::RuntimeGateWorker(args) => runtime::gate_worker(args),
     }
 }

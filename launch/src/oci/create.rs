@@ -32,9 +32,12 @@ pub struct Created {
     pub pid: i32,
     pub record: Record,
     pub warnings: Vec<String>,
-    /// Time spent in the gate (spec, policy, admission) and in libcontainer's create.
+    /// Time spent waiting for the gate (spec, policy, admission; when it decided beside the
+    /// create, only what was left after it) and in libcontainer's create.
     pub gate_time: std::time::Duration,
     pub create_time: std::time::Duration,
+    /// Whether the gate decided in its own process while libcontainer created the container.
+    pub gate_beside: bool,
 }
 
 /// Creates the container (admitted, scoped, its init waiting for `start`).
@@ -76,10 +79,16 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
     })?;
     // Nothing exists yet: a refusal here leaves nothing to undo.
     let started = std::time::Instant::now();
-    let gated = gate::check(&opts.id, &bundle)?;
-    let gate_time = started.elapsed();
+    let prepared = gate::prepare(&bundle)?;
+    let (mut decided, pending) = if gate::may_run_beside_create(&prepared.spec) {
+        (None, Some((gate::Pending::spawn(&opts.id, &bundle)?, prepared)))
+    } else {
+        (Some(gate::decide(&opts.id, prepared)?), None)
+    };
+    let mut gate_time = started.elapsed();
+    let gate_beside = pending.is_some();
     let id = opts.id.as_str();
-    let mut container = {
+    let container = {
         // libcontainer's children run Rust code between fork and exec (`crate::fork`).
         let _forks = crate::fork::guard();
         ContainerBuilder::new(id.to_string(), SyscallType::default())
@@ -99,9 +108,26 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
             // and chrooted instead there, as `imgsign run` does, whether or not asked.
             .with_no_pivot(opts.no_pivot || crate::host::root_is_ramdisk())
             .build()
-            .map_err(runtime_err("create", id))?
     };
     let create_time = started.elapsed() - gate_time;
+    // The gate's verdict, if it was deciding beside the create: a refusal deletes the
+    // container, whose init has been waiting for `start`, and is the error even if the create
+    // failed too (the root file system may be why).
+    if let Some((pending, prepared)) = pending {
+        let waited = std::time::Instant::now();
+        match pending.wait(id, prepared) {
+            Ok(gated) => decided = Some(gated),
+            Err(refused) => {
+                if let Ok(mut container) = container {
+                    let _ = container.delete(true);
+                }
+                return Err(refused.into());
+            }
+        }
+        gate_time += waited.elapsed();
+    }
+    let mut container = container.map_err(runtime_err("create", id))?;
+    let gated = decided.expect("decided before or beside the create");
     let Some(pid) = container.pid().map(Pid::as_raw) else {
         let _ = container.delete(true);
         return Err(OciError::NotRunning(id.to_string()));
@@ -138,7 +164,7 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
         discard(&mut container, &record);
         return Err(OciError::Io { what: "cannot write", path, source });
     }
-    Ok((container, Created { pid, record, warnings, gate_time, create_time }))
+    Ok((container, Created { pid, record, warnings, gate_time, create_time, gate_beside }))
 }
 
 /// Removes the scope and deletes the container; failures are left to the daemon (which forgets

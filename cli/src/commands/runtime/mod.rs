@@ -53,6 +53,20 @@ enum RuntimeCommand {
     Common(Box<CommonCmd>),
 }
 
+/// The gate's process: the container's id and bundle directory.
+#[derive(clap::Args)]
+pub struct GateWorkerArgs {
+    id: String,
+    bundle: PathBuf,
+}
+
+/// Prints the gate's verdict on stdout (JSON) for the `create` that started this process.
+pub fn gate_worker(args: GateWorkerArgs) -> anyhow::Result<ExitCode> {
+    let verdict = oci::gate::serve(&args.id, &args.bundle);
+    println!("{}", serde_json::to_string(&verdict)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The binary invoked as `imgsign-runtime`: the whole argv is the runtime's.
 #[derive(Parser)]
 #[command(name = RUNTIME_NAME, version, about = "imgsign's OCI runtime (runc's command line)")]
@@ -161,7 +175,7 @@ fn report(log: &mut Log, id: &str, created: &oci::Created) {
     let r = &created.record;
     log.debug(&format!(
         "admitted container {id}: rootfs {} matches {} ({}), {} files hashed, {} from the cache; \
-         gate {} ms, libcontainer create {} ms",
+         gate {} ms, libcontainer create {} ms{}",
         r.rootfs.display(),
         r.image,
         r.digest,
@@ -169,6 +183,7 @@ fn report(log: &mut Log, id: &str, created: &oci::Created) {
         r.cached,
         created.gate_time.as_millis(),
         created.create_time.as_millis(),
+        if created.gate_beside { " (the gate decided beside it)" } else { "" },
     ));
     for warning in &created.warnings {
         log.warn(warning);
