@@ -238,7 +238,7 @@ impl RecordingDaemon {
                 while let Some(pending) = server.accept() {
                     let request = pending.request.clone().expect("the hook sends valid requests");
                     seen.lock().unwrap().push(request);
-                    pending.reply(&Reply { ok: true, error: None, scopes: Vec::new(), events: Vec::new() });
+                    pending.reply(&Reply { ok: true, ..Reply::default() });
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }

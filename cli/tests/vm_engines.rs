@@ -24,10 +24,11 @@ mod support;
 use engines::*;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::debian::Debian;
 use support::node::Node;
-use support::Run;
+use support::{imgsign, run, Run};
 
 const WORK: &str = "/tmp/vm-engines";
 
@@ -213,6 +214,152 @@ fn vm_engines_containerd_ctr_imgsign_runtime() {
     stop_task(&ctd, id);
     wait_scope(node, id, false);
     ctd.run(&["containers", "rm", id]).code(0);
+}
+
+/// Newer runc (cgroup v2) clones `runc init` straight into the container's cgroup
+/// (`clone3(CLONE_INTO_CGROUP)` from the unscoped `runc exec`/`create`) and execs the runc
+/// binary there; Debian 12's runc 1.1.5 joins the cgroup only after its exec. This does what the
+/// newer one does, for real: an unscoped perl (in the tree) calls clone3 with CLONE_INTO_CGROUP
+/// and the container's cgroup, and the child execs the program given (`exec { $cmd[0] } @cmd`).
+/// The child prints its cgroup first, so the test sees it ran in the container's.
+const CLONE_INTO_CGROUP: &str = r#"use strict; use Fcntl;
+my ($cg, @cmd) = @ARGV;
+sysopen(my $fh, $cg, O_RDONLY | O_DIRECTORY) or die "open $cg: $!\n";
+# struct clone_args: flags (CLONE_INTO_CGROUP), pidfd, child_tid, parent_tid, exit_signal
+# (SIGCHLD), stack, stack_size, tls, set_tid, set_tid_size, cgroup (the directory's fd).
+my $args = pack("Q11", 2**33, 0, 0, 0, 17, 0, 0, 0, 0, 0, fileno($fh));
+my $pid = syscall(435, $args, length($args));
+die "clone3: $!\n" if $pid < 0;
+if ($pid == 0) {
+    if (open(my $c, "<", "/proc/self/cgroup")) { print "CHILD-CGROUP ", grep(/^0::/, <$c>) }
+    { exec { $cmd[0] } @cmd }
+    print "EXEC-FAILED $cmd[0]: $!\n";
+    exit 126;
+}
+waitpid($pid, 0);
+exit($? >> 8);
+"#;
+/// runc as Debian installs it, in the tree.
+const RUNC: &str = "/usr/sbin/runc";
+/// Another runtime's program, not listed as a helper.
+const CRUN: &str = "/usr/bin/crun";
+/// The tree's dynamic loader (what `PT_INTERP` names).
+const LD_SO: &str = "/lib64/ld-linux-x86-64.so.2";
+
+/// `program` (a path in the tree) and, as ldd lists them, its loader and libraries: each
+/// resolved inside the tree (its symlinks are absolute there) and named as the daemon, outside
+/// the tree, sees it.
+fn with_libraries(debian: &Debian, program: &str) -> Vec<PathBuf> {
+    let ldd = output(debian.cmd("ldd").arg(program));
+    ldd.code(0);
+    let mut paths = vec![program.to_string()];
+    for line in ldd.stdout.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, right)) => right.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        paths.extend(path.filter(|p| p.starts_with('/')).map(str::to_string));
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let real = output(debian.cmd("readlink").args(["-f", p]));
+            real.code(0);
+            debian.root.join(real.stdout.trim().trim_start_matches('/'))
+        })
+        .collect()
+}
+
+/// The container's cgroup directory, from its init's `/proc/PID/cgroup`.
+fn container_cgroup(podman: &Podman, name: &str) -> PathBuf {
+    let r = podman.run(&["inspect", "--format", "{{.State.Pid}}", name]);
+    r.code(0);
+    let cgroup = fs::read_to_string(format!("/proc/{}/cgroup", r.stdout.trim())).unwrap();
+    let line = cgroup.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 line");
+    Path::new("/sys/fs/cgroup").join(line.trim_start_matches('/'))
+}
+
+/// Runtime helpers (the policy's `runtime_helpers`), with podman + stock runc + the hook: the
+/// simulated newer runc's exec of runc inside a scoped container's cgroup is denied while the
+/// policy lists no helper (the event names the path and says how to allow it); once runc, its
+/// loader and libraries are listed (SIGHUP), the same exec runs, `scope ls --json` shows runc's
+/// digest in force, and what that cloned child execs that is not listed (another runtime, an
+/// unsigned binary, an unlisted binary through the listed loader) is still denied.
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel and the lab's Debian tree: run by `cargo xtask lab`"]
+fn vm_engines_runtime_helpers_newer_runc() {
+    let s = setup("helpers");
+    let node = &s.node;
+    let podman = hooked(&s, "runc");
+    let debian = Debian::enter();
+    let image = podman.pull(&s.image.reference);
+    let name = "engines-helpers";
+    let r = podman.run(&["run", "-d", "--network", "none", "--name", name, &image, "/bin/busybox", "sleep", "600"]);
+    r.code(0);
+    let id = r.stdout.trim().to_string();
+    wait_scope(node, &id, true);
+    let cgroup = container_cgroup(&podman, name);
+    let inside = format!("CHILD-CGROUP 0::/{}", cgroup.strip_prefix("/sys/fs/cgroup").unwrap().display());
+    let script = node.work.join("clone-into-cgroup.pl");
+    fs::write(&script, CLONE_INTO_CGROUP).unwrap();
+    let newer_runc = |args: &[&str]| {
+        let r = output(debian.cmd("perl").arg(&script).arg(&cgroup).args(args));
+        assert!(r.stdout.contains(&inside), "the child was not cloned into {}: {}", cgroup.display(), r.all());
+        r
+    };
+
+    // No helpers (the default): the runtime's own exec in the container's scope is denied, and
+    // the event says it was a runtime helper and how to allow it.
+    let r = newer_runc(&[RUNC, "--version"]);
+    assert!(r.code == Some(126) && !r.stdout.contains("runc version"), "runc ran in the scope: {}", r.all());
+    wait_denial(node, &id, RUNC, 0);
+    let event = node.events().into_iter().find(|e| e["verdict"] == "denied" && e["path"] == RUNC).unwrap();
+    let hint = event["runtimeHelper"].as_str().unwrap_or_default().to_string();
+    assert!(hint.contains("runtime_helpers") && hint.contains(RUNC), "no runtime helper note: {event}");
+    let log = fs::read_to_string(node.work.join("daemon.err")).unwrap_or_default();
+    assert!(log.contains("runtime_helpers"), "the daemon's log does not say how to allow it: {log}");
+
+    // runc, its loader and its libraries listed, then SIGHUP: the same exec runs.
+    let helpers = with_libraries(&debian, RUNC);
+    let list: Vec<String> = helpers.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+    let text = fs::read_to_string(&node.policy).unwrap();
+    fs::write(
+        &node.policy,
+        format!(
+            "runtime_helpers = [{}]
+{text}",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let reloads = node.events_text().matches("\"reloaded\"").count();
+    output(Command::new("kill").args(["-HUP", &node.daemon_pid().to_string()])).code(0);
+    node.wait_for(|| node.events_text().matches("\"reloaded\"").count() > reloads, "the reload");
+    let listed = run(imgsign().args(["enforce", "scope", "--json", "--socket"]).arg(&node.socket).arg("ls"));
+    listed.code(0);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let runc_digest = verifier_core::digest::Sha256Digest::of(&fs::read(&helpers[0]).unwrap()).oci();
+    let in_force = &listed["runtimeHelpers"]["inForce"];
+    assert_eq!(in_force.as_array().map(Vec::len), Some(helpers.len()), "{listed}");
+    assert_eq!(in_force[0]["sha256"].as_str(), Some(runc_digest.as_str()), "{listed}");
+    let r = newer_runc(&[RUNC, "--version"]);
+    r.code(0).says("runc version");
+
+    // Only those bytes: what the cloned child execs that is not listed stays denied.
+    let r = newer_runc(&[CRUN, "--version"]);
+    assert!(r.code == Some(126) && !r.stdout.contains("crun version"), "crun ran: {}", r.all());
+    wait_denial(node, &id, CRUN, 0);
+    let unsigned = s.payload.join("busybox");
+    let r = newer_runc(&[unsigned.to_str().unwrap(), "echo", "UNLISTED-RAN"]);
+    assert_denied_run(&r, "UNLISTED-RAN");
+    wait_denial(node, &id, unsigned.to_str().unwrap(), 0);
+    let r = newer_runc(&[LD_SO, CRUN, "--version"]);
+    assert!(r.code != Some(0) && !r.stdout.contains("crun version"), "crun ran through the loader: {}", r.all());
+    wait_denial(node, &id, CRUN, 1);
+    // The container itself is as before.
+    podman.run(&["exec", name, "/bin/busybox", "echo", "LISTED-RAN"]).code(0).says("LISTED-RAN");
+    podman.run(&["rm", "-f", "-t", "0", name]).code(0);
+    wait_scope(node, &id, false);
 }
 
 /// `ctr task kill -s SIGKILL`, then `ctr task rm` once the task has stopped.

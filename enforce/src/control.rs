@@ -136,7 +136,7 @@ pub struct ListedScope {
 }
 
 /// The answer to one request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Reply {
     pub ok: bool,
@@ -149,11 +149,15 @@ pub struct Reply {
     /// The records asked for by [`Request::Events`], as the daemon wrote them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<serde_json::Value>,
+    /// With the scope list: the runtime helpers in force (allowed in every scope that verified,
+    /// besides its signed set) and those listed but ignored, as last hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_helpers: Option<crate::helpers::Helpers>,
 }
 
 impl Reply {
     pub fn refused(error: impl Into<String>) -> Self {
-        Reply { ok: false, error: Some(error.into()), scopes: Vec::new(), events: Vec::new() }
+        Reply { ok: false, error: Some(error.into()), ..Reply::default() }
     }
 }
 

@@ -11,9 +11,16 @@
 //! time through the control socket ([`crate::control`], [`Daemon::control`]): each request
 //! rebuilds the plan with it, so it is verified like the policy's scopes, and a request whose
 //! scope does not verify changes nothing.
+//!
+//! The policy's runtime helpers ([`crate::helpers`]) are hashed at start, on reload and at every
+//! recheck, and their digests added to every scope that verified ([`Plan::add_helpers`]); a
+//! change of their content (a package upgrade) is applied like any other change of the plan. A
+//! refused exec or mapping of what looks like a runtime's own program gets a `runtimeHelper`
+//! note in its event saying how to allow it, and a warning once per path.
 
 use crate::control::{AddScope, ControlServer, ListedScope, Reply, Request};
 use crate::desired::DesiredState;
+use crate::helpers::{self, Helpers};
 use crate::kernel::{Event, Kernel, KernelError, Verdict};
 use crate::plan::{self, Plan, PlanError};
 use crate::source::ScopeSpec;
@@ -21,7 +28,7 @@ use crate::source::{PolicySource, ScopeSource, SourceError};
 use crate::verified::StatementCache;
 use serde::Serialize;
 use serde_json::json;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +97,10 @@ pub struct Daemon<K: Kernel> {
     recent: BTreeMap<String, VecDeque<serde_json::Value>>,
     /// Scopes in force fail-closed (or left out), with why: reported when they change.
     failed: BTreeMap<String, String>,
+    /// The runtime helpers as last hashed (what every verified scope allows besides its set).
+    helpers: Helpers,
+    /// Paths of refused runtime programs already warned about (once each).
+    hinted: BTreeSet<String>,
 }
 
 /// How many records of each scope the daemon keeps for [`Request::Events`].
@@ -108,7 +119,9 @@ impl<K: Kernel> Daemon<K> {
         let mut cache = StatementCache::default();
         // A scope that does not verify fails closed, reported; it does not keep the others
         // (and the node) unenforced.
-        let (plan, failures) = plan::assemble_each(policy.policy(), &policy.scopes(), &mut cache, now)?;
+        let (mut plan, failures) = plan::assemble_each(policy.policy(), &policy.scopes(), &mut cache, now)?;
+        let found = helpers::hash(&policy.policy().runtime_helpers);
+        plan.add_helpers(&found.in_force);
         kernel.apply(&plan.desired()).map_err(DaemonError::Kernel)?;
         let mut daemon = Daemon {
             trust: policy.policy().trust.clone(),
@@ -124,7 +137,10 @@ impl<K: Kernel> Daemon<K> {
             control: None,
             recent: BTreeMap::new(),
             failed: BTreeMap::new(),
+            helpers: Helpers::default(),
+            hinted: BTreeSet::new(),
         };
+        daemon.report_helpers(found)?;
         daemon.report_failures(&failures)?;
         daemon.after_apply("started")?;
         // Scopes restored or loaded at start: whatever already runs in them is checked.
@@ -171,6 +187,7 @@ impl<K: Kernel> Daemon<K> {
             self.log_failure("reload-failed", &e, "the old plan stays in force")?;
             return Err(e);
         }
+        self.refresh_helpers()?;
         self.rebuild(now, "reloaded")
     }
 
@@ -190,7 +207,9 @@ impl<K: Kernel> Daemon<K> {
     /// applies what changed: what the daemon does every `recheck_seconds` of the policy, so a
     /// revoked key or an expired manifest loses its digests without a SIGHUP. Writes a plan
     /// record (`rechecked`) only when something changed.
+    /// The runtime helpers are hashed again first, so a helper upgraded in place takes effect.
     pub fn recheck(&mut self, now: SystemTime) -> Result<(), DaemonError> {
+        self.refresh_helpers()?;
         match self.rebuild_quietly(now)? {
             Some(true) => self.after_apply("rechecked"),
             _ => Ok(()),
@@ -203,7 +222,7 @@ impl<K: Kernel> Daemon<K> {
         self.collect_gone_scopes()?;
         let mut specs = self.fixed_scopes();
         specs.extend(self.control_scopes.values().cloned());
-        let (plan, failures) = match plan::assemble_each(self.policy.policy(), &specs, &mut self.cache, now) {
+        let (mut plan, failures) = match plan::assemble_each(self.policy.policy(), &specs, &mut self.cache, now) {
             Ok(built) => built,
             Err(e) => {
                 let e = DaemonError::Plan(e);
@@ -211,6 +230,7 @@ impl<K: Kernel> Daemon<K> {
                 return Err(e);
             }
         };
+        plan.add_helpers(&self.helpers.in_force);
         if let Err(e) = self.kernel.apply(&plan.desired()) {
             let e = DaemonError::Kernel(e);
             let restored = self.kernel.apply(&self.plan.desired());
@@ -228,6 +248,36 @@ impl<K: Kernel> Daemon<K> {
         let failures_changed = self.report_failures(&failures)?;
         self.check_running(&before)?;
         Ok(Some(changed || failures_changed))
+    }
+
+    /// The runtime helpers in force (as last hashed) and those ignored.
+    pub fn helpers(&self) -> &Helpers {
+        &self.helpers
+    }
+
+    /// Hashes the policy's runtime helpers again (the next rebuild applies them).
+    fn refresh_helpers(&mut self) -> Result<(), DaemonError> {
+        let found = helpers::hash(&self.policy.policy().runtime_helpers);
+        self.report_helpers(found)
+    }
+
+    /// Takes `found` as the helpers in force; when they differ from before, writes a plan record
+    /// (`runtime-helpers`: the digests in force, the paths ignored and why) and warns about each
+    /// path newly ignored.
+    fn report_helpers(&mut self, found: Helpers) -> Result<(), DaemonError> {
+        if found == self.helpers {
+            return Ok(());
+        }
+        for ignored in found.ignored.iter().filter(|i| !self.helpers.ignored.contains(i)) {
+            (self.notices)(Notice::Warning(format!(
+                "{}; no scope allows it (the other helpers and every scope are in force)",
+                ignored.reason
+            )));
+        }
+        self.write(&json!({"record": "plan", "action": "runtime-helpers", "time": now_rfc3339(),
+            "inForce": found.in_force, "ignored": found.ignored}))?;
+        self.helpers = found;
+        Ok(())
     }
 
     /// Records each scope that fails (anew, or for another reason) and each that verifies
@@ -301,6 +351,9 @@ impl<K: Kernel> Daemon<K> {
             if let Some(container) = scope.and_then(|s| s.container.as_ref()) {
                 record["container"] = serde_json::to_value(container).expect("containers serialise");
             }
+            if let Some(hint) = self.helper_hint(&event) {
+                record["runtimeHelper"] = hint.into();
+            }
             self.write(&record)?;
             self.remember(event.scope.as_deref(), record);
             self.respond_to(&event)?;
@@ -356,7 +409,7 @@ impl<K: Kernel> Daemon<K> {
                     return Ok(Reply::refused(format!("no scope {name:?} is in force")));
                 }
                 let events = self.recent.get(&name).map(|r| r.iter().cloned().collect()).unwrap_or_default();
-                Ok(Reply { ok: true, error: None, scopes: Vec::new(), events })
+                Ok(Reply { ok: true, events, ..Reply::default() })
             }
             Request::Add(add) => {
                 let spec = match self.check_add(add) {
@@ -507,7 +560,26 @@ impl<K: Kernel> Daemon<K> {
                 counters: self.kernel.scope_counters(s.cgroup_id),
             })
             .collect();
-        Reply { ok: true, error: None, scopes, events: Vec::new() }
+        Reply { ok: true, scopes, runtime_helpers: Some(self.helpers.clone()), ..Reply::default() }
+    }
+
+    /// The note for a refused (or audited) exec or mapping, by digest, of what looks like a
+    /// container runtime's own program ([`helpers::refusal_hint`]); warned about once per path.
+    fn helper_hint(&mut self, event: &Event) -> Option<String> {
+        if !matches!(event.verdict, Verdict::Denied | Verdict::Audited) || event.reason != crate::kernel::Reason::Digest
+        {
+            return None;
+        }
+        if event.sha256.is_some_and(|d| self.helpers.in_force.iter().any(|h| h.sha256 == d)) {
+            return None; // a helper refused in a scope that failed closed: that scope's report says why
+        }
+        let hint = helpers::refusal_hint(event.path.as_deref(), &event.comm, &self.helpers)?;
+        let path = event.path.clone().unwrap_or_else(|| event.comm.clone());
+        if self.hinted.insert(path) {
+            let scope = event.scope.as_deref().unwrap_or("?");
+            (self.notices)(Notice::Warning(format!("scope {scope}: {hint}")));
+        }
+        Some(hint)
     }
 
     /// A violation (denied, or audited in audit mode) in a scope that asks for a response: its

@@ -8,6 +8,9 @@
 //! [`desired::DesiredState`] (per cgroup id, a mode and a digest set, nothing else) is all the
 //! kernel port ([`kernel::Kernel`]) is given; [`bpf`] adapts that port to `bpf-lsm`'s enforcer.
 //! Nothing unverified ever reaches the kernel: one bad bundle refuses the whole plan.
+//! The one addition to the signed sets is the node's own runtime helpers ([`helpers`]: host
+//! programs of the container runtime, by the digest of their current content, listed in the
+//! policy and empty by default).
 //!
 //! [`daemon`] is the loop (apply, reload keeping the old plan on failure, event streaming), tested
 //! with a recording kernel; [`node`] is the façade the CLI calls (preflight with [`capability`],
@@ -23,6 +26,7 @@ pub mod control;
 pub mod daemon;
 pub mod desired;
 pub mod discovered;
+pub mod helpers;
 pub mod kernel;
 pub mod node;
 pub mod plan;

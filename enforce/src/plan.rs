@@ -18,7 +18,7 @@
 //! signed manifest's digests either way.
 
 use crate::cgroup::{cgroup_id, CgroupError};
-use crate::desired::{DesiredScope, DesiredState, DigestSet};
+use crate::desired::{DesiredScope, DesiredState, DigestSet, Privs};
 use crate::policy::{Mode, Policy, Profile, Violation};
 use crate::source::ScopeSpec;
 use crate::verified::{self, Accepted, BundleFile, StatementCache, Trust, VerifiedError};
@@ -131,6 +131,10 @@ pub struct Plan {
     pub scopes: Vec<ScopePlan>,
     /// Accepted version per image name (to record in the trust store once applied).
     pub versions: BTreeMap<String, u64>,
+    /// The runtime helpers every scope that verified allows besides its signed set (see
+    /// [`Plan::add_helpers`]); none until the daemon adds what it hashed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runtime_helpers: Vec<crate::helpers::Helper>,
 }
 
 /// One verified scope.
@@ -211,6 +215,38 @@ impl Plan {
     /// When the first of its manifests expires (RFC 3339), if any.
     pub fn earliest_expiry(&self) -> Option<&str> {
         self.scopes.iter().flat_map(|s| &s.manifests).map(|m| m.expires.as_str()).min()
+    }
+
+    /// Adds the runtime helpers' digests ([`crate::helpers`]) to the set of every scope that
+    /// verified, policy and control scopes alike, `deny_unknown` parents included (a runtime
+    /// that clones its init into a container's cgroup before the container's own scope exists
+    /// is judged by that parent); a scope that failed closed stays empty. A helper digest the
+    /// signed set already holds keeps its signed privileges; one it adds gives none. Scopes that
+    /// shared a set share the widened one (one `Arc` per distinct set in, one out), so the kernel
+    /// still holds one set per image ([`crate::bpf::transition`]). Pure: the daemon hashes the
+    /// files. Called once, on a plan fresh from [`assemble_each`].
+    pub fn add_helpers(&mut self, helpers: &[crate::helpers::Helper]) {
+        self.runtime_helpers = helpers.to_vec();
+        if helpers.is_empty() {
+            return;
+        }
+        let mut widened: Vec<(Arc<DigestSet>, Arc<DigestSet>)> = Vec::new();
+        for scope in self.scopes.iter_mut().filter(|s| s.failed.is_none()) {
+            let done = widened.iter().find(|(from, _)| Arc::ptr_eq(from, &scope.digests) || **from == *scope.digests);
+            let to = match done {
+                Some((_, to)) => to.clone(),
+                None => {
+                    let mut set = (*scope.digests).clone();
+                    for helper in helpers {
+                        set.entry(helper.sha256).or_insert(Privs::NONE);
+                    }
+                    let to = Arc::new(set);
+                    widened.push((scope.digests.clone(), to.clone()));
+                    to
+                }
+            };
+            scope.digests = to;
+        }
     }
 
     /// What the kernel is given: per cgroup id, the mode, the remote-fs opt-in and the digest set.
@@ -318,7 +354,14 @@ pub fn assemble_each(
         }
     }
     let versions = versions.into_iter().map(|(name, (version, _))| (name, version)).collect();
-    Ok((Plan { policy: policy.path.clone(), pin_dir: policy.pin_dir.clone(), scopes, versions }, failures))
+    let plan = Plan {
+        policy: policy.path.clone(),
+        pin_dir: policy.pin_dir.clone(),
+        scopes,
+        versions,
+        runtime_helpers: Vec::new(),
+    };
+    Ok((plan, failures))
 }
 
 impl ScopePlan {

@@ -7,6 +7,8 @@
 //! events = "-"                       # "-" = stdout, or a file (JSON lines, appended)
 //! pin_dir = "/sys/fs/bpf/imgsign"    # where programs and maps are pinned (bpffs)
 //! control = "/run/imgsign/enforce.sock" # the control socket (scopes added at run time)
+//! runtime_helpers = ["/usr/sbin/runc"] # host files whose current content every verified scope
+//!                                    # also allows (see [`crate::helpers`]); default none
 //! [[scope]]
 //! name = "web"
 //! cgroup = "/sys/fs/cgroup/web"      # cgroup v2 directory: the scope is the tasks in it
@@ -150,7 +152,14 @@ pub struct Policy {
     pub recheck: std::time::Duration,
     /// How `docker://` images (the policy's and the control socket's) are reached.
     pub registry: RegistryAccess,
+    /// Host files (absolute, distinct) whose current content is allowed in every scope that
+    /// verified, besides its signed set: the container runtime's own programs that enter
+    /// containers' cgroups ([`crate::helpers`]). Empty by default.
+    pub runtime_helpers: Vec<PathBuf>,
 }
+
+/// How many runtime helpers a policy may list (each is hashed at every recheck).
+pub const MAX_RUNTIME_HELPERS: usize = 64;
 
 /// [`Policy::recheck`] when the policy does not say.
 pub const DEFAULT_RECHECK_SECONDS: u64 = 60;
@@ -171,6 +180,8 @@ struct PolicyFile {
     scopes: Vec<ScopeFile>,
     #[serde(default)]
     registry: Option<RegistryFile>,
+    #[serde(default)]
+    runtime_helpers: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +274,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             Some(_) => return Err(invalid("registry.timeout_seconds".into(), "must be 1 to 600")),
         }
     }
+    let mut helpers = BTreeSet::new();
+    for (index, helper) in file.runtime_helpers.iter().enumerate() {
+        let field = format!("runtime_helpers[{index}]");
+        if !helper.is_absolute() {
+            return Err(invalid(field, "must be an absolute path of a host file (the runtime's program)"));
+        }
+        if !helpers.insert(helper.clone()) {
+            return Err(invalid(field, "is listed twice"));
+        }
+    }
+    if file.runtime_helpers.len() > MAX_RUNTIME_HELPERS {
+        return Err(invalid("runtime_helpers".into(), &format!("lists more than {MAX_RUNTIME_HELPERS} files")));
+    }
     let mut names = BTreeSet::new();
     let mut cgroups = BTreeSet::new();
     let mut scopes = Vec::new();
@@ -343,6 +367,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         scopes,
         recheck: std::time::Duration::from_secs(recheck),
         registry,
+        runtime_helpers: file.runtime_helpers,
     })
 }
 

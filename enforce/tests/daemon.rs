@@ -701,3 +701,82 @@ fn a_scope_the_kernel_cannot_take_is_refused_not_left_unenforced() {
     let reply = over_socket(&mut daemon, &socket, add_request("c1", &container.path, s.dir.path().join("v1.json")));
     assert!(reply.ok, "{reply:?}");
 }
+
+/// A root-owned file of `mode` holding `bytes`, written under a temporary name and renamed in,
+/// as a package manager installs one.
+fn install(path: &std::path::Path, bytes: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = path.with_extension("dpkg-new");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn runtime_helpers_are_hashed_at_start_and_at_every_recheck_and_unfit_ones_are_reported_and_ignored() {
+    let Some(s) = setup("helpers") else { return };
+    if !rustix::process::geteuid().is_root() {
+        return; // helpers must be root's files
+    }
+    let (runc, crun, youki) = (s.dir.path().join("runc"), s.dir.path().join("crun"), s.dir.path().join("youki"));
+    install(&runc, b"runc 1.2.0", 0o755);
+    install(&crun, b"crun 1.8", 0o777);
+    let v1 = s.dir.path().join("v1.json");
+    let text = one_scope(&s.trust, &s.cgroup.path, "enforce", &[&v1], None);
+    write_policy(s.dir.path(), &format!("runtime_helpers = [{runc:?}, {crun:?}, {youki:?}]\n{text}"));
+    let ((mut daemon, out), heard) = start_hearing(&s);
+
+    let applied = only(daemon.kernel().applied.last().unwrap()).digests.clone();
+    assert!(applied.contains_key(&Sha256Digest::of(b"runc 1.2.0")), "the helper's content is allowed");
+    assert!(!applied.contains_key(&Sha256Digest::of(b"crun 1.8")), "a file others can write is not");
+    assert_eq!(applied.len(), 4, "the image's 3 and the helper");
+    let record = out.records().into_iter().find(|r| r["action"] == "runtime-helpers").expect("recorded");
+    assert_eq!(record["inForce"][0]["sha256"], Sha256Digest::of(b"runc 1.2.0").oci(), "{record}");
+    let ignored = record["ignored"].to_string();
+    assert!(ignored.contains("writable by its group or others") && ignored.contains("cannot open"), "{record}");
+    let warned: Vec<String> = heard.all().iter().map(|n| n.to_string()).collect();
+    assert!(warned.iter().any(|w| w.contains("crun") && w.contains("ignored")), "{warned:?}");
+    assert!(warned.iter().any(|w| w.contains("youki")), "{warned:?}");
+
+    // A recheck with nothing changed writes nothing and applies the same.
+    let records = out.records().len();
+    daemon.recheck(SystemTime::now()).unwrap();
+    assert_eq!(out.records().len(), records, "{:?}", &out.records()[records..]);
+
+    // An upgrade (a new file renamed over the path): the next recheck, no SIGHUP, allows the new
+    // content and no longer the old.
+    install(&runc, b"runc 1.2.1", 0o755);
+    daemon.recheck(SystemTime::now()).unwrap();
+    let applied = only(daemon.kernel().applied.last().unwrap()).digests.clone();
+    assert!(applied.contains_key(&Sha256Digest::of(b"runc 1.2.1")));
+    assert!(!applied.contains_key(&Sha256Digest::of(b"runc 1.2.0")), "the old runc's bytes are gone");
+    assert!(out.records().iter().any(|r| r["action"] == "rechecked"));
+    let listed = daemon.control(Request::List, SystemTime::now()).unwrap();
+    let helpers = listed.runtime_helpers.expect("scope ls shows the helpers");
+    assert_eq!(helpers.in_force[0].sha256, Sha256Digest::of(b"runc 1.2.1"));
+    assert_eq!(helpers.ignored.len(), 2);
+
+    // Gone: reported, and the scope keeps its own set.
+    std::fs::remove_file(&runc).unwrap();
+    daemon.recheck(SystemTime::now()).unwrap();
+    assert_eq!(only(daemon.kernel().applied.last().unwrap()).digests.len(), 3);
+}
+
+#[test]
+fn a_refused_runtime_program_is_named_a_runtime_helper_with_how_to_allow_it() {
+    let Some(s) = setup("helper-hint") else { return };
+    let ((mut daemon, out), heard) = start_hearing(&s);
+    let id = daemon.plan().scopes[0].cgroup_id;
+    let runc =
+        Event { comm: "runc:[2:INIT]".into(), path: Some("/usr/sbin/runc".into()), ..exec_event(id, Verdict::Denied) };
+    let kernel = daemon_kernel(&mut daemon);
+    kernel.events.extend([runc.clone(), runc, exec_event(id, Verdict::Denied)]);
+    daemon.pump_events(Duration::ZERO).unwrap();
+    let events: Vec<_> = out.records().into_iter().filter(|r| r["record"] == "event").collect();
+    assert_eq!(events.len(), 3);
+    let hint = events[0]["runtimeHelper"].as_str().expect("the runtime's exec is named");
+    assert!(hint.contains("runtime_helpers") && hint.contains("/usr/sbin/runc"), "{hint}");
+    assert!(events[2].get("runtimeHelper").is_none(), "an unlisted binary is not a runtime helper");
+    let warned = heard.all().iter().filter(|n| n.to_string().contains("runtime_helpers")).count();
+    assert_eq!(warned, 1, "warned once per path: {:?}", heard.all());
+}

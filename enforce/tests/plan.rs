@@ -353,3 +353,82 @@ fn cgroup_ids_come_from_real_cgroup2_directories() {
     let e = plan::build(&policy::parse(&text, &f.dir.path().join("p.toml")).unwrap(), SystemTime::now()).unwrap_err();
     assert!(enforce::daemon::chain(&e).contains("imgsign-no-such-cgroup"), "{e}");
 }
+
+/// A verified scope of cgroup `id` holding `digests` (or failed closed, with no digests).
+fn scope_plan(
+    name: &str,
+    id: u64,
+    digests: std::sync::Arc<enforce::desired::DigestSet>,
+    failed: bool,
+) -> plan::ScopePlan {
+    plan::ScopePlan {
+        name: name.into(),
+        cgroup: format!("/sys/fs/cgroup/{name}").into(),
+        cgroup_id: id,
+        mode: policy::Mode::Enforce,
+        remote_fs: false,
+        profile: policy::Profile::Default,
+        on_violation: None,
+        container: None,
+        digests,
+        privileged: Vec::new(),
+        manifests: Vec::new(),
+        failed: failed.then(|| "revoked".to_string()),
+    }
+}
+
+#[test]
+fn runtime_helpers_are_in_every_verified_scope_and_containers_of_one_image_still_share_one_set() {
+    use enforce::desired::{DigestSet, Privs};
+    use std::sync::Arc;
+    let set = |contents: &[&[u8]]| -> Arc<DigestSet> {
+        Arc::new(contents.iter().map(|c| (digest(c), Privs::NONE)).collect())
+    };
+    let (image_a, image_b) = (set(&[b"a-sh", b"libc"]), set(&[b"b-app"]));
+    let scopes = vec![
+        scope_plan("a-1", 11, image_a.clone(), false), // two containers of image a: one set
+        scope_plan("a-2", 12, image_a.clone(), false),
+        scope_plan("b-1", 13, image_b.clone(), false),
+        scope_plan("parent", 14, set(&[]), false), // deny_unknown: allows nothing of its own
+        scope_plan("revoked", 15, set(&[]), true), // failed closed
+    ];
+    let mut plan = plan::Plan {
+        policy: "/etc/imgsign/policy.toml".into(),
+        pin_dir: "/sys/fs/bpf/imgsign".into(),
+        scopes,
+        versions: Default::default(),
+        runtime_helpers: Vec::new(),
+    };
+    let unwidened = plan.clone();
+    plan.add_helpers(&[]);
+    assert_eq!(plan, unwidened, "no helpers (the default): every set as signed");
+
+    let helpers = [
+        enforce::helpers::Helper { path: "/usr/sbin/runc".into(), sha256: digest(b"runc") },
+        enforce::helpers::Helper { path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(), sha256: digest(b"libc") },
+    ];
+    plan.add_helpers(&helpers);
+    let digests = |name: &str| plan.scopes.iter().find(|s| s.name == name).unwrap().digests.clone();
+    for name in ["a-1", "a-2", "b-1", "parent"] {
+        assert!(helpers.iter().all(|h| digests(name).contains_key(&h.sha256)), "{name} lacks a helper");
+    }
+    assert_eq!(digests("a-1").len(), 3, "image a's two (libc once) and runc");
+    assert_eq!(digests("b-1").len(), 3);
+    assert_eq!(digests("parent").len(), 2, "a deny_unknown parent allows the helpers only");
+    assert!(digests("revoked").is_empty(), "a scope that failed closed stays closed");
+    assert!(Arc::ptr_eq(&digests("a-1"), &digests("a-2")), "containers of one image share one widened set");
+    assert_eq!(plan.runtime_helpers, helpers.to_vec(), "the plan says what it added");
+
+    // The kernel gets one set per distinct set: a's, b's, the parent's, the closed one's.
+    let ops = enforce::bpf::transition(&enforce::bpf::Loaded::default(), &plan.desired());
+    let replaced = ops.iter().filter(|op| matches!(op, enforce::bpf::Op::Replace { .. })).count();
+    assert_eq!(replaced, 4, "{ops:?}");
+    let scope_id = |cgroup: u64| {
+        ops.iter().find_map(|op| match op {
+            enforce::bpf::Op::SetScope { cgroup_id, scope_id, .. } if *cgroup_id == cgroup => Some(*scope_id),
+            _ => None,
+        })
+    };
+    assert_eq!(scope_id(11), scope_id(12), "a-1 and a-2 point at one set");
+    assert_ne!(scope_id(11), scope_id(13));
+}

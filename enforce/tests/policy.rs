@@ -184,3 +184,22 @@ fn an_unreadable_policy_names_the_file() {
     assert!(matches!(e, PolicyError::Read { .. }));
     assert!(e.to_string().contains("/nonexistent/policy.toml"));
 }
+
+#[test]
+fn runtime_helpers_are_none_by_default_and_absolute_distinct_paths_otherwise() {
+    assert!(parse(GOOD).unwrap().runtime_helpers.is_empty(), "the strict default: no helper");
+    let with = |list: &str| format!("runtime_helpers = {list}\n{GOOD}");
+    let policy = parse(&with(r#"["/usr/sbin/runc", "/usr/bin/crun"]"#)).unwrap();
+    assert_eq!(policy.runtime_helpers, vec![PathBuf::from("/usr/sbin/runc"), PathBuf::from("/usr/bin/crun")]);
+    let err = error(&with(r#"["runc"]"#));
+    assert!(err.contains("runtime_helpers[0]") && err.contains("absolute"), "{err}");
+    let err = error(&with(r#"["/usr/sbin/runc", "/usr/bin/crun", "/usr/sbin/runc"]"#));
+    assert!(err.contains("runtime_helpers[2]") && err.contains("twice"), "{err}");
+    let many: Vec<String> = (0..=policy::MAX_RUNTIME_HELPERS).map(|i| format!("\"/usr/lib/h{i}\"")).collect();
+    let err = error(&with(&format!("[{}]", many.join(", "))));
+    assert!(err.contains("runtime_helpers") && err.contains("more than"), "{err}");
+    assert!(matches!(parse(&with(r#""/usr/sbin/runc""#)), Err(PolicyError::Parse { .. })), "a list, not a string");
+    let err = parse(&format!("runtime_helper = [\"/usr/sbin/runc\"]\n{GOOD}")).unwrap_err();
+    assert!(matches!(err, PolicyError::Parse { .. }), "a misspelt field is refused: {err:?}");
+    assert!(enforce::daemon::chain(&err).contains("runtime_helper"), "{err}");
+}

@@ -161,6 +161,18 @@ fn print_reply(reply: &Reply) {
             counters_text(s.counters.as_ref())
         );
     }
+    if let Some(helpers) = &reply.runtime_helpers {
+        for h in &helpers.in_force {
+            println!(
+                "runtime helper {}: sha256:{} (allowed in every verified scope)",
+                h.path.display(),
+                h.sha256.hex()
+            );
+        }
+        for i in &helpers.ignored {
+            println!("runtime helper {}: ignored: {}", i.path.display(), i.reason);
+        }
+    }
 }
 
 /// A scope's kernel counters for a status line (empty when the kernel keeps none).

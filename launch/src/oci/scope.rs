@@ -292,7 +292,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let policy = policy(dir.path(), "refuse");
-        let served = daemon(&policy.control_socket, Reply { ok: true, error: None, scopes: vec![], events: vec![] });
+        let served = daemon(&policy.control_socket, Reply { ok: true, ..Reply::default() });
         let attached = register(&policy, "c1", Path::new("/sys/fs/cgroup/x/c1"), &admitted()).unwrap();
         let Some(Request::Add(add)) = served.join().unwrap() else { panic!("no add request") };
         assert_eq!(add.cgroup, Path::new("/sys/fs/cgroup/x/c1"));
@@ -302,7 +302,7 @@ mod tests {
         let Attached::Scoped(scope) = attached else { panic!("not scoped: {attached:?}") };
         assert_eq!(scope.socket, policy.control_socket);
         // remove() sends Remove for the same name.
-        let served = daemon(&policy.control_socket, Reply { ok: true, error: None, scopes: vec![], events: vec![] });
+        let served = daemon(&policy.control_socket, Reply { ok: true, ..Reply::default() });
         remove(&scope).unwrap();
         assert_eq!(served.join().unwrap(), Some(Request::Remove { name: "c1".into() }));
     }
