@@ -48,6 +48,23 @@ pub enum Op {
     Forget { scope_id: u32 },
 }
 
+impl std::fmt::Display for Op {
+    /// What the op does, short enough for an error message (no digests).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Replace { scope_id, digests } => {
+                write!(f, "writing the digest set of scope id {scope_id} ({} digest(s))", digests.len())
+            }
+            Op::SetScope { cgroup_id, scope_id, .. } => {
+                write!(f, "making cgroup id {cgroup_id} a scope (scope id {scope_id})")
+            }
+            Op::RemoveScope { cgroup_id } => write!(f, "removing the scope of cgroup id {cgroup_id}"),
+            Op::Retire { scope_id } => write!(f, "retiring the digest set of scope id {scope_id}"),
+            Op::Forget { scope_id } => write!(f, "forgetting the digest set of scope id {scope_id}"),
+        }
+    }
+}
+
 /// What is in the kernel's maps, as far as this adapter put it there.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Loaded {
@@ -172,8 +189,21 @@ pub fn transition(loaded: &Loaded, desired: &DesiredState) -> Vec<Op> {
         .filter(|c| desired.scope(**c).is_none())
         .map(|&cgroup_id| Op::RemoveScope { cgroup_id })
         .collect();
-    let in_use: BTreeSet<u32> = loaded.scopes.values().map(|s| s.0).chain(loaded.unknown.iter().copied()).collect();
-    let retires = in_use.into_iter().filter(|id| !taken.contains(id)).map(|scope_id| Op::Retire { scope_id });
+    // Every set in the kernel that no cgroup will point at is retired once: those of removed
+    // scopes, and one written for a scope whose own entry the kernel then refused (a full
+    // `enf_scopes`), which no cgroup ever pointed at.
+    let retired: BTreeSet<u32> = loaded.retired.iter().map(|(id, _)| *id).collect();
+    let in_kernel: BTreeSet<u32> = loaded
+        .scopes
+        .values()
+        .map(|s| s.0)
+        .chain(loaded.unknown.iter().copied())
+        .chain(loaded.sets.keys().copied())
+        .collect();
+    let retires = in_kernel
+        .into_iter()
+        .filter(|id| !taken.contains(id) && !retired.contains(id))
+        .map(|scope_id| Op::Retire { scope_id });
     replaces.into_iter().chain(switches).chain(removals).chain(retires).collect()
 }
 
@@ -241,7 +271,7 @@ impl BpfKernel {
 
     fn run_all(&mut self, ops: Vec<Op>) -> Result<(), KernelError> {
         for op in ops {
-            self.run(&op).map_err(|e| failed(&format!("{op:?}"), e))?;
+            self.run(&op).map_err(|e| failed(&op.to_string(), e))?;
             self.loaded.record(&op, Instant::now());
         }
         Ok(())
@@ -708,6 +738,25 @@ mod tests {
                 remote_fs: false
             }
         );
+    }
+
+    #[test]
+    fn a_set_written_for_a_scope_the_kernel_refused_is_retired_not_left() {
+        // The new scope's set is written, then the kernel refuses its cgroup's entry (a full
+        // enf_scopes): the daemon puts the old plan back, which must not leave that set behind.
+        let mut loaded = Loaded::default();
+        let old = plan(vec![scope(10, Mode::Enforce, &[1])]);
+        apply(&mut loaded, &old);
+        let ops = transition(&loaded, &plan(vec![scope(10, Mode::Enforce, &[1]), scope(11, Mode::Enforce, &[2])]));
+        let Op::Replace { scope_id: orphan, .. } = ops[0] else { panic!("{ops:?}") };
+        assert!(matches!(ops[1], Op::SetScope { cgroup_id: 11, .. }), "{ops:?}");
+        loaded.record(&ops[0], Instant::now());
+        // apply() also checks that no set is left that no cgroup points at.
+        let ops = apply(&mut loaded, &old);
+        assert_eq!(ops, vec![Op::Retire { scope_id: orphan }]);
+        assert!(transition(&loaded, &old).is_empty(), "retired once");
+        let text = Op::Replace { scope_id: 3, digests: plain(&[d(1), d(2)]) }.to_string();
+        assert_eq!(text, "writing the digest set of scope id 3 (2 digest(s))");
     }
 
     #[test]

@@ -119,6 +119,10 @@
 //! old pairs; the kernel side re-reads the set id when a lookup misses, so a
 //! decision racing with the swap sees the old set or the new one, never an
 //! empty or mixed one (the argument is in the C file).
+//! A map that is full (`enf_scopes` and `enf_sets` hold 4096 entries,
+//! `enf_allowed` 262144) refuses the change with [`EnforcerError::MapFull`],
+//! naming the map, and leaves nothing of it behind (`sets.rs`); tests fill
+//! the pinned maps with unreachable entries through `occupy.rs`.
 //!
 //! Events: denials and audit findings are always written; allowed decisions
 //! only for scopes with [`Scope::report_allowed`]. A full ring buffer drops
@@ -166,6 +170,8 @@ use crate::Digest;
 mod counters;
 mod events;
 mod load;
+#[doc(hidden)]
+pub mod occupy;
 mod pins;
 mod privs;
 mod sets;
@@ -238,6 +244,15 @@ pub enum EnforcerError {
         name: &'static str,
         #[source]
         source: MapError,
+    },
+    /// The kernel refused a new entry because the hash map holds as many as it was made for
+    /// (`E2BIG`). Nothing of the refused change is left in the map.
+    #[error("BPF map {name} is full: it holds its maximum of {max_entries} entries ({holds}), so the kernel refused a new one")]
+    MapFull {
+        name: &'static str,
+        max_entries: u32,
+        /// What one entry of the map is, for the operator.
+        holds: &'static str,
     },
     #[error("cannot create the pin directory {path}")]
     PinDir {
@@ -697,10 +712,34 @@ fn map_err<T>(name: &'static str, result: Result<T, MapError>) -> Result<T, Enfo
     result.map_err(|source| EnforcerError::Map { name, source })
 }
 
+/// What one entry of a hash map user space fills is, for [`EnforcerError::MapFull`].
+fn holds(name: &'static str) -> &'static str {
+    match name {
+        SCOPES_MAP => "one per cgroup that is a scope",
+        SETS_MAP => "one per digest set",
+        ALLOWED_MAP => "one per digest of every digest set",
+        _ => "entries",
+    }
+}
+
+/// The error of a failed insert into hash map `name` (`data`): [`EnforcerError::MapFull`] when
+/// the kernel said the map is full (`E2BIG`), [`EnforcerError::Map`] otherwise.
+fn insert_err(name: &'static str, data: &MapData, source: MapError) -> EnforcerError {
+    if !is_errno(&source, E2BIG) {
+        return EnforcerError::Map { name, source };
+    }
+    match data.info() {
+        Ok(info) => EnforcerError::MapFull { name, max_entries: info.max_entries(), holds: holds(name) },
+        Err(_) => EnforcerError::Map { name, source },
+    }
+}
+
 /// `BPF_NOEXIST`: insert only if the key is not there.
 const BPF_NOEXIST: u64 = 1;
 const ENOENT: i32 = 2;
 const EEXIST: i32 = 17;
+/// What the kernel answers an insert of a new key into a hash map that is full.
+const E2BIG: i32 = 7;
 
 /// Whether a map call failed with `errno`.
 fn is_errno(e: &MapError, errno: i32) -> bool {
@@ -738,5 +777,16 @@ mod tests {
             io_error: io::Error::from_raw_os_error(EEXIST),
         });
         assert!(!is_absent(&eexist) && is_errno(&eexist, EEXIST));
+    }
+
+    #[test]
+    fn a_full_map_is_named_with_what_it_holds() {
+        let full = EnforcerError::MapFull { name: ALLOWED_MAP, max_entries: 262144, holds: holds(ALLOWED_MAP) };
+        assert_eq!(
+            full.to_string(),
+            "BPF map enf_allowed is full: it holds its maximum of 262144 entries (one per digest of every \
+             digest set), so the kernel refused a new one"
+        );
+        assert_eq!(holds(SCOPES_MAP), "one per cgroup that is a scope");
     }
 }

@@ -2,13 +2,18 @@
 //! the set of (digest, privileges) each scope id allows, replaced whole without a window
 //! ([`Enforcer::replace_entries`]: fill a fresh set id, repoint `enf_sets` in one update, then
 //! delete the old pairs; the kernel side's half of the argument is in `enforcer.bpf.c`).
+//!
+//! A map that is full refuses the change whole: an insert the kernel refuses (`E2BIG`) is
+//! [`EnforcerError::MapFull`], naming the map, and what was written of a new set is taken out
+//! again (the entries this call inserted, not a scan of the map), so the set in force stays.
 
 use super::{
-    digest_key, ignore_absent, is_absent, is_errno, map_err, Enforcer, EnforcerError, Privs, Scope, ALLOWED_MAP,
-    BPF_NOEXIST, EEXIST, SCOPES_MAP, SETS_MAP,
+    digest_key, ignore_absent, insert_err, is_absent, is_errno, map_err, Enforcer, EnforcerError, Privs, Scope,
+    ALLOWED_MAP, BPF_NOEXIST, EEXIST, SCOPES_MAP, SETS_MAP,
 };
 use crate::abi::EnfScope;
 use crate::Digest;
+use aya::maps::IterableMap as _;
 
 impl Enforcer {
     /// Every cgroup that is a scope, with its settings.
@@ -46,7 +51,7 @@ impl Enforcer {
     pub fn set_scope(&mut self, cgroup_id: u64, scope: Scope) -> Result<(), EnforcerError> {
         let raw = EnfScope { scope_id: scope.id, mode: scope.mode.to_raw(), flags: scope.flags(), pad: 0 };
         let mut map = self.scopes()?;
-        map_err(SCOPES_MAP, map.insert(cgroup_id, raw, 0))
+        map.insert(cgroup_id, raw, 0).map_err(|e| insert_err(SCOPES_MAP, map.map(), e))
     }
 
     /// Stops enforcing the cgroup `cgroup_id`: its tasks are untouched again
@@ -78,13 +83,23 @@ impl Enforcer {
         let old = self.current_set(scope_id)?;
         let new = self.next_set_id;
         self.next_set_id = self.next_set_id.wrapping_add(1).max(1);
-        if let Err(e) = self.fill_set(new, &merged) {
-            // Leave the old set in force; drop what was written of the new one.
-            let _ = self.clear_set(new);
+        // On failure fill_set has taken out what it wrote of the new set: the old one stays.
+        self.fill_set(new, &merged)?;
+        let pointed = {
+            let mut sets = self.sets()?;
+            sets.insert(scope_id, new, 0).map_err(|e| insert_err(SETS_MAP, sets.map(), e))
+        };
+        if let Err(e) = pointed {
+            // Nothing points at the new set (enf_sets is full, say): take it out again, the old
+            // one stays in force.
+            self.set_sizes.remove(&new);
+            if let Ok(mut map) = self.allowed() {
+                for digest in merged.keys() {
+                    let _ = map.remove(&digest_key(new, *digest));
+                }
+            }
             return Err(e);
         }
-        let mut sets = self.sets()?;
-        map_err(SETS_MAP, sets.insert(scope_id, new, 0))?;
         match old {
             Some(old) => self.clear_set(old),
             None => Ok(()),
@@ -153,27 +168,35 @@ impl Enforcer {
         }
     }
 
+    /// Writes `entries` as set `set_id` (a fresh one). On failure the entries written here are
+    /// removed again, so nothing of the set is left.
     fn fill_set(
         &mut self,
         set_id: u32,
         entries: &std::collections::BTreeMap<Digest, Privs>,
     ) -> Result<(), EnforcerError> {
-        let mut added = 0;
+        let mut written = Vec::new();
         let mut map = self.allowed()?;
-        let mut result = Ok(());
+        let mut result: Result<(), EnforcerError> = Ok(());
         for (digest, privs) in entries {
             let key = digest_key(set_id, *digest);
             match map.insert(key, privs.to_raw(&key), BPF_NOEXIST) {
-                Ok(()) => added += 1,
+                Ok(()) => written.push(key),
                 Err(e) if is_errno(&e, EEXIST) => {}
-                Err(source) => {
-                    result = Err(EnforcerError::Map { name: ALLOWED_MAP, source });
+                Err(e) => {
+                    result = Err(insert_err(ALLOWED_MAP, map.map(), e));
                     break;
                 }
             }
         }
-        *self.set_sizes.entry(set_id).or_default() += added;
-        result
+        if result.is_err() {
+            for key in &written {
+                let _ = map.remove(key);
+            }
+            return result;
+        }
+        *self.set_sizes.entry(set_id).or_default() += written.len();
+        Ok(())
     }
 
     /// Deletes every pair of set `set_id`.

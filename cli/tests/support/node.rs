@@ -23,6 +23,12 @@ impl Node {
     /// A signed busybox image, and the daemon in `root/name` with `scopes` (policy `[[scope]]`
     /// tables, or nothing: then scopes come from the control socket).
     pub fn start(root: &Path, name: &str, scopes: &str) -> Node {
+        Node::start_pinned(root, name, scopes, Path::new("/sys/fs/bpf/imgsign-vm-run"))
+    }
+
+    /// [`Node::start`] with the enforcer pinned under `pin_dir` (an enforcer of the test's own,
+    /// for tests that fill its maps).
+    pub fn start_pinned(root: &Path, name: &str, scopes: &str, pin_dir: &Path) -> Node {
         let work = root.join(name);
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&work).unwrap();
@@ -33,8 +39,8 @@ impl Node {
         fs::write(
             &policy,
             format!(
-                "trust = {:?}\nevents = {:?}\ncontrol = {:?}\npin_dir = \"/sys/fs/bpf/imgsign-vm-run\"\n{scopes}",
-                trust, events, socket
+                "trust = {:?}\nevents = {:?}\ncontrol = {:?}\npin_dir = {:?}\n{scopes}",
+                trust, events, socket, pin_dir
             ),
         )
         .unwrap();

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use super::testbins::Suite;
 
 /// Test targets that run container engines inside the Debian tree.
-pub const NEEDED_BY: &[&str] = &["vm_engines"];
+pub const NEEDED_BY: &[&str] = &["vm_engines", "vm_fullmap"];
 
 /// The Debian suite of the tree (the host's and the tests' `imgsign` are built on Debian 12,
 /// so they run in it).
