@@ -10,7 +10,8 @@
 //! candidates x observed --metadata--> the candidate(s) that fit, else the closest one's
 //!                          differences as the refusal       [matcher]
 //! fitting candidate --content--> every file's SHA-256, from the hash cache when its inode,
-//!                          size, mtime and ctime are those already hashed   [hashes]
+//!                          size, mtime, ctime and btime are those already hashed (the walk
+//!                          takes such a file's signed xattrs from there too)   [hashes]
 //! ```
 //!
 //! What is compared is always the verified file list, never what the image or the engine

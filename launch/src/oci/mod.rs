@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! create  bundle/config.json --gate (admission::admit: the rootfs against the signed manifests
-//!         the node's policy trusts; a refusal creates nothing)
+//!         the node's policy trusts; a refusal creates nothing, or, when the spec has no hook
+//!         before `start`, decided in a process of its own beside libcontainer's create and a
+//!         refusal deletes what it made: see `gate`)
 //!         -> libcontainer create (init waits for `start`)
 //!         -> scope: the init's unified cgroup registered with the enforcement daemon, or the
 //!            policy's `when_no_enforcer` decides -> record (<root>/<id>/imgsign-runtime.json)
