@@ -63,40 +63,7 @@ fn signed_tree(dir: &Path) -> (PathBuf, PathBuf) {
 /// config.json from `imgsign runtime spec` running `args`, and the runtime policy trusting the
 /// node's image: (bundle dir, policy).
 fn runtime_bundle(node: &Node, id: &str, args: &[&str]) -> (PathBuf, PathBuf) {
-    let dir = node.work.join(id);
-    let _ = fs::remove_dir_all(&dir);
-    let rootfs = dir.join("rootfs");
-    for d in ["bin", "dev", "etc", "proc", "run", "sys", "tmp"] {
-        fs::create_dir_all(rootfs.join(d)).unwrap();
-        fs::set_permissions(rootfs.join(d), fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    fs::write(rootfs.join("bin/busybox"), busybox()).unwrap();
-    fs::set_permissions(rootfs.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    fs::write(rootfs.join("etc/motd"), "signed\n").unwrap();
-    fs::set_permissions(rootfs.join("etc/motd"), fs::Permissions::from_mode(0o644)).unwrap();
-    run(imgsign().args(["runtime", "spec", "--bundle"]).arg(&dir)).code(0);
-    let config_path = dir.join("config.json");
-    let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
-    config["process"]["terminal"] = false.into();
-    config["process"]["args"] = args.into();
-    config["root"] = serde_json::json!({ "path": "rootfs", "readonly": false });
-    config["linux"]["cgroupsPath"] = format!("/imgsign-fullmap/{id}").into();
-    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let policy = dir.join("runtime.toml");
-    fs::write(
-        &policy,
-        format!(
-            "trust = {:?}\nbundles = [{:?}]\ncache = {:?}\ncontrol_socket = {:?}\n",
-            node.trust,
-            node.bundle,
-            node.work.join("hash-cache"),
-            node.socket
-        ),
-    )
-    .unwrap();
-    (dir, policy)
+    node.runtime_bundle(id, args, "imgsign-fullmap", &node.socket)
 }
 
 /// `imgsign runtime run` of a container whose entrypoint writes its marker (in its rootfs's

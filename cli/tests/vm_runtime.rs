@@ -18,50 +18,10 @@ const WORK: &str = "/tmp/vm-runtime";
 const DROP_AND_RUN: &str = "printf '#!/bin/sh\\necho UNSIGNED-RAN\\n' > /tmp/dropped && chmod 755 /tmp/dropped; \
                             /tmp/dropped; echo \"rc=$?\"";
 
-/// The files of `support::busybox_layer`, written as a bundle's rootfs (what an engine's
-/// unpacked image would be).
-fn write_rootfs(rootfs: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    for d in ["bin", "dev", "etc", "proc", "run", "sys", "tmp"] {
-        fs::create_dir_all(rootfs.join(d)).unwrap();
-        fs::set_permissions(rootfs.join(d), fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    fs::write(rootfs.join("bin/busybox"), busybox()).unwrap();
-    fs::set_permissions(rootfs.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    fs::write(rootfs.join("etc/motd"), "signed\n").unwrap();
-    fs::set_permissions(rootfs.join("etc/motd"), fs::Permissions::from_mode(0o644)).unwrap();
-}
-
-/// An OCI bundle for container `id` running `args` (config.json from `imgsign runtime spec`,
-/// the process and cgroup set), and the runtime policy trusting `node`'s image, with the
-/// daemon's socket at `socket`.
+/// An OCI bundle for container `id` running `args`, and the runtime policy trusting `node`'s
+/// image, with the daemon's socket at `socket`.
 fn bundle(node: &Node, id: &str, args: &[&str], socket: &Path) -> (PathBuf, PathBuf) {
-    let dir = node.work.join(id);
-    let _ = fs::remove_dir_all(&dir);
-    write_rootfs(&dir.join("rootfs"));
-    run(imgsign().args(["runtime", "spec", "--bundle"]).arg(&dir)).code(0);
-    let config_path = dir.join("config.json");
-    let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
-    config["process"]["terminal"] = false.into();
-    config["process"]["args"] = args.into();
-    config["root"] = serde_json::json!({ "path": "rootfs", "readonly": false });
-    config["linux"]["cgroupsPath"] = format!("/imgsign-runtime/{id}").into();
-    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let policy = dir.join("runtime.toml");
-    fs::write(
-        &policy,
-        format!(
-            "trust = {:?}\nbundles = [{:?}]\ncache = {:?}\ncontrol_socket = {:?}\n",
-            node.trust,
-            node.bundle,
-            node.work.join("hash-cache"),
-            socket
-        ),
-    )
-    .unwrap();
-    (dir, policy)
+    node.runtime_bundle(id, args, "imgsign-runtime", socket)
 }
 
 /// `imgsign runtime --root STATE run --bundle DIR ID`, with the policy at `policy`.

@@ -99,3 +99,47 @@ impl Drop for Node {
         let _ = imgsign().args(["enforce", "--detach", "--policy"]).arg(&self.policy).output();
     }
 }
+
+impl Node {
+    /// An OCI bundle in `work/ID` for container `id` running `args`: the files of the node's
+    /// signed image (`support::busybox_layer`) as its rootfs, config.json from `imgsign runtime
+    /// spec` with the process and the cgroup (`/CGROUP_PARENT/ID`) set, and the runtime policy
+    /// trusting the node's image with the daemon's socket at `socket`: (bundle dir, policy).
+    pub fn runtime_bundle(&self, id: &str, args: &[&str], cgroup_parent: &str, socket: &Path) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.work.join(id);
+        let _ = fs::remove_dir_all(&dir);
+        let rootfs = dir.join("rootfs");
+        for d in ["bin", "dev", "etc", "proc", "run", "sys", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+            fs::set_permissions(rootfs.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        fs::write(rootfs.join("bin/busybox"), super::busybox()).unwrap();
+        fs::set_permissions(rootfs.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        fs::write(rootfs.join("etc/motd"), "signed\n").unwrap();
+        fs::set_permissions(rootfs.join("etc/motd"), fs::Permissions::from_mode(0o644)).unwrap();
+        super::run(super::imgsign().args(["runtime", "spec", "--bundle"]).arg(&dir)).code(0);
+        let config_path = dir.join("config.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+        config["process"]["terminal"] = false.into();
+        config["process"]["args"] = args.into();
+        config["root"] = serde_json::json!({ "path": "rootfs", "readonly": false });
+        config["linux"]["cgroupsPath"] = format!("/{cgroup_parent}/{id}").into();
+        fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let policy = dir.join("runtime.toml");
+        fs::write(
+            &policy,
+            format!(
+                "trust = {:?}\nbundles = [{:?}]\ncache = {:?}\ncontrol_socket = {:?}\n",
+                self.trust,
+                self.bundle,
+                self.work.join("hash-cache"),
+                socket
+            ),
+        )
+        .unwrap();
+        (dir, policy)
+    }
+}

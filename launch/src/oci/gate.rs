@@ -16,6 +16,7 @@
 use admission::{AdmitError, Admitted, Policy, PolicyError};
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
+use verifier_core::verify::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -161,18 +162,7 @@ pub fn serve(id: &str, bundle: &Path) -> Verdict {
     match check(id, bundle) {
         Ok(gated) => Verdict::Admitted { rootfs: gated.rootfs, admitted: gated.admitted },
         // The refusal's chain below "imgsign refused container ...", which the parent adds.
-        Err(GateError::Refused { source, .. }) => Verdict::Refused { reason: chain(&source) },
-        Err(other) => Verdict::Refused { reason: chain(&other) },
+        Err(GateError::Refused { source, .. }) => Verdict::Refused { reason: error_chain(&source) },
+        Err(other) => Verdict::Refused { reason: error_chain(&other) },
     }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
