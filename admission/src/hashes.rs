@@ -42,10 +42,46 @@ pub struct Known {
     pub xattrs: BTreeMap<String, String>,
 }
 
+/// The cache's maps. Keys are inode numbers, sizes and kernel-set times of this host's files:
+/// a multiply-rotate hash does (SipHash was a visible share of the gate's time), and a key
+/// crafted to collide could only slow the gate down.
+type KeyMap = HashMap<FileKey, Known, std::hash::BuildHasherDefault<KeyHasher>>;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64); // the bits, as a hash input
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64); // usize is 64 bits on the targets this runs on
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 pub struct HashCache {
     dir: PathBuf,
-    known: HashMap<FileKey, Known>,
-    used: HashMap<FileKey, Known>,
+    /// What the cache file holds, what was hashed now, and the keys used now.
+    known: KeyMap,
+    fresh: KeyMap,
+    used: Vec<FileKey>,
     /// Files read now, and files whose digest came from the cache.
     pub hashed: usize,
     pub cached: usize,
@@ -55,8 +91,14 @@ impl HashCache {
     /// Opens the cache in `dir` (made, mode 0700, if missing). An unsafe, unreadable or
     /// malformed cache is an empty one.
     pub fn open(dir: &Path) -> Self {
-        let mut cache =
-            HashCache { dir: dir.to_path_buf(), known: HashMap::new(), used: HashMap::new(), hashed: 0, cached: 0 };
+        let mut cache = HashCache {
+            dir: dir.to_path_buf(),
+            known: KeyMap::default(),
+            fresh: KeyMap::default(),
+            used: Vec::new(),
+            hashed: 0,
+            cached: 0,
+        };
         let _ = make_private_dir(dir);
         if !owned_and_private(dir) || !owned_and_private(&dir.join(FILE)) {
             return cache;
@@ -77,11 +119,10 @@ impl HashCache {
         let Some(key) = observed.key else {
             return Err(HashError::Changed { path: observed.host_path.clone() });
         };
-        if let Some(known) = self.used.get(&key).or_else(|| self.known.get(&key)).cloned() {
+        if let Some(known) = self.fresh.get(&key).or_else(|| self.known.get(&key)) {
             self.cached += 1;
-            let digest = known.digest;
-            self.used.insert(key, known);
-            return Ok(digest);
+            self.used.push(key);
+            return Ok(known.digest);
         }
         let known = hash_file(&observed.host_path, key)?;
         // The walk read the xattrs before the content: if they differ now, the file changed
@@ -91,7 +132,8 @@ impl HashCache {
         }
         self.hashed += 1;
         let digest = known.digest;
-        self.used.insert(key, known);
+        self.used.push(key);
+        self.fresh.insert(key, known);
         Ok(digest)
     }
 
@@ -101,9 +143,13 @@ impl HashCache {
         if self.hashed == 0 {
             return Ok(());
         }
-        let mut entries: Vec<(&FileKey, &Known)> = self.used.iter().collect();
-        if self.used.len() + self.known.len() <= MAX_ENTRIES {
-            entries.extend(self.known.iter().filter(|(k, _)| !self.used.contains_key(*k)));
+        let mut entries: Vec<(&FileKey, &Known)> = self.fresh.iter().collect();
+        let old = self.known.iter().filter(|(k, _)| !self.fresh.contains_key(*k));
+        if self.fresh.len() + self.known.len() <= MAX_ENTRIES {
+            entries.extend(old);
+        } else {
+            let used: std::collections::HashSet<&FileKey> = self.used.iter().collect();
+            entries.extend(old.filter(|(k, _)| used.contains(k)));
         }
         // The text cache of earlier builds is not read any more.
         let _ = std::fs::remove_file(self.dir.join("hashes"));
@@ -142,14 +188,14 @@ pub fn encode<'a>(entries: impl IntoIterator<Item = (&'a FileKey, &'a Known)>) -
 
 /// The entries of a cache file, or `None` if it is not one (a record cut short or malformed
 /// is no cache at all).
-fn decode(bytes: &[u8]) -> Option<HashMap<FileKey, Known>> {
+fn decode(bytes: &[u8]) -> Option<KeyMap> {
     let mut rest = bytes.strip_prefix(MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (head, tail) = rest.split_at_checked(n)?;
         rest = tail;
         Some(head)
     };
-    let mut out = HashMap::new();
+    let mut out = KeyMap::default();
     while let Some(head) = take(8) {
         let ino = u64::from_le_bytes(head.try_into().ok()?);
         let size = u64::from_le_bytes(take(8)?.try_into().ok()?);

@@ -74,7 +74,8 @@ pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed
     for result in results {
         out.extend(result?);
     }
-    out.sort_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
+    // Paths are distinct: no stable sort needed.
+    out.sort_unstable_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
     let inodes: Vec<Option<u64>> =
         out.iter().map(|o| o.key.filter(|_| o.entry.kind == FileType::File).map(|k| k.ino)).collect();
     // Moved out and back, not copied: the listing can hold many thousand entries.
