@@ -72,6 +72,30 @@ pub struct Admitted {
 
 /// Decides whether `rootfs`, about to be started with `spec`, may run under `policy`.
 pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Admitted, AdmitError> {
+    admit_inner(policy, spec, rootfs, None::<fn(&Admitted)>).0
+}
+
+/// [`admit`], and `early` run beside the walk's verdict on what the admission will be if it
+/// admits, when that is known before: the policy's verified candidates are one image (one
+/// statement), so only its bundles can match. `early` gets that image with no counts
+/// (`entries`, `hashed`, `cached` zero) and its result comes back with the verdict (`None`:
+/// there was more than one candidate, or none, and `early` did not run). The verdict is the
+/// same as [`admit`]'s: what `early` did must be undone by the caller when it refuses.
+pub fn admit_early<T: Send>(
+    policy: &Policy,
+    spec: &oci_spec::runtime::Spec,
+    rootfs: &Path,
+    early: impl FnOnce(&Admitted) -> T + Send,
+) -> (Result<Admitted, AdmitError>, Option<T>) {
+    admit_inner(policy, spec, rootfs, Some(early))
+}
+
+fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
+    policy: &Policy,
+    spec: &oci_spec::runtime::Spec,
+    rootfs: &Path,
+    early: Option<F>,
+) -> (Result<Admitted, AdmitError>, Option<T>) {
     // The walk (mostly the kernel's time, per path) runs while the bundles are verified or
     // their verdict read from the cache; it reads nothing but metadata, so starting it before
     // the policy is known to trust anything costs nothing but the time.
@@ -82,18 +106,40 @@ pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> 
             let cache = hashes::HashCache::open(&policy.cache);
             walk::walk_known(rootfs, Some(&cache)).map(|observed| (observed, cache))
         });
-        admit_walked(policy, spec, rootfs, || {
-            walking.join().unwrap_or_else(|_| Err(walk::WalkError::Worker { path: rootfs.to_path_buf() }))
-        })
+        let mut early = early;
+        let mut running = None;
+        let verdict = admit_walked(
+            policy,
+            spec,
+            rootfs,
+            || walking.join().unwrap_or_else(|_| Err(walk::WalkError::Worker { path: rootfs.to_path_buf() })),
+            |candidates| {
+                if let ([only], Some(early)) = (candidates, early.take()) {
+                    let preview = Admitted {
+                        name: only.name.clone(),
+                        digest: only.digest.clone(),
+                        bundles: only.bundles.clone(),
+                        entries: 0,
+                        hashed: 0,
+                        cached: 0,
+                    };
+                    running = Some(scope.spawn(move || early(&preview)));
+                }
+            },
+        );
+        let early = running.map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        (verdict, early)
     })
 }
 
-/// [`admit`], given the walk of `rootfs` to wait for.
+/// [`admit`], given the walk of `rootfs` to wait for; `verified` hears the candidates once
+/// they are known (before the walk is waited for).
 fn admit_walked(
     policy: &Policy,
     spec: &oci_spec::runtime::Spec,
     rootfs: &Path,
     walked: impl FnOnce() -> Result<(Vec<walk::Observed>, hashes::HashCache), walk::WalkError>,
+    verified: impl FnOnce(&[Candidate]),
 ) -> Result<Admitted, AdmitError> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
@@ -114,6 +160,7 @@ fn admit_walked(
             if refused.is_empty() { "the policy's bundle directories are empty".into() } else { refused.join("; ") };
         return Err(AdmitError::NoTrustedManifest { reasons });
     }
+    verified(&candidates);
     let (observed, mut cache) = walked()?;
     // Sorted by path bytes (the walk's order): looked up by binary search.
     let seen_at = |path: &str| {

@@ -265,3 +265,38 @@ fn a_statement_cache_others_can_write_is_not_believed() {
     let why = refusal(scene.admit(&Spec::default()));
     assert!(why.contains(paths::PLAIN_FILE), "{why}");
 }
+
+/// `admit_early` (the hook registers the scope beside the walk): `early` runs only when the
+/// policy's verified candidates are one image, is given that image, and never changes the
+/// verdict: a root that does not match is refused though `early` ran.
+#[test]
+fn early_work_runs_for_a_sole_candidate_only_and_a_tampered_root_is_still_refused() {
+    let scene = Scene::new();
+    let policy = scene.policy("");
+    let (verdict, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone());
+    let admitted = verdict.expect("the signed rootfs");
+    let preview = early.expect("one candidate: early ran");
+    assert_eq!(
+        (&preview.name, &preview.digest, &preview.bundles),
+        (&admitted.name, &admitted.digest, &admitted.bundles)
+    );
+
+    let target = scene.file(paths::PLAIN_FILE);
+    let mut content = std::fs::read(&target).unwrap();
+    content[0] ^= 1;
+    overwrite_keeping_mtime(&target, &content);
+    let (verdict, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone());
+    assert!(early.is_some(), "early ran beside the walk");
+    let why = refusal(verdict);
+    assert!(why.contains(paths::PLAIN_FILE), "{why}");
+
+    // Two images the policy trusts: which one matches is the walk's to say, so nothing early.
+    let other = scene.image.root.join("other.bundle.json");
+    let other_image = scene.image.root.join("other");
+    testdata::hostile::write_good_image(&other_image).unwrap();
+    sign_as(&format!("oci:{}:good", other_image.display()), "alice", "other", &other);
+    let two = scene.policy("").bundles.iter().cloned().chain([other]).collect::<Vec<_>>();
+    let policy = Policy { bundles: two, ..scene.policy("") };
+    let (_, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone());
+    assert!(early.is_none(), "two candidates: early must not run");
+}

@@ -428,11 +428,20 @@ fn rss_kib(pid: u32) -> u64 {
 #[ignore = "benchmark: needs root in a BPF-LSM kernel and the lab's Debian tree: `cargo xtask lab --filter vm_engines_bench`"]
 fn vm_engines_bench_podman_loop() {
     let n = bench_runs();
+    // The daemon (started by `setup`, inheriting this) writes a `timing` record per control
+    // request; the hooks append theirs to a file: where the hook's time goes.
+    std::env::set_var("IMGSIGN_TIMING", "1");
     let s = setup("bench");
     let node = &s.node;
     // Audit: the unlisted first exec runs, and is reported in the container's scope.
     fs::write(&s.policy, fs::read_to_string(&s.policy).unwrap() + "enforce_mode = \"audit\"\n").unwrap();
-    let hooked = hooked(&s, "runc");
+    let hook_timing = node.work.join("hook-timing.jsonl");
+    let hooks = hooks_dir_env(&s.policy, &node.work, &[format!("IMGSIGN_TIMING={}", hook_timing.display())]);
+    let hooked = Podman {
+        debian: Debian::enter(),
+        global: vec!["--runtime".into(), "runc".into(), "--hooks-dir".into(), hooks.display().to_string()],
+    };
+    startup_costs();
     let plain = Podman { debian: Debian::enter(), global: vec!["--runtime".into(), "runc".into()] };
     let image = hooked.pull(&s.image.reference);
     let mount = format!("{}:/tmp", s.payload.display());
@@ -489,4 +498,67 @@ fn vm_engines_bench_podman_loop() {
         unenforced.len(),
         e.as_secs_f64() / u.as_secs_f64()
     );
+    let hook_records: Vec<serde_json::Value> = fs::read_to_string(&hook_timing)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let events = node.events();
+    for (what, records) in [
+        ("hook create-runtime", hook_records.iter().filter(|r| r["stage"] == "create-runtime").collect::<Vec<_>>()),
+        ("hook poststop", hook_records.iter().filter(|r| r["stage"] == "poststop").collect()),
+        ("daemon add", events.iter().filter(|r| r["record"] == "timing" && r["request"] == "add").collect()),
+        ("daemon remove", events.iter().filter(|r| r["record"] == "timing" && r["request"] == "remove").collect()),
+    ] {
+        println!("BENCH-PHASES {what} ({} records), median ms: {}", records.len(), median_phases(&records));
+    }
+}
+
+/// Each phase's median (ms) over `records` (`phasesMs`, `totalMs`), in the order first seen.
+fn median_phases(records: &[&serde_json::Value]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for r in records {
+        for name in r["phasesMs"].as_object().into_iter().flat_map(|m| m.keys()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names.push("totalMs".into());
+    let median_of = |name: &str| {
+        let mut v: Vec<f64> = records
+            .iter()
+            .filter_map(|r| if name == "totalMs" { r[name].as_f64() } else { r["phasesMs"][name].as_f64() })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    names.iter().map(|n| format!("{n} {:.1}", median_of(n))).collect::<Vec<_>>().join(", ")
+}
+
+/// What starting the `imgsign` binary costs, beside a static busybox (median of 10 each).
+fn startup_costs() {
+    let time = |cmd: &mut dyn FnMut() -> Command| {
+        let mut v: Vec<Duration> = (0..10)
+            .map(|_| {
+                let started = Instant::now();
+                let out = cmd().output().unwrap();
+                assert!(out.status.success());
+                started.elapsed()
+            })
+            .collect();
+        v.sort();
+        v[5].as_secs_f64() * 1e3
+    };
+    let imgsign_ms = time(&mut || {
+        let mut c = support::imgsign();
+        c.arg("--version");
+        c
+    });
+    let busybox_ms = time(&mut || {
+        let mut c = Command::new("/bin/busybox");
+        c.arg("true");
+        c
+    });
+    println!("BENCH-STARTUP imgsign --version median {imgsign_ms:.1} ms, busybox true {busybox_ms:.1} ms");
 }

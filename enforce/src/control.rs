@@ -220,6 +220,20 @@ impl ControlServer {
         &self.path
     }
 
+    /// Waits up to `timeout` for a client to connect; returns whether one is waiting. Lets the
+    /// daemon sleep on the socket rather than on a timer, so a runtime's request is answered
+    /// as soon as it comes.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
+        let timeout = Timespec {
+            tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        // EINTR (a signal: SIGHUP, SIGTERM) ends the wait early, as it should.
+        poll(&mut fds, Some(&timeout)).is_ok_and(|n| n > 0)
+    }
+
     /// The next client with its request, if one is waiting. A peer that is not root gets a
     /// refusal here and is not returned; so does one that sends no valid request in time.
     pub fn accept(&self) -> Option<Pending> {

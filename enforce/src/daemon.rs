@@ -25,6 +25,7 @@ use crate::kernel::{Event, Kernel, KernelError, Verdict};
 use crate::plan::{self, Plan, PlanError};
 use crate::source::ScopeSpec;
 use crate::source::{PolicySource, ScopeSource, SourceError};
+use crate::timing::Phases;
 use crate::verified::StatementCache;
 use serde::Serialize;
 use serde_json::json;
@@ -39,8 +40,9 @@ const CGROUP_SEARCH_DEPTH: usize = 8;
 
 /// How long one wait for events lasts before the flags are looked at again.
 pub const POLL: Duration = Duration::from_millis(200);
-/// The same while a control socket is served: a runtime waits for its answer.
-const CONTROL_POLL: Duration = Duration::from_millis(20);
+/// While a control socket is served, the loop waits on the socket (a runtime's request is
+/// answered at once) this long at a time, reading events between waits.
+const CONTROL_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -101,6 +103,10 @@ pub struct Daemon<K: Kernel> {
     helpers: Helpers,
     /// Paths of refused runtime programs already warned about (once each).
     hinted: BTreeSet<String>,
+    /// Whether each control request writes a `timing` record of its phases ([`Daemon::set_timing`]).
+    timing: bool,
+    /// The phases of the control request being handled, when timing.
+    phases: Option<Phases>,
 }
 
 /// How many records of each scope the daemon keeps for [`Request::Events`].
@@ -139,6 +145,8 @@ impl<K: Kernel> Daemon<K> {
             failed: BTreeMap::new(),
             helpers: Helpers::default(),
             hinted: BTreeSet::new(),
+            timing: false,
+            phases: None,
         };
         daemon.report_helpers(found)?;
         daemon.report_failures(&failures)?;
@@ -198,7 +206,11 @@ impl<K: Kernel> Daemon<K> {
     /// half way) and the error is logged; it is returned too, for callers that want it.
     pub fn rebuild(&mut self, now: SystemTime, action: &str) -> Result<(), DaemonError> {
         self.rebuild_quietly(now).and_then(|changed| match changed {
-            Some(_) => self.after_apply(action),
+            Some(_) => {
+                self.after_apply(action)?;
+                self.mark("record-versions");
+                Ok(())
+            }
             None => Ok(()),
         })
     }
@@ -220,9 +232,12 @@ impl<K: Kernel> Daemon<K> {
     /// saying whether the desired state or a scope's failure differs from before.
     fn rebuild_quietly(&mut self, now: SystemTime) -> Result<Option<bool>, DaemonError> {
         self.collect_gone_scopes()?;
+        self.mark("collect-gone");
         let mut specs = self.fixed_scopes();
         specs.extend(self.control_scopes.values().cloned());
-        let (mut plan, failures) = match plan::assemble_each(self.policy.policy(), &specs, &mut self.cache, now) {
+        let assembled = plan::assemble_each(self.policy.policy(), &specs, &mut self.cache, now);
+        self.mark("assemble");
+        let (mut plan, failures) = match assembled {
             Ok(built) => built,
             Err(e) => {
                 let e = DaemonError::Plan(e);
@@ -231,7 +246,9 @@ impl<K: Kernel> Daemon<K> {
             }
         };
         plan.add_helpers(&self.helpers.in_force);
-        if let Err(e) = self.kernel.apply(&plan.desired()) {
+        let applied = self.kernel.apply(&plan.desired());
+        self.mark("apply");
+        if let Err(e) = applied {
             let e = DaemonError::Kernel(e);
             let restored = self.kernel.apply(&self.plan.desired());
             let kept = match &restored {
@@ -246,7 +263,9 @@ impl<K: Kernel> Daemon<K> {
         self.plan = plan;
         self.trust = self.policy.policy().trust.clone();
         let failures_changed = self.report_failures(&failures)?;
+        self.mark("report");
         self.check_running(&before)?;
+        self.mark("check-running");
         Ok(Some(changed || failures_changed))
     }
 
@@ -377,9 +396,28 @@ impl<K: Kernel> Daemon<K> {
                 next_recheck = std::time::Instant::now() + self.policy.policy().recheck;
             }
             self.serve_pending()?;
-            self.pump_events(if self.control.is_some() { CONTROL_POLL } else { POLL })?;
+            if self.control.is_none() {
+                self.pump_events(POLL)?;
+            } else if self.pump_events(Duration::ZERO)? == 0 {
+                if let Some(control) = &self.control {
+                    control.wait(CONTROL_POLL);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// With `on`, each control request writes a `timing` record (its phases, in ms) to the
+    /// output once answered: where a runtime's wait goes.
+    pub fn set_timing(&mut self, on: bool) {
+        self.timing = on;
+    }
+
+    /// Ends phase `name` of the control request being timed, if any.
+    fn mark(&mut self, name: &'static str) {
+        if let Some(phases) = &mut self.phases {
+            phases.mark(name);
+        }
     }
 
     /// Answers control requests on `server` from now on (in [`Daemon::run`]).
@@ -390,11 +428,30 @@ impl<K: Kernel> Daemon<K> {
     /// Answers every control request waiting on the socket.
     pub fn serve_pending(&mut self) -> Result<(), DaemonError> {
         while let Some(pending) = self.control.as_ref().and_then(ControlServer::accept) {
+            self.phases = self.timing.then(Phases::start);
+            let cache_before = self.cache.stats();
+            let (op, scope) = match &pending.request {
+                Ok(Request::Add(add)) => ("add", Some(add.name.clone())),
+                Ok(Request::Remove { name }) => ("remove", Some(name.clone())),
+                Ok(Request::List) => ("list", None),
+                Ok(Request::Events { name }) => ("events", Some(name.clone())),
+                Err(_) => ("invalid", None),
+            };
             let reply = match pending.request.clone() {
                 Ok(request) => self.control(request, SystemTime::now())?,
                 Err(error) => Reply::refused(error),
             };
             pending.reply(&reply);
+            self.mark("reply");
+            if let Some(phases) = self.phases.take() {
+                let (hits, misses) = self.cache.stats();
+                let mut record = json!({"record": "timing", "time": now_rfc3339(), "request": op, "scope": scope,
+                    "ok": reply.ok, "statementCache": {"hits": hits - cache_before.0, "misses": misses - cache_before.1}});
+                if let (Some(record), serde_json::Value::Object(more)) = (record.as_object_mut(), phases.to_json()) {
+                    record.extend(more);
+                }
+                self.write(&record)?;
+            }
         }
         Ok(())
     }
@@ -416,12 +473,14 @@ impl<K: Kernel> Daemon<K> {
                     Ok(spec) => spec,
                     Err(reason) => return Ok(Reply::refused(reason)),
                 };
+                self.mark("check-request");
                 // A scope asked for must verify before anything changes (a running scope that
                 // stops verifying fails closed instead; a request is simply refused).
                 if let Err(e) = plan::assemble(self.policy.policy(), std::slice::from_ref(&spec), &mut self.cache, now)
                 {
                     return Ok(Reply::refused(chain(&e)));
                 }
+                self.mark("verify-alone");
                 let name = spec.name.clone();
                 let before = self.control_scopes.insert(name.clone(), spec);
                 let restore = |d: &mut Self, before: Option<ScopeSpec>| match before {
@@ -660,7 +719,7 @@ impl<K: Kernel> Daemon<K> {
                 self.remember(Some(&name), record);
             }
             self.write(&json!({"record": "plan", "action": "running-checked", "time": now_rfc3339(), "scope": name,
-                "tasks": report.tasks, "findings": report.findings.len(), "rounds": report.rounds, "froze": report.froze}))?;
+                "tasks": report.tasks, "exempt": report.exempt, "findings": report.findings.len(), "rounds": report.rounds, "froze": report.froze}))?;
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ pub mod plan;
 pub mod policy;
 pub mod running;
 pub mod source;
+pub mod timing;
 pub mod verified;
 
 pub use desired::{DesiredScope, DesiredState};

@@ -99,6 +99,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(node) => node,
         Err(e) => return failed(e),
     };
+    // IMGSIGN_TIMING: each control request's phases go to the event output (`timing` records).
+    node.daemon_mut().set_timing(std::env::var_os("IMGSIGN_TIMING").is_some_and(|v| !v.is_empty()));
     node.run()?;
     eprintln!(
         "imgsign enforce: stopped; the programs stay pinned under {} and keep enforcing (imgsign enforce --detach ends it)",

@@ -9,6 +9,7 @@
 //! ```
 
 use anyhow::Context as _;
+use enforce::timing::Phases;
 use launch::oci::hook;
 use launch::oci::scope::Attached;
 use std::io::Read as _;
@@ -30,13 +31,17 @@ enum Stage {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut phases = Phases::start();
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input).context("cannot read the OCI state from stdin")?;
     let state = hook::parse_state(&input)?;
+    phases.mark("state");
     match args.stage {
         Stage::CreateRuntime => {
+            let created = hook::create_runtime(&state, &mut phases);
+            report_timing("create-runtime", &state.id, created.is_ok(), &phases);
             let (admitted, attached) =
-                hook::create_runtime(&state).with_context(|| format!("imgsign hook refused container {}", state.id))?;
+                created.with_context(|| format!("imgsign hook refused container {}", state.id))?;
             let scope = match attached {
                 Attached::Scoped(scope) => format!("scope {} at {}", scope.name, scope.cgroup.display()),
                 Attached::Unenforced(reason) => format!("unenforced: {reason}"),
@@ -47,10 +52,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         Stage::Poststop => {
-            if let Err(e) = hook::poststop(&state) {
+            let removed = hook::poststop(&state);
+            phases.mark("remove");
+            report_timing("poststop", &state.id, removed.is_ok(), &phases);
+            if let Err(e) = removed {
                 eprintln!("imgsign hook: warning: {:#}", anyhow::Error::new(e));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `IMGSIGN_TIMING` set, one JSON line of the hook's phases (ms): appended to the file it
+/// names when it is an absolute path (a runtime shows a hook's stderr only when it fails),
+/// else on stderr. A file that cannot be written is ignored: timing never fails a hook.
+fn report_timing(stage: &str, id: &str, ok: bool, phases: &Phases) {
+    let Some(target) = std::env::var_os("IMGSIGN_TIMING").filter(|v| !v.is_empty()) else { return };
+    let mut record = serde_json::json!({"record": "hook-timing", "stage": stage, "id": id, "ok": ok});
+    if let (Some(record), serde_json::Value::Object(more)) = (record.as_object_mut(), phases.to_json()) {
+        record.extend(more);
+    }
+    let line = format!("{record}\n");
+    let target = std::path::PathBuf::from(target);
+    if target.is_absolute() {
+        use std::io::Write as _;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&target);
+        let _ = file.and_then(|mut f| f.write_all(line.as_bytes()));
+    } else {
+        eprint!("imgsign hook: timing: {line}");
+    }
 }

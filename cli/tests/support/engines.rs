@@ -97,6 +97,11 @@ pub fn runtime_wrapper(policy: &Path, dir: &Path) -> PathBuf {
 
 /// `imgsign hook create-runtime` and `poststop` in `dir/hooks.d`.
 pub fn hooks_dir(policy: &Path, dir: &Path) -> PathBuf {
+    hooks_dir_env(policy, dir, &[])
+}
+
+/// [`hooks_dir`], the hooks also given `env` (`NAME=value`).
+pub fn hooks_dir_env(policy: &Path, dir: &Path, env: &[String]) -> PathBuf {
     let hooks = dir.join("hooks.d");
     fs::create_dir_all(&hooks).unwrap();
     for (stage, arg) in [("createRuntime", "create-runtime"), ("poststop", "poststop")] {
@@ -105,7 +110,9 @@ pub fn hooks_dir(policy: &Path, dir: &Path) -> PathBuf {
             "hook": {
                 "path": IMGSIGN,
                 "args": ["imgsign", "hook", arg],
-                "env": [format!("IMGSIGN_RUNTIME_CONFIG={}", policy.display())],
+                "env": std::iter::once(format!("IMGSIGN_RUNTIME_CONFIG={}", policy.display()))
+                    .chain(env.iter().cloned())
+                    .collect::<Vec<_>>(),
             },
             "when": { "always": true },
             "stages": [stage],

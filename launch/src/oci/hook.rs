@@ -5,8 +5,9 @@
 //! init there, and the init has not yet run anything of the container's: the hook reads the
 //! state (`id`, `pid`, `bundle`) from stdin, admits the root file system the bundle's spec
 //! names exactly as `imgsign runtime create` does, and registers the init's real cgroup (from
-//! `/proc/<pid>/cgroup`, not from the spec) as the container's scope. Any failure exits
-//! non-zero, and the runtime then refuses the container. At `poststop` the scope is removed
+//! `/proc/<pid>/cgroup`, not from the spec) as the container's scope (beside the gate when the
+//! policy leaves one image to match, see [`create_runtime`]). Any failure exits non-zero, and
+//! the runtime then refuses the container. At `poststop` the scope is removed
 //! (the daemon also forgets scopes whose cgroup has gone).
 
 use super::gate;
@@ -14,6 +15,7 @@ use super::record::ScopeRecord;
 use super::scope::{self, Attached, Paths};
 use super::OciError;
 use admission::{Admitted, Policy};
+use enforce::timing::Phases;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -39,17 +41,58 @@ pub enum HookError {
     NoPid(String),
 }
 
-/// The `createRuntime` hook: admits the container and makes its cgroup a scope.
-pub fn create_runtime(state: &HookState) -> Result<(Admitted, Attached), OciError> {
-    let gated = gate::check(&state.id, &state.bundle)?;
+/// The `createRuntime` hook: admits the container and makes its cgroup a scope; `phases`
+/// hears where the time went (`prepare`: spec and policy, `admit`: the gate and, beside it,
+/// the scope, `attach`: the scope when it had to wait for the gate).
+///
+/// When the policy's verified candidates are one image, the scope holding its bundles is
+/// registered while the root file system is still being judged ([`admission::admit_early`]):
+/// a scope only restricts what may run in a cgroup whose init has run nothing of its own yet,
+/// and a refusal removes it again and fails the hook. Either way the hook returns only after
+/// the daemon answered (the kernel holds the scope) and the gate admitted the root.
+pub fn create_runtime(state: &HookState, phases: &mut Phases) -> Result<(Admitted, Attached), OciError> {
+    let gate::Prepared { spec, rootfs, policy } = gate::prepare(&state.bundle)?;
     let pid = state.pid.ok_or_else(|| HookError::NoPid(state.id.clone()))?;
+    phases.mark("prepare");
     let naming = scope::Naming::from_annotations(|k| state.annotations.get(k).map(String::as_str));
     // The policy says where the unified hierarchy is (a hybrid node's /sys/fs/cgroup/unified,
     // where runc places the container too). `imgsign runtime create` keeps the default:
     // libcontainer does not join the unified hierarchy of a hybrid node.
-    let paths = Paths { cgroup_root: gated.policy.cgroup_root.clone(), ..Paths::default() };
-    let attached = scope::attach(&gated.policy, &state.id, pid, &gated.admitted, &naming, &paths)?;
-    Ok((gated.admitted, attached))
+    let paths = Paths { cgroup_root: policy.cgroup_root.clone(), ..Paths::default() };
+    let attach = |admitted: &Admitted| scope::attach(&policy, &state.id, pid, admitted, &naming, &paths);
+    let (verdict, early) =
+        admission::admit_early(&policy, &spec, &rootfs, |preview| (preview.clone(), attach(preview)));
+    phases.mark("admit");
+    let admitted = match verdict {
+        Ok(admitted) => admitted,
+        Err(source) => {
+            if let Some((_, Ok(Attached::Scoped(record)))) = &early {
+                // Best effort: the runtime now refuses the container, and the daemon forgets
+                // the scope of a cgroup that is gone in any case.
+                let _ = scope::remove(record);
+            }
+            return Err(gate::GateError::Refused { id: state.id.clone(), source }.into());
+        }
+    };
+    let attached = match early {
+        Some((preview, attached)) if same_image(&preview, &admitted) => attached?,
+        Some((_, attached)) => {
+            // Not the image registered beside the gate (one candidate admits only itself, so
+            // this is not expected): the scope is made again for the image admitted.
+            if let Ok(Attached::Scoped(record)) = &attached {
+                scope::remove(record)?;
+            }
+            attach(&admitted)?
+        }
+        None => attach(&admitted)?,
+    };
+    phases.mark("attach");
+    Ok((admitted, attached))
+}
+
+/// Whether two admissions name the same image and bundles (the counts aside).
+fn same_image(a: &Admitted, b: &Admitted) -> bool {
+    (&a.name, &a.digest, &a.bundles) == (&b.name, &b.digest, &b.bundles)
 }
 
 /// The `poststop` hook: removes the container's scope (a scope that was never made, or a
