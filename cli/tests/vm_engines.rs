@@ -146,6 +146,45 @@ fn vm_engines_podman_runc_with_the_hook() {
     podman_scenario(&s, &hooked(&s, "runc"), "runc");
 }
 
+/// An image nobody signed, started through podman with stock runc and `imgsign hook`: the
+/// policy verifies one image, so the hook registers that image's scope while its gate walks the
+/// root (see `launch::oci::hook::create_runtime`); the gate then refuses this root, and the
+/// scope made beside it must not stay behind (the tests' daemon does not recheck, so nothing else
+/// would collect it before the hour is up).
+#[test]
+#[ignore = "needs root in a BPF-LSM kernel and the lab's Debian tree: run by `cargo xtask lab`"]
+fn vm_engines_hook_refusal_removes_the_scope_made_beside_the_gate() {
+    let s = setup("hook-refused");
+    let podman = hooked(&s, "runc");
+    let root = s.node.work.join("unsigned-image");
+    let mut tar = testdata::tar::TarWriter::new();
+    for d in ["bin", "dev", "etc", "proc", "run", "sys", "tmp"] {
+        tar.dir(d, 0o755);
+    }
+    tar.file("bin/busybox", 0o755, support::busybox());
+    tar.symlink("bin/sh", "busybox");
+    let written = testdata::oci::write_layout_with_config(
+        &root,
+        "v1",
+        &[testdata::oci::Layer::gzip(&tar.finish())],
+        serde_json::json!({ "Env": ["PATH=/bin"] }),
+    )
+    .unwrap();
+    let image = podman.pull(&written.reference());
+    let cid = s.node.work.join("refused.cid");
+    let r =
+        podman.run(&["run", "--rm", "--network", "none", "--cidfile", cid.to_str().unwrap(), &image, "echo", "RAN"]);
+    assert_ne!(r.code, Some(0), "an unsigned image ran: {}", r.all());
+    assert!(!r.stdout.contains("RAN") && r.all().contains("imgsign refused"), "{}", r.all());
+    let id = fs::read_to_string(&cid).unwrap().trim().to_string();
+    // The early registration happened (so this test exercises its undoing) ...
+    let actions =
+        |action: &str| s.node.events().iter().filter(|e| e["action"] == action && e.to_string().contains(&id)).count();
+    assert_eq!(actions("scope-added"), 1, "{}", s.node.events_text());
+    // ... and nothing of it is left.
+    wait_scope(&s.node, &id, false);
+}
+
 #[test]
 #[ignore = "needs root in a BPF-LSM kernel and the lab's Debian tree: run by `cargo xtask lab`"]
 fn vm_engines_podman_crun_with_the_hook() {
