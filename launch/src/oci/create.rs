@@ -80,15 +80,15 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
     // Nothing exists yet: a refusal here leaves nothing to undo.
     let started = std::time::Instant::now();
     let prepared = gate::prepare(&bundle)?;
-    let (mut decided, pending) = if gate::may_run_beside_create(&prepared.spec) {
-        (None, Some((gate::Pending::spawn(&opts.id, &bundle)?, prepared)))
+    let gate_beside = gate::may_run_beside_create(&prepared.spec);
+    let gate = if gate_beside {
+        Gate::Beside(gate::Pending::spawn(&opts.id, &bundle)?, prepared)
     } else {
-        (Some(gate::decide(&opts.id, prepared)?), None)
+        Gate::Decided(gate::decide(&opts.id, prepared)?)
     };
     let mut gate_time = started.elapsed();
-    let gate_beside = pending.is_some();
     let id = opts.id.as_str();
-    let container = {
+    let built = (|| {
         // libcontainer's children run Rust code between fork and exec (`crate::fork`).
         let _forks = crate::fork::guard();
         ContainerBuilder::new(id.to_string(), SyscallType::default())
@@ -108,26 +108,30 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
             // and chrooted instead there, as `imgsign run` does, whether or not asked.
             .with_no_pivot(opts.no_pivot || crate::host::root_is_ramdisk())
             .build()
-    };
+            .map_err(runtime_err("create", id))
+    })();
     let create_time = started.elapsed() - gate_time;
     // The gate's verdict, if it was deciding beside the create: a refusal deletes the
     // container, whose init has been waiting for `start`, and is the error even if the create
     // failed too (the root file system may be why).
-    if let Some((pending, prepared)) = pending {
-        let waited = std::time::Instant::now();
-        match pending.wait(id, prepared) {
-            Ok(gated) => decided = Some(gated),
-            Err(refused) => {
-                if let Ok(mut container) = container {
-                    let _ = container.delete(true);
+    let gated = match gate {
+        Gate::Decided(gated) => gated,
+        Gate::Beside(pending, prepared) => {
+            let waited = std::time::Instant::now();
+            let verdict = pending.wait(id, prepared);
+            gate_time += waited.elapsed();
+            match verdict {
+                Ok(gated) => gated,
+                Err(refused) => {
+                    if let Ok(mut container) = built {
+                        let _ = container.delete(true);
+                    }
+                    return Err(refused.into());
                 }
-                return Err(refused.into());
             }
         }
-        gate_time += waited.elapsed();
-    }
-    let mut container = container.map_err(runtime_err("create", id))?;
-    let gated = decided.expect("decided before or beside the create");
+    };
+    let mut container = built?;
     let Some(pid) = container.pid().map(Pid::as_raw) else {
         let _ = container.delete(true);
         return Err(OciError::NotRunning(id.to_string()));
@@ -165,6 +169,12 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
         return Err(OciError::Io { what: "cannot write", path, source });
     }
     Ok((container, Created { pid, record, warnings, gate_time, create_time, gate_beside }))
+}
+
+/// The gate's decision, made before the create or being made beside it.
+enum Gate {
+    Decided(gate::Gated),
+    Beside(gate::Pending, gate::Prepared),
 }
 
 /// Removes the scope and deletes the container; failures are left to the daemon (which forgets
