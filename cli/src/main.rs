@@ -1,10 +1,8 @@
 //! `imgsign`: a thin shell over the library crates. Each command lives in `commands/` and is a
 //! library call plus argument parsing and output formatting.
 
-mod commands;
-mod output;
-
 use clap::Parser;
+use imgsign_cli::{commands, output};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

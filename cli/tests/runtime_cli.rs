@@ -251,3 +251,34 @@ fn a_failing_poststop_hook_is_a_warning_and_delete_still_removes_the_container()
     assert!(!dir.join("state/p1").exists(), "the container's state is left");
     let _ = node;
 }
+
+/// `imgsign-hook` is `imgsign hook` in an executable of its own: the same stages, the same
+/// refusal of a state that is not one, and a usage error (exit 2) for anything else.
+#[test]
+fn imgsign_hook_takes_the_stages_of_imgsign_hook_and_refuses_anything_else() {
+    let with_stdin = |mut c: Command, input: &[u8]| {
+        use std::io::Write as _;
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let hook = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_imgsign-hook"));
+        c.args(args);
+        c
+    };
+    for args in [&[][..], &["bogus"], &["create-runtime", "poststop"]] {
+        let (code, stderr) = with_stdin(hook(args), b"");
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("usage: imgsign-hook create-runtime|poststop"), "{args:?}: {stderr}");
+    }
+    let mut full = Command::new(env!("CARGO_BIN_EXE_imgsign"));
+    full.args(["hook", "create-runtime"]);
+    for command in [hook(&["create-runtime"]), full] {
+        let (code, stderr) = with_stdin(command, b"not an OCI state");
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("the OCI state on stdin is not valid"), "{stderr}");
+    }
+}

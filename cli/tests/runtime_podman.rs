@@ -32,18 +32,23 @@ impl Podman {
         Podman { dir, runroot, node, hooks: None }
     }
 
-    /// Stock runc, with `imgsign hook create-runtime` and `poststop` in a `hooks.d` (the
-    /// node's policy passed through the hook's environment).
+    /// Stock runc, with `imgsign-hook create-runtime` and `imgsign hook poststop` in a
+    /// `hooks.d` (the node's policy passed through the hook's environment): both ways of
+    /// naming a hook, the hooks' own executable and the full command line, are run.
     fn hooked(when_no_enforcer: &str) -> Podman {
         let mut podman = Podman::new(when_no_enforcer);
         let hooks = podman.dir.path().join("hooks.d");
         std::fs::create_dir_all(&hooks).unwrap();
-        for (stage, arg) in [("createRuntime", "create-runtime"), ("poststop", "poststop")] {
+        let create_runtime = [env!("CARGO_BIN_EXE_imgsign-hook"), "imgsign-hook", "create-runtime"];
+        let poststop = [env!("CARGO_BIN_EXE_imgsign"), "imgsign", "hook", "poststop"];
+        for (stage, arg, command) in
+            [("createRuntime", "create-runtime", &create_runtime[..]), ("poststop", "poststop", &poststop[..])]
+        {
             let hook = serde_json::json!({
                 "version": "1.0.0",
                 "hook": {
-                    "path": env!("CARGO_BIN_EXE_imgsign"),
-                    "args": ["imgsign", "hook", arg],
+                    "path": command[0],
+                    "args": command[1..],
                     "env": [format!("IMGSIGN_RUNTIME_CONFIG={}", podman.node.policy.display())],
                 },
                 "when": { "always": true },

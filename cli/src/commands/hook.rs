@@ -5,8 +5,11 @@
 //!
 //! ```json
 //! {"version": "1.0.0", "when": {"always": true}, "stages": ["createRuntime"],
-//!  "hook": {"path": "/usr/local/bin/imgsign", "args": ["imgsign", "hook", "create-runtime"]}}
+//!  "hook": {"path": "/usr/local/bin/imgsign-hook", "args": ["imgsign-hook", "create-runtime"]}}
 //! ```
+//!
+//! `imgsign-hook STAGE` is `imgsign hook STAGE` in an executable of its own, which starts in a
+//! fraction of the time: the one to name in `hooks.d`.
 
 use anyhow::Context as _;
 use enforce::timing::Phases;
@@ -21,8 +24,9 @@ pub struct Args {
     stage: Stage,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Stage {
+/// Which hook this is; `imgsign-hook` takes the same names as `imgsign hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
     /// Admit the container's root file system and make its cgroup an enforcement scope; a
     /// failure makes the runtime refuse the container.
     CreateRuntime,
@@ -30,13 +34,25 @@ enum Stage {
     Poststop,
 }
 
+impl Stage {
+    /// The stage named on a command line (`create-runtime`, `poststop`).
+    pub fn from_arg(arg: &str) -> Option<Stage> {
+        <Stage as clap::ValueEnum>::from_str(arg, false).ok()
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    run_stage(args.stage)
+}
+
+/// Runs one hook on the OCI state read from stdin.
+pub fn run_stage(stage: Stage) -> anyhow::Result<ExitCode> {
     let mut phases = Phases::start();
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input).context("cannot read the OCI state from stdin")?;
     let state = hook::parse_state(&input)?;
     phases.mark("state");
-    match args.stage {
+    match stage {
         Stage::CreateRuntime => {
             let created = hook::create_runtime(&state, &mut phases);
             report_timing("create-runtime", &state.id, created.is_ok(), &phases);

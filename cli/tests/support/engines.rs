@@ -19,6 +19,8 @@ pub const ENTRYPOINT_MARK: &str = "ENTRYPOINT-RAN";
 /// The image as ctr knows it.
 pub const CTR_IMAGE: &str = "docker.io/imgsign/engines:1";
 const IMGSIGN: &str = "/lab/bin/imgsign";
+/// The hooks' own executable, as a node names it in `hooks.d`.
+pub const IMGSIGN_HOOK: &str = "/lab/bin/imgsign-hook";
 
 /// The signed test image: busybox (`/bin/busybox`, `/bin/sh`) and `/usr/bin/entry`, a script that
 /// prints [`ENTRYPOINT_MARK`] and execs its arguments, as the image's Entrypoint.
@@ -95,7 +97,7 @@ pub fn runtime_wrapper(policy: &Path, dir: &Path) -> PathBuf {
     wrapper
 }
 
-/// `imgsign hook create-runtime` and `poststop` in `dir/hooks.d`.
+/// `imgsign-hook create-runtime` and `poststop` in `dir/hooks.d`.
 pub fn hooks_dir(policy: &Path, dir: &Path) -> PathBuf {
     hooks_dir_env(policy, dir, &[])
 }
@@ -108,8 +110,8 @@ pub fn hooks_dir_env(policy: &Path, dir: &Path, env: &[String]) -> PathBuf {
         let hook = serde_json::json!({
             "version": "1.0.0",
             "hook": {
-                "path": IMGSIGN,
-                "args": ["imgsign", "hook", arg],
+                "path": IMGSIGN_HOOK,
+                "args": ["imgsign-hook", arg],
                 "env": std::iter::once(format!("IMGSIGN_RUNTIME_CONFIG={}", policy.display()))
                     .chain(env.iter().cloned())
                     .collect::<Vec<_>>(),

@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 const PACKAGES: &[&str] = &["bpf-lsm", "enforce", "imgsign", "store"];
 
 /// Executables the in-VM tests run, copied to `/lab/bin` (the CLI's `vm_*` tests run the
-/// `imgsign` built beside them).
-const PROGRAMS: &[&str] = &["imgsign"];
+/// `imgsign` and `imgsign-hook` built beside them).
+const PROGRAMS: &[&str] = &["imgsign", "imgsign-hook"];
 
 /// The suite that changes the boot for good (an IMA policy): run last.
 const BOOT_STATE_SUITE: &str = "vm_enforcer_bench";
