@@ -72,7 +72,7 @@ pub struct Admitted {
 
 /// Decides whether `rootfs`, about to be started with `spec`, may run under `policy`.
 pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Admitted, AdmitError> {
-    admit_inner(policy, spec, rootfs, None::<fn(&Admitted)>).0
+    admit_inner(policy, spec, rootfs, None::<fn(&Admitted)>, &mut |_| {}).0
 }
 
 /// [`admit`], and `early` run beside the walk's verdict on what the admission will be if it
@@ -81,13 +81,18 @@ pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> 
 /// (`entries`, `hashed`, `cached` zero) and its result comes back with the verdict (`None`:
 /// there was more than one candidate, or none, and `early` did not run). The verdict is the
 /// same as [`admit`]'s: what `early` did must be undone by the caller when it refuses.
+/// `mark` hears where the time went, as each phase ends: `verify` (the policy's bundles,
+/// verified or read from the statement cache), `walk` (waiting for the listing that ran
+/// beside), `match` (metadata and content against the candidates), `early` (waiting for
+/// `early` after the verdict).
 pub fn admit_early<T: Send>(
     policy: &Policy,
     spec: &oci_spec::runtime::Spec,
     rootfs: &Path,
     early: impl FnOnce(&Admitted) -> T + Send,
+    mark: &mut dyn FnMut(&'static str),
 ) -> (Result<Admitted, AdmitError>, Option<T>) {
-    admit_inner(policy, spec, rootfs, Some(early))
+    admit_inner(policy, spec, rootfs, Some(early), mark)
 }
 
 fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
@@ -95,6 +100,7 @@ fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
     spec: &oci_spec::runtime::Spec,
     rootfs: &Path,
     early: Option<F>,
+    mark: &mut dyn FnMut(&'static str),
 ) -> (Result<Admitted, AdmitError>, Option<T>) {
     // The walk (mostly the kernel's time, per path) runs while the bundles are verified or
     // their verdict read from the cache; it reads nothing but metadata, so starting it before
@@ -126,8 +132,10 @@ fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
                     running = Some(scope.spawn(move || early(&preview)));
                 }
             },
+            mark,
         );
         let early = running.map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        mark("early");
         (verdict, early)
     })
 }
@@ -140,6 +148,7 @@ fn admit_walked(
     rootfs: &Path,
     walked: impl FnOnce() -> Result<(Vec<walk::Observed>, hashes::HashCache), walk::WalkError>,
     verified: impl FnOnce(&[Candidate]),
+    mark: &mut dyn FnMut(&'static str),
 ) -> Result<Admitted, AdmitError> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
@@ -161,7 +170,10 @@ fn admit_walked(
         return Err(AdmitError::NoTrustedManifest { reasons });
     }
     verified(&candidates);
-    let (observed, mut cache) = walked()?;
+    mark("verify");
+    let walked = walked();
+    mark("walk");
+    let (observed, mut cache) = walked?;
     // Sorted by path bytes (the walk's order): looked up by binary search.
     let seen_at = |path: &str| {
         observed.binary_search_by(|o| o.entry.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &observed[i])
@@ -182,6 +194,7 @@ fn admit_walked(
             if differences.is_empty() {
                 // The cache is an optimisation: failing to write it refuses nothing.
                 let _ = cache.save();
+                mark("match");
                 return Ok(Admitted {
                     name: candidate.name.clone(),
                     digest: candidate.digest.clone(),
@@ -197,6 +210,7 @@ fn admit_walked(
         }
     }
     let _ = cache.save();
+    mark("match");
     let (candidate, differences) = closest.expect("at least one candidate");
     let mut closest = format!(
         "image {} ({}, bundle {}): {}",

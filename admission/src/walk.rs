@@ -61,14 +61,16 @@ pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed
     if !fs::symlink_metadata(root).map_err(io(root))?.is_dir() {
         return Err(WalkError::NotADirectory { path: root.to_path_buf() });
     }
-    // Two workers share a stack of directories still to list: most of the time is the
-    // kernel's, per path, and it runs in parallel.
+    // Workers share a stack of directories still to list: most of the time is the kernel's,
+    // per path, and it runs in parallel where there is more than one CPU. This thread is one
+    // of them; on one CPU the only one (another thread would only add its start and switches).
     let pending = Mutex::new((vec![(root.to_path_buf(), String::new())], 0usize));
     let wake = Condvar::new();
     let results: Vec<Result<Vec<Observed>, WalkError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..WORKERS).map(|_| scope.spawn(|| list_dirs(&pending, &wake, known))).collect();
+        let others: Vec<_> = (1..workers()).map(|_| scope.spawn(|| list_dirs(&pending, &wake, known))).collect();
+        let mine = list_dirs(&pending, &wake, known);
         let failed = || Err(WalkError::Worker { path: root.to_path_buf() });
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| failed())).collect()
+        std::iter::once(mine).chain(others.into_iter().map(|w| w.join().unwrap_or_else(|_| failed()))).collect()
     });
     let mut out = Vec::new();
     for result in results {
@@ -85,8 +87,14 @@ pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed
     Ok(entries.into_iter().zip(places).map(|(entry, (host_path, key))| Observed { entry, host_path, key }).collect())
 }
 
-/// One statx (no symlink followed) gives everything but a link's target and the xattrs.
+/// At most this many threads list directories at once.
 const WORKERS: usize = 2;
+
+/// How many threads list: [`WORKERS`], or fewer when this process may run on fewer CPUs.
+fn workers() -> usize {
+    let cpus = rustix::thread::sched_getaffinity(None).map_or(WORKERS, |set| set.count() as usize);
+    cpus.clamp(1, WORKERS)
+}
 
 /// One worker: takes a directory, lists it, puts its subdirectories back, until no directory
 /// is left and no other worker is listing one (which could add more).

@@ -273,7 +273,8 @@ fn a_statement_cache_others_can_write_is_not_believed() {
 fn early_work_runs_for_a_sole_candidate_only_and_a_tampered_root_is_still_refused() {
     let scene = Scene::new();
     let policy = scene.policy("");
-    let (verdict, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone());
+    let (verdict, early) =
+        admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
     let admitted = verdict.expect("the signed rootfs");
     let preview = early.expect("one candidate: early ran");
     assert_eq!(
@@ -285,7 +286,8 @@ fn early_work_runs_for_a_sole_candidate_only_and_a_tampered_root_is_still_refuse
     let mut content = std::fs::read(&target).unwrap();
     content[0] ^= 1;
     overwrite_keeping_mtime(&target, &content);
-    let (verdict, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone());
+    let (verdict, early) =
+        admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
     assert!(early.is_some(), "early ran beside the walk");
     let why = refusal(verdict);
     assert!(why.contains(paths::PLAIN_FILE), "{why}");
@@ -297,6 +299,6 @@ fn early_work_runs_for_a_sole_candidate_only_and_a_tampered_root_is_still_refuse
     sign_as(&format!("oci:{}:good", other_image.display()), "alice", "other", &other);
     let two = scene.policy("").bundles.iter().cloned().chain([other]).collect::<Vec<_>>();
     let policy = Policy { bundles: two, ..scene.policy("") };
-    let (_, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone());
+    let (_, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
     assert!(early.is_none(), "two candidates: early must not run");
 }

@@ -42,8 +42,9 @@ pub enum HookError {
 }
 
 /// The `createRuntime` hook: admits the container and makes its cgroup a scope; `phases`
-/// hears where the time went (`prepare`: spec and policy, `admit`: the gate and, beside it,
-/// the scope, `attach`: the scope when it had to wait for the gate).
+/// hears where the time went (`prepare`: spec and policy; the gate's phases, see
+/// [`admission::admit_early`], with the scope registered beside them; `attach`: the scope when
+/// it had to wait for the gate).
 ///
 /// When the policy's verified candidates are one image, the scope holding its bundles is
 /// registered while the root file system is still being judged ([`admission::admit_early`]):
@@ -61,8 +62,9 @@ pub fn create_runtime(state: &HookState, phases: &mut Phases) -> Result<(Admitte
     let paths = Paths { cgroup_root: policy.cgroup_root.clone(), ..Paths::default() };
     let attach = |admitted: &Admitted| scope::attach(&policy, &state.id, pid, admitted, &naming, &paths);
     let (verdict, early) =
-        admission::admit_early(&policy, &spec, &rootfs, |preview| (preview.clone(), attach(preview)));
-    phases.mark("admit");
+        admission::admit_early(&policy, &spec, &rootfs, |preview| (preview.clone(), attach(preview)), &mut |phase| {
+            phases.mark(phase)
+        });
     let admitted = match verdict {
         Ok(admitted) => admitted,
         Err(source) => {
