@@ -476,8 +476,7 @@ impl<K: Kernel> Daemon<K> {
                 self.mark("check-request");
                 // A scope asked for must verify before anything changes (a running scope that
                 // stops verifying fails closed instead; a request is simply refused).
-                if let Err(e) = plan::assemble(self.policy.policy(), std::slice::from_ref(&spec), &mut self.cache, now)
-                {
+                if let Err(e) = plan::verify_scope(self.policy.policy(), &spec, &mut self.cache, now) {
                     return Ok(Reply::refused(chain(&e)));
                 }
                 self.mark("verify-alone");

@@ -290,6 +290,21 @@ pub fn assemble(
     }
 }
 
+/// Builds `spec` alone, as [`assemble`] would (its bundles verified, its digests gathered),
+/// without ending the statement cache's plan: a control request is checked before anything
+/// changes, and the cache keeps the statements of the plan in force for the rebuild that
+/// follows (ending the plan here would make it verify every other scope's statement again).
+pub fn verify_scope(
+    policy: &Policy,
+    spec: &ScopeSpec,
+    cache: &mut StatementCache,
+    now: SystemTime,
+) -> Result<(), PlanError> {
+    let mut trust =
+        Trust::open(&policy.trust).map_err(|e| PlanError::Trust { path: policy.trust.clone(), source: Box::new(e) })?;
+    build_scope(spec, &mut trust, cache, now).map(drop)
+}
+
 /// [`assemble`], scope by scope: a scope whose bundles do not verify (or that a newer version
 /// of its image elsewhere in the plan replaces) is in the plan fail-closed, with no digests and
 /// the reason, and one whose cgroup is gone is left out; each is also returned as a failure.

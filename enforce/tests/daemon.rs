@@ -424,6 +424,35 @@ fn the_control_socket_adds_and_removes_verified_scopes() {
     assert_eq!(reply.scopes[0].origin, "policy");
 }
 
+/// An added scope is checked alone before anything changes, and the statements of the scopes
+/// already in force stay cached: adding a container must not verify every other scope's
+/// statement again (seen failing when the check alone ended the cache's plan: each add
+/// verified the policy scope's statement anew).
+#[test]
+fn adding_scopes_verifies_only_the_new_statement() {
+    let Some(s) = setup("control-cache") else { return };
+    let cgroups: Vec<TestCgroup> = (2..5).filter_map(|i| TestCgroup::new(&format!("control-cache-{i}"))).collect();
+    if cgroups.len() < 3 {
+        return;
+    }
+    let (mut daemon, _out) = start(&s);
+    let socket = s.dir.path().join("run").join("enforce.sock");
+    daemon.serve_control(ControlServer::bind(&socket).unwrap());
+    // Another statement than the policy scope's (another image name, same files).
+    let other = sign_now(&s.image, "a", "other", 1, &s.dir.path().join("other.json"));
+    let mut misses = Vec::new();
+    for (i, cgroup) in cgroups.iter().enumerate() {
+        let before = daemon.cache_stats().1;
+        let reply = over_socket(&mut daemon, &socket, add_request(&format!("c{i}"), &cgroup.path, other.clone()));
+        assert!(reply.ok, "{reply:?}");
+        misses.push(daemon.cache_stats().1 - before);
+    }
+    // The first add verifies the new statement and records its image's version in the trust
+    // store, whose files are part of every cache key: the next add verifies again the two
+    // statements in force. From then on, nothing is verified again.
+    assert_eq!(misses[2], 0, "a third container of the same image verifies nothing again: misses per add {misses:?}");
+}
+
 #[test]
 fn the_control_socket_refuses_what_is_not_a_request() {
     let Some(s) = setup("control-bad") else { return };
