@@ -81,8 +81,9 @@ pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> 
 /// (`entries`, `hashed`, `cached` zero) and its result comes back with the verdict (`None`:
 /// there was more than one candidate, or none, and `early` did not run). The verdict is the
 /// same as [`admit`]'s: what `early` did must be undone by the caller when it refuses.
-/// `mark` hears where the time went, as each phase ends: `verify` (the policy's bundles,
-/// verified or read from the statement cache), `walk` (waiting for the listing that ran
+/// `mark` hears where the time went, as each phase ends: `statement-key` (the policy's bundle
+/// files and the statement cache's key of them and the trust store), `verify` (the bundles
+/// verified, or their verdict read from the statement cache), `walk` (waiting for the listing that ran
 /// beside), `match` (metadata and content against the candidates), `early` (waiting for
 /// `early` after the verdict).
 pub fn admit_early<T: Send>(
@@ -154,6 +155,7 @@ fn admit_walked(
     let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
     let now = SystemTime::now();
     let key = statements::key(&policy.trust, &files);
+    mark("statement-key");
     let (candidates, refused) = match key.as_deref().and_then(|key| statements::load(&policy.cache, key, now)) {
         Some(cached) => cached,
         None => {

@@ -551,6 +551,12 @@ fn vm_engines_bench_podman_loop() {
     ] {
         println!("BENCH-PHASES {what} ({} records), median ms: {}", records.len(), median_phases(&records));
     }
+    let adds = events.iter().filter(|r| r["record"] == "timing" && r["request"] == "add");
+    let (hits, misses) = adds.fold((0, 0), |(h, m), r| {
+        let count = |k: &str| r["statementCache"][k].as_u64().unwrap_or(0);
+        (h + count("hits"), m + count("misses"))
+    });
+    println!("BENCH-PHASES daemon add statement cache: {hits} hits, {misses} misses");
 }
 
 /// Each phase's median (ms) over `records` (`phasesMs`, `totalMs`), in the order first seen.

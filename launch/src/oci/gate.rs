@@ -66,11 +66,18 @@ pub struct Prepared {
 
 /// Reads `bundle/config.json` and loads the node's policy.
 pub fn prepare(bundle: &Path) -> Result<Prepared, GateError> {
+    prepare_marked(bundle, &mut |_| {})
+}
+
+/// [`prepare`]; `mark` hears where the time went (`spec`, then `policy`).
+pub fn prepare_marked(bundle: &Path, mark: &mut dyn FnMut(&'static str)) -> Result<Prepared, GateError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| GateError::Spec { path: config.clone(), source })?;
     let root = spec.root().as_ref().ok_or_else(|| GateError::NoRoot(config.clone()))?.path();
     let rootfs = if root.is_absolute() { root.clone() } else { bundle.join(root) };
+    mark("spec");
     let policy = Policy::load(&Policy::path())?;
+    mark("policy");
     Ok(Prepared { spec, rootfs, policy })
 }
 

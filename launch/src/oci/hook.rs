@@ -42,7 +42,7 @@ pub enum HookError {
 }
 
 /// The `createRuntime` hook: admits the container and makes its cgroup a scope; `phases`
-/// hears where the time went (`prepare`: spec and policy; the gate's phases, see
+/// hears where the time went (`spec`, `policy`: reading them; the gate's phases, see
 /// [`admission::admit_early`], with the scope registered beside them; `attach`: the scope when
 /// it had to wait for the gate).
 ///
@@ -52,9 +52,8 @@ pub enum HookError {
 /// and a refusal removes it again and fails the hook. Either way the hook returns only after
 /// the daemon answered (the kernel holds the scope) and the gate admitted the root.
 pub fn create_runtime(state: &HookState, phases: &mut Phases) -> Result<(Admitted, Attached), OciError> {
-    let gate::Prepared { spec, rootfs, policy } = gate::prepare(&state.bundle)?;
+    let gate::Prepared { spec, rootfs, policy } = gate::prepare_marked(&state.bundle, &mut |p| phases.mark(p))?;
     let pid = state.pid.ok_or_else(|| HookError::NoPid(state.id.clone()))?;
-    phases.mark("prepare");
     let naming = scope::Naming::from_annotations(|k| state.annotations.get(k).map(String::as_str));
     // The policy says where the unified hierarchy is (a hybrid node's /sys/fs/cgroup/unified,
     // where runc places the container too). `imgsign runtime create` keeps the default:
