@@ -13,7 +13,7 @@ fn main() {
     };
     let n: usize = rest.first().map_or(10, |n| n.parse().expect("N"));
     let policy = admission::Policy::load(Path::new(policy)).expect("policy");
-    let spec = oci_spec::runtime::Spec::load(config).expect("spec");
+    let spec = admission::GateSpec::load(Path::new(config)).expect("spec");
     let mut times = Vec::new();
     for _ in 0..n {
         let t = Instant::now();

@@ -25,13 +25,15 @@ pub mod candidates;
 pub mod hashes;
 pub mod matcher;
 pub mod policy;
+pub mod spec;
 pub mod statements;
 pub mod walk;
 
 pub use policy::{EnforceMode, Policy, PolicyError, WhenNoEnforcer};
+pub use spec::GateSpec;
 
 use candidates::{Candidate, CandidateError};
-use matcher::{IdMaps, Mounts};
+use matcher::Mounts;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use verifier_core::manifest::Difference;
@@ -71,7 +73,7 @@ pub struct Admitted {
 }
 
 /// Decides whether `rootfs`, about to be started with `spec`, may run under `policy`.
-pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> Result<Admitted, AdmitError> {
+pub fn admit(policy: &Policy, spec: &GateSpec, rootfs: &Path) -> Result<Admitted, AdmitError> {
     admit_inner(policy, spec, rootfs, None::<fn(&Admitted)>, &mut |_| {}).0
 }
 
@@ -88,7 +90,7 @@ pub fn admit(policy: &Policy, spec: &oci_spec::runtime::Spec, rootfs: &Path) -> 
 /// `early` after the verdict).
 pub fn admit_early<T: Send>(
     policy: &Policy,
-    spec: &oci_spec::runtime::Spec,
+    spec: &GateSpec,
     rootfs: &Path,
     early: impl FnOnce(&Admitted) -> T + Send,
     mark: &mut dyn FnMut(&'static str),
@@ -98,7 +100,7 @@ pub fn admit_early<T: Send>(
 
 fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
     policy: &Policy,
-    spec: &oci_spec::runtime::Spec,
+    spec: &GateSpec,
     rootfs: &Path,
     early: Option<F>,
     mark: &mut dyn FnMut(&'static str),
@@ -145,14 +147,13 @@ fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
 /// they are known (before the walk is waited for).
 fn admit_walked(
     policy: &Policy,
-    spec: &oci_spec::runtime::Spec,
+    spec: &GateSpec,
     rootfs: &Path,
     walked: impl FnOnce() -> Result<(Vec<walk::Observed>, hashes::HashCache), walk::WalkError>,
     verified: impl FnOnce(&[Candidate]),
     mark: &mut dyn FnMut(&'static str),
 ) -> Result<Admitted, AdmitError> {
-    let annotations = spec.annotations().clone().unwrap_or_default();
-    let files = candidates::bundle_files(policy, |key| annotations.get(key).cloned())?;
+    let files = candidates::bundle_files(policy, |key| spec.annotations.get(key).cloned())?;
     let now = SystemTime::now();
     let key = statements::key(&policy.trust, &files);
     mark("statement-key");
@@ -180,11 +181,11 @@ fn admit_walked(
     let seen_at = |path: &str| {
         observed.binary_search_by(|o| o.entry.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &observed[i])
     };
-    let mounts = Mounts::new(spec.mounts().iter().flatten().map(|m| m.destination().to_str().unwrap_or("")));
-    let ids = id_maps(spec);
+    let mounts = Mounts::new(spec.mount_destinations.iter().map(String::as_str));
+    let ids = &spec.id_maps;
     let mut closest: Option<(&Candidate, Vec<Difference>)> = None;
     for candidate in &candidates {
-        let mut differences = matcher::metadata_differences(&candidate.files, &observed, &mounts, &ids);
+        let mut differences = matcher::metadata_differences(&candidate.files, &observed, &mounts, ids);
         if differences.is_empty() {
             for expected in matcher::files_to_hash(&candidate.files, &mounts) {
                 let Some(seen) = seen_at(&expected.path) else {
@@ -225,14 +226,6 @@ fn admit_walked(
         closest.push_str(&format!("; not verified: {}", refused.join("; ")));
     }
     Err(AdmitError::Mismatch { rootfs: rootfs.to_path_buf(), closest })
-}
-
-fn id_maps(spec: &oci_spec::runtime::Spec) -> IdMaps {
-    let Some(linux) = spec.linux() else { return IdMaps::default() };
-    let maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        m.iter().flatten().map(|m| (u64::from(m.container_id()), u64::from(m.host_id()), u64::from(m.size()))).collect()
-    };
-    IdMaps { uids: maps(linux.uid_mappings()), gids: maps(linux.gid_mappings()) }
 }
 
 /// The first differences, one phrase each (`/usr/bin/env: sha256 signed 3f2a..., found 9b1c...`).

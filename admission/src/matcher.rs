@@ -85,7 +85,7 @@ fn normalise(destination: &str) -> Option<String> {
 
 /// A user namespace's uid or gid mappings (container id, host id, size): a root file system
 /// chowned for the namespace holds the mapped owners.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IdMaps {
     pub uids: Vec<(u64, u64, u64)>,
     pub gids: Vec<(u64, u64, u64)>,

@@ -6,11 +6,13 @@
 
 use crate::hashes::HashCache;
 use base64::Engine as _;
+use rustix::fd::{AsFd as _, OwnedFd};
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use verifier_core::manifest::{canonicalize_hardlinks, FileEntry, FileType, SIGNED_XATTRS};
 
 /// What identifies one version of a file's content without reading it: its inode, size, and
@@ -64,7 +66,8 @@ pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed
     // Workers share a stack of directories still to list: most of the time is the kernel's,
     // per path, and it runs in parallel where there is more than one CPU. This thread is one
     // of them; on one CPU the only one (another thread would only add its start and switches).
-    let pending = Mutex::new((vec![(root.to_path_buf(), String::new())], 0usize));
+    let pending: Pending =
+        Mutex::new((vec![Todo { parent: None, host_path: root.to_path_buf(), prefix: String::new() }], 0usize));
     let wake = Condvar::new();
     let results: Vec<Result<Vec<Observed>, WalkError>> = std::thread::scope(|scope| {
         let others: Vec<_> = (1..workers()).map(|_| scope.spawn(|| list_dirs(&pending, &wake, known))).collect();
@@ -96,16 +99,25 @@ fn workers() -> usize {
     cpus.clamp(1, WORKERS)
 }
 
+/// A directory still to list: opened relative to its parent's descriptor (the root by path),
+/// so no directory of the walk is reached through a path walk, or a symlink, swapped in after
+/// its parent was listed. Each parent stays open only while a child is still to be opened.
+struct Todo {
+    parent: Option<(Arc<OwnedFd>, CString)>,
+    host_path: PathBuf,
+    prefix: String,
+}
+
+type Pending = Mutex<(Vec<Todo>, usize)>;
+
 /// One worker: takes a directory, lists it, puts its subdirectories back, until no directory
 /// is left and no other worker is listing one (which could add more).
-fn list_dirs(
-    pending: &Mutex<(Vec<(PathBuf, String)>, usize)>,
-    wake: &Condvar,
-    known: Option<&HashCache>,
-) -> Result<Vec<Observed>, WalkError> {
+fn list_dirs(pending: &Pending, wake: &Condvar, known: Option<&HashCache>) -> Result<Vec<Observed>, WalkError> {
     let mut out = Vec::new();
+    // getdents' buffer, kept across directories.
+    let mut buf: Vec<u8> = Vec::with_capacity(DIRENT_BUFFER);
     loop {
-        let (dir, prefix) = {
+        let todo = {
             let mut state = pending.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 if let Some(next) = state.0.pop() {
@@ -119,16 +131,12 @@ fn list_dirs(
                 state = wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let listed = list_one(&dir, &prefix, known);
+        let listed = list_one(todo, known, &mut buf);
         let mut state = pending.lock().unwrap_or_else(|e| e.into_inner());
         state.1 -= 1;
         match listed {
-            Ok(entries) => {
-                for observed in &entries {
-                    if observed.entry.kind == FileType::Dir {
-                        state.0.push((observed.host_path.clone(), observed.entry.path.clone()));
-                    }
-                }
+            Ok((entries, subdirs)) => {
+                state.0.extend(subdirs);
                 out.extend(entries);
                 wake.notify_all();
             }
@@ -142,18 +150,26 @@ fn list_dirs(
     }
 }
 
-/// The entries of one directory. The directory is opened once (never through a symlink) and
-/// each entry is looked at relative to it: no path walk per entry, and no entry can be reached
-/// through a directory swapped in after the listing began.
-fn list_one(dir: &Path, prefix: &str, known: Option<&HashCache>) -> Result<Vec<Observed>, WalkError> {
+const DIRENT_BUFFER: usize = 32 * 1024;
+
+/// The entries of one directory, and its subdirectories still to list. The directory is opened
+/// once (never through a symlink) and each entry is looked at relative to it: no path walk per
+/// entry, and no entry can be reached through a directory swapped in after the listing began.
+fn list_one(todo: Todo, known: Option<&HashCache>, buf: &mut Vec<u8>) -> Result<(Vec<Observed>, Vec<Todo>), WalkError> {
     use rustix::fs::{Mode, OFlags};
-    let io = |source: std::io::Error| WalkError::Io { path: dir.to_path_buf(), source };
-    let fd =
-        rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| io(e.into()))?;
-    let mut out = Vec::new();
-    let entries = rustix::fs::Dir::read_from(&fd).map_err(|e| io(e.into()))?;
-    for child in entries {
+    let Todo { parent, host_path: dir, prefix } = todo;
+    let io = |source: std::io::Error| WalkError::Io { path: dir.clone(), source };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match &parent {
+        None => rustix::fs::open(&dir, flags, Mode::empty()),
+        Some((parent, name)) => rustix::fs::openat(parent, name.as_c_str(), flags, Mode::empty()),
+    }
+    .map_err(|e| io(e.into()))?;
+    drop(parent);
+    let fd = Arc::new(fd);
+    let (mut out, mut subdirs) = (Vec::new(), Vec::new());
+    let mut entries = rustix::fs::RawDir::new(fd.as_fd(), buf.spare_capacity_mut());
+    while let Some(child) = entries.next() {
         let child = child.map_err(|e| io(e.into()))?;
         let raw = child.file_name();
         if raw.to_bytes() == b"." || raw.to_bytes() == b".." {
@@ -162,13 +178,21 @@ fn list_one(dir: &Path, prefix: &str, known: Option<&HashCache>) -> Result<Vec<O
         // A name that is not UTF-8 cannot be in a manifest: listed lossily, it stays an extra.
         let name = String::from_utf8_lossy(raw.to_bytes()).into_owned();
         let host_path = dir.join(std::ffi::OsStr::from_bytes(raw.to_bytes()));
-        out.push(observe(&fd, raw, format!("{prefix}/{name}"), host_path, known)?);
+        let observed = observe(&fd, raw, format!("{prefix}/{name}"), host_path, known)?;
+        if observed.entry.kind == FileType::Dir {
+            subdirs.push(Todo {
+                parent: Some((fd.clone(), raw.to_owned())),
+                host_path: observed.host_path.clone(),
+                prefix: observed.entry.path.clone(),
+            });
+        }
+        out.push(observed);
     }
-    Ok(out)
+    Ok((out, subdirs))
 }
 
 fn observe(
-    dir: &rustix::fd::OwnedFd,
+    dir: &OwnedFd,
     name: &std::ffi::CStr,
     path: String,
     host_path: PathBuf,

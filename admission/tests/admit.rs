@@ -2,7 +2,7 @@
 //! and its umoci-unpacked rootfs as the container's root file system. Each refusal test
 //! changes one thing an attacker could change and expects the reason to name it.
 
-use admission::{admit, AdmitError, Policy};
+use admission::{admit, AdmitError, GateSpec, Policy};
 use oci_spec::runtime::{MountBuilder, Spec};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ impl Scene {
     }
 
     fn admit(&self, spec: &Spec) -> Result<admission::Admitted, AdmitError> {
-        admit(&self.policy(""), spec, &self.image.rootfs)
+        admit(&self.policy(""), &GateSpec::from(spec), &self.image.rootfs)
     }
 
     fn file(&self, image_path: &str) -> PathBuf {
@@ -201,11 +201,11 @@ fn an_image_name_the_policy_maps_narrows_the_candidates_and_never_widens_them() 
     let policy = scene.policy(&format!("[images]\n\"app:2\" = [{other:?}]\n"));
     let mut spec = Spec::default();
     spec.set_annotations(Some([("io.kubernetes.cri.image-name".to_string(), "app:2".to_string())].into()));
-    let why = refusal(admit(&policy, &spec, &scene.image.rootfs));
+    let why = refusal(admit(&policy, &GateSpec::from(&spec), &scene.image.rootfs));
     assert!(why.contains("image other"), "{why}");
     // A name the policy does not know leaves the policy's bundles.
     spec.set_annotations(Some([("io.kubernetes.cri.image-name".to_string(), "app:3".to_string())].into()));
-    admit(&policy, &spec, &scene.image.rootfs).expect("the general bundles apply");
+    admit(&policy, &GateSpec::from(&spec), &scene.image.rootfs).expect("the general bundles apply");
 }
 
 #[test]
@@ -274,7 +274,7 @@ fn early_work_runs_for_a_sole_candidate_only_and_a_tampered_root_is_still_refuse
     let scene = Scene::new();
     let policy = scene.policy("");
     let (verdict, early) =
-        admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
+        admission::admit_early(&policy, &GateSpec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
     let admitted = verdict.expect("the signed rootfs");
     let preview = early.expect("one candidate: early ran");
     assert_eq!(
@@ -287,7 +287,7 @@ fn early_work_runs_for_a_sole_candidate_only_and_a_tampered_root_is_still_refuse
     content[0] ^= 1;
     overwrite_keeping_mtime(&target, &content);
     let (verdict, early) =
-        admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
+        admission::admit_early(&policy, &GateSpec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
     assert!(early.is_some(), "early ran beside the walk");
     let why = refusal(verdict);
     assert!(why.contains(paths::PLAIN_FILE), "{why}");
@@ -299,6 +299,7 @@ fn early_work_runs_for_a_sole_candidate_only_and_a_tampered_root_is_still_refuse
     sign_as(&format!("oci:{}:good", other_image.display()), "alice", "other", &other);
     let two = scene.policy("").bundles.iter().cloned().chain([other]).collect::<Vec<_>>();
     let policy = Policy { bundles: two, ..scene.policy("") };
-    let (_, early) = admission::admit_early(&policy, &Spec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
+    let (_, early) =
+        admission::admit_early(&policy, &GateSpec::default(), &scene.image.rootfs, |p| p.clone(), &mut |_| {});
     assert!(early.is_none(), "two candidates: early must not run");
 }

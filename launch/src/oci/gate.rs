@@ -13,7 +13,7 @@
 //! for any image (it resolves paths inside the root as an untrusted tree), and a root file
 //! system crafted to stall that set-up stalls it before the refusal arrives.
 
-use admission::{AdmitError, Admitted, Policy, PolicyError};
+use admission::{AdmitError, Admitted, GateSpec, Policy, PolicyError};
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
 use verifier_core::verify::error_chain;
@@ -26,6 +26,8 @@ pub enum GateError {
         #[source]
         source: oci_spec::OciSpecError,
     },
+    #[error(transparent)]
+    ReadSpec(#[from] admission::spec::SpecError),
     #[error("the bundle's spec {0} names no root file system (root.path)")]
     NoRoot(PathBuf),
     #[error(transparent)]
@@ -56,35 +58,48 @@ pub struct Gated {
     pub admitted: Admitted,
 }
 
-/// What the gate needs before it decides: the bundle's spec, its root, the node's policy.
+/// What the gate needs before it decides: the bundle's spec (the whole spec for `create`,
+/// which hands it to libcontainer; the gate's view of it for the hook), its root, the node's
+/// policy.
 #[derive(Debug)]
-pub struct Prepared {
-    pub spec: Spec,
+pub struct Prepared<S = Spec> {
+    pub spec: S,
     pub rootfs: PathBuf,
     pub policy: Policy,
 }
 
 /// Reads `bundle/config.json` and loads the node's policy.
 pub fn prepare(bundle: &Path) -> Result<Prepared, GateError> {
-    prepare_marked(bundle, &mut |_| {})
-}
-
-/// [`prepare`]; `mark` hears where the time went (`spec`, then `policy`).
-pub fn prepare_marked(bundle: &Path, mark: &mut dyn FnMut(&'static str)) -> Result<Prepared, GateError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| GateError::Spec { path: config.clone(), source })?;
-    let root = spec.root().as_ref().ok_or_else(|| GateError::NoRoot(config.clone()))?.path();
-    let rootfs = if root.is_absolute() { root.clone() } else { bundle.join(root) };
+    let rootfs = rootfs_of(bundle, &config, spec.root().as_ref().map(|r| r.path()))?;
+    let policy = Policy::load(&Policy::path())?;
+    Ok(Prepared { spec, rootfs, policy })
+}
+
+/// [`prepare`] with only what the gate reads of the spec ([`GateSpec`], which skips the rest
+/// of `config.json` instead of building it); `mark` hears where the time went (`spec`, then
+/// `policy`).
+pub fn prepare_view(bundle: &Path, mark: &mut dyn FnMut(&'static str)) -> Result<Prepared<GateSpec>, GateError> {
+    let config = bundle.join("config.json");
+    let spec = GateSpec::load(&config)?;
+    let rootfs = rootfs_of(bundle, &config, spec.root.as_ref())?;
     mark("spec");
     let policy = Policy::load(&Policy::path())?;
     mark("policy");
     Ok(Prepared { spec, rootfs, policy })
 }
 
+/// The root file system `root.path` names, resolved against the bundle.
+fn rootfs_of(bundle: &Path, config: &Path, root: Option<&PathBuf>) -> Result<PathBuf, GateError> {
+    let root = root.ok_or_else(|| GateError::NoRoot(config.to_path_buf()))?;
+    Ok(if root.is_absolute() { root.clone() } else { bundle.join(root) })
+}
+
 /// Asks admission about the prepared root file system.
 pub fn decide(id: &str, prepared: Prepared) -> Result<Gated, GateError> {
     let Prepared { spec, rootfs, policy } = prepared;
-    let admitted = admission::admit(&policy, &spec, &rootfs)
+    let admitted = admission::admit(&policy, &GateSpec::from(&spec), &rootfs)
         .map_err(|source| GateError::Refused { id: id.to_string(), source })?;
     Ok(Gated { spec, rootfs, policy, admitted })
 }

@@ -52,7 +52,7 @@ pub enum HookError {
 /// and a refusal removes it again and fails the hook. Either way the hook returns only after
 /// the daemon answered (the kernel holds the scope) and the gate admitted the root.
 pub fn create_runtime(state: &HookState, phases: &mut Phases) -> Result<(Admitted, Attached), OciError> {
-    let gate::Prepared { spec, rootfs, policy } = gate::prepare_marked(&state.bundle, &mut |p| phases.mark(p))?;
+    let gate::Prepared { spec, rootfs, policy } = gate::prepare_view(&state.bundle, &mut |p| phases.mark(p))?;
     let pid = state.pid.ok_or_else(|| HookError::NoPid(state.id.clone()))?;
     let naming = scope::Naming::from_annotations(|k| state.annotations.get(k).map(String::as_str));
     // The policy says where the unified hierarchy is (a hybrid node's /sys/fs/cgroup/unified,
