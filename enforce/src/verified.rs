@@ -144,15 +144,22 @@ impl Trust {
     }
 }
 
-/// Verified statements by (trust store state, bundle files). Entries not used by the last
-/// plan are dropped when the next one is done ([`StatementCache::finish_plan`]).
+/// Verified statements by (trust store state, bundle files): the key holds everything a
+/// verdict depends on but time, and time (expiry) is checked at every hit. What the plan in
+/// force uses is kept; of what it no longer uses (the image of a container that has just
+/// stopped, which the next container of that image will ask for), the [`KEPT_UNUSED`] most
+/// recently used are kept too ([`StatementCache::finish_plan`]).
 #[derive(Default)]
 pub struct StatementCache {
-    entries: HashMap<Sha256Digest, Arc<VerifiedStatement>>,
-    used: HashMap<Sha256Digest, Arc<VerifiedStatement>>,
+    /// Each statement with the plan generation that last used it.
+    entries: HashMap<Sha256Digest, (Arc<VerifiedStatement>, u64)>,
+    generation: u64,
     hits: u64,
     misses: u64,
 }
+
+/// How many statements no plan uses any more stay cached.
+pub const KEPT_UNUSED: usize = 16;
 
 impl StatementCache {
     /// Verifies the statement carried by `group` (one statement, one or more bundles) as of
@@ -164,26 +171,42 @@ impl StatementCache {
         now: SystemTime,
     ) -> Result<Arc<VerifiedStatement>, VerifiedError> {
         let key = cache_key(group, trust);
-        if let Some(hit) = self.entries.get(&key).or_else(|| self.used.get(&key)).filter(|s| now <= s.expires_at) {
+        if let Some((hit, used)) = self.entries.get_mut(&key).filter(|(s, _)| now <= s.expires_at) {
             self.hits += 1;
-            let hit = hit.clone();
-            self.used.insert(key, hit.clone());
-            return Ok(hit);
+            *used = self.generation;
+            return Ok(hit.clone());
         }
         self.misses += 1;
         let statement = Arc::new(verify_group(group, trust, now)?);
-        self.used.insert(key, statement.clone());
+        self.entries.insert(key, (statement.clone(), self.generation));
         Ok(statement)
     }
 
-    /// Keeps only what the plan just built used.
+    /// Ends a plan: keeps what it used, and the [`KEPT_UNUSED`] most recently used others.
     pub fn finish_plan(&mut self) {
-        self.entries = std::mem::take(&mut self.used);
+        let current = self.generation;
+        let mut unused: Vec<u64> = self.entries.values().map(|(_, g)| *g).filter(|g| *g != current).collect();
+        if unused.len() > KEPT_UNUSED {
+            unused.sort_unstable_by(|a, b| b.cmp(a));
+            let oldest_kept = unused[KEPT_UNUSED - 1];
+            // Ties at the boundary are all kept: generations, not entries, are ordered.
+            self.entries.retain(|_, (_, g)| *g == current || *g >= oldest_kept);
+        }
+        self.generation += 1;
     }
 
     /// (hits, misses) since the cache was made.
     pub fn stats(&self) -> (u64, u64) {
         (self.hits, self.misses)
+    }
+
+    /// How many statements are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 

@@ -94,3 +94,31 @@ fn the_same_payload_with_fewer_signatures_is_verified_again() {
     f.assemble(&mut cache, &[&by_a, &by_b], now).unwrap();
     refused(f.assemble(&mut cache, &[&by_a], now), "threshold");
 }
+
+/// A statement the plan in force no longer uses (its last container stopped) is still cached
+/// for the next container of that image, up to `KEPT_UNUSED` such statements, the most
+/// recently used first (seen failing when only what the last plan used was kept: every
+/// container of an image started after the previous one stopped verified its bundles anew).
+#[test]
+fn statements_no_plan_uses_stay_cached_for_the_next_container_up_to_a_cap() {
+    let Some(f) = fixture("cache-kept", 1) else { return };
+    let signed: Vec<PathBuf> = (0..enforce::verified::KEPT_UNUSED + 2)
+        .map(|i| sign_now(&f.image, "a", &format!("image-{i}"), 1, &f.dir.path().join(format!("{i}.json"))))
+        .collect();
+    let mut cache = StatementCache::default();
+    let now = SystemTime::now();
+    f.assemble(&mut cache, &[&signed[0]], now).unwrap();
+    f.assemble(&mut cache, &[&signed[1]], now).unwrap();
+    let misses = cache.stats().1;
+    f.assemble(&mut cache, &[&signed[0]], now).unwrap();
+    assert_eq!(cache.stats().1, misses, "the statement of a stopped container is still cached");
+    for bundle in &signed[1..] {
+        f.assemble(&mut cache, &[bundle], now).unwrap();
+    }
+    assert!(cache.len() <= enforce::verified::KEPT_UNUSED + 1, "capped: {} statements", cache.len());
+    let misses = cache.stats().1;
+    f.assemble(&mut cache, &[&signed[0]], now).unwrap();
+    assert_eq!(cache.stats().1, misses + 1, "the least recently used is verified again");
+    f.assemble(&mut cache, &[&signed[signed.len() - 2]], now).unwrap();
+    assert_eq!(cache.stats().1, misses + 1, "a recent one is still cached");
+}
