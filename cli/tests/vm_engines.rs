@@ -462,7 +462,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// as its entrypoint): every container must have an `audited` event of that exec naming it (the
 /// scope was there before its first exec), and no scope may be left. Prints the daemon's RSS
 /// before and after, and the time from `podman run` to the entrypoint's output with the hook and
-/// without (stock runc, no hook: the container unscoped; one such run every fifth, interleaved).
+/// without (stock runc, no hook: the container unscoped; one such run every third, interleaved).
 #[test]
 #[ignore = "benchmark: needs root in a BPF-LSM kernel and the lab's Debian tree: `cargo xtask lab --filter vm_engines_bench`"]
 fn vm_engines_bench_podman_loop() {
@@ -498,7 +498,7 @@ fn vm_engines_bench_podman_loop() {
         let (t, id) = timed_run(&hooked, &image, &mount, &cids.join(format!("h{i}")));
         enforced.push(t);
         ids.push(id);
-        if i % 5 == 0 {
+        if i % 3 == 0 {
             unenforced.push(timed_run(&plain, &image, &mount, &cids.join(format!("p{i}"))).0);
         }
     }
