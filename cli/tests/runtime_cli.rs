@@ -256,13 +256,13 @@ fn a_failing_poststop_hook_is_a_warning_and_delete_still_removes_the_container()
 /// refusal of a state that is not one, and a usage error (exit 2) for anything else.
 #[test]
 fn imgsign_hook_takes_the_stages_of_imgsign_hook_and_refuses_anything_else() {
+    let tmp = tempdir();
+    // The OCI state comes on stdin, as a runtime writes it: from a file here.
     let with_stdin = |mut c: Command, input: &[u8]| {
-        use std::io::Write as _;
-        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let file = tmp.path().join("state.json");
+        std::fs::write(&file, input).unwrap();
+        let out = run(c.stdin(std::fs::File::open(&file).unwrap()));
+        (out.code, out.stderr)
     };
     let hook = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_imgsign-hook"));

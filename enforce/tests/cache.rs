@@ -122,3 +122,18 @@ fn statements_no_plan_uses_stay_cached_for_the_next_container_up_to_a_cap() {
     f.assemble(&mut cache, &[&signed[signed.len() - 2]], now).unwrap();
     assert_eq!(cache.stats().1, misses + 1, "a recent one is still cached");
 }
+
+/// Hostile: a statement kept although no plan uses it (its container stopped) is not served
+/// after its signer's key is revoked.
+#[test]
+fn a_kept_statement_is_refused_after_its_key_is_revoked() {
+    let Some(f) = fixture("cache-kept-revoked", 1) else { return };
+    let first = sign_now(&f.image, "a", "web", 1, &f.dir.path().join("a.json"));
+    let other = sign_now(&f.image, "b", "other", 1, &f.dir.path().join("b.json"));
+    let mut cache = StatementCache::default();
+    f.assemble(&mut cache, &[&first], SystemTime::now()).unwrap();
+    f.assemble(&mut cache, &[&other], SystemTime::now()).unwrap();
+    let mut trust = keys::TrustStore::open(&f.trust).unwrap();
+    trust.revoke(&testdata::keys::test_key("a").public_key().key_id()).unwrap();
+    refused(f.assemble(&mut cache, &[&first], SystemTime::now()), "signatures");
+}

@@ -3,7 +3,7 @@
 //! (`/etc/imgsign/runtime.toml`, or `$IMGSIGN_RUNTIME_CONFIG`). The decision itself is the
 //! `admission` crate's.
 //!
-//! When it runs: before anything is created ([`check`]), or, when the spec has no hook that
+//! When it runs: before anything is created ([`decide`]), or, when the spec has no hook that
 //! runs before `start` ([`may_run_beside_create`]), in a process of its own ([`Pending`]) while
 //! libcontainer creates the container, whose init then waits for `start`. Either way the
 //! container's process never runs, and no engine hook sees the root file system, before the
@@ -104,11 +104,6 @@ pub fn decide(id: &str, prepared: Prepared) -> Result<Gated, GateError> {
     Ok(Gated { spec, rootfs, policy, admitted })
 }
 
-/// Reads `bundle/config.json`, loads the node's policy and asks admission about the rootfs.
-pub fn check(id: &str, bundle: &Path) -> Result<Gated, GateError> {
-    decide(id, prepare(bundle)?)
-}
-
 /// Whether the gate may decide while libcontainer creates the container: only if the spec has
 /// no hook that runs before `start` (prestart, createRuntime, createContainer), since an engine's
 /// hook may read or run what is in the root file system.
@@ -179,10 +174,16 @@ impl Pending {
     }
 }
 
-/// The gate's process: decides on `id` and `bundle` and returns the verdict to print.
+/// The gate's process: decides on `id` and `bundle` and returns the verdict to print. It reads
+/// only the gate's view of the spec: the parent has parsed the whole spec already.
 pub fn serve(id: &str, bundle: &Path) -> Verdict {
-    match check(id, bundle) {
-        Ok(gated) => Verdict::Admitted { rootfs: gated.rootfs, admitted: gated.admitted },
+    let decided = prepare_view(bundle, &mut |_| {}).and_then(|Prepared { spec, rootfs, policy }| {
+        let admitted = admission::admit(&policy, &spec, &rootfs)
+            .map_err(|source| GateError::Refused { id: id.to_string(), source })?;
+        Ok((rootfs, admitted))
+    });
+    match decided {
+        Ok((rootfs, admitted)) => Verdict::Admitted { rootfs, admitted },
         // The refusal's chain below "imgsign refused container ...", which the parent adds.
         Err(GateError::Refused { source, .. }) => Verdict::Refused { reason: error_chain(&source) },
         Err(other) => Verdict::Refused { reason: error_chain(&other) },
