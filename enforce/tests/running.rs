@@ -41,13 +41,28 @@ fn write_executable(path: &Path, bytes: &[u8]) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Spawns a program this test process has just written. Another test thread's fork can hold
+/// the file's write descriptor for a moment (until its child execs), and exec then fails with
+/// ETXTBSY: tried again for up to a second.
+fn spawn_written(cmd: &mut Command) -> Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            spawned => return spawned.unwrap(),
+        }
+    }
+    panic!("{cmd:?} stayed busy (ETXTBSY) for a second");
+}
+
 /// `binary sleep 300` moved into `cgroup` (after its exec: it is running when the check comes);
 /// killed and reaped on drop.
 struct Running(Child);
 
 impl Running {
     fn start(binary: &Path, cgroup: &Path) -> Running {
-        let child = Command::new(binary).args(["sleep", "300"]).stdin(Stdio::null()).spawn().unwrap();
+        let child = spawn_written(Command::new(binary).args(["sleep", "300"]).stdin(Stdio::null()));
         std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
         let running = Running(child);
         running.wait_exec(binary);
