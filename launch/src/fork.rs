@@ -9,14 +9,15 @@
 //! process this crate spawns takes [`guard`] first, so containers started from several threads
 //! of one process (a runtime, the test harness) are safe from each other. Threads of the
 //! caller's own that touch the environment or spawn processes while a container starts are
-//! the caller's to keep quiet; `imgsign run` is single-threaded when it starts one.
+//! the caller's to keep quiet, by taking [`guard`] around them too (the privileged tests
+//! do, around the programs they compile); `imgsign run` is single-threaded when it starts one.
 
 use std::sync::{Mutex, MutexGuard};
 
 static FORKS: Mutex<()> = Mutex::new(());
 
 /// Held across a fork (and, for libcontainer, until its children have exec'd or exited).
-pub(crate) fn guard() -> MutexGuard<'static, ()> {
+pub fn guard() -> MutexGuard<'static, ()> {
     // A panic while holding it poisons nothing that matters: the lock guards no data.
     FORKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

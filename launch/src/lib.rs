@@ -26,7 +26,7 @@
 pub mod config;
 pub mod container;
 pub mod control;
-mod fork;
+pub mod fork;
 mod forward;
 pub mod host;
 pub mod oci;

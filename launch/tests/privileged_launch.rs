@@ -82,7 +82,9 @@ int main(int argc, char **argv) {
 fn build_probe(out: &Path) {
     let src = scratch().join("probe.c");
     std::fs::write(&src, PROBE_C).unwrap();
-    let status = std::process::Command::new("clang-19").arg("-static").arg("-O1").arg("-o").arg(out).arg(&src).status();
+    let status = spawning(|| {
+        std::process::Command::new("clang-19").arg("-static").arg("-O1").arg("-o").arg(out).arg(&src).status()
+    });
     assert!(status.is_ok_and(|s| s.success()), "clang-19 -static failed (needs clang-19 and libc6-dev)");
 }
 
@@ -132,13 +134,24 @@ fn build_glibc_program(lower: &Path) {
     let src = scratch().join("glibc.c");
     std::fs::write(&src, GLIBC_C).unwrap();
     let out = lower.join("bin/glibc");
-    let status = std::process::Command::new("clang-19").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status();
+    let status = spawning(|| {
+        std::process::Command::new("clang-19").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status()
+    });
     assert!(status.is_ok_and(|s| s.success()), "clang-19 failed (needs clang-19 and libc6-dev)");
     for lib in ["/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6"] {
         let dest = lower.join(lib.trim_start_matches('/'));
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(lib, &dest).unwrap_or_else(|e| panic!("{lib}: {e}"));
     }
+}
+
+/// Runs `spawn` (a process of the test's own) under the launch engine's fork lock: a container
+/// started from another test thread at that moment would otherwise fork with std's environment
+/// lock held by this spawn, and its init would wait on it for ever (seen once: an init stuck
+/// in `futex_wait` beside a defunct probe compiler).
+fn spawning<T>(spawn: impl FnOnce() -> T) -> T {
+    let _forks = launch::fork::guard();
+    spawn()
 }
 
 fn config(name: &str, script: &str) -> LaunchConfig {
@@ -249,7 +262,7 @@ fn privileged_seccomp_refuses_ptrace_bpf_io_uring() {
 #[test]
 fn privileged_seccomp_is_an_allowlist() {
     // On the host, unfiltered: each call reaches the kernel (none answers ENOSYS or EPERM).
-    let host = std::process::Command::new(lower().join("bin/probe")).arg("host").output().unwrap();
+    let host = spawning(|| std::process::Command::new(lower().join("bin/probe")).arg("host").output()).unwrap();
     let host = String::from_utf8_lossy(&host.stdout);
     for line in ["ustat Invalid argument", "kcmp ok", "clone3 Invalid argument", "clone_newuser ok"] {
         assert!(host.contains(line), "on the host, want {line:?}:\n{host}");
@@ -274,7 +287,7 @@ fn privileged_seccomp_is_an_allowlist() {
 fn privileged_seccomp_kills_a_syscall_through_another_abi() {
     // The profile lists x86_64 only: the i386 table (`int $0x80`), whose numbers no rule and no
     // argument filter was written for, kills the thread (SIGSYS, 31) instead of being judged.
-    let host = std::process::Command::new(lower().join("bin/probe")).arg("int80").output().unwrap();
+    let host = spawning(|| std::process::Command::new(lower().join("bin/probe")).arg("int80").output()).unwrap();
     assert_eq!(String::from_utf8_lossy(&host.stdout), "int80 ok\n", "the host has no i386 ABI: the test shows nothing");
     let (code, out) = run(config("int80", "/bin/probe int80; echo status $?"));
     assert_eq!(code, 0, "{out}");
@@ -458,11 +471,13 @@ fn privileged_snapshot_of_a_running_container() {
     let summary = launch::snapshot::snapshot(&state_root, "snap", &dest, &not_enforced()).unwrap();
     assert_eq!(summary.processes, 1, "{summary:?}");
     // The upper layer's file, with its owner (host 100000, container root).
-    let listing = std::process::Command::new("tar")
-        .args(["--list", "--verbose", "--numeric-owner", "--file"])
-        .arg(dest.join("upper.tar"))
-        .output()
-        .unwrap();
+    let listing = spawning(|| {
+        std::process::Command::new("tar")
+            .args(["--list", "--verbose", "--numeric-owner", "--file"])
+            .arg(dest.join("upper.tar"))
+            .output()
+    })
+    .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     let line = listing.lines().find(|l| l.ends_with("./tmp/written")).unwrap_or_else(|| panic!("{listing}"));
     assert!(line.contains("100000/100000"), "{line}");
@@ -473,7 +488,7 @@ fn privileged_snapshot_of_a_running_container() {
     assert_eq!(sleep.host_pid, host_pid);
     assert_eq!(sleep.pid, Some(1));
     assert_eq!(sleep.exe.as_deref(), Some("/bin/busybox"));
-    let busybox = std::process::Command::new("sha256sum").arg(BUSYBOX).output().unwrap();
+    let busybox = spawning(|| std::process::Command::new("sha256sum").arg(BUSYBOX).output()).unwrap();
     let want = String::from_utf8_lossy(&busybox.stdout).split_whitespace().next().unwrap().to_string();
     assert_eq!(sleep.exe_sha256.as_deref(), Some(want.as_str()));
     assert!(dest.join("imgsign.json").is_file() && dest.join("events.json").is_file());
