@@ -24,6 +24,7 @@
 pub mod candidates;
 pub mod hashes;
 pub mod matcher;
+pub mod overlay;
 pub mod policy;
 pub mod spec;
 pub mod statements;
@@ -70,11 +71,28 @@ pub struct Admitted {
     pub entries: usize,
     pub hashed: usize,
     pub cached: usize,
+    /// The overlay layers the listing came from (checked against the mount; see [`overlay`]),
+    /// or 0 when the root file system was listed through the mount, path by path.
+    #[serde(default)]
+    pub layers: usize,
+    /// Why the root file system was listed through the mount (`None` when from its layers).
+    #[serde(default)]
+    pub walked_because: Option<String>,
 }
 
 /// Decides whether `rootfs`, about to be started with `spec`, may run under `policy`.
 pub fn admit(policy: &Policy, spec: &GateSpec, rootfs: &Path) -> Result<Admitted, AdmitError> {
     admit_inner(policy, spec, rootfs, None::<fn(&Admitted)>, &mut |_| {}).0
+}
+
+/// [`admit`], with `mark` hearing where the time went (the phases of [`admit_early`]).
+pub fn admit_marked(
+    policy: &Policy,
+    spec: &GateSpec,
+    rootfs: &Path,
+    mark: &mut dyn FnMut(&'static str),
+) -> Result<Admitted, AdmitError> {
+    admit_inner(policy, spec, rootfs, None::<fn(&Admitted)>, mark).0
 }
 
 /// [`admit`], and `early` run beside the walk's verdict on what the admission will be if it
@@ -113,7 +131,7 @@ fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
     std::thread::scope(|scope| {
         let walking = scope.spawn(|| {
             let cache = hashes::HashCache::open(&policy.cache);
-            walk::walk_known(rootfs, Some(&cache)).map(|observed| (observed, cache))
+            walk::list(rootfs, Some(&cache)).map(|(observed, how)| (observed, how, cache))
         });
         let mut early = early;
         let mut running = None;
@@ -131,6 +149,8 @@ fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
                         entries: 0,
                         hashed: 0,
                         cached: 0,
+                        layers: 0,
+                        walked_because: None,
                     };
                     running = Some(scope.spawn(move || early(&preview)));
                 }
@@ -149,7 +169,7 @@ fn admit_walked(
     policy: &Policy,
     spec: &GateSpec,
     rootfs: &Path,
-    walked: impl FnOnce() -> Result<(Vec<walk::Observed>, hashes::HashCache), walk::WalkError>,
+    walked: impl FnOnce() -> Result<(Vec<walk::Observed>, walk::How, hashes::HashCache), walk::WalkError>,
     verified: impl FnOnce(&[Candidate]),
     mark: &mut dyn FnMut(&'static str),
 ) -> Result<Admitted, AdmitError> {
@@ -176,7 +196,11 @@ fn admit_walked(
     mark("verify");
     let walked = walked();
     mark("walk");
-    let (observed, mut cache) = walked?;
+    let (observed, how, mut cache) = walked?;
+    let (layers, walked_because) = match how {
+        walk::How::Layers(n) => (n, None),
+        walk::How::Mount(reason) => (0, Some(error_chain(&reason))),
+    };
     // Sorted by path bytes (the walk's order): looked up by binary search.
     let seen_at = |path: &str| {
         observed.binary_search_by(|o| o.entry.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &observed[i])
@@ -205,6 +229,8 @@ fn admit_walked(
                     entries: observed.len(),
                     hashed: cache.hashed,
                     cached: cache.cached,
+                    layers,
+                    walked_because,
                 });
             }
         }
@@ -226,6 +252,17 @@ fn admit_walked(
         closest.push_str(&format!("; not verified: {}", refused.join("; ")));
     }
     Err(AdmitError::Mismatch { rootfs: rootfs.to_path_buf(), closest })
+}
+
+/// `error` and its sources, joined by ": ".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// The first differences, one phrase each (`/usr/bin/env: sha256 signed 3f2a..., found 9b1c...`).

@@ -35,6 +35,8 @@ pub struct Observed {
     pub host_path: PathBuf,
     /// For regular files (and hardlinks): what its content is known by.
     pub key: Option<FileKey>,
+    /// Its inode number, whatever its type (what an overlay's listing is checked by).
+    pub ino: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,30 @@ pub fn walk(root: &Path) -> Result<Vec<Observed>, WalkError> {
 /// (every xattr change moves ctime, so an unchanged key has unchanged xattrs), instead of
 /// asking the kernel for them path by path.
 pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed>, WalkError> {
+    list_tree(root, known, workers()).map(sorted)
+}
+
+/// How [`list`] listed a root file system.
+#[derive(Debug)]
+pub enum How {
+    /// From this many layers of the overlay mounted there, checked against the mount.
+    Layers(usize),
+    /// Path by path through the mount, for this reason.
+    Mount(crate::overlay::Fallback),
+}
+
+/// [`walk_known`], from an overlay's layers where `root` is one and the layers' composition
+/// is shown to be what the mount lists (see [`crate::overlay`]); otherwise path by path.
+pub fn list(root: &Path, known: Option<&HashCache>) -> Result<(Vec<Observed>, How), WalkError> {
+    match crate::overlay::list(root, known) {
+        Ok((observed, layers)) => Ok((sorted(observed), How::Layers(layers))),
+        Err(fallback) => Ok((walk_known(root, known)?, How::Mount(fallback))),
+    }
+}
+
+/// The entries of the tree at `root` (a directory; not listed itself), in no particular order,
+/// with no hardlink recorded as such yet.
+pub(crate) fn list_tree(root: &Path, known: Option<&HashCache>, threads: usize) -> Result<Vec<Observed>, WalkError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| WalkError::Io { path, source }
@@ -70,7 +96,7 @@ pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed
         Mutex::new((vec![Todo { parent: None, host_path: root.to_path_buf(), prefix: String::new() }], 0usize));
     let wake = Condvar::new();
     let results: Vec<Result<Vec<Observed>, WalkError>> = std::thread::scope(|scope| {
-        let others: Vec<_> = (1..workers()).map(|_| scope.spawn(|| list_dirs(&pending, &wake, known))).collect();
+        let others: Vec<_> = (1..threads.max(1)).map(|_| scope.spawn(|| list_dirs(&pending, &wake, known))).collect();
         let mine = list_dirs(&pending, &wake, known);
         let failed = || Err(WalkError::Worker { path: root.to_path_buf() });
         std::iter::once(mine).chain(others.into_iter().map(|w| w.join().unwrap_or_else(|_| failed()))).collect()
@@ -79,15 +105,26 @@ pub fn walk_known(root: &Path, known: Option<&HashCache>) -> Result<Vec<Observed
     for result in results {
         out.extend(result?);
     }
+    Ok(out)
+}
+
+/// Sorted by path bytes, files sharing an inode recorded as a file and hardlinks to it.
+fn sorted(mut out: Vec<Observed>) -> Vec<Observed> {
     // Paths are distinct: no stable sort needed.
     out.sort_unstable_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
     let inodes: Vec<Option<u64>> =
         out.iter().map(|o| o.key.filter(|_| o.entry.kind == FileType::File).map(|k| k.ino)).collect();
     // Moved out and back, not copied: the listing can hold many thousand entries.
-    let (mut entries, places): (Vec<FileEntry>, Vec<(PathBuf, Option<FileKey>)>) =
-        out.into_iter().map(|o| (o.entry, (o.host_path, o.key))).unzip();
+    // Where each entry is, and what identifies it, beside the entries themselves.
+    type Place = (PathBuf, Option<FileKey>, u64);
+    let (mut entries, places): (Vec<FileEntry>, Vec<Place>) =
+        out.into_iter().map(|o| (o.entry, (o.host_path, o.key, o.ino))).unzip();
     canonicalize_hardlinks(&mut entries, &inodes);
-    Ok(entries.into_iter().zip(places).map(|(entry, (host_path, key))| Observed { entry, host_path, key }).collect())
+    entries
+        .into_iter()
+        .zip(places)
+        .map(|(entry, (host_path, key, ino))| Observed { entry, host_path, key, ino })
+        .collect()
 }
 
 /// At most this many threads list directories at once.
@@ -191,7 +228,7 @@ fn list_one(todo: Todo, known: Option<&HashCache>, buf: &mut Vec<u8>) -> Result<
     Ok((out, subdirs))
 }
 
-fn observe(
+pub(crate) fn observe(
     dir: &OwnedFd,
     name: &std::ffi::CStr,
     path: String,
@@ -251,7 +288,7 @@ fn observe(
         // harmless as the FIFO, and anywhere else it is an extra path).
         _ => entry.kind = FileType::Fifo,
     }
-    Ok(Observed { entry, host_path, key })
+    Ok(Observed { entry, host_path, key, ino: stx.stx_ino })
 }
 
 /// The signed xattrs (names to base64 values) `get` reads: absent ones are left out.

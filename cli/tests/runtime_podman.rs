@@ -132,6 +132,12 @@ fn podman_runs_the_signed_image_and_execs_into_it() {
     r.code(0);
     let container = r.stdout.trim().to_string();
     assert!(podman.node.state.join(&container).is_dir(), "the runtime holds the running container");
+    // The gate listed the root from podman's layers (the image's, and the container's upper
+    // layer with the mount points podman and the runtime made), not path by path.
+    let record = std::fs::read(podman.node.state.join(&container).join("imgsign-runtime.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    assert!(record["layers"].as_u64().unwrap_or(0) >= 2, "{record}");
+    assert!(record.get("walkedBecause").is_none(), "{record}");
     let r = run(podman.cmd().args(["exec", "keep", "/bin/sh", "-c", "echo in; cat /etc/hostname"]));
     r.code(0).says("in\n");
     let r = run(podman.cmd().args(["exec", "keep", "/bin/sh", "-c", "exit 3"]));

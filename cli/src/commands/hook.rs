@@ -55,7 +55,7 @@ pub fn run_stage(stage: Stage) -> anyhow::Result<ExitCode> {
     match stage {
         Stage::CreateRuntime => {
             let created = hook::create_runtime(&state, &mut phases);
-            report_timing("create-runtime", &state.id, created.is_ok(), &phases);
+            report_timing("hook-timing", "create-runtime", &state.id, created.is_ok(), &phases);
             let (admitted, attached) =
                 created.with_context(|| format!("imgsign hook refused container {}", state.id))?;
             let scope = match attached {
@@ -70,7 +70,7 @@ pub fn run_stage(stage: Stage) -> anyhow::Result<ExitCode> {
         Stage::Poststop => {
             let removed = hook::poststop(&state);
             phases.mark("remove");
-            report_timing("poststop", &state.id, removed.is_ok(), &phases);
+            report_timing("hook-timing", "poststop", &state.id, removed.is_ok(), &phases);
             if let Err(e) = removed {
                 eprintln!("imgsign hook: warning: {:#}", anyhow::Error::new(e));
             }
@@ -79,12 +79,13 @@ pub fn run_stage(stage: Stage) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// With `IMGSIGN_TIMING` set, one JSON line of the hook's phases (ms): appended to the file it
-/// names when it is an absolute path (a runtime shows a hook's stderr only when it fails),
-/// else on stderr. A file that cannot be written is ignored: timing never fails a hook.
-fn report_timing(stage: &str, id: &str, ok: bool, phases: &Phases) {
+/// With `IMGSIGN_TIMING` set, one JSON line of a hook's (or the runtime's gate process's)
+/// phases (ms): appended to the file it names when it is an absolute path (a runtime shows a
+/// hook's stderr only when it fails), else on stderr. A file that cannot be written is
+/// ignored: timing never fails a hook.
+pub(crate) fn report_timing(record: &str, stage: &str, id: &str, ok: bool, phases: &Phases) {
     let Some(target) = std::env::var_os("IMGSIGN_TIMING").filter(|v| !v.is_empty()) else { return };
-    let mut record = serde_json::json!({"record": "hook-timing", "stage": stage, "id": id, "ok": ok});
+    let mut record = serde_json::json!({"record": record, "stage": stage, "id": id, "ok": ok});
     if let (Some(record), serde_json::Value::Object(more)) = (record.as_object_mut(), phases.to_json()) {
         record.extend(more);
     }

@@ -150,6 +150,8 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
         digest: gated.admitted.digest.clone(),
         hashed: gated.admitted.hashed,
         cached: gated.admitted.cached,
+        layers: gated.admitted.layers,
+        walked_because: gated.admitted.walked_because.clone(),
         scope: None,
         unenforced: None,
     };

@@ -175,10 +175,11 @@ impl Pending {
 }
 
 /// The gate's process: decides on `id` and `bundle` and returns the verdict to print. It reads
-/// only the gate's view of the spec: the parent has parsed the whole spec already.
-pub fn serve(id: &str, bundle: &Path) -> Verdict {
-    let decided = prepare_view(bundle, &mut |_| {}).and_then(|Prepared { spec, rootfs, policy }| {
-        let admitted = admission::admit(&policy, &spec, &rootfs)
+/// only the gate's view of the spec: the parent has parsed the whole spec already. `mark`
+/// hears where the time went ([`prepare_view`]'s and [`admission::admit_early`]'s phases).
+pub fn serve(id: &str, bundle: &Path, mark: &mut dyn FnMut(&'static str)) -> Verdict {
+    let decided = prepare_view(bundle, mark).and_then(|Prepared { spec, rootfs, policy }| {
+        let admitted = admission::admit_marked(&policy, &spec, &rootfs, mark)
             .map_err(|source| GateError::Refused { id: id.to_string(), source })?;
         Ok((rootfs, admitted))
     });

@@ -18,6 +18,12 @@ pub struct Record {
     /// Files hashed by the gate now and taken from its cache.
     pub hashed: usize,
     pub cached: usize,
+    /// The overlay layers the gate listed the root from (0: it walked the mount itself, for
+    /// `walkedBecause`).
+    #[serde(default)]
+    pub layers: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walked_because: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<ScopeRecord>,
     /// Why the container runs without a scope (`when_no_enforcer = "run-unenforced"`).

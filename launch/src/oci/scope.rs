@@ -255,6 +255,8 @@ mod tests {
             entries: 3,
             hashed: 1,
             cached: 2,
+            layers: 0,
+            walked_because: None,
         }
     }
 

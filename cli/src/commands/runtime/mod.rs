@@ -62,8 +62,11 @@ pub struct GateWorkerArgs {
 
 /// Prints the gate's verdict on stdout (JSON) for the `create` that started this process.
 pub fn gate_worker(args: GateWorkerArgs) -> anyhow::Result<ExitCode> {
-    let verdict = oci::gate::serve(&args.id, &args.bundle);
+    let mut phases = enforce::timing::Phases::start();
+    let verdict = oci::gate::serve(&args.id, &args.bundle, &mut |p| phases.mark(p));
     println!("{}", serde_json::to_string(&verdict)?);
+    let admitted = matches!(verdict, oci::gate::Verdict::Admitted { .. });
+    crate::commands::hook::report_timing("gate-timing", "gate", &args.id, admitted, &phases);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -175,12 +178,16 @@ fn report(log: &mut Log, id: &str, created: &oci::Created) {
     let r = &created.record;
     log.debug(&format!(
         "admitted container {id}: rootfs {} matches {} ({}), {} files hashed, {} from the cache; \
-         gate {} ms, libcontainer create {} ms{}",
+         listed {}; gate {} ms, libcontainer create {} ms{}",
         r.rootfs.display(),
         r.image,
         r.digest,
         r.hashed,
         r.cached,
+        match &r.walked_because {
+            Some(reason) => format!("through the mount ({reason})"),
+            None => format!("from {} overlay layers", r.layers),
+        },
         created.gate_time.as_millis(),
         created.create_time.as_millis(),
         if created.gate_beside { " (the gate decided beside it)" } else { "" },
