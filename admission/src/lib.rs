@@ -28,6 +28,7 @@ pub mod overlay;
 pub mod policy;
 pub mod spec;
 pub mod statements;
+pub mod verdicts;
 pub mod walk;
 
 pub use policy::{EnforceMode, Policy, PolicyError, WhenNoEnforcer};
@@ -78,6 +79,10 @@ pub struct Admitted {
     /// Why the root file system was listed through the mount (`None` when from its layers).
     #[serde(default)]
     pub walked_because: Option<String>,
+    /// Admitted by the verdict cache: the listing is the one admitted last under the same
+    /// statements and mounts ([`verdicts`]); nothing was matched (`hashed`, `cached` zero).
+    #[serde(default)]
+    pub remembered: bool,
 }
 
 /// Decides whether `rootfs`, about to be started with `spec`, may run under `policy`.
@@ -151,6 +156,7 @@ fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
                         cached: 0,
                         layers: 0,
                         walked_because: None,
+                        remembered: false,
                     };
                     running = Some(scope.spawn(move || early(&preview)));
                 }
@@ -165,34 +171,60 @@ fn admit_inner<T: Send, F: FnOnce(&Admitted) -> T + Send>(
 
 /// [`admit`], given the walk of `rootfs` to wait for; `verified` hears the candidates once
 /// they are known (before the walk is waited for).
-fn admit_walked(
+fn admit_walked<V: FnOnce(&[Candidate])>(
     policy: &Policy,
     spec: &GateSpec,
     rootfs: &Path,
     walked: impl FnOnce() -> Result<(Vec<walk::Observed>, walk::How, hashes::HashCache), walk::WalkError>,
-    verified: impl FnOnce(&[Candidate]),
+    verified: V,
     mark: &mut dyn FnMut(&'static str),
 ) -> Result<Admitted, AdmitError> {
     let files = candidates::bundle_files(policy, |key| spec.annotations.get(key).cloned())?;
     let now = SystemTime::now();
     let key = statements::key(&policy.trust, &files);
     mark("statement-key");
-    let (candidates, refused) = match key.as_deref().and_then(|key| statements::load(&policy.cache, key, now)) {
-        Some(cached) => cached,
-        None => {
-            let verified = candidates::verify(&files, &policy.trust, now)?;
-            if let Some(key) = &key {
-                statements::store(&policy.cache, key, &verified.0, &verified.1);
+    let mounts = Mounts::new(spec.mount_destinations.iter().map(String::as_str));
+    let ids = &spec.id_maps;
+    // The last admission under the same statements and mounts: when the listing turns out to
+    // be the one it admitted, nothing is read or matched again.
+    let verdict_at = key.as_deref().map(|key| verdicts::place(&policy.cache, key, &mounts, ids));
+    let remembered = verdict_at.as_deref().and_then(|at| verdicts::load(at, now));
+    let mut verified = Some(verified);
+    let verify = |verified: &mut Option<V>| -> Result<(Vec<Candidate>, Vec<String>), AdmitError> {
+        let (candidates, refused) = match key.as_deref().and_then(|key| statements::load(&policy.cache, key, now)) {
+            Some(cached) => cached,
+            None => {
+                let verified = candidates::verify(&files, &policy.trust, now)?;
+                if let Some(key) = &key {
+                    statements::store(&policy.cache, key, &verified.0, &verified.1);
+                }
+                verified
             }
-            verified
+        };
+        if candidates.is_empty() {
+            let reasons = if refused.is_empty() {
+                "the policy's bundle directories are empty".into()
+            } else {
+                refused.join("; ")
+            };
+            return Err(AdmitError::NoTrustedManifest { reasons });
         }
+        if let Some(verified) = verified.take() {
+            verified(&candidates);
+        }
+        Ok((candidates, refused))
     };
-    if candidates.is_empty() {
-        let reasons =
-            if refused.is_empty() { "the policy's bundle directories are empty".into() } else { refused.join("; ") };
-        return Err(AdmitError::NoTrustedManifest { reasons });
+    let mut statements = None;
+    match &remembered {
+        // The early scope needs only the image's name, digest and bundles.
+        Some(verdict) if verdict.candidates == 1 => {
+            if let Some(verified) = verified.take() {
+                verified(&[verdict.candidate()]);
+            }
+        }
+        Some(_) => {}
+        None => statements = Some(verify(&mut verified)?),
     }
-    verified(&candidates);
     mark("verify");
     let walked = walked();
     mark("walk");
@@ -201,12 +233,31 @@ fn admit_walked(
         walk::How::Layers(n) => (n, None),
         walk::How::Mount(reason) => (0, Some(error_chain(&reason))),
     };
+    let listing = verdict_at.is_some().then(|| verdicts::listing(&observed, &mounts));
+    if let (Some(verdict), Some(listing)) = (&remembered, &listing) {
+        if verdict.listing == *listing {
+            mark("match");
+            return Ok(Admitted {
+                name: verdict.name.clone(),
+                digest: verdict.digest.clone(),
+                bundles: verdict.bundles.clone(),
+                entries: observed.len(),
+                hashed: 0,
+                cached: 0,
+                layers,
+                walked_because,
+                remembered: true,
+            });
+        }
+    }
+    let (candidates, refused) = match statements {
+        Some(statements) => statements,
+        None => verify(&mut verified)?,
+    };
     // Sorted by path bytes (the walk's order): looked up by binary search.
     let seen_at = |path: &str| {
         observed.binary_search_by(|o| o.entry.path.as_bytes().cmp(path.as_bytes())).ok().map(|i| &observed[i])
     };
-    let mounts = Mounts::new(spec.mount_destinations.iter().map(String::as_str));
-    let ids = &spec.id_maps;
     let mut closest: Option<(&Candidate, Vec<Difference>)> = None;
     for candidate in &candidates {
         let mut differences = matcher::metadata_differences(&candidate.files, &observed, &mounts, ids);
@@ -219,8 +270,11 @@ fn admit_walked(
                 differences.extend(matcher::content_difference(expected, cache.digest(seen)?));
             }
             if differences.is_empty() {
-                // The cache is an optimisation: failing to write it refuses nothing.
+                // The caches are an optimisation: failing to write them refuses nothing.
                 let _ = cache.save();
+                if let (Some(at), Some(listing)) = (&verdict_at, listing) {
+                    verdicts::store(at, &verdicts::Verdict::new(listing, candidates.len(), candidate));
+                }
                 mark("match");
                 return Ok(Admitted {
                     name: candidate.name.clone(),
@@ -231,6 +285,7 @@ fn admit_walked(
                     cached: cache.cached,
                     layers,
                     walked_because,
+                    remembered: false,
                 });
             }
         }

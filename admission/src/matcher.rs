@@ -32,6 +32,15 @@ pub struct Mounts {
     destinations: BTreeSet<String>,
 }
 
+/// How much of a path the match decides on: nothing (a mount hides it), its type only (a
+/// mount's destination: a file or directory there is fine), or everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    Nothing,
+    Kind,
+    All,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cover {
     Hidden,
@@ -46,7 +55,43 @@ impl Mounts {
         Mounts { destinations }
     }
 
+    /// The normalised destinations, sorted.
+    pub fn destinations(&self) -> impl Iterator<Item = &str> {
+        self.destinations.iter().map(String::as_str)
+    }
+
+    /// How much of what is at `path` the match decides on (see [`metadata_differences`]).
+    pub fn weight(&self, path: &str) -> Weight {
+        match self.cover(path) {
+            Cover::Hidden => Weight::Nothing,
+            Cover::Destination => Weight::Kind,
+            Cover::Ancestor | Cover::Visible => Weight::All,
+        }
+    }
+
     fn cover(&self, path: &str) -> Cover {
+        // A container has a handful of mounts: one pass over them beats a lookup per ancestor.
+        if self.destinations.len() <= 64 {
+            let (mut hidden, mut ancestor) = (false, false);
+            for d in &self.destinations {
+                if d.len() == path.len() {
+                    if d == path {
+                        return Cover::Destination;
+                    }
+                } else if d.len() < path.len() {
+                    hidden |= path.as_bytes()[d.len()] == b'/' && path.starts_with(d.as_str());
+                } else {
+                    ancestor |= d.as_bytes()[path.len()] == b'/' && d.starts_with(path);
+                }
+            }
+            return if hidden {
+                Cover::Hidden
+            } else if ancestor {
+                Cover::Ancestor
+            } else {
+                Cover::Visible
+            };
+        }
         if self.destinations.contains(path) {
             return Cover::Destination;
         }

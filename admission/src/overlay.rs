@@ -114,13 +114,19 @@ pub(crate) fn list(root: &Path, known: Option<&HashCache>) -> Result<(Vec<Observ
     let listed = listed.map_err(Fallback::Layer)?;
     let mount = mount.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     let composed = compose(&listed, layers.opaque_xattr);
-    let extras = compare(root, &composed, &listed, &mount, known)?;
+    let extras = compare(root, layers.upper, &composed, &listed, &mount, known)?;
     let count = listed.len();
-    let mut keep: Vec<Vec<Option<Observed>>> =
-        listed.into_iter().map(|layer| layer.into_iter().map(Some).collect()).collect();
-    let mut observed: Vec<Observed> =
-        composed.visible.iter().filter_map(|&(layer, index)| keep[layer][index].take()).collect();
-    observed.extend(extras);
+    let mut shown: Vec<Vec<bool>> = listed.iter().map(|layer| vec![false; layer.len()]).collect();
+    for &(layer, index) in &composed.visible {
+        shown[layer][index] = true;
+    }
+    drop(composed);
+    let observed: Vec<Observed> = listed
+        .into_iter()
+        .zip(shown)
+        .flat_map(|(layer, shown)| layer.into_iter().zip(shown).filter_map(|(o, shown)| shown.then_some(o)))
+        .chain(extras)
+        .collect();
     Ok((observed, count))
 }
 
@@ -144,6 +150,7 @@ fn super_options(mountinfo: &str, id: u64) -> Option<&str> {
 struct Layers {
     /// Upper first (when there is one), then the lower layers, top to bottom.
     dirs: Vec<PathBuf>,
+    upper: bool,
     metacopy_off: bool,
     /// The xattr that marks an opaque directory (`userxattr` mounts use the user namespace).
     opaque_xattr: &'static str,
@@ -179,12 +186,13 @@ impl Layers {
         if lowers.is_empty() {
             return unsupported("no lowerdir");
         }
+        let has_upper = upper.is_some();
         let dirs: Vec<PathBuf> = upper.into_iter().chain(lowers).collect();
         if dirs.iter().any(|d| !d.is_absolute()) {
             return unsupported("a layer named by a relative path");
         }
         let opaque_xattr = if user { "user.overlay.opaque" } else { "trusted.overlay.opaque" };
-        Ok(Layers { dirs, metacopy_off, opaque_xattr })
+        Ok(Layers { dirs, upper: has_upper, metacopy_off, opaque_xattr })
     }
 }
 
@@ -207,24 +215,25 @@ fn same_file_system(mount: &Path, layer: &Path) -> Result<bool, Fallback> {
 type Place = (usize, usize);
 
 /// The composition of the layers: what the mount should show.
-struct Composed {
+struct Composed<'a> {
     /// Every path the mount should show.
     visible: Vec<Place>,
     /// Every directory the mount should show, depth first, each before its children.
-    dirs: Vec<ComposedDir>,
+    dirs: Vec<ComposedDir<'a>>,
 }
 
-struct ComposedDir {
+/// Names are borrowed from the layers' listings.
+struct ComposedDir<'a> {
     /// "" for the root.
-    path: String,
+    path: &'a str,
     /// Its entry (none for the root).
     own: Option<Place>,
-    children: HashMap<String, Place>,
+    children: HashMap<&'a str, Place>,
 }
 
 /// A directory still to compose: its path, its entry, and the layers merged into it.
-struct ToCompose {
-    path: String,
+struct ToCompose<'a> {
+    path: &'a str,
     own: Option<Place>,
     stack: Vec<usize>,
 }
@@ -236,7 +245,7 @@ fn is_whiteout(entry: &verifier_core::manifest::FileEntry) -> bool {
 /// Overlay's lookup rules over the layers' listings: a name is taken from the first layer of
 /// its parent's stack that has it; a whiteout there hides it; a directory merges with the same
 /// name in the layers below until one of them is not a directory or it is opaque.
-fn compose(layers: &[Vec<Observed>], opaque_xattr: &str) -> Composed {
+fn compose<'a>(layers: &'a [Vec<Observed>], opaque_xattr: &str) -> Composed<'a> {
     let by_parent: Vec<HashMap<&str, Vec<usize>>> = layers
         .iter()
         .map(|layer| {
@@ -253,11 +262,11 @@ fn compose(layers: &[Vec<Observed>], opaque_xattr: &str) -> Composed {
         matches!(rustix::fs::lgetxattr(&observed.host_path, opaque_xattr, &mut value), Ok(1) if value[0] == b'y')
     };
     let mut composed = Composed { visible: Vec::new(), dirs: Vec::new() };
-    let mut todo = vec![ToCompose { path: String::new(), own: None, stack: (0..layers.len()).collect() }];
+    let mut todo = vec![ToCompose { path: "", own: None, stack: (0..layers.len()).collect() }];
     while let Some(ToCompose { path: dir, own, stack }) = todo.pop() {
-        let mut names: BTreeMap<&str, Vec<Place>> = BTreeMap::new();
+        let mut names: BTreeMap<&'a str, Vec<Place>> = BTreeMap::new();
         for &layer in &stack {
-            for &index in by_parent[layer].get(dir.as_str()).into_iter().flatten() {
+            for &index in by_parent[layer].get(dir).into_iter().flatten() {
                 let path = &layers[layer][index].entry.path;
                 names.entry(&path[dir.len() + 1..]).or_default().push((layer, index));
             }
@@ -270,7 +279,7 @@ fn compose(layers: &[Vec<Observed>], opaque_xattr: &str) -> Composed {
                 continue;
             }
             composed.visible.push((layer, index));
-            children.insert(name.to_string(), (layer, index));
+            children.insert(name, (layer, index));
             if top.entry.kind == FileType::Dir {
                 let mut below = vec![layer];
                 let mut last = top;
@@ -282,7 +291,7 @@ fn compose(layers: &[Vec<Observed>], opaque_xattr: &str) -> Composed {
                     below.push(layer);
                     last = next;
                 }
-                todo.push(ToCompose { path: top.entry.path.clone(), own: Some((layer, index)), stack: below });
+                todo.push(ToCompose { path: &top.entry.path, own: Some((layer, index)), stack: below });
             }
         }
         composed.dirs.push(ComposedDir { path: dir, own, children });
@@ -352,12 +361,15 @@ fn read_mount(root: &Path) -> Result<HashMap<String, MountDir>, Fallback> {
     Ok(dirs)
 }
 
-/// Compares the composition with the mount as listed, directory by directory. A file the mount
-/// lists and the layers did not have when they were listed (the runtime makes the mount points
-/// of the container's mounts while the gate runs) is looked at through the mount, and returned:
-/// it is an extra path to the admission, which allows one only where a mount will cover it.
+/// Compares the composition with the mount as listed, directory by directory. The runtime
+/// makes the mount points of the container's mounts while the gate runs, so the two readings
+/// can differ by a file of the upper layer: a file the mount lists and the layers did not have
+/// is looked at through the mount, and returned (an extra path to the admission, which allows
+/// one only where a mount will cover it); a file of the upper layer the mount did not list yet
+/// is kept as the upper layer has it.
 fn compare(
     root: &Path,
+    upper: bool,
     composed: &Composed,
     layers: &[Vec<Observed>],
     mount: &HashMap<String, MountDir>,
@@ -368,7 +380,7 @@ fn compare(
     }
     let mut extras = Vec::new();
     for ComposedDir { path: dir, own, children } in &composed.dirs {
-        let seen = mount.get(dir).ok_or_else(|| differs(dir, "composed, not listed".into()))?;
+        let seen = mount.get(*dir).ok_or_else(|| differs(dir, "composed, not listed".into()))?;
         if let Some((layer, index)) = own {
             // A directory's inode number is not compared: a copied-up directory reports its
             // origin's, and nothing is taken from the directory but its mode and owner
@@ -398,7 +410,15 @@ fn compare(
             matched += 1;
         }
         if matched != children.len() {
-            return Err(differs(dir, format!("{matched} composed names listed, {} composed", children.len())));
+            // A file of the upper layer the mount did not list yet: made (a mount point)
+            // between the two readings. It is the upper layer's, so the mount shows it now.
+            let listed: std::collections::HashSet<&str> = seen.names.iter().map(|(n, _, _)| n.as_str()).collect();
+            for (name, &(layer, index)) in children {
+                let made_since = upper && layer == 0 && layers[layer][index].entry.kind != FileType::Dir;
+                if !listed.contains(*name) && !made_since {
+                    return Err(differs(&format!("{dir}/{name}"), "composed, not listed".into()));
+                }
+            }
         }
     }
     Ok(extras)

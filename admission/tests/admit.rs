@@ -88,8 +88,15 @@ fn a_signed_rootfs_is_admitted_and_a_second_admission_reads_no_content() {
     let first = scene.admit(&Spec::default()).expect("the signed rootfs");
     assert_eq!(first.name, "busybox");
     assert!(first.hashed > 0, "{first:?}");
+    // The same listing under the same statements: the verdict cache admits it, nothing is
+    // matched or hashed.
     let second = scene.admit(&Spec::default()).expect("again");
-    assert_eq!((second.hashed, second.cached), (0, first.hashed + first.cached), "{second:?}");
+    assert!(second.remembered && second.hashed == 0, "{second:?}");
+    // Without it, the hash cache: every file's digest known, none read.
+    std::fs::remove_dir_all(scene.cache.join("verdicts")).unwrap();
+    let third = scene.admit(&Spec::default()).expect("again, without the verdict cache");
+    assert!(!third.remembered, "{third:?}");
+    assert_eq!((third.hashed, third.cached), (0, first.hashed + first.cached), "{third:?}");
 }
 
 #[test]
@@ -264,6 +271,30 @@ fn a_statement_cache_others_can_write_is_not_believed() {
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
     let why = refusal(scene.admit(&Spec::default()));
     assert!(why.contains(paths::PLAIN_FILE), "{why}");
+}
+
+#[test]
+fn a_verdict_cache_others_can_write_is_not_believed() {
+    let scene = Scene::new();
+    scene.admit(&Spec::default()).expect("admitted, the verdict kept");
+    let target = scene.file(paths::PLAIN_FILE);
+    let mut content = std::fs::read(&target).unwrap();
+    content[0] ^= 1;
+    overwrite_keeping_mtime(&target, &content);
+    // Forge the kept verdict: the tampered listing, as if it had been admitted.
+    let spec = GateSpec::from(&Spec::default());
+    let mounts = admission::matcher::Mounts::new(spec.mount_destinations.iter().map(String::as_str));
+    let listing = admission::verdicts::listing(&admission::walk::walk(&scene.image.rootfs).unwrap(), &mounts);
+    let entry = std::fs::read_dir(scene.cache.join("verdicts")).unwrap().next().unwrap().unwrap().path();
+    let mut verdict: admission::verdicts::Verdict = serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    verdict.listing = listing;
+    std::fs::write(&entry, serde_json::to_vec(&verdict).unwrap()).unwrap();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let why = refusal(scene.admit(&Spec::default()));
+    assert!(why.contains(paths::PLAIN_FILE), "{why}");
+    // The forgery itself is right: kept private, it would be believed.
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(scene.admit(&Spec::default()).expect("the forged verdict, private").remembered);
 }
 
 /// `admit_early` (the hook registers the scope beside the walk): `early` runs only when the

@@ -152,6 +152,7 @@ fn build(rt: &Runtime, opts: &CreateOptions, detach: bool) -> Result<(Container,
         cached: gated.admitted.cached,
         layers: gated.admitted.layers,
         walked_because: gated.admitted.walked_because.clone(),
+        remembered: gated.admitted.remembered,
         scope: None,
         unenforced: None,
     };

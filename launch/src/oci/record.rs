@@ -24,6 +24,9 @@ pub struct Record {
     pub layers: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walked_because: Option<String>,
+    /// Admitted by the gate's verdict cache (the listing admitted last time; nothing matched).
+    #[serde(default)]
+    pub remembered: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<ScopeRecord>,
     /// Why the container runs without a scope (`when_no_enforcer = "run-unenforced"`).

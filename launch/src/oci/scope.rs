@@ -257,6 +257,7 @@ mod tests {
             cached: 2,
             layers: 0,
             walked_because: None,
+            remembered: false,
         }
     }
 

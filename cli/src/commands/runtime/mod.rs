@@ -177,13 +177,16 @@ fn dispatch(rt: &Runtime, command: RuntimeCommand, log: &mut Log) -> anyhow::Res
 fn report(log: &mut Log, id: &str, created: &oci::Created) {
     let r = &created.record;
     log.debug(&format!(
-        "admitted container {id}: rootfs {} matches {} ({}), {} files hashed, {} from the cache; \
-         listed {}; gate {} ms, libcontainer create {} ms{}",
+        "admitted container {id}: rootfs {} matches {} ({}), {}; listed {}; gate {} ms, libcontainer \
+         create {} ms{}",
         r.rootfs.display(),
         r.image,
         r.digest,
-        r.hashed,
-        r.cached,
+        if r.remembered {
+            "the listing admitted last time (verdict cache)".to_string()
+        } else {
+            format!("{} files hashed, {} from the cache", r.hashed, r.cached)
+        },
         match &r.walked_because {
             Some(reason) => format!("through the mount ({reason})"),
             None => format!("from {} overlay layers", r.layers),
