@@ -108,7 +108,7 @@ pub(crate) fn list(root: &Path, known: Option<&HashCache>) -> Result<(Vec<Observ
     // two): neither needs the other until they are compared.
     let (listed, mount) = std::thread::scope(|scope| {
         let mount = scope.spawn(|| read_mount(root));
-        let listed: Result<Vec<Vec<Observed>>, WalkError> = roots.iter().map(|dir| list_tree(dir, known, 1)).collect();
+        let listed: Result<Vec<Vec<Observed>>, WalkError> = roots.iter().map(|dir| list_tree(dir, known, 2)).collect();
         (listed, mount.join())
     });
     let listed = listed.map_err(Fallback::Layer)?;
@@ -393,19 +393,20 @@ fn compare(
         }
         let mut matched = 0usize;
         for (name, kind, ino) in &seen.names {
-            let path = format!("{dir}/{name}");
+            // Made only where it is needed: formatting every path was a visible cost.
+            let path = || format!("{dir}/{name}");
             let Some(&(layer, index)) = children.get(name.as_str()) else {
                 if *kind == Kind::Directory {
-                    return Err(differs(&path, "a directory listed, not composed".into()));
+                    return Err(differs(&path(), "a directory listed, not composed".into()));
                 }
-                extras.push(observe_in_mount(root, dir, name, path, known)?);
+                extras.push(observe_in_mount(root, dir, name, path(), known)?);
                 continue;
             };
             let observed = &layers[layer][index];
             let is_dir = observed.entry.kind == FileType::Dir;
             if (!is_dir && *ino != observed.ino) || !same_type(*kind, observed.entry.kind) {
                 let what = format!("inode {ino} ({kind:?}), composed {} ({:?})", observed.ino, observed.entry.kind);
-                return Err(differs(&path, what));
+                return Err(differs(&path(), what));
             }
             matched += 1;
         }

@@ -109,22 +109,17 @@ pub(crate) fn list_tree(root: &Path, known: Option<&HashCache>, threads: usize) 
 }
 
 /// Sorted by path bytes, files sharing an inode recorded as a file and hardlinks to it.
-fn sorted(mut out: Vec<Observed>) -> Vec<Observed> {
-    // Paths are distinct: no stable sort needed.
-    out.sort_unstable_by(|a, b| a.entry.path.as_bytes().cmp(b.entry.path.as_bytes()));
+fn sorted(out: Vec<Observed>) -> Vec<Observed> {
+    // An index is sorted, not the entries: moving a few hundred bytes per swap was a visible
+    // share of the gate's time. Paths are distinct: no stable sort needed.
+    let mut order: Vec<usize> = (0..out.len()).collect();
+    order.sort_unstable_by(|&a, &b| out[a].entry.path.as_bytes().cmp(out[b].entry.path.as_bytes()));
+    let mut slots: Vec<Option<Observed>> = out.into_iter().map(Some).collect();
+    let mut out: Vec<Observed> = order.iter().filter_map(|&i| slots[i].take()).collect();
     let inodes: Vec<Option<u64>> =
         out.iter().map(|o| o.key.filter(|_| o.entry.kind == FileType::File).map(|k| k.ino)).collect();
-    // Moved out and back, not copied: the listing can hold many thousand entries.
-    // Where each entry is, and what identifies it, beside the entries themselves.
-    type Place = (PathBuf, Option<FileKey>, u64);
-    let (mut entries, places): (Vec<FileEntry>, Vec<Place>) =
-        out.into_iter().map(|o| (o.entry, (o.host_path, o.key, o.ino))).unzip();
-    canonicalize_hardlinks(&mut entries, &inodes);
-    entries
-        .into_iter()
-        .zip(places)
-        .map(|(entry, (host_path, key, ino))| Observed { entry, host_path, key, ino })
-        .collect()
+    canonicalize_hardlinks(&mut out, &inodes);
+    out
 }
 
 /// At most this many threads list directories at once.
@@ -213,9 +208,13 @@ fn list_one(todo: Todo, known: Option<&HashCache>, buf: &mut Vec<u8>) -> Result<
             continue;
         }
         // A name that is not UTF-8 cannot be in a manifest: listed lossily, it stays an extra.
-        let name = String::from_utf8_lossy(raw.to_bytes()).into_owned();
+        let name = String::from_utf8_lossy(raw.to_bytes());
+        let mut path = String::with_capacity(prefix.len() + 1 + name.len());
+        path.push_str(&prefix);
+        path.push('/');
+        path.push_str(&name);
         let host_path = dir.join(std::ffi::OsStr::from_bytes(raw.to_bytes()));
-        let observed = observe(&fd, raw, format!("{prefix}/{name}"), host_path, known)?;
+        let observed = observe(&fd, raw, path, host_path, known)?;
         if observed.entry.kind == FileType::Dir {
             subdirs.push(Todo {
                 parent: Some((fd.clone(), raw.to_owned())),
@@ -306,5 +305,11 @@ pub(crate) fn signed_xattrs(get: impl Fn(&str, &mut [u8]) -> rustix::io::Result<
 impl std::borrow::Borrow<FileEntry> for Observed {
     fn borrow(&self) -> &FileEntry {
         &self.entry
+    }
+}
+
+impl std::borrow::BorrowMut<FileEntry> for Observed {
+    fn borrow_mut(&mut self) -> &mut FileEntry {
+        &mut self.entry
     }
 }

@@ -169,13 +169,17 @@ pub fn compare(expected: &[FileEntry], actual: &[FileEntry]) -> Vec<Difference> 
 /// Makes hardlink groups canonical, whatever order the source listed them in: among the entries
 /// sharing an inode (`inodes[i]` is entry `i`'s), the first path in byte order is the `file` and
 /// the others are `hardlink`s to it; a group of one is a plain `file`. `entries` must be sorted.
-pub fn canonicalize_hardlinks<K: Eq + std::hash::Hash + Copy>(entries: &mut [FileEntry], inodes: &[Option<K>]) {
+pub fn canonicalize_hardlinks<K: Eq + std::hash::Hash + Copy, E: std::borrow::BorrowMut<FileEntry>>(
+    entries: &mut [E],
+    inodes: &[Option<K>],
+) {
     let mut first_path: std::collections::HashMap<K, String> = std::collections::HashMap::new();
     let mut group_size: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
     for inode in inodes.iter().flatten() {
         *group_size.entry(*inode).or_default() += 1;
     }
     for (entry, inode) in entries.iter_mut().zip(inodes) {
+        let entry: &mut FileEntry = entry.borrow_mut();
         let Some(inode) = inode else { continue };
         if !matches!(entry.kind, FileType::File | FileType::Hardlink) {
             continue;
