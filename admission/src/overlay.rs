@@ -25,6 +25,12 @@
 //! system, redirects, xattr whiteouts, anything the composition does not foresee: the
 //! comparison fails and the caller walks the mount path by path. The rules decide how often
 //! this path is taken, never what is admitted.
+//!
+//! One inode number is not the served inode's: a file copied up into the upper layer reports
+//! its origin's (the lower file's), so the names of the upper layer must come from the mounted
+//! upper directory itself. It is the one at the options' path (no symlink in it) whose inode
+//! number the mount's root reports (the root takes its upper directory's, never an origin's);
+//! otherwise the walk goes through the mount.
 
 use crate::hashes::HashCache;
 use crate::walk::{list_tree, Observed, WalkError};
@@ -51,6 +57,8 @@ pub enum Fallback {
     Metacopy,
     #[error("the layers are not all on the upper layer's file system")]
     OtherFileSystem,
+    #[error("the upper layer the options name is not the mounted one")]
+    OtherUpper,
     #[error("cannot list a layer")]
     Layer(#[source] WalkError),
     #[error("the mount differs from its layers' composition at {path}: {what}")]
@@ -113,6 +121,13 @@ pub(crate) fn list(root: &Path, known: Option<&HashCache>) -> Result<(Vec<Observ
     });
     let listed = listed.map_err(Fallback::Layer)?;
     let mount = mount.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    // With one file system (the mount's reading checked it), the mount's root reports its upper
+    // directory's inode number. An upper layer at another directory than the mounted one
+    // (renamed after the mount) would hide files copied up there, which the mount lists with
+    // their origin's inode number.
+    if layers.upper && (roots[0] != layers.dirs[0] || !same_inode(&roots[0], stx.stx_ino)) {
+        return Err(Fallback::OtherUpper);
+    }
     let composed = compose(&listed, layers.opaque_xattr);
     let extras = compare(root, layers.upper, &composed, &listed, &mount, known)?;
     let count = listed.len();
@@ -199,6 +214,11 @@ impl Layers {
 /// Whether overlay's metacopy is off unless a mount asks for it.
 fn metacopy_default_off() -> bool {
     std::fs::read_to_string("/sys/module/overlay/parameters/metacopy").is_ok_and(|v| v.trim() == "N")
+}
+
+/// Whether `dir` (its inode number) is `ino`.
+fn same_inode(dir: &Path, ino: u64) -> bool {
+    rustix::fs::statx(rustix::fs::CWD, dir, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::INO).is_ok_and(|s| s.stx_ino == ino)
 }
 
 /// Whether the mount's statfs (overlay reports its upper layer's file system's sizes, under a

@@ -162,6 +162,15 @@ fn a_layer_repointed_after_the_mount_is_not_believed() {
     assert_eq!(passwd.key.unwrap().ino, std::os::unix::fs::MetadataExt::ino(&evil));
 }
 
+/// A copy of the bottom layer on a tmpfs mounted in the scene (its own inode numbers).
+fn bottom_on_a_tmpfs(root: &Path) -> PathBuf {
+    let tmpfs = root.join("tmpfs");
+    std::fs::create_dir_all(&tmpfs).unwrap();
+    assert!(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&tmpfs).status().unwrap().success());
+    assert!(Command::new("cp").arg("-a").arg(root.join("bottom")).arg(&tmpfs).status().unwrap().success());
+    tmpfs.join("bottom")
+}
+
 #[test]
 fn a_layer_on_another_file_system_is_not_listed_from_its_layers() {
     if !is_root() {
@@ -169,16 +178,8 @@ fn a_layer_on_another_file_system_is_not_listed_from_its_layers() {
         return;
     }
     // The bottom layer copied onto a tmpfs: inode numbers there are that file system's own.
-    let scene = Scene::mount(
-        |root| {
-            let tmpfs = root.join("tmpfs");
-            std::fs::create_dir_all(&tmpfs).unwrap();
-            assert!(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&tmpfs).status().unwrap().success());
-            assert!(Command::new("cp").arg("-a").arg(root.join("bottom")).arg(&tmpfs).status().unwrap().success());
-            format!("{}:{}", root.join("mid").display(), tmpfs.join("bottom").display())
-        },
-        "",
-    );
+    let scene =
+        Scene::mount(|root| format!("{}:{}", root.join("mid").display(), bottom_on_a_tmpfs(root).display()), "");
     let (observed, how) = walk::list(&scene.merged, None).unwrap();
     assert!(matches!(&how, How::Mount(admission::overlay::Fallback::OtherFileSystem)), "{how:?}");
     assert_eq!(summary(&observed), summary(&walk::walk(&scene.merged).unwrap()));
@@ -196,12 +197,9 @@ fn a_layer_mounted_from_another_file_system_and_repointed_is_caught_in_the_mount
     // compared (where another file system's inode numbers could have been made to collide).
     let scene = Scene::mount(
         |root| {
-            let tmpfs = root.join("tmpfs");
-            std::fs::create_dir_all(&tmpfs).unwrap();
-            assert!(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&tmpfs).status().unwrap().success());
-            assert!(Command::new("cp").arg("-a").arg(root.join("bottom")).arg(&tmpfs).status().unwrap().success());
+            let copy = bottom_on_a_tmpfs(root);
             std::fs::create_dir_all(root.join("l")).unwrap();
-            std::os::unix::fs::symlink(tmpfs.join("bottom"), root.join("l/B")).unwrap();
+            std::os::unix::fs::symlink(copy, root.join("l/B")).unwrap();
             format!("{}:{}", root.join("mid").display(), root.join("l/B").display())
         },
         "",
@@ -212,6 +210,24 @@ fn a_layer_mounted_from_another_file_system_and_repointed_is_caught_in_the_mount
     let (observed, how) = walk::list(&scene.merged, None).unwrap();
     assert!(matches!(&how, How::Mount(admission::overlay::Fallback::OtherFileSystem)), "{how:?}");
     assert_eq!(summary(&observed), summary(&walk::walk(&scene.merged).unwrap()));
+}
+
+#[test]
+fn an_upper_layer_moved_after_the_mount_is_not_listed() {
+    if !is_root() {
+        eprintln!("skipped: mounting an overlay needs root");
+        return;
+    }
+    // The upper directory renamed away and an empty one put at its path: its files (which,
+    // copied up, the mount lists under their origin's inode number) would be missed.
+    let scene = Scene::mount(default_lowers, "");
+    let upper = scene.root.join("upper");
+    std::fs::rename(&upper, scene.root.join("upper.moved")).unwrap();
+    std::fs::create_dir(&upper).unwrap();
+    let (observed, how) = walk::list(&scene.merged, None).unwrap();
+    assert!(matches!(&how, How::Mount(admission::overlay::Fallback::OtherUpper)), "{how:?}");
+    assert_eq!(summary(&observed), summary(&walk::walk(&scene.merged).unwrap()));
+    assert!(observed.iter().any(|o| o.entry.path == "/etc/hosts"));
 }
 
 #[test]
