@@ -130,6 +130,24 @@ fn tampered_copy(bottom: &Path, evil: &Path) {
     write(&evil.join("etc/passwd"), "root::0:0::/root:/bin/sh\n");
 }
 
+/// The layers mounted with the bottom one named through a link to what `make` makes, the link
+/// then pointed at the genuine bottom layer.
+fn mounted_through_a_link(make: impl Fn(&Path) -> PathBuf) -> Scene {
+    let scene = Scene::mount(
+        |root| {
+            let mounted = make(root);
+            std::fs::create_dir_all(root.join("l")).unwrap();
+            std::os::unix::fs::symlink(mounted, root.join("l/B")).unwrap();
+            format!("{}:{}", root.join("mid").display(), root.join("l/B").display())
+        },
+        "",
+    );
+    let link = scene.root.join("l/B");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(scene.root.join("bottom"), &link).unwrap();
+    scene
+}
+
 #[test]
 fn a_layer_repointed_after_the_mount_is_not_believed() {
     if !is_root() {
@@ -138,19 +156,11 @@ fn a_layer_repointed_after_the_mount_is_not_believed() {
     }
     // The engine names its layers through links (podman's `l/`): the mount resolves them
     // once; whoever can write the store can point a link elsewhere for the mount and back.
-    let scene = Scene::mount(
-        |root| {
-            let evil = root.join("evil");
-            tampered_copy(&root.join("bottom"), &evil);
-            std::fs::create_dir_all(root.join("l")).unwrap();
-            std::os::unix::fs::symlink(&evil, root.join("l/B")).unwrap();
-            format!("{}:{}", root.join("mid").display(), root.join("l/B").display())
-        },
-        "",
-    );
-    let link = scene.root.join("l/B");
-    std::fs::remove_file(&link).unwrap();
-    std::os::unix::fs::symlink(scene.root.join("bottom"), &link).unwrap();
+    let scene = mounted_through_a_link(|root| {
+        let evil = root.join("evil");
+        tampered_copy(&root.join("bottom"), &evil);
+        evil
+    });
 
     let (observed, how) = walk::list(&scene.merged, None).unwrap();
     let How::Mount(reason) = &how else { panic!("the re-pointed layer was believed: {how:?}") };
@@ -195,18 +205,7 @@ fn a_layer_mounted_from_another_file_system_and_repointed_is_caught_in_the_mount
     // every layer named now is on one file system, the mounted one is not. The mount itself
     // says so (a non-directory reports another device than the mount's), before the names are
     // compared (where another file system's inode numbers could have been made to collide).
-    let scene = Scene::mount(
-        |root| {
-            let copy = bottom_on_a_tmpfs(root);
-            std::fs::create_dir_all(root.join("l")).unwrap();
-            std::os::unix::fs::symlink(copy, root.join("l/B")).unwrap();
-            format!("{}:{}", root.join("mid").display(), root.join("l/B").display())
-        },
-        "",
-    );
-    let link = scene.root.join("l/B");
-    std::fs::remove_file(&link).unwrap();
-    std::os::unix::fs::symlink(scene.root.join("bottom"), &link).unwrap();
+    let scene = mounted_through_a_link(bottom_on_a_tmpfs);
     let (observed, how) = walk::list(&scene.merged, None).unwrap();
     assert!(matches!(&how, How::Mount(admission::overlay::Fallback::OtherFileSystem)), "{how:?}");
     assert_eq!(summary(&observed), summary(&walk::walk(&scene.merged).unwrap()));
