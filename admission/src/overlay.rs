@@ -112,15 +112,24 @@ pub(crate) fn list(root: &Path, known: Option<&HashCache>) -> Result<(Vec<Observ
     if devices.iter().any(|d| *d != devices[0]) || !same_file_system(root, &roots[0])? {
         return Err(Fallback::OtherFileSystem);
     }
-    // The mount's directories are read beside the layers' listing (a CPU each where there are
-    // two): neither needs the other until they are compared.
-    let (listed, mount) = std::thread::scope(|scope| {
-        let mount = scope.spawn(|| read_mount(root));
-        let listed: Result<Vec<Vec<Observed>>, WalkError> = roots.iter().map(|dir| list_tree(dir, known, 2)).collect();
-        (listed, mount.join())
-    });
+    // The mount's directories are read beside the layers' listing where there are two CPUs
+    // (neither needs the other until they are compared); on one, one after the other (another
+    // thread would only add its start and switches).
+    let threads = crate::walk::workers();
+    let list_layers = || -> Result<Vec<Vec<Observed>>, WalkError> {
+        roots.iter().map(|dir| list_tree(dir, known, threads)).collect()
+    };
+    let (listed, mount) = if threads > 1 {
+        std::thread::scope(|scope| {
+            let mount = scope.spawn(|| read_mount(root));
+            let listed = list_layers();
+            (listed, mount.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })
+    } else {
+        (list_layers(), read_mount(root))
+    };
     let listed = listed.map_err(Fallback::Layer)?;
-    let mount = mount.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let mount = mount?;
     // With one file system (the mount's reading checked it), the mount's root reports its upper
     // directory's inode number. An upper layer at another directory than the mounted one
     // (renamed after the mount) would hide files copied up there, which the mount lists with

@@ -126,7 +126,7 @@ fn sorted(out: Vec<Observed>) -> Vec<Observed> {
 const WORKERS: usize = 2;
 
 /// How many threads list: [`WORKERS`], or fewer when this process may run on fewer CPUs.
-fn workers() -> usize {
+pub(crate) fn workers() -> usize {
     let cpus = rustix::thread::sched_getaffinity(None).map_or(WORKERS, |set| set.count() as usize);
     cpus.clamp(1, WORKERS)
 }

@@ -65,7 +65,14 @@ pub fn create_runtime(state: &HookState, phases: &mut Phases) -> Result<(Admitte
             phases.mark(phase)
         });
     let admitted = match verdict {
-        Ok(admitted) => admitted,
+        Ok(admitted) => {
+            // Zero-length marks, for the timing record: how the gate listed and decided.
+            phases.mark(if admitted.layers > 0 { "listed-from-layers" } else { "listed-through-mount" });
+            if admitted.remembered {
+                phases.mark("verdict-remembered");
+            }
+            admitted
+        }
         Err(source) => {
             if let Some((_, Ok(Attached::Scoped(record)))) = &early {
                 // Best effort: the runtime now refuses the container, and the daemon forgets
