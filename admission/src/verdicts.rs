@@ -69,15 +69,20 @@ impl Verdict {
 
 /// Where the verdict for `statement_key` and this container shape is kept in `cache`.
 pub fn place(cache: &Path, statement_key: &str, mounts: &Mounts, ids: &IdMaps) -> PathBuf {
+    // Every list is counted before its items, so no two shapes write the same bytes.
     let mut hasher: Vec<u8> = Vec::new();
-    hasher.update(statement_key.as_bytes());
-    for destination in mounts.destinations() {
+    field(&mut hasher, statement_key.as_bytes());
+    let destinations: Vec<&str> = mounts.destinations().collect();
+    hasher.update((destinations.len() as u64).to_le_bytes());
+    for destination in destinations {
         field(&mut hasher, destination.as_bytes());
     }
-    hasher.update(b"\0ids");
-    for (inside, host, size) in ids.uids.iter().chain([(0, 0, 0)].iter()).chain(ids.gids.iter()) {
-        for n in [inside, host, size] {
-            hasher.update(n.to_le_bytes());
+    for maps in [&ids.uids, &ids.gids] {
+        hasher.update((maps.len() as u64).to_le_bytes());
+        for (inside, host, size) in maps {
+            for n in [inside, host, size] {
+                hasher.update(n.to_le_bytes());
+            }
         }
     }
     cache.join(DIR).join(hex::encode(Sha256::digest(&hasher)))
